@@ -1,0 +1,1 @@
+"""Cloud connectors: the only code that talks to clouds."""

@@ -1,0 +1,1 @@
+"""Thin kopf adapters: read objects, call reconcile and connectors, write status and events."""

@@ -1,0 +1,1 @@
+"""Test support shipped with the package: the local control plane and the EC2 emulator harnesses."""
