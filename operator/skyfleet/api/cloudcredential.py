@@ -1,0 +1,169 @@
+"""CloudCredential: how to reach one cloud account."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from skyfleet.api.common import (
+    LONG,
+    MEDIUM,
+    SHORT,
+    Condition,
+    CRDInfo,
+    Model,
+    PrinterColumn,
+    Resource,
+    age_column,
+    conditions_field,
+    observed_generation_field,
+    phase_column,
+    ready_column,
+    ref_name,
+)
+
+IMMUTABLE: dict[str, Any] = {
+    "rule": "self == oldSelf",
+    "message": "is immutable: create a new CloudCredential instead",
+}
+
+
+class SecretRef(Model):
+    name: str = ref_name(
+        "Name of a Secret in the same namespace holding the account's secret values. The keys the "
+        "provider expects are listed in the README (for ec2: accessKeyId and secretAccessKey)."
+    )
+
+
+class Endpoint(Model):
+    url: str = Field(
+        description="Base URL of the cloud API, overriding the provider's public endpoint "
+        "(private clouds, regional gateways, emulators). Scheme, host, optional port and path.",
+        max_length=MEDIUM,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+    )
+    insecure_skip_tls_verify: bool | None = Field(
+        default=None, description="Skip TLS verification of the endpoint. Only for test clouds."
+    )
+
+
+class CredentialLimits(Model):
+    requests_per_second: float | None = Field(
+        default=None,
+        gt=0,
+        le=10000,
+        description="Sustained cloud API requests per second for this account (token bucket refill). Default: 2.",
+    )
+    burst: int | None = Field(
+        default=None,
+        ge=1,
+        le=10000,
+        description="Requests allowed at once before the rate applies. Default: 5.",
+    )
+    max_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Cloud API calls in flight at once for this account. Default: 8.",
+    )
+    max_instances: int | None = Field(
+        default=None,
+        ge=0,
+        le=100000,
+        description="Most VMs the operator keeps on this account; placement moves on when it is reached. "
+        "Default: no limit.",
+    )
+
+
+class OrphanPolicy(Model):
+    delete: bool | None = Field(
+        default=None,
+        description="Delete VMs tagged with this cluster's id whose Instance no longer exists. "
+        "Default: false (they are only reported).",
+    )
+    interval_seconds: int | None = Field(
+        default=None, ge=30, le=86400, description="How often to look for orphaned VMs. Default: 300."
+    )
+
+
+class CloudCredentialSpec(Model):
+    connector: str | None = Field(
+        default=None,
+        description="Connector that talks to this cloud (entry point in skyfleet.connectors). Default: libcloud.",
+        max_length=SHORT,
+        pattern=r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$",
+        json_schema_extra={"x-kubernetes-validations": [IMMUTABLE]},
+    )
+    provider: str = Field(
+        description="Cloud provider as the connector names it: ec2, openstack, gce, azure_arm, "
+        "digitalocean, linode, ...",
+        min_length=1,
+        max_length=SHORT,
+        pattern=r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$",
+        json_schema_extra={"x-kubernetes-validations": [IMMUTABLE]},
+    )
+    region: str | None = Field(
+        default=None,
+        description="Region of the account that VMs are placed in unless a placement target names another.",
+        max_length=SHORT,
+        pattern=r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$",
+    )
+    endpoint: Endpoint | None = Field(default=None, description="API endpoint override.")
+    secret_ref: SecretRef = Field(description="The Secret with the account's secret values.")
+    parameters: dict[str, str] | None = Field(
+        default=None,
+        description="Non-secret provider options (e.g. project, tenant, authVersion). Never put secrets here.",
+        max_length=32,
+        json_schema_extra={"additionalProperties": {"type": "string", "maxLength": LONG}},
+    )
+    limits: CredentialLimits | None = Field(default=None, description="Per-account limits on API use.")
+    verify_interval_seconds: int | None = Field(
+        default=None,
+        ge=30,
+        le=86400,
+        description="How often the credentials are verified again. Default: 600.",
+    )
+    orphans: OrphanPolicy | None = Field(default=None, description="What to do with orphaned VMs.")
+
+
+class Capabilities(Model):
+    tags: bool = Field(description="VMs carry key/value tags.")
+    user_data: bool = Field(description="VMs take user data (cloud-init).")
+    resize: bool = Field(description="VMs can change size in place.")
+    idempotency_token: bool = Field(description="Creates take an idempotency token.")
+    tag_filtering: bool = Field(description="The provider filters VMs by tag server-side.")
+
+
+class CloudCredentialStatus(Model):
+    observed_generation: int | None = observed_generation_field()
+    phase: str | None = Field(default=None, description="Verified, Failed or Pending.", max_length=SHORT)
+    conditions: list[Condition] = conditions_field()
+    capabilities: Capabilities | None = Field(default=None, description="What the cloud supports.")
+    instances: int | None = Field(default=None, ge=0, description="Instances that use this credential.")
+    orphaned_vms: int | None = Field(
+        default=None, ge=0, description="VMs tagged with this cluster's id whose Instance no longer exists."
+    )
+
+
+class CloudCredential(Resource):
+    """How to reach one cloud account: connector, provider, region, endpoint, a Secret and limits."""
+
+    crd: ClassVar[CRDInfo] = CRDInfo(
+        kind="CloudCredential",
+        plural="cloudcredentials",
+        singular="cloudcredential",
+        short_names=("sfcred", "sfcreds"),
+        printer_columns=(
+            PrinterColumn("Provider", ".spec.provider", "Cloud provider."),
+            PrinterColumn("Region", ".spec.region", "Default region."),
+            ready_column(),
+            phase_column(),
+            PrinterColumn("Instances", ".status.instances", "Instances using this credential.", "integer"),
+            age_column(),
+        ),
+    )
+
+    kind: str = "CloudCredential"
+    spec: CloudCredentialSpec = Field(description="How to reach the cloud account.")
+    status: CloudCredentialStatus | None = Field(default=None, description="Observed state, written by Skyfleet.")
