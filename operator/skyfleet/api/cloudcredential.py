@@ -107,7 +107,7 @@ class CloudCredentialSpec(Model):
         default=None,
         description="Region of the account that VMs are placed in unless a placement target names another.",
         max_length=SHORT,
-        pattern=r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$",
+        pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
     )
     endpoint: Endpoint | None = Field(default=None, description="API endpoint override.")
     secret_ref: SecretRef = Field(description="The Secret with the account's secret values.")

@@ -40,9 +40,9 @@ class Model(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
-def ref_name(description: str) -> Any:
+def ref_name(description: str, **kwargs: Any) -> Any:
     """A same-namespace reference by name."""
-    return Field(description=description, min_length=1, max_length=SHORT, pattern=DNS_SUBDOMAIN)
+    return Field(description=description, min_length=1, max_length=SHORT, pattern=DNS_SUBDOMAIN, **kwargs)
 
 
 ObjectName = Annotated[str, Field(min_length=1, max_length=SHORT, pattern=DNS_SUBDOMAIN)]

@@ -115,7 +115,8 @@ class ImageSpec(Model):
 
     parent: str | None = ref_name(
         "Image in the same namespace to inherit clouds, login user and recipe from; "
-        "this Image's entries come first and its recipe runs after the parent's."
+        "this Image's entries come first and its recipe runs after the parent's.",
+        default=None,
     )
     login_user: str | None = Field(default=None, description="User to log in as over SSH.", max_length=SHORT)
     clouds: list[ImageSource] | None = Field(
