@@ -1,0 +1,394 @@
+"""The connector contract: the data the operator exchanges with any cloud, and the async interface.
+
+Everything here is provider-neutral. Provider quirks (tag syntax, idempotency tokens, paging)
+live behind ``Connector`` implementations; the operator only sees these types.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import fnmatch
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType, TracebackType
+from typing import ClassVar, Self
+
+from skyfleet.connectors.errors import InvalidRequest, NotFound, Unsupported
+
+__all__ = [
+    "Capabilities",
+    "CloudImage",
+    "CloudLocation",
+    "CloudNode",
+    "CloudSize",
+    "Connector",
+    "CreateRequest",
+    "CredentialConfig",
+    "Limits",
+    "NodeState",
+    "OwnerTags",
+    "SecretData",
+]
+
+_MASK = "***"
+
+
+class SecretData(Mapping[str, str]):
+    """The decoded data of a Secret, readable by key but masked in every repr/str.
+
+    Wrapping the mapping, instead of trusting every caller to remember ``repr=False``,
+    keeps values out of logs, exceptions and debugger output by construction.
+    """
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, str] | None = None) -> None:
+        self._data: Mapping[str, str] = MappingProxyType(dict(data or {}))
+
+    def __getitem__(self, key: str) -> str:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return "SecretData({" + ", ".join(f"{k!r}: {_MASK!r}" for k in self._data) + "})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, SecretData):
+            return dict(self._data) == dict(other._data)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self._data.items())))
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Pickling is how secrets leak into caches and process pools; refuse it outright.
+        raise TypeError("SecretData cannot be pickled")
+
+    def scrub(self, text: str) -> str:
+        """Return ``text`` with every secret value (longer than 3 chars) replaced by a mask."""
+        for value in sorted(self._data.values(), key=len, reverse=True):
+            if len(value) > 3:
+                text = text.replace(value, _MASK)
+        return text
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-credential budget: AWS-style token bucket plus a cap on calls in flight."""
+
+    requests_per_second: float = 10.0
+    burst: int = 20
+    max_concurrency: int = 8
+    max_instances: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.requests_per_second <= 0 or self.burst < 1 or self.max_concurrency < 1:
+            raise ValueError(
+                "limits need requests_per_second > 0, burst >= 1 and max_concurrency >= 1, got "
+                f"{self.requests_per_second}, {self.burst}, {self.max_concurrency}"
+            )
+
+
+@dataclass(frozen=True)
+class CredentialConfig:
+    """How to reach one cloud account: what a CloudCredential plus its Secret resolve to."""
+
+    name: str
+    namespace: str
+    provider: str
+    region: str | None = None
+    endpoint_url: str | None = None
+    parameters: Mapping[str, str] = field(default_factory=dict)
+    secret: SecretData = field(default_factory=SecretData, repr=False)
+    limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.secret, SecretData):
+            object.__setattr__(self, "secret", SecretData(self.secret))
+        object.__setattr__(self, "parameters", MappingProxyType(dict(self.parameters)))
+
+    @property
+    def key(self) -> str:
+        """Identity used for caches and rate-limit buckets: one per credential and region."""
+        return f"{self.namespace}/{self.name}@{self.region or '-'}"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a provider can do, so callers can choose strategies without knowing the provider."""
+
+    tags: bool = True
+    user_data: bool = True
+    resize: bool = False
+    idempotency_token: bool = False
+    tag_filtering: bool = False
+
+
+class NodeState(enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    TERMINATED = "terminated"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class CloudNode:
+    provider_id: str
+    name: str
+    state: NodeState
+    public_ips: tuple[str, ...] = ()
+    private_ips: tuple[str, ...] = ()
+    size_id: str | None = None
+    image_id: str | None = None
+    region: str | None = None
+    zone: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class CloudSize:
+    id: str
+    name: str
+    vcpus: float | None
+    memory_mib: int
+    disk_gib: int | None = None
+    price: float | None = None
+
+
+@dataclass(frozen=True)
+class CloudImage:
+    id: str
+    name: str
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class CloudLocation:
+    id: str
+    name: str
+    country: str | None = None
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    name: str
+    image_id: str
+    size_id: str
+    region: str | None = None
+    zone: str | None = None
+    user_data: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    # Defaults to the instance-uid owner tag: the Instance UID is the natural idempotency key.
+    idempotency_token: str | None = None
+
+    @property
+    def effective_token(self) -> str | None:
+        return self.idempotency_token or self.tags.get(OwnerTags.INSTANCE_UID)
+
+
+@dataclass(frozen=True)
+class OwnerTags:
+    """The tags that say a VM belongs to one Instance of this operator installation."""
+
+    CLUSTER_ID: ClassVar[str] = "skyfleet.io/cluster-id"
+    NAMESPACE: ClassVar[str] = "skyfleet.io/namespace"
+    DEPLOYMENT: ClassVar[str] = "skyfleet.io/deployment"
+    INSTANCE: ClassVar[str] = "skyfleet.io/instance"
+    INSTANCE_UID: ClassVar[str] = "skyfleet.io/instance-uid"
+    KEYS: ClassVar[tuple[str, ...]] = (CLUSTER_ID, NAMESPACE, DEPLOYMENT, INSTANCE, INSTANCE_UID)
+
+    cluster_id: str
+    instance_uid: str
+    namespace: str | None = None
+    deployment: str | None = None
+    instance: str | None = None
+
+    def to_tags(self) -> dict[str, str]:
+        values = {
+            self.CLUSTER_ID: self.cluster_id,
+            self.NAMESPACE: self.namespace,
+            self.DEPLOYMENT: self.deployment,
+            self.INSTANCE: self.instance,
+            self.INSTANCE_UID: self.instance_uid,
+        }
+        return {k: v for k, v in values.items() if v is not None}
+
+    def identity(self) -> dict[str, str]:
+        """The two tags that must match before anything destructive happens."""
+        return {self.CLUSTER_ID: self.cluster_id, self.INSTANCE_UID: self.instance_uid}
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, str]) -> OwnerTags | None:
+        if cls.CLUSTER_ID not in tags or cls.INSTANCE_UID not in tags:
+            return None
+        return cls(
+            cluster_id=tags[cls.CLUSTER_ID],
+            instance_uid=tags[cls.INSTANCE_UID],
+            namespace=tags.get(cls.NAMESPACE),
+            deployment=tags.get(cls.DEPLOYMENT),
+            instance=tags.get(cls.INSTANCE),
+        )
+
+    def owns(self, tags: Mapping[str, str]) -> bool:
+        return all(tags.get(k) == v for k, v in self.identity().items())
+
+
+def pick_size(
+    sizes: list[CloudSize],
+    *,
+    cpu: float | None = None,
+    memory_mib: int | None = None,
+    disk_gib: int | None = None,
+    instance_type: str | None = None,
+) -> CloudSize:
+    """Smallest size that fits; an explicit instance type always wins.
+
+    Order is (vCPUs, memory, disk, price, id) so the same catalogue always yields the same
+    answer. A size with no local disk (EBS-style) fits any disk request: the root volume is
+    sized at create time.
+    """
+    if instance_type:
+        for size in sizes:
+            if instance_type in (size.id, size.name):
+                return size
+        raise InvalidRequest(f"instance type {instance_type!r} is not offered here")
+
+    def fits(size: CloudSize) -> bool:
+        if cpu is not None and (size.vcpus is None or size.vcpus < cpu):
+            return False
+        if memory_mib is not None and size.memory_mib < memory_mib:
+            return False
+        return not (disk_gib is not None and size.disk_gib and size.disk_gib < disk_gib)
+
+    candidates = [s for s in sizes if fits(s)]
+    if not candidates:
+        raise InvalidRequest(
+            f"no size offers cpu>={cpu}, memory>={memory_mib} MiB, disk>={disk_gib} GiB "
+            f"among {len(sizes)} sizes"
+        )
+    return min(
+        candidates,
+        key=lambda s: (
+            s.vcpus if s.vcpus is not None else math.inf,
+            s.memory_mib,
+            s.disk_gib or 0,
+            s.price if s.price is not None else math.inf,
+            s.id,
+        ),
+    )
+
+
+def pick_image(
+    images: list[CloudImage], *, image_id: str | None = None, name_pattern: str | None = None
+) -> CloudImage:
+    """An id wins; otherwise the newest image whose name matches the glob ``name_pattern``."""
+    if image_id:
+        for image in images:
+            if image.id == image_id:
+                return image
+        raise NotFound(f"image {image_id!r} not found")
+    if not name_pattern:
+        raise InvalidRequest("an image needs an id or a name pattern")
+    matches = [i for i in images if fnmatch.fnmatchcase(i.name, name_pattern)]
+    if not matches:
+        raise NotFound(f"no image name matches {name_pattern!r} among {len(images)} images")
+    return max(
+        matches, key=lambda i: (i.created_at.timestamp() if i.created_at else -math.inf, i.name, i.id)
+    )
+
+
+class Connector(abc.ABC):
+    """Async interface to one cloud account (one credential) in one region.
+
+    Implementations raise only ``skyfleet.connectors.errors`` exceptions. Every method is safe
+    to call concurrently from one event loop.
+    """
+
+    def __init__(self, config: CredentialConfig) -> None:
+        self.config = config
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.config.provider} {self.config.key}>"
+
+    @property
+    @abc.abstractmethod
+    def capabilities(self) -> Capabilities: ...
+
+    @abc.abstractmethod
+    async def verify(self) -> None:
+        """Make one cheap authenticated call; raise ``InvalidCredentials`` if rejected."""
+
+    @abc.abstractmethod
+    async def list_sizes(self) -> list[CloudSize]: ...
+
+    @abc.abstractmethod
+    async def list_images(self) -> list[CloudImage]: ...
+
+    @abc.abstractmethod
+    async def list_locations(self) -> list[CloudLocation]: ...
+
+    async def resolve_size(
+        self,
+        cpu: float | None = None,
+        memory_mib: int | None = None,
+        disk_gib: int | None = None,
+        instance_type: str | None = None,
+    ) -> CloudSize:
+        return pick_size(
+            await self.list_sizes(),
+            cpu=cpu,
+            memory_mib=memory_mib,
+            disk_gib=disk_gib,
+            instance_type=instance_type,
+        )
+
+    async def resolve_image(self, image_id: str | None = None, name_pattern: str | None = None) -> CloudImage:
+        return pick_image(await self.list_images(), image_id=image_id, name_pattern=name_pattern)
+
+    @abc.abstractmethod
+    async def find_by_tags(self, tags: Mapping[str, str]) -> list[CloudNode]:
+        """Every non-terminated node carrying all of ``tags``."""
+
+    @abc.abstractmethod
+    async def create(self, req: CreateRequest) -> CloudNode:
+        """Create a node, or adopt the one an earlier attempt with the same owner tags made."""
+
+    @abc.abstractmethod
+    async def describe(self, provider_id: str) -> CloudNode | None: ...
+
+    @abc.abstractmethod
+    async def destroy(self, provider_id: str, owner_tags: OwnerTags) -> None:
+        """Destroy only if the node exists and carries ``owner_tags``' identity.
+
+        Raises ``OwnershipMismatch`` otherwise; a node already gone is success.
+        """
+
+    @abc.abstractmethod
+    async def list_cluster(self, cluster_id: str) -> list[CloudNode]:
+        """Every non-terminated node tagged with ``cluster_id``, across all pages."""
+
+    async def resize(self, provider_id: str, size_id: str) -> CloudNode:
+        raise Unsupported(f"{type(self).__name__} cannot resize in place", provider=self.config.provider)
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, most connectors hold nothing
+        """Release pools and connections."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()

@@ -1,0 +1,262 @@
+"""What every provider adapter provides to the libcloud connector.
+
+Adapter methods are synchronous and run in the connector's worker threads with a driver
+that belongs to that thread; they never touch asyncio.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from libcloud.compute.base import Node, NodeDriver, NodeImage, NodeLocation, NodeSize
+from libcloud.compute.providers import get_driver
+from libcloud.compute.types import NodeState as LibcloudState
+
+from skyfleet.connectors.base import (
+    Capabilities,
+    CloudImage,
+    CloudLocation,
+    CloudNode,
+    CloudSize,
+    CreateRequest,
+    CredentialConfig,
+    NodeState,
+)
+from skyfleet.connectors.errors import ConnectorError, InvalidCredentials, NotFound, Unsupported
+from skyfleet.connectors.libcloud.errors import map_generic
+
+__all__ = ["Endpoint", "ProviderAdapter", "parse_endpoint"]
+
+_STATES = {
+    LibcloudState.RUNNING: NodeState.RUNNING,
+    LibcloudState.PENDING: NodeState.PENDING,
+    LibcloudState.STARTING: NodeState.PENDING,
+    LibcloudState.REBOOTING: NodeState.RUNNING,
+    LibcloudState.RECONFIGURING: NodeState.RUNNING,
+    LibcloudState.STOPPED: NodeState.STOPPED,
+    LibcloudState.STOPPING: NodeState.STOPPED,
+    LibcloudState.SUSPENDED: NodeState.STOPPED,
+    LibcloudState.PAUSED: NodeState.STOPPED,
+    LibcloudState.TERMINATED: NodeState.TERMINATED,
+    LibcloudState.ERROR: NodeState.UNKNOWN,
+    LibcloudState.UNKNOWN: NodeState.UNKNOWN,
+}
+
+
+class Endpoint:
+    """A parsed endpoint override: private clouds and emulators live at arbitrary URLs."""
+
+    def __init__(self, secure: bool, host: str, port: int, path: str) -> None:
+        self.secure = secure
+        self.host = host
+        self.port = port
+        self.path = path
+
+    def driver_kwargs(self) -> dict[str, Any]:
+        return {"secure": self.secure, "host": self.host, "port": self.port}
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.secure else 'http'}://{self.host}:{self.port}{self.path}"
+
+
+def parse_endpoint(url: str | None) -> Endpoint | None:
+    if not url:
+        return None
+    parts = urlsplit(url if "://" in url else f"https://{url}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"endpoint_url must be http(s)://host[:port][/path], got {url!r}")
+    secure = parts.scheme == "https"
+    return Endpoint(secure, parts.hostname, parts.port or (443 if secure else 80), parts.path or "/")
+
+
+def first_secret(config: CredentialConfig, *names: str) -> str:
+    for name in names:
+        if name in config.secret:
+            return config.secret[name]
+    raise InvalidCredentials(
+        f"secret of credential {config.namespace}/{config.name} lacks a key; expected one of {list(names)}",
+        provider=config.provider,
+    )
+
+
+class ProviderAdapter:
+    """Default behaviour: tags in ``extra``-metadata, client-side tag filtering, no token."""
+
+    provider: ClassVar[str]
+    libcloud_provider: ClassVar[str]
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    # Seconds a request may take before we call it lost; a lost create is resolved by tags.
+    request_timeout: ClassVar[float] = 30.0
+
+    def __init__(self, config: CredentialConfig) -> None:
+        self.config = config
+        self.endpoint = parse_endpoint(config.endpoint_url)
+
+    # -- driver ---------------------------------------------------------------------------
+    def driver_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        raise NotImplementedError
+
+    def make_driver(self) -> NodeDriver:
+        cls = get_driver(self.libcloud_provider)
+        args, kwargs = self.driver_args()
+        driver = cls(*args, **kwargs)
+        driver.connection.timeout = self.request_timeout
+        return driver
+
+    # -- catalogue ------------------------------------------------------------------------
+    def verify(self, driver: NodeDriver) -> None:
+        driver.list_locations()
+
+    def list_sizes(self, driver: NodeDriver) -> list[CloudSize]:
+        return [self.to_cloud_size(s) for s in driver.list_sizes()]
+
+    def list_images(self, driver: NodeDriver) -> list[CloudImage]:
+        return [self.to_cloud_image(i) for i in driver.list_images()]
+
+    def list_locations(self, driver: NodeDriver) -> list[CloudLocation]:
+        return [
+            CloudLocation(id=str(loc.id), name=str(loc.name), country=getattr(loc, "country", None))
+            for loc in driver.list_locations()
+        ]
+
+    def vcpus(self, size: NodeSize) -> float | None:
+        extra = size.extra or {}
+        for key in ("vcpus", "cpu", "cpus", "numberOfCores", "guestCpus", "vcpu"):
+            value = extra.get(key)
+            if value is not None:
+                try:
+                    return float(value)
+                except (TypeError, ValueError):
+                    continue
+        return None
+
+    def to_cloud_size(self, size: NodeSize) -> CloudSize:
+        return CloudSize(
+            id=str(size.id),
+            name=str(size.name),
+            vcpus=self.vcpus(size),
+            memory_mib=int(size.ram or 0),
+            disk_gib=int(size.disk) if size.disk else None,
+            price=float(size.price) if size.price else None,
+        )
+
+    def to_cloud_image(self, image: NodeImage) -> CloudImage:
+        extra = image.extra or {}
+        created = None
+        for key in ("creation_date", "created_at", "creationTimestamp", "created"):
+            if extra.get(key):
+                created = _parse_time(str(extra[key]))
+                break
+        return CloudImage(id=str(image.id), name=str(image.name or image.id), created_at=created)
+
+    # -- tags -----------------------------------------------------------------------------
+    def encode_tags(self, tags: Mapping[str, str]) -> dict[str, str]:
+        """Our tag keys in the provider's syntax."""
+        return dict(tags)
+
+    def decode_tags(self, raw: Mapping[str, str]) -> dict[str, str]:
+        """Provider tags back to our keys; keys we did not write pass through unchanged."""
+        return dict(raw)
+
+    def raw_tags(self, node: Node) -> Mapping[str, str]:
+        extra = node.extra or {}
+        for key in ("tags", "metadata", "labels"):
+            value = extra.get(key)
+            if isinstance(value, Mapping):
+                return {str(k): str(v) for k, v in value.items()}
+        return {}
+
+    # -- nodes ----------------------------------------------------------------------------
+    def list_all(self, driver: NodeDriver) -> list[Node]:
+        nodes: list[Node] = driver.list_nodes()
+        return nodes
+
+    def find_by_tags(self, driver: NodeDriver, tags: Mapping[str, str]) -> list[CloudNode]:
+        found = [self.to_cloud_node(n) for n in self.list_all(driver)]
+        return [
+            n
+            for n in found
+            if n.state is not NodeState.TERMINATED and all(n.tags.get(k) == v for k, v in tags.items())
+        ]
+
+    def describe(self, driver: NodeDriver, provider_id: str) -> CloudNode | None:
+        try:
+            node = driver.ex_get_node(provider_id) if hasattr(driver, "ex_get_node") else None
+        except Exception as exc:
+            if isinstance(self.map_error(exc), NotFound):
+                return None
+            raise
+        if node is None:
+            for candidate in self.list_all(driver):
+                if str(candidate.id) == provider_id:
+                    node = candidate
+                    break
+        return self.to_cloud_node(node) if node is not None else None
+
+    def create(self, driver: NodeDriver, req: CreateRequest) -> CloudNode:
+        raise NotImplementedError
+
+    def destroy(self, driver: NodeDriver, provider_id: str) -> None:
+        driver.destroy_node(self.node_stub(driver, provider_id))
+
+    def resize(self, driver: NodeDriver, provider_id: str, size_id: str) -> CloudNode:
+        raise Unsupported(f"{self.provider} cannot resize an instance in place", provider=self.provider)
+
+    def node_stub(self, driver: NodeDriver, provider_id: str) -> Node:
+        return Node(provider_id, None, LibcloudState.UNKNOWN, [], [], driver)
+
+    def size_stub(self, driver: NodeDriver, size_id: str) -> NodeSize:
+        return NodeSize(size_id, size_id, 0, 0, 0, 0, driver)
+
+    def image_stub(self, driver: NodeDriver, image_id: str) -> NodeImage:
+        return NodeImage(image_id, image_id, driver)
+
+    def location_stub(self, driver: NodeDriver, location_id: str) -> NodeLocation:
+        return NodeLocation(location_id, location_id, "", driver)
+
+    def to_cloud_node(self, node: Node) -> CloudNode:
+        extra = node.extra or {}
+        size = getattr(node, "size", None)
+        image = getattr(node, "image", None)
+        return CloudNode(
+            provider_id=str(node.id),
+            name=str(node.name or ""),
+            state=_STATES.get(node.state, NodeState.UNKNOWN),
+            public_ips=tuple(str(i) for i in (node.public_ips or []) if i),
+            private_ips=tuple(str(i) for i in (node.private_ips or []) if i),
+            size_id=_first_str(extra, "instance_type", "flavorId", "machineType", "size", "type")
+            or (str(size.id) if size is not None and getattr(size, "id", None) else None),
+            image_id=_first_str(extra, "image_id", "imageId", "image")
+            or (str(image.id) if image is not None and getattr(image, "id", None) else None),
+            region=self.config.region,
+            zone=_first_str(extra, "availability", "availability_zone", "zone", "location"),
+            tags=self.decode_tags(self.raw_tags(node)),
+            created_at=node.created_at if isinstance(node.created_at, datetime) else None,
+        )
+
+    # -- errors ---------------------------------------------------------------------------
+    def map_error(self, exc: BaseException) -> ConnectorError:
+        return map_generic(exc, self.provider)
+
+
+def _first_str(extra: Mapping[str, Any], *keys: str) -> str | None:
+    for key in keys:
+        value = extra.get(key)
+        if isinstance(value, str) and value:
+            return value.rsplit("/", 1)[-1]
+        name = getattr(value, "name", None)
+        if isinstance(name, str) and name:
+            return name
+    return None
+
+
+def _parse_time(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(re.sub(r"Z$", "+00:00", text.strip()))
+    except ValueError:
+        return None

@@ -1,0 +1,196 @@
+"""Amazon EC2 (and EC2-compatible endpoints).
+
+What differs from the default: tags are real EC2 tags and filterable server-side;
+RunInstances takes a ClientToken, so a lost create response is harmless; DescribeInstances
+pages with NextToken, which libcloud's ``list_nodes`` ignores, so we page ourselves.
+
+Secret keys: ``aws_access_key_id``/``access_key_id``, ``aws_secret_access_key``/``secret_access_key``,
+optional ``aws_session_token``/``session_token``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+from libcloud.common.exceptions import BaseHTTPError
+from libcloud.compute.base import Node, NodeDriver
+from libcloud.compute.drivers.ec2 import NAMESPACE, EC2NodeLocation, ExEC2AvailabilityZone, IdempotentParamError
+from libcloud.compute.types import Provider
+from libcloud.utils.xml import findall, findtext
+
+from skyfleet.connectors.base import Capabilities, CloudImage, CloudNode, CreateRequest, NodeState
+from skyfleet.connectors.errors import (
+    CapacityUnavailable,
+    ConnectorError,
+    InvalidCredentials,
+    InvalidRequest,
+    NotFound,
+    QuotaExceeded,
+    Throttled,
+    Transient,
+)
+from skyfleet.connectors.libcloud.adapters.base import ProviderAdapter, first_secret
+from skyfleet.connectors.libcloud.errors import describe, http_status, map_generic, retry_after_from
+
+__all__ = ["EC2Adapter", "client_token"]
+
+_LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
+_PAGE_SIZE = 1000  # AWS's maximum; fewer round trips per sweep
+
+_THROTTLING = {"RequestLimitExceeded", "Throttling", "ThrottlingException", "RequestThrottled"}
+_TRANSIENT = {"InternalError", "InternalFailure", "ServiceUnavailable", "Unavailable"}
+_QUOTA = {"InstanceLimitExceeded", "VcpuLimitExceeded", "MaxSpotInstanceCountExceeded", "ResourceLimitExceeded"}
+_CAPACITY = {"InsufficientInstanceCapacity", "InsufficientHostCapacity", "InsufficientCapacity"}
+_NOT_FOUND = {"InvalidInstanceID.NotFound"}
+_AUTH = {"AuthFailure", "InvalidClientTokenId", "SignatureDoesNotMatch", "OptInRequired", "UnauthorizedOperation"}
+
+
+def client_token(token: str) -> str:
+    """EC2 accepts at most 64 ASCII characters; longer or non-ASCII tokens are hashed to fit."""
+    if len(token) <= 64 and token.isascii():
+        return token
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class EC2Adapter(ProviderAdapter):
+    provider = "ec2"
+    libcloud_provider = Provider.EC2
+    capabilities = Capabilities(tags=True, user_data=True, resize=True, idempotency_token=True, tag_filtering=True)
+
+    def driver_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        key = first_secret(self.config, "aws_access_key_id", "access_key_id", "key")
+        secret = first_secret(self.config, "aws_secret_access_key", "secret_access_key", "secret")
+        # SigV4 keeps the access key id out of URLs (and so out of HTTP debug logs), and is
+        # what every current AWS region requires anyway.
+        kwargs: dict[str, Any] = {"region": self.config.region or "us-east-1", "signature_version": "4"}
+        token = self.config.secret.get("aws_session_token") or self.config.secret.get("session_token")
+        if token:
+            kwargs["token"] = token
+        if self.endpoint:
+            kwargs.update(self.endpoint.driver_kwargs())
+        return (key, secret), kwargs
+
+    def make_driver(self) -> NodeDriver:
+        driver = super().make_driver()
+        if self.endpoint:
+            driver.path = self.endpoint.path
+        return driver
+
+    def verify(self, driver: NodeDriver) -> None:
+        driver.connection.request(driver.path, params={"Action": "DescribeAvailabilityZones"})
+
+    def list_images(self, driver: NodeDriver) -> list[CloudImage]:
+        # Without an owner EC2 lists every public AMI (tens of thousands); credentials name theirs.
+        owner = self.config.parameters.get("image_owner")
+        return [self.to_cloud_image(i) for i in driver.list_images(ex_owner=owner)]
+
+    # -- listing: our own pagination ----------------------------------------------------
+    def describe_instances(self, driver: NodeDriver, params: Mapping[str, str]) -> list[Node]:
+        nodes: list[Node] = []
+        token: str | None = None
+        while True:
+            page = {"Action": "DescribeInstances", **params}
+            if token:
+                page["NextToken"] = token
+            elem = driver.connection.request(driver.path, params=page).object
+            for reservation in findall(element=elem, xpath="reservationSet/item", namespace=NAMESPACE):
+                nodes.extend(driver._to_nodes(reservation, "instancesSet/item"))
+            token = findtext(element=elem, xpath="nextToken", namespace=NAMESPACE)
+            if not token:
+                return nodes
+
+    def _filter_params(self, filters: Mapping[str, list[str]]) -> dict[str, str]:
+        params: dict[str, str] = {"MaxResults": str(_PAGE_SIZE)}
+        for i, (name, values) in enumerate(filters.items(), start=1):
+            params[f"Filter.{i}.Name"] = name
+            for j, value in enumerate(values, start=1):
+                params[f"Filter.{i}.Value.{j}"] = value
+        return params
+
+    def list_all(self, driver: NodeDriver) -> list[Node]:
+        return self.describe_instances(driver, self._filter_params({}))
+
+    def find_by_tags(self, driver: NodeDriver, tags: Mapping[str, str]) -> list[CloudNode]:
+        filters = {f"tag:{k}": [v] for k, v in self.encode_tags(tags).items()}
+        filters["instance-state-name"] = _LIVE_STATES
+        nodes = [self.to_cloud_node(n) for n in self.describe_instances(driver, self._filter_params(filters))]
+        # The server filtered already; checking again costs nothing and guards against
+        # EC2-compatible clouds that silently ignore unknown filters.
+        return [n for n in nodes if all(n.tags.get(k) == v for k, v in tags.items())]
+
+    def describe(self, driver: NodeDriver, provider_id: str) -> CloudNode | None:
+        try:
+            nodes = self.describe_instances(driver, {"InstanceId.1": provider_id})
+        except Exception as exc:
+            if isinstance(self.map_error(exc), NotFound):
+                return None
+            raise
+        return self.to_cloud_node(nodes[0]) if nodes else None
+
+    # -- mutations ------------------------------------------------------------------------
+    def create(self, driver: NodeDriver, req: CreateRequest) -> CloudNode:
+        location = None
+        if req.zone:
+            zone = ExEC2AvailabilityZone(req.zone, "available", driver.region_name)
+            location = EC2NodeLocation(req.zone, req.zone, "", driver, zone)
+        token = req.effective_token
+        node = driver.create_node(
+            name=req.name,
+            size=self.size_stub(driver, req.size_id),
+            image=self.image_stub(driver, req.image_id),
+            location=location,
+            ex_userdata=req.user_data,
+            ex_metadata=self.encode_tags(req.tags),
+            ex_clienttoken=client_token(token) if token else None,
+        )
+        return self.to_cloud_node(node)
+
+    def resize(self, driver: NodeDriver, provider_id: str, size_id: str) -> CloudNode:
+        current = self.describe(driver, provider_id)
+        if current is None:
+            raise NotFound(f"instance {provider_id} not found", provider=self.provider)
+        if current.state is not NodeState.STOPPED:
+            raise InvalidRequest(
+                f"EC2 changes the instance type only while stopped; {provider_id} is {current.state.value}",
+                provider=self.provider,
+            )
+        driver.ex_change_node_size(self.node_stub(driver, provider_id), self.size_stub(driver, size_id))
+        resized = self.describe(driver, provider_id)
+        assert resized is not None
+        return resized
+
+    # -- errors ---------------------------------------------------------------------------
+    def map_error(self, exc: BaseException) -> ConnectorError:
+        if isinstance(exc, IdempotentParamError):
+            return InvalidRequest(
+                f"idempotency token reused with different parameters: {describe(exc)}",
+                provider=self.provider,
+                code="IdempotentParameterMismatch",
+            )
+        if isinstance(exc, BaseHTTPError):
+            code = _error_code(str(exc.message))
+            text = describe(exc)
+            status = http_status(exc)
+            if code in _THROTTLING:
+                return Throttled(text, retry_after=retry_after_from(exc), provider=self.provider, code=code)
+            if code in _TRANSIENT:
+                return Transient(text, retry_after=retry_after_from(exc), provider=self.provider, code=code)
+            if code in _QUOTA:
+                return QuotaExceeded(text, provider=self.provider, code=code)
+            if code in _CAPACITY:
+                return CapacityUnavailable(text, provider=self.provider, code=code)
+            if code in _NOT_FOUND:
+                return NotFound(text, provider=self.provider, code=code)
+            if code in _AUTH:
+                return InvalidCredentials(text, provider=self.provider, code=code)
+            if code and (code.startswith("Invalid") or code.startswith("Missing")) and (status or 400) < 500:
+                return InvalidRequest(text, provider=self.provider, code=code)
+        return map_generic(exc, self.provider)
+
+
+def _error_code(message: str) -> str | None:
+    # libcloud's EC2 error text is "Code: message" (several joined by newlines).
+    head = message.split(":", 1)[0].strip()
+    return head if head and " " not in head else None

@@ -1,0 +1,288 @@
+"""The libcloud connector: an async facade over synchronous, thread-unsafe libcloud drivers.
+
+Each call runs in a bounded worker pool where every thread owns its driver object. Before a
+call reaches a thread it passes the credential's circuit breaker, concurrency cap and token
+bucket, in that order, so waiting calls hold neither a thread nor a token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar, TypeVar
+
+from aiolimiter import AsyncLimiter
+from libcloud.compute.base import NodeDriver
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_after_delay
+
+from skyfleet.connectors.base import (
+    Capabilities,
+    CloudImage,
+    CloudLocation,
+    CloudNode,
+    CloudSize,
+    Connector,
+    CreateRequest,
+    CredentialConfig,
+    NodeState,
+    OwnerTags,
+    pick_image,
+)
+from skyfleet.connectors.errors import (
+    ConnectorError,
+    InvalidRequest,
+    NotFound,
+    OwnershipMismatch,
+    Permanent,
+    QuotaExceeded,
+    Unsupported,
+)
+from skyfleet.connectors.libcloud.adapters import ADAPTERS
+from skyfleet.connectors.libcloud.adapters.base import ProviderAdapter
+from skyfleet.connectors.libcloud.resilience import CircuitBreaker, RetryPolicy
+
+__all__ = ["LibcloudConnector"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_CATALOGUE_TTL = 600.0
+
+
+class _TTLCache:
+    """Catalogue cache shared by all connectors of one credential+region in this process."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, ...], tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, ...]) -> Any | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry[0] < time.monotonic():
+                return None
+            return entry[1]
+
+    def put(self, key: tuple[str, ...], value: Any, ttl: float) -> None:
+        with self._lock:
+            self._entries[key] = (time.monotonic() + ttl, value)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+class LibcloudConnector(Connector):
+    """One cloud account (credential) in one region, through Apache Libcloud."""
+
+    catalogue_cache: ClassVar[_TTLCache] = _TTLCache()
+    catalogue_ttl: ClassVar[float] = _CATALOGUE_TTL
+
+    def __init__(
+        self,
+        config: CredentialConfig,
+        *,
+        retry: RetryPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        super().__init__(config)
+        adapter_cls = ADAPTERS.get(config.provider)
+        if adapter_cls is None:
+            raise Unsupported(
+                f"libcloud connector has no adapter for provider {config.provider!r}; "
+                f"supported: {', '.join(sorted(ADAPTERS))}"
+            )
+        try:
+            self.adapter: ProviderAdapter = adapter_cls(config)
+        except ValueError as exc:
+            raise InvalidRequest(self._scrub(str(exc)), provider=config.provider) from None
+        limits = config.limits
+        self.retry = retry or RetryPolicy()
+        self.breaker = breaker or CircuitBreaker(name=config.key)
+        # Pool size equals the concurrency cap: a thread per permitted call, none idle-waiting.
+        self._pool = ThreadPoolExecutor(
+            max_workers=limits.max_concurrency, thread_name_prefix=f"skyfleet-{config.provider}"
+        )
+        self._slots = asyncio.Semaphore(limits.max_concurrency)
+        # AsyncLimiter(max_rate, period) is a leaky bucket holding ``burst`` tokens refilled
+        # at requests_per_second: the same shape as the clouds' own request buckets.
+        self._bucket = AsyncLimiter(limits.burst, limits.burst / limits.requests_per_second)
+        self._local = threading.local()
+        self._closed = False
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.adapter.capabilities
+
+    # -- plumbing -------------------------------------------------------------------------
+    def _scrub(self, text: str) -> str:
+        return self.config.secret.scrub(text)
+
+    def _driver(self) -> NodeDriver:
+        driver: NodeDriver | None = getattr(self._local, "driver", None)
+        if driver is None:
+            driver = self.adapter.make_driver()
+            self._local.driver = driver
+        return driver
+
+    def _in_thread(self, fn: Callable[[NodeDriver], T]) -> T:
+        try:
+            return fn(self._driver())
+        except ConnectorError as exc:
+            exc.message = self._scrub(exc.message)
+            raise
+        except Exception as exc:
+            mapped = self.adapter.map_error(exc)
+            mapped.message = self._scrub(mapped.message)
+            # A dropped connection leaves the driver's socket in an unknown state.
+            self._local.driver = None
+            log.debug("mapped %s to %r", type(exc).__name__, mapped)
+            raise mapped from None
+
+    async def _attempt(self, op: str, fn: Callable[[NodeDriver], T]) -> T:
+        if self._closed:
+            raise Permanent(f"connector for {self.config.key} is closed", provider=self.config.provider)
+        self.breaker.before_call()
+        async with self._slots:
+            await self._bucket.acquire()
+            loop = asyncio.get_running_loop()
+            ctx = contextvars.copy_context()
+            try:
+                result = await loop.run_in_executor(self._pool, ctx.run, self._in_thread, fn)
+            except ConnectorError as exc:
+                self.breaker.record(exc)
+                log.debug("%s on %s failed: %s", op, self.config.key, exc)
+                raise
+            self.breaker.record(None)
+            return result
+
+    async def _call(self, op: str, fn: Callable[[NodeDriver], T]) -> T:
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(self.retry.should_retry),
+            wait=self.retry.wait,
+            stop=stop_after_attempt(self.retry.max_attempts) | stop_after_delay(self.retry.max_elapsed),
+            reraise=True,
+            before_sleep=lambda state: log.info(
+                "%s on %s: retry %d after %s",
+                op,
+                self.config.key,
+                state.attempt_number,
+                state.outcome.exception() if state.outcome else None,
+            ),
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._attempt(op, fn)
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    async def _cached(self, kind: str, fn: Callable[[NodeDriver], T]) -> T:
+        key = (kind, self.config.provider, self.config.key, self.config.endpoint_url or "")
+        hit = self.catalogue_cache.get(key)
+        if hit is not None:
+            return hit  # type: ignore[no-any-return]
+        value = await self._call(f"list_{kind}", fn)
+        self.catalogue_cache.put(key, value, self.catalogue_ttl)
+        return value
+
+    # -- contract -------------------------------------------------------------------------
+    async def verify(self) -> None:
+        await self._call("verify", self.adapter.verify)
+
+    async def list_sizes(self) -> list[CloudSize]:
+        return list(await self._cached("sizes", self.adapter.list_sizes))
+
+    async def list_images(self) -> list[CloudImage]:
+        return list(await self._cached("images", self.adapter.list_images))
+
+    async def list_locations(self) -> list[CloudLocation]:
+        return list(await self._cached("locations", self.adapter.list_locations))
+
+    async def resolve_image(self, image_id: str | None = None, name_pattern: str | None = None) -> CloudImage:
+        return pick_image(await self.list_images(), image_id=image_id, name_pattern=name_pattern)
+
+    async def find_by_tags(self, tags: Mapping[str, str]) -> list[CloudNode]:
+        if not tags:
+            raise InvalidRequest("find_by_tags needs at least one tag; use list_cluster to sweep")
+        wanted = dict(tags)
+        return await self._call("find_by_tags", lambda d: self.adapter.find_by_tags(d, wanted))
+
+    async def list_cluster(self, cluster_id: str) -> list[CloudNode]:
+        return await self.find_by_tags({OwnerTags.CLUSTER_ID: cluster_id})
+
+    async def describe(self, provider_id: str) -> CloudNode | None:
+        return await self._call("describe", lambda d: self.adapter.describe(d, provider_id))
+
+    async def create(self, req: CreateRequest) -> CloudNode:
+        """Create once, whatever happens to the responses.
+
+        The lookup by owner tags runs before the first attempt and before every retry: a
+        create whose response was lost may still have made a VM, and adopting it is the only
+        way not to make a second one on providers without an idempotency token. Where there
+        is a token (EC2 ClientToken) the retry itself is deduplicated by the cloud, which also
+        covers the window where a fresh VM is not yet visible to listing.
+        """
+        identity = {k: req.tags[k] for k in (OwnerTags.CLUSTER_ID, OwnerTags.INSTANCE_UID) if k in req.tags}
+        limit = self.config.limits.max_instances
+
+        def attempt(driver: NodeDriver) -> CloudNode:
+            if identity:
+                existing = self.adapter.find_by_tags(driver, identity)
+                if existing:
+                    log.info("adopting %s for %s", existing[0].provider_id, identity)
+                    return _oldest(existing)
+            if limit is not None and OwnerTags.CLUSTER_ID in identity:
+                count = len(self.adapter.find_by_tags(driver, {OwnerTags.CLUSTER_ID: identity[OwnerTags.CLUSTER_ID]}))
+                if count >= limit:
+                    raise QuotaExceeded(
+                        f"credential {self.config.key} allows {limit} instances and {count} exist",
+                        provider=self.config.provider,
+                        code="MaxInstances",
+                    )
+            return self.adapter.create(driver, req)
+
+        return await self._call("create", attempt)
+
+    async def destroy(self, provider_id: str, owner_tags: OwnerTags) -> None:
+        def attempt(driver: NodeDriver) -> None:
+            node = self.adapter.describe(driver, provider_id)
+            if node is None or node.state is NodeState.TERMINATED:
+                return
+            if not owner_tags.owns(node.tags):
+                raise OwnershipMismatch(
+                    f"refusing to destroy {provider_id}: it does not carry owner tags "
+                    f"{owner_tags.identity()} (has {_owner_view(node.tags)})",
+                    provider=self.config.provider,
+                )
+            try:
+                self.adapter.destroy(driver, provider_id)
+            except Exception as exc:
+                if isinstance(self.adapter.map_error(exc), NotFound):
+                    return
+                raise
+
+        await self._call("destroy", attempt)
+
+    async def resize(self, provider_id: str, size_id: str) -> CloudNode:
+        if not self.capabilities.resize:
+            raise Unsupported(
+                f"{self.config.provider} cannot resize an instance in place", provider=self.config.provider
+            )
+        return await self._call("resize", lambda d: self.adapter.resize(d, provider_id, size_id))
+
+    async def close(self) -> None:
+        self._closed = True
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _oldest(nodes: list[CloudNode]) -> CloudNode:
+    return min(nodes, key=lambda n: (n.created_at.timestamp() if n.created_at else 0.0, n.provider_id))
+
+
+def _owner_view(tags: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in tags.items() if k in OwnerTags.KEYS}

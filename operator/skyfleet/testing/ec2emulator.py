@@ -1,0 +1,159 @@
+"""A local EC2 API: moto's EC2 backend served on loopback, with a small documented adapter.
+
+Usage::
+
+    with EC2Emulator() as emu:          # or emu = EC2Emulator(); url = emu.start()
+        url = emu.endpoint              # http://127.0.0.1:<port>/
+        ...
+        emu.reset()                     # forget every instance, between tests
+
+From a shell (for ``skyfleet demo`` or manual poking)::
+
+    python -m skyfleet.testing.ec2emulator --port 5000
+
+The adapter fixes exactly three measured moto 5.2 quirks, and nothing in libcloud or the product:
+
+1. moto answers ``xmlns="http://ec2.amazonaws.com/doc/2016-11-15"`` where AWS sends the same
+   URI with a trailing slash; libcloud looks elements up by the AWS namespace and would find
+   nothing. The body is rewritten and Content-Length recomputed.
+2. moto's default dispatcher guesses the service from the request; libcloud's SigV2 query
+   auth with a bare host makes it answer as S3. We serve the EC2 backend app directly, so
+   every request is EC2.
+3. moto's error documents (``<Response><Errors>...``) carry the EC2 namespace; AWS's carry
+   none, and libcloud reads error codes without a namespace, so every error would arrive as
+   an empty message. The namespace is removed from error documents.
+
+Other quirks (no ClientToken deduplication, instant state changes, 100-item pages) are
+left as they are here; ``skyfleet.testing.faultproxy`` emulates AWS's behaviour on top.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import threading
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any, Self
+
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+__all__ = ["EC2Emulator", "NamespaceFix"]
+
+_NAMESPACE = re.compile(rb'xmlns="(http://ec2\.amazonaws\.com/doc/\d{4}-\d{2}-\d{2})"')
+_ERROR_NAMESPACE = re.compile(rb'<Response xmlns="[^"]*">')
+_RESET_PATH = "/moto-api/reset"
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+class NamespaceFix:
+    """WSGI middleware adding AWS's trailing slash to moto's EC2 XML namespace."""
+
+    def __init__(self, app: WSGIApp, on_reset: Callable[[], None]) -> None:
+        self.app = app
+        self.on_reset = on_reset
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == _RESET_PATH and environ.get("REQUEST_METHOD") == "POST":
+            self.on_reset()
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", "2")])
+            return [b"{}"]
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
+            captured["status"], captured["headers"] = status, headers
+            return lambda _chunk: None
+
+        chunks = self.app(environ, capture)
+        try:
+            body = b"".join(chunks)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        body = _ERROR_NAMESPACE.sub(b"<Response>", body, count=1)
+        body = _NAMESPACE.sub(rb'xmlns="\1/"', body)
+        headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
+        headers.append(("Content-Length", str(len(body))))
+        start_response(captured["status"], headers)
+        return [body]
+
+
+def _reset_moto() -> None:
+    from moto.moto_api._internal.models import moto_api_backend
+
+    moto_api_backend.reset()
+
+
+class _QuietHandler(WSGIRequestHandler):
+    # Request lines carry query-auth parameters (access key ids); keep them out of test logs.
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
+
+
+class EC2Emulator:
+    """moto's EC2 backend in a background thread of this process, on 127.0.0.1."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def endpoint(self) -> str:
+        if self._server is None:
+            raise RuntimeError("emulator is not running")
+        return f"http://{self.host}:{self._server.server_port}/"
+
+    def start(self) -> str:
+        """Start serving and return the endpoint URL."""
+        if self._server is not None:
+            return self.endpoint
+        from moto.moto_server.werkzeug_app import create_backend_app
+
+        app = NamespaceFix(create_backend_app("ec2"), _reset_moto)
+        self._server = make_server(self.host, self.port, app, threaded=True, request_handler=_QuietHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="ec2-emulator", daemon=True)
+        self._thread.start()
+        return self.endpoint
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = self._thread = None
+
+    def reset(self) -> None:
+        """Forget all state (instances, tags, ...) without restarting."""
+        _reset_moto()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serve a local EC2 API (moto) on loopback.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5000)
+    args = parser.parse_args(argv)
+    emulator = EC2Emulator(args.host, args.port)
+    print(emulator.start(), flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        emulator.stop()
+
+
+if __name__ == "__main__":
+    main()
