@@ -30,6 +30,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check operator tests bench
 	$(BIN)/ruff format --check operator tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: $(STAMP) tools lint
 	$(BIN)/pytest $(PYTEST_ARGS)
