@@ -53,13 +53,13 @@ class CredentialLimits(Model):
         default=None,
         gt=0,
         le=10000,
-        description="Sustained cloud API requests per second for this account (token bucket refill). Default: 2.",
+        description="Sustained cloud API requests per second for this account (token bucket refill). Default: 10.",
     )
     burst: int | None = Field(
         default=None,
         ge=1,
         le=10000,
-        description="Requests allowed at once before the rate applies. Default: 5.",
+        description="Requests allowed at once before the rate applies. Default: 20.",
     )
     max_concurrency: int | None = Field(
         default=None,
