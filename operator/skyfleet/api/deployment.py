@@ -180,6 +180,13 @@ class GroupStatus(Model):
     ready_replicas: int = Field(default=0, ge=0, description="Instances whose VM is running.")
     updated_replicas: int = Field(default=0, ge=0, description="Instances with the current size and image.")
     failed_provisions: int = Field(default=0, ge=0, description="VM creations that failed.")
+    unavailable_targets: list[str] | None = Field(
+        default=None,
+        description="Placement targets (credential/region) that answered a quota or capacity error; skipped "
+        "until the group has all its replicas.",
+        max_length=16,
+        json_schema_extra={"items": {"type": "string", "maxLength": 2 * SHORT + 1}},
+    )
 
 
 class DeploymentStatus(Model):

@@ -22,7 +22,7 @@ from skyfleet.api.common import (
     ready_column,
     ref_name,
 )
-from skyfleet.api.deployment import MAX_GROUP_NAME, DriftPolicy
+from skyfleet.api.deployment import MAX_GROUP_NAME, DriftPolicy, Size
 
 
 class InstanceSpec(Model):
@@ -42,6 +42,7 @@ class InstanceSpec(Model):
     image_ref: str = ref_name("Image the VM boots from.")
     image_id: str | None = Field(default=None, description="Native image id, once resolved.", max_length=MEDIUM)
     instance_type: str | None = Field(default=None, description="Native size, once resolved.", max_length=SHORT)
+    size: Size | None = Field(default=None, description="Size of the VM when no native size is given.")
     user_data: str | None = Field(default=None, description="Rendered user data (cloud-init).", max_length=65536)
     template_hash: str = Field(
         description="Hash of the node group's size and image this Instance was made from; rollouts replace "

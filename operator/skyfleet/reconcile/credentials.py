@@ -1,0 +1,46 @@
+"""What a credential check means for the CloudCredential's Ready condition."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from skyfleet.connectors import errors
+
+__all__ = ["SECRET_NOT_FOUND", "Verdict", "verdict_for"]
+
+SECRET_NOT_FOUND = "SecretNotFound"  # noqa: S105 - a condition reason, not a secret
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ready: bool
+    reason: str
+    phase: str
+    # Whether trying again soon can help (network) or a human must act (bad keys, bad spec).
+    retry_soon: bool
+
+
+_BY_ERROR: tuple[tuple[type[errors.ConnectorError], str, bool], ...] = (
+    (errors.InvalidCredentials, "InvalidCredentials", False),
+    (errors.UnknownConnector, "UnknownConnector", False),
+    (errors.Unsupported, "UnsupportedProvider", False),
+    (errors.InvalidRequest, "InvalidSpec", False),
+    (errors.Throttled, "Unreachable", True),
+    (errors.Transient, "Unreachable", True),
+    (errors.Permanent, "VerificationFailed", False),
+)
+
+
+def verdict_for(error: BaseException | None, *, secret_found: bool = True) -> Verdict:
+    """Ready condition for one verification: ``error`` is what the connector raised, if anything."""
+    if not secret_found:
+        return Verdict(False, SECRET_NOT_FOUND, "Failed", False)
+    if error is None:
+        return Verdict(True, "Verified", "Verified", False)
+    for cls, reason, retry in _BY_ERROR:
+        if isinstance(error, cls):
+            return Verdict(False, reason, "Failed", retry)
+    if isinstance(error, errors.ConnectorError):
+        return Verdict(False, "VerificationFailed", "Failed", error.retryable)
+    # Anything else (connection refused below the connector, DNS): the cloud is not reachable.
+    return Verdict(False, "Unreachable", "Failed", True)

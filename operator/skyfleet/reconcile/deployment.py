@@ -1,0 +1,458 @@
+"""A Deployment's plan: which Instances to create and delete, and the status that results.
+
+One pure function reads like the table of cases in the docs: per node group, in dependsOn
+order, replace what failed or vanished, scale to ``replicas``, roll what is outdated within
+maxSurge/maxUnavailable, and place new VMs. Everything it needs arrives as arguments, so a
+crash anywhere in the handler that executes the plan just leads to the same plan next time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from skyfleet.api.deployment import Deployment, DeploymentStatus, GroupStatus, NodeGroup
+from skyfleet.api.instance import InstanceSpec
+from skyfleet.reconcile.conditions import set_condition
+from skyfleet.reconcile.groups import DependencyError, creation_order
+from skyfleet.reconcile.images import EffectiveImage
+from skyfleet.reconcile.placement import Target, choose_targets, target_key, targets_of
+from skyfleet.reconcile.userdata import (
+    TemplateError,
+    combine,
+    recipe_to_cloud_config,
+    render_template,
+    template_hash,
+)
+from skyfleet.reconcile.views import (
+    CREDENTIAL_LABEL,
+    DEPLOYMENT_LABEL,
+    GROUP_LABEL,
+    CredentialView,
+    InstanceView,
+)
+
+__all__ = [
+    "DEFAULT_MAX_PROVISIONING_FAILURES",
+    "FALLBACK_REASONS",
+    "Event",
+    "NewInstance",
+    "Plan",
+    "instance_name",
+    "plan_deployment",
+    "victims",
+]
+
+DEFAULT_MAX_PROVISIONING_FAILURES = 3
+# Instance failure reasons after which the next placement target may succeed.
+FALLBACK_REASONS = frozenset({"QuotaExceeded", "CapacityUnavailable"})
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal or Warning
+    reason: str  # CamelCase, for machines
+    message: str
+
+
+@dataclass(frozen=True)
+class NewInstance:
+    name: str
+    labels: Mapping[str, str]
+    spec: InstanceSpec
+
+
+@dataclass
+class Plan:
+    creates: list[NewInstance] = field(default_factory=list)
+    deletes: list[str] = field(default_factory=list)
+    status: DeploymentStatus = field(default_factory=DeploymentStatus)
+    events: list[Event] = field(default_factory=list)
+
+
+def instance_name(deployment: str, group: str, ordinal: int) -> str:
+    return f"{deployment}-{group}-{ordinal}"
+
+
+def victims(candidates: Sequence[InstanceView], count: int) -> list[InstanceView]:
+    """Who goes first on scale-down: Instances annotated ``skyfleet.io/delete``, then the newest."""
+    ranked = sorted(
+        candidates,
+        key=lambda i: (
+            not i.delete_requested,
+            -(i.created.timestamp() if i.created else float("inf")),
+            -i.ordinal,
+        ),
+    )
+    return ranked[: max(0, count)]
+
+
+@dataclass
+class _GroupResult:
+    status: GroupStatus
+    desired: int
+    problem: tuple[str, str] | None = None  # (reason, message) that needs a human
+    waiting: tuple[str, str] | None = None  # (reason, message) that resolves by itself
+    degraded: bool = False
+    busy: bool = False
+
+
+def _free_ordinals(taken: set[int], count: int) -> list[int]:
+    out: list[int] = []
+    n = 0
+    while len(out) < count:
+        if n not in taken:
+            out.append(n)
+        n += 1
+    return out
+
+
+def plan_deployment(
+    deployment: Deployment,
+    instances: Sequence[InstanceView],
+    credentials: Mapping[str, CredentialView],
+    images: Mapping[str, EffectiveImage | str],
+    *,
+    now: datetime,
+) -> Plan:
+    """``images`` maps imageRef to the folded Image, or to why it cannot be used."""
+    meta, spec = deployment.metadata, deployment.spec
+    gen = meta.generation or None
+    old = deployment.status or DeploymentStatus()
+    plan = Plan()
+    paused = bool(spec.paused)
+    # A spec edit is a human saying "try again": failure budgets and fallbacks start over.
+    fresh = old.observed_generation != gen
+    old_groups = {g.name: g for g in old.groups or []}
+    by_name = {g.name: g for g in spec.node_groups}
+    in_use = {name: c.in_use for name, c in credentials.items()}
+
+    try:
+        order = creation_order(spec.node_groups)
+        dep_error = None
+    except DependencyError as exc:
+        order, dep_error = [g.name for g in spec.node_groups], str(exc)
+
+    results: dict[str, _GroupResult] = {}
+    for name in order:
+        group = by_name[name]
+        prev = None if fresh else old_groups.get(name)
+        result = _plan_group(
+            plan,
+            deployment,
+            group,
+            [i for i in instances if i.group == name],
+            credentials={n: _with_use(c, in_use[n]) for n, c in credentials.items()},
+            images=images,
+            prev=prev,
+            results=results,
+            instances=instances,
+            paused=paused or dep_error is not None,
+        )
+        for new in plan.creates:
+            if new.spec.group == name:
+                in_use[new.spec.credential] = in_use.get(new.spec.credential, 0) + 1
+        results[name] = result
+
+    plan.status = _status(old, [results[g.name] for g in spec.node_groups], gen, now, paused, dep_error, plan)
+    return plan
+
+
+def _with_use(c: CredentialView, in_use: int) -> CredentialView:
+    return CredentialView(c.name, c.provider, c.region, c.ready, c.max_instances, in_use)
+
+
+def _plan_group(  # noqa: PLR0912, PLR0915 - one group's table of cases, kept in reading order
+    plan: Plan,
+    deployment: Deployment,
+    group: NodeGroup,
+    mine: list[InstanceView],
+    *,
+    credentials: Mapping[str, CredentialView],
+    images: Mapping[str, EffectiveImage | str],
+    prev: GroupStatus | None,
+    results: Mapping[str, _GroupResult],
+    instances: Sequence[InstanceView],
+    paused: bool,
+) -> _GroupResult:
+    name = group.name
+    desired = 1 if group.replicas is None else group.replicas
+    current_hash = template_hash(group)
+    max_failures = (
+        DEFAULT_MAX_PROVISIONING_FAILURES
+        if group.max_provisioning_failures is None
+        else group.max_provisioning_failures
+    )
+    failures = prev.failed_provisions if prev else 0
+    unavailable = set(prev.unavailable_targets or []) if prev else set()
+    live = [i for i in mine if not i.deleting]
+    failed = sorted((i for i in live if i.failed), key=lambda i: i.ordinal)
+    recreate_lost = group.drift_policy != "Report"
+    lost = [i for i in live if i.phase == "Lost" and recreate_lost]
+
+    removing: list[InstanceView] = []
+    if not paused:
+        for inst in failed:
+            if failures >= max_failures:
+                break
+            failures += 1
+            removing.append(inst)
+            key = target_key(inst.credential, inst.region)
+            if inst.reason in FALLBACK_REASONS and key not in unavailable:
+                unavailable.add(key)
+                plan.events.append(
+                    Event(
+                        "Warning",
+                        "PlacementFallback",
+                        f"group {name}: {key} answered {inst.reason}; trying the next target",
+                    )
+                )
+            plan.events.append(
+                Event(
+                    "Warning",
+                    "ProvisioningFailed",
+                    f"group {name}: Instance {inst.name} failed ({inst.reason}); replacing it "
+                    f"({failures} of {max_failures} failures allowed)",
+                )
+            )
+        for inst in lost:
+            removing.append(inst)
+            plan.events.append(Event("Warning", "ReplacingLostVM", f"group {name}: the VM of {inst.name} is gone"))
+    removing_names = {i.name for i in removing}
+    active = [i for i in live if i.name not in removing_names and not i.failed]
+    current = [i for i in active if i.template_hash == current_hash]
+    outdated = [i for i in active if i.template_hash != current_hash]
+    ready = sum(1 for i in active if i.ready)
+
+    result = _GroupResult(GroupStatus(name=name), desired)
+    if failures >= max_failures and any(i.failed and i.name not in removing_names for i in live):
+        result.degraded = True
+        result.problem = (
+            "ProvisioningFailuresExceeded",
+            f"group {name}: {failures} VM creations failed (maxProvisioningFailures {max_failures}); "
+            "fix the cause and edit the Deployment to try again",
+        )
+        if prev is None or prev.failed_provisions < max_failures:
+            plan.events.append(Event("Warning", "ProvisioningFailuresExceeded", result.problem[1]))
+
+    deletes: list[InstanceView] = list(removing)
+    creates = 0
+    if not paused:
+        rollout = group.rollout
+        surge = 1 if rollout is None or rollout.max_surge is None else rollout.max_surge
+        max_unavailable = 0 if rollout is None or rollout.max_unavailable is None else rollout.max_unavailable
+        if len(current) > desired:
+            deletes += victims(current, len(current) - desired)
+        if not outdated:
+            creates = max(0, desired - len(current))
+        else:
+            creates = max(0, min(desired - len(current), desired + surge - len(active)))
+            not_ready = [i for i in outdated if not i.ready]
+            removable = max(0, ready - (desired - max_unavailable))
+            deletes += not_ready + victims([i for i in outdated if i.ready], removable)
+
+    blockers = [d for d in group.depends_on or [] if not _group_available(results.get(d))]
+    image = images.get(group.image_ref)
+    if creates and blockers:
+        result.waiting = ("WaitingForDependencies", f"group {name} waits for {', '.join(blockers)} to be running")
+        creates = 0
+    if creates and result.problem is not None:
+        creates = 0
+    if creates and not isinstance(image, EffectiveImage):
+        result.problem = ("ImageNotReady", f"group {name}: {image or f'Image {group.image_ref!r} not found'}")
+        creates = 0
+
+    if creates:
+        targets = targets_of(group.placement, credentials)
+        staying = [target_key(i.credential, i.region) for i in active if i not in deletes]
+        chosen = choose_targets(
+            group.placement.strategy or "Spread",
+            targets,
+            staying,
+            creates,
+            credentials=credentials,
+            unavailable=unavailable,
+        )
+        if len(chosen) < creates:
+            result.waiting = (
+                "NoPlacementAvailable",
+                f"group {name}: no target can take {creates - len(chosen)} more VMs "
+                "(credentials not Ready, at maxInstances, or answering quota/capacity errors)",
+            )
+        assert isinstance(image, EffectiveImage)
+        try:
+            plan.creates += _new_instances(deployment, group, mine, chosen, current_hash, image, instances, credentials)
+        except TemplateError as exc:
+            result.problem = ("InvalidUserData", f"group {name}: {exc}")
+            chosen = []
+        created = [c.name for c in plan.creates if c.spec.group == name]
+        if created:
+            reason = "RollingUpdate" if outdated else "ScalingUp"
+            plan.events.append(Event("Normal", reason, f"group {name}: creating {', '.join(created)}"))
+        creates = len(created)
+
+    unique_deletes = list(dict.fromkeys(i.name for i in deletes))
+    plan.deletes += unique_deletes
+    planned_scale_down = [n for n in unique_deletes if n not in removing_names]
+    if planned_scale_down:
+        reason = "RollingUpdate" if outdated else "ScalingDown"
+        plan.events.append(Event("Normal", reason, f"group {name}: deleting {', '.join(planned_scale_down)}"))
+
+    converged = len(current) == desired and not outdated and ready == desired and not deletes and not creates
+    result.busy = bool(creates or deletes) or not converged
+    if converged:
+        unavailable = set()
+    result.status = GroupStatus(
+        name=name,
+        replicas=len(active),
+        ready_replicas=ready,
+        updated_replicas=len(current),
+        failed_provisions=failures,
+        unavailable_targets=sorted(unavailable) or None,
+    )
+    return result
+
+
+def _group_available(result: _GroupResult | None) -> bool:
+    if result is None:
+        return False
+    s = result.status
+    return s.ready_replicas >= result.desired and s.updated_replicas >= result.desired
+
+
+def _addresses(instances: Sequence[InstanceView], group: str) -> tuple[list[str], list[str]]:
+    members = sorted((i for i in instances if i.group == group and i.ready and not i.deleting), key=lambda i: i.ordinal)
+    return [i.address for i in members if i.address], [i.private_address for i in members if i.private_address]
+
+
+def _new_instances(  # noqa: PLR0917 - private helper of plan_deployment
+    deployment: Deployment,
+    group: NodeGroup,
+    mine: Sequence[InstanceView],
+    chosen: Sequence[Target],
+    current_hash: str,
+    image: EffectiveImage,
+    instances: Sequence[InstanceView],
+    credentials: Mapping[str, CredentialView],
+) -> list[NewInstance]:
+    dep = deployment.metadata.name
+    deps = list(group.depends_on or [])
+    addresses: dict[str, list[str]] = {}
+    private: dict[str, list[str]] = {}
+    for d in deps:
+        addresses[d], private[d] = _addresses(instances, d)
+    recipe = recipe_to_cloud_config(image.recipe)
+    ordinals = _free_ordinals({i.ordinal for i in mine}, len(chosen))
+    out = []
+    for ordinal, target in zip(ordinals, chosen, strict=True):
+        name = instance_name(dep, group.name, ordinal)
+        script = (
+            render_template(
+                group.user_data,
+                deployment=dep,
+                group=group.name,
+                instance=name,
+                allowed_groups=deps,
+                addresses=addresses,
+                private_addresses=private,
+            )
+            if group.user_data
+            else None
+        )
+        cred = credentials.get(target.credential)
+        provider = cred.provider if cred else ""
+        explicit_type = (group.size.instance_types or {}).get(provider)
+        spec = InstanceSpec(
+            deployment=dep,
+            group=group.name,
+            credential=target.credential,
+            region=target.region,
+            zone=target.zone,
+            image_ref=group.image_ref,
+            instance_type=explicit_type,
+            size=None if explicit_type else group.size.model_copy(update={"instance_types": None}),
+            user_data=combine(recipe, script),
+            template_hash=current_hash,
+            drift_policy=group.drift_policy,
+        )
+        labels = {DEPLOYMENT_LABEL: dep, GROUP_LABEL: group.name, CREDENTIAL_LABEL: target.credential}
+        out.append(NewInstance(name, labels, spec))
+    return out
+
+
+def _status(  # noqa: PLR0912, PLR0917 - condition table, private helper of plan_deployment
+    old: DeploymentStatus,
+    groups: Sequence[_GroupResult],
+    gen: int | None,
+    now: datetime,
+    paused: bool,
+    dep_error: str | None,
+    plan: Plan,
+) -> DeploymentStatus:
+    problems = [g.problem for g in groups if g.problem]
+    if dep_error:
+        problems.insert(0, ("InvalidDependencies", dep_error))
+    waiting = [g.waiting for g in groups if g.waiting]
+    all_ready = all(
+        g.status.ready_replicas == g.desired
+        and g.status.updated_replicas == g.desired
+        and g.status.replicas == g.desired
+        for g in groups
+    )
+    busy = any(g.busy for g in groups)
+    degraded = bool(problems) or any(g.degraded for g in groups)
+
+    conds = list(old.conditions)
+    if all_ready and not problems:
+        conds = set_condition(conds, "Ready", True, "AllReplicasReady", "every VM is running", now=now, generation=gen)
+    else:
+        reason, message = (problems or waiting or [("ReplicasNotReady", "")])[0]
+        if not message:
+            not_ready = [
+                g.status.name
+                for g in groups
+                if g.status.ready_replicas != g.desired or g.status.updated_replicas != g.desired
+            ]
+            message = f"groups not ready: {', '.join(not_ready)}"
+        conds = set_condition(conds, "Ready", False, reason, message, now=now, generation=gen)
+    if paused and not dep_error:
+        conds = set_condition(conds, "Progressing", False, "Paused", "spec.paused is set", now=now, generation=gen)
+    elif problems:
+        conds = set_condition(conds, "Progressing", False, problems[0][0], problems[0][1], now=now, generation=gen)
+    elif busy:
+        reason = (
+            "RollingUpdate" if any(g.status.updated_replicas < g.status.replicas for g in groups) else "Reconciling"
+        )
+        msg = waiting[0][1] if waiting else "VMs are being created, replaced or removed"
+        conds = set_condition(
+            conds, "Progressing", True, waiting[0][0] if waiting else reason, msg, now=now, generation=gen
+        )
+    else:
+        conds = set_condition(conds, "Progressing", False, "Converged", "nothing left to do", now=now, generation=gen)
+    if degraded:
+        reason, message = problems[0] if problems else ("ProvisioningFailuresExceeded", "")
+        conds = set_condition(conds, "Degraded", True, reason, message, now=now, generation=gen)
+    else:
+        conds = set_condition(conds, "Degraded", False, "AsExpected", "", now=now, generation=gen)
+
+    if paused:
+        phase = "Paused"
+    elif degraded:
+        phase = "Degraded"
+    elif all_ready:
+        phase = "Running"
+    elif any(g.status.replicas for g in groups) or plan.creates:
+        phase = "Provisioning"
+    else:
+        phase = "Pending"
+    messages = [m for _, m in problems] + [m for _, m in waiting]
+    return DeploymentStatus(
+        observed_generation=gen,
+        phase=phase,
+        conditions=conds,
+        replicas=sum(g.status.replicas for g in groups),
+        ready_replicas=sum(g.status.ready_replicas for g in groups),
+        groups=[g.status for g in groups],
+        message="; ".join(messages)[:4096] or None,
+    )

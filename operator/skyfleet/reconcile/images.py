@@ -1,0 +1,95 @@
+"""Which native image a VM boots from, per credential and region."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from skyfleet.api.deployment import Deployment
+from skyfleet.api.image import Image, ImageSource, Recipe
+
+__all__ = ["ImageError", "effective_image", "image_uses", "select_source"]
+
+
+class ImageError(ValueError):
+    """The Image cannot be used: a parent is missing or parents form a cycle."""
+
+
+@dataclass(frozen=True)
+class EffectiveImage:
+    """An Image with its parents folded in: own sources first, recipes parent-first."""
+
+    name: str
+    sources: tuple[ImageSource, ...]
+    recipe: Recipe | None
+    login_user: str | None
+
+
+def effective_image(name: str, lookup: Callable[[str], Image | None]) -> EffectiveImage:
+    chain: list[Image] = []
+    seen: set[str] = set()
+    current: str | None = name
+    while current is not None:
+        if current in seen:
+            raise ImageError(f"Image parents form a cycle: {' -> '.join([*seen, current])}")
+        seen.add(current)
+        image = lookup(current)
+        if image is None:
+            raise ImageError(
+                f"Image {current!r} not found" + (f" (parent of {chain[-1].metadata.name!r})" if chain else "")
+            )
+        chain.append(image)
+        current = image.spec.parent
+    sources = tuple(s for img in chain for s in (img.spec.clouds or []))
+    packages: list[str] = []
+    files = []
+    scripts: list[str] = []
+    for img in reversed(chain):
+        r = img.spec.recipe
+        if r is None:
+            continue
+        packages += [p for p in r.packages or [] if p not in packages]
+        files += r.files or []
+        scripts += r.scripts or []
+    recipe = (
+        Recipe(packages=packages or None, files=files or None, scripts=scripts or None)
+        if packages or files or scripts
+        else None
+    )
+    login = next((img.spec.login_user for img in chain if img.spec.login_user), None)
+    return EffectiveImage(name, sources, recipe, login)
+
+
+def select_source(
+    sources: Iterable[ImageSource], *, credential: str, provider: str, region: str | None
+) -> ImageSource | None:
+    """The most specific entry: credential before provider, an exact region before any region.
+
+    Among equally specific entries the first listed wins (a child Image's entries come first).
+    """
+    best: tuple[int, ImageSource] | None = None
+    for s in sources:
+        if s.credential is not None and s.credential != credential:
+            continue
+        if s.provider is not None and s.provider != provider:
+            continue
+        if s.region is not None and s.region != region:
+            continue
+        rank = (0 if s.credential else 2) + (0 if s.region else 1)
+        if best is None or rank < best[0]:
+            best = (rank, s)
+    return best[1] if best else None
+
+
+def image_uses(
+    image: str, deployments: Iterable[Deployment], credential_regions: Mapping[str, str | None]
+) -> list[tuple[str, str | None]]:
+    """Every (credential, region) a Deployment places a group booting ``image`` on, sorted."""
+    uses: set[tuple[str, str | None]] = set()
+    for d in deployments:
+        for g in d.spec.node_groups:
+            if g.image_ref != image:
+                continue
+            for t in g.placement.targets:
+                uses.add((t.credential, t.region or credential_regions.get(t.credential)))
+    return sorted(uses, key=lambda u: (u[0], u[1] or ""))

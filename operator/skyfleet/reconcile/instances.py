@@ -1,0 +1,78 @@
+"""An Instance's status from what the cloud says, and what a failed cloud call means for it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from skyfleet.api.instance import Addresses, InstanceStatus
+from skyfleet.connectors import CloudNode, NodeState, errors
+from skyfleet.reconcile.conditions import set_condition
+
+__all__ = ["CreateFailure", "classify_create_error", "observed_status"]
+
+_PHASES = {
+    NodeState.PENDING: ("Pending", False, "VMPending", "the VM is starting"),
+    NodeState.RUNNING: ("Running", True, "VMRunning", "the VM is running"),
+    NodeState.STOPPED: ("Stopped", False, "VMStopped", "the VM was stopped outside Skyfleet"),
+    NodeState.TERMINATED: ("Lost", False, "VMGone", "the VM was terminated outside Skyfleet"),
+    NodeState.UNKNOWN: ("Pending", False, "VMStateUnknown", "the cloud reports an unknown state"),
+}
+
+
+def observed_status(
+    current: InstanceStatus | None,
+    node: CloudNode | None,
+    *,
+    provider: str,
+    now: datetime,
+    generation: int | None = None,
+) -> InstanceStatus:
+    """Status after an observation; a node of None means the cloud no longer lists the VM."""
+    status = current.model_copy(deep=True) if current else InstanceStatus()
+    if node is None:
+        phase, ready, reason, message = _PHASES[NodeState.TERMINATED]
+        message = f"VM {status.provider_id} is no longer listed by the cloud"
+    else:
+        phase, ready, reason, message = _PHASES[node.state]
+        status.provider_id = node.provider_id
+        status.provider = provider
+        public, private = list(node.public_ips), list(node.private_ips)
+        status.addresses = Addresses(public=public or None, private=private or None)
+        status.address = (public or private)[0] if public or private else None
+        status.instance_type = node.size_id or status.instance_type
+        status.image_id = node.image_id or status.image_id
+    status.phase = phase
+    status.observed_generation = generation
+    status.message = None if ready else message
+    status.conditions = set_condition(
+        status.conditions, "Ready", ready, reason, message, now=now, generation=generation
+    )
+    return status
+
+
+@dataclass(frozen=True)
+class CreateFailure:
+    reason: str
+    # Retry the same create later (throttling, 5xx) instead of failing the Instance.
+    retry: bool
+    # The Deployment may place the replacement on its next target.
+    fallback: bool
+
+
+def classify_create_error(error: BaseException) -> CreateFailure:  # noqa: PLR0911 - a lookup table
+    if isinstance(error, errors.QuotaExceeded):
+        return CreateFailure("QuotaExceeded", retry=False, fallback=True)
+    if isinstance(error, errors.CapacityUnavailable):
+        return CreateFailure("CapacityUnavailable", retry=False, fallback=True)
+    if isinstance(error, errors.ConnectorError) and error.retryable:
+        return CreateFailure("CloudUnavailable", retry=True, fallback=False)
+    if isinstance(error, errors.InvalidCredentials):
+        return CreateFailure("InvalidCredentials", retry=True, fallback=False)
+    if isinstance(error, errors.NotFound):
+        return CreateFailure("ImageNotFound", retry=False, fallback=False)
+    if isinstance(error, errors.InvalidRequest):
+        return CreateFailure("InvalidRequest", retry=False, fallback=False)
+    if isinstance(error, errors.ConnectorError):
+        return CreateFailure("ProvisioningFailed", retry=False, fallback=False)
+    return CreateFailure("CloudUnavailable", retry=True, fallback=False)

@@ -1,0 +1,96 @@
+"""Compact, immutable views of cluster objects that decisions are made from.
+
+The handlers build these from watch events; keeping only what decisions need is what lets one
+operator hold 10,000 Instances in memory, and makes the decisions testable from plain literals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from skyfleet.api.common import ConditionStatus
+from skyfleet.api.instance import Instance
+from skyfleet.reconcile.conditions import find_condition
+
+__all__ = [
+    "CREDENTIAL_LABEL",
+    "DELETE_ANNOTATION",
+    "DEPLOYMENT_LABEL",
+    "GROUP_LABEL",
+    "ORPHAN_ANNOTATION",
+    "CredentialView",
+    "InstanceView",
+    "instance_view",
+]
+
+DEPLOYMENT_LABEL = "skyfleet.io/deployment"
+GROUP_LABEL = "skyfleet.io/group"
+CREDENTIAL_LABEL = "skyfleet.io/credential"
+# Set by users on an Instance to make it the first victim of the next scale-down.
+DELETE_ANNOTATION = "skyfleet.io/delete"
+# Set by the operator on Instances of a Deployment deleted with deletionPolicy Orphan: the
+# Instance goes away, its VM stays.
+ORPHAN_ANNOTATION = "skyfleet.io/orphan"
+
+
+@dataclass(frozen=True)
+class InstanceView:
+    name: str
+    group: str
+    credential: str
+    region: str | None = None
+    template_hash: str = ""
+    uid: str = ""
+    phase: str | None = None
+    ready: bool = False
+    # Reason of the Ready condition when the Instance failed: decides fallback and budgets.
+    reason: str | None = None
+    created: datetime | None = None
+    deleting: bool = False
+    delete_requested: bool = False
+    address: str | None = None
+    private_address: str | None = None
+
+    @property
+    def ordinal(self) -> int:
+        tail = self.name.rsplit("-", 1)[-1]
+        return int(tail) if tail.isdigit() else -1
+
+    @property
+    def failed(self) -> bool:
+        return self.phase == "Failed"
+
+
+@dataclass(frozen=True)
+class CredentialView:
+    name: str
+    provider: str = ""
+    region: str | None = None
+    ready: bool = False
+    max_instances: int | None = None
+    # Instances (of any Deployment in the namespace) that already use this credential.
+    in_use: int = 0
+
+
+def instance_view(obj: Instance) -> InstanceView:
+    status = obj.status
+    conditions = status.conditions if status else []
+    ready = find_condition(conditions, "Ready")
+    addresses = status.addresses if status else None
+    return InstanceView(
+        name=obj.metadata.name,
+        uid=obj.metadata.uid,
+        group=obj.spec.group,
+        credential=obj.spec.credential,
+        region=obj.spec.region,
+        template_hash=obj.spec.template_hash,
+        phase=status.phase if status else None,
+        ready=ready is not None and ready.status == ConditionStatus.TRUE,
+        reason=ready.reason if ready is not None else None,
+        created=obj.metadata.creation_timestamp,
+        deleting=obj.metadata.deletion_timestamp is not None,
+        delete_requested=obj.metadata.annotations.get(DELETE_ANNOTATION, "").lower() not in ("", "false", "0"),
+        address=status.address if status else None,
+        private_address=addresses.private[0] if addresses and addresses.private else None,
+    )
