@@ -6,6 +6,7 @@ pages with NextToken, which libcloud's ``list_nodes`` ignores, so we page oursel
 
 Secret keys: ``aws_access_key_id``/``access_key_id``, ``aws_secret_access_key``/``secret_access_key``,
 optional ``aws_session_token``/``session_token``.
+Parameters: ``image_owner`` (restricts image listing), ``describe_page_size`` (MaxResults, 5-1000).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from libcloud.common.exceptions import BaseHTTPError
+from libcloud.common.types import InvalidCredsError
 from libcloud.compute.base import Node, NodeDriver
 from libcloud.compute.drivers.ec2 import NAMESPACE, EC2NodeLocation, ExEC2AvailabilityZone, IdempotentParamError
 from libcloud.compute.types import Provider
@@ -102,7 +104,8 @@ class EC2Adapter(ProviderAdapter):
                 return nodes
 
     def _filter_params(self, filters: Mapping[str, list[str]]) -> dict[str, str]:
-        params: dict[str, str] = {"MaxResults": str(_PAGE_SIZE)}
+        page_size = self.config.parameters.get("describe_page_size", str(_PAGE_SIZE))
+        params: dict[str, str] = {"MaxResults": page_size}
         for i, (name, values) in enumerate(filters.items(), start=1):
             params[f"Filter.{i}.Name"] = name
             for j, value in enumerate(values, start=1):
@@ -169,6 +172,9 @@ class EC2Adapter(ProviderAdapter):
                 provider=self.provider,
                 code="IdempotentParameterMismatch",
             )
+        if isinstance(exc, InvalidCredsError):
+            code = _error_code(str(getattr(exc, "value", "") or ""))
+            return InvalidCredentials(f"credentials rejected: {describe(exc)}", provider=self.provider, code=code)
         if isinstance(exc, BaseHTTPError):
             code = _error_code(str(exc.message))
             text = describe(exc)

@@ -1,0 +1,225 @@
+"""EC2 through the fault proxy: the cloud misbehaves the way real clouds do, and nothing breaks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from skyfleet.connectors import (
+    CapacityUnavailable,
+    CircuitOpen,
+    ConnectorError,
+    CreateRequest,
+    InvalidCredentials,
+    InvalidRequest,
+    NodeState,
+    NotFound,
+    OwnerTags,
+    QuotaExceeded,
+    Throttled,
+    Transient,
+)
+from skyfleet.connectors.libcloud.resilience import CircuitBreaker, RetryPolicy
+from skyfleet.testing.faultproxy import FaultProxy
+from tests.connector.conftest import AMI, CLUSTER, ConnectorFactory, instances_tagged, owner
+
+pytestmark = pytest.mark.connector
+
+
+def request(uid: str, **overrides: Any) -> CreateRequest:
+    fields: dict[str, Any] = {
+        "name": f"web-{uid}",
+        "image_id": AMI,
+        "size_id": "t3.micro",
+        "user_data": "#!/bin/sh\ntrue\n",
+        "tags": owner(uid).to_tags(),
+    }
+    return CreateRequest(**(fields | overrides))
+
+
+async def test_lost_create_response_does_not_duplicate(
+    proxy: FaultProxy, make_connector: ConnectorFactory, boto_ec2: Any
+) -> None:
+    # The launch happens but its answer is lost, and the new VM is not yet visible to
+    # DescribeInstances: only the ClientToken can prevent a second VM.
+    proxy.faults.describe_lag = 30.0
+    proxy.drop_next_response("RunInstances")
+    connector = make_connector(proxy.endpoint)
+
+    node = await connector.create(request("lost-1"))
+
+    assert proxy.count("dropped") == 1
+    assert proxy.count("launches") == 1
+    assert proxy.count("dedup_hits") == 1
+    proxy.faults.describe_lag = 0.0
+    assert [i["InstanceId"] for i in instances_tagged(boto_ec2, OwnerTags.INSTANCE_UID, "lost-1")] == [
+        node.provider_id
+    ]
+
+
+async def test_lost_create_response_is_adopted_by_tag_lookup_without_token_dedup(
+    proxy: FaultProxy, make_connector: ConnectorFactory, boto_ec2: Any
+) -> None:
+    # Providers without idempotency tokens rely on the owner-tag lookup before each retry.
+    proxy.faults.dedup_client_token = False
+    proxy.drop_next_response("RunInstances")
+    connector = make_connector(proxy.endpoint)
+
+    node = await connector.create(request("lost-2"))
+
+    assert proxy.count("launches") == 1
+    assert [i["InstanceId"] for i in instances_tagged(boto_ec2, OwnerTags.INSTANCE_UID, "lost-2")] == [
+        node.provider_id
+    ]
+
+
+async def test_reused_token_with_other_parameters_is_an_invalid_request(
+    proxy: FaultProxy, make_connector: ConnectorFactory
+) -> None:
+    connector = make_connector(proxy.endpoint)
+    await connector.create(request("tok-a", idempotency_token="shared-token"))
+
+    with pytest.raises(InvalidRequest, match="IdempotentParameterMismatch") as caught:
+        await connector.create(request("tok-b", idempotency_token="shared-token"))
+    assert not caught.value.retryable
+    assert proxy.count("launches") == 1
+
+
+async def test_eventual_success_under_20_percent_5xx(
+    proxy: FaultProxy, make_connector: ConnectorFactory, boto_ec2: Any
+) -> None:
+    proxy.faults.error_rate = 0.2
+    proxy.faults.reset_rate = 0.05
+    connector = make_connector(proxy.endpoint)
+
+    nodes = await asyncio.gather(*(connector.create(request(f"flaky-{i}")) for i in range(20)))
+    listed = await connector.list_cluster(CLUSTER)
+    for node in nodes[:5]:
+        await connector.destroy(node.provider_id, OwnerTags.from_tags(node.tags) or owner("x"))
+
+    assert proxy.count("errors") + proxy.count("resets") >= 5
+    assert len({n.provider_id for n in nodes}) == 20
+    assert {n.provider_id for n in listed} == {n.provider_id for n in nodes}
+    proxy.faults.error_rate = proxy.faults.reset_rate = 0.0
+    assert len(instances_tagged(boto_ec2, OwnerTags.CLUSTER_ID, CLUSTER)) == 15
+
+
+async def test_throttling_slows_down_instead_of_failing(
+    proxy: FaultProxy, make_connector: ConnectorFactory, boto_ec2: Any
+) -> None:
+    # AWS's RunInstances request bucket; the connector's own budget is deliberately too generous.
+    proxy.throttle("RunInstances", burst=5, rate=2.0)
+    connector = make_connector(proxy.endpoint, max_concurrency=8)
+    count = 13
+
+    started = time.monotonic()
+    nodes = await asyncio.gather(*(connector.create(request(f"burst-{i}")) for i in range(count)))
+    elapsed = time.monotonic() - started
+
+    assert len({n.provider_id for n in nodes}) == count
+    assert proxy.count("throttled:RunInstances") > 0
+    assert proxy.count("launches") == count
+    assert elapsed >= (count - 5) / 2.0 * 0.9
+    assert len(instances_tagged(boto_ec2, OwnerTags.CLUSTER_ID, CLUSTER)) == count
+
+
+async def test_credential_budget_keeps_the_cloud_from_throttling(
+    proxy: FaultProxy, make_connector: ConnectorFactory
+) -> None:
+    # With limits a little under the cloud's bucket, the connector waits on its side instead.
+    proxy.throttle("*", burst=5, rate=10.0)
+    connector = make_connector(proxy.endpoint, requests_per_second=8.0, burst=4, max_concurrency=4)
+
+    started = time.monotonic()
+    await asyncio.gather(*(connector.describe("i-0123456789abcdef0") for _ in range(20)))
+
+    assert proxy.count("throttled") == 0
+    assert proxy.count("requests") == 20
+    assert time.monotonic() - started >= (20 - 4) / 8.0 * 0.9
+
+
+async def test_throttling_that_never_ends_surfaces_as_throttled(
+    proxy: FaultProxy, make_connector: ConnectorFactory
+) -> None:
+    proxy.faults.throttle_rate = 1.0
+    connector = make_connector(proxy.endpoint, retry=RetryPolicy(max_attempts=3, base_delay=0.01))
+
+    with pytest.raises(Throttled, match="RequestLimitExceeded") as caught:
+        await connector.list_cluster(CLUSTER)
+    assert caught.value.retryable
+    assert proxy.count("throttled") == 3
+
+
+async def test_circuit_breaker_stops_hammering_a_dead_cloud_and_recovers(
+    proxy: FaultProxy, make_connector: ConnectorFactory
+) -> None:
+    proxy.faults.error_rate = 1.0
+    breaker = CircuitBreaker(threshold=4, cooldown=0.5)
+    connector = make_connector(
+        proxy.endpoint, breaker=breaker, retry=RetryPolicy(max_attempts=10, base_delay=0.01, max_delay=0.02)
+    )
+
+    with pytest.raises(CircuitOpen) as caught:
+        await connector.list_cluster(CLUSTER)
+    assert proxy.count("requests") == 4
+    with pytest.raises(CircuitOpen):
+        await connector.list_cluster(CLUSTER)
+    assert proxy.count("requests") == 4
+    assert caught.value.retry_after is not None
+
+    proxy.faults.error_rate = 0.0
+    await asyncio.sleep(0.6)
+    assert await connector.list_cluster(CLUSTER) == []
+    assert not breaker.is_open
+
+
+async def test_pending_then_running(proxy: FaultProxy, make_connector: ConnectorFactory) -> None:
+    proxy.faults.pending_delay = 1.0
+    connector = make_connector(proxy.endpoint)
+
+    node = await connector.create(request("slow-boot"))
+    early = await connector.describe(node.provider_id)
+    await asyncio.sleep(1.1)
+    late = await connector.describe(node.provider_id)
+
+    assert early is not None
+    assert early.state is NodeState.PENDING
+    assert late is not None
+    assert late.state is NodeState.RUNNING
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "expected", "retried"),
+    [
+        ("RequestLimitExceeded", 503, Throttled, True),
+        ("InternalError", 500, Transient, True),
+        ("InsufficientInstanceCapacity", 500, CapacityUnavailable, True),
+        ("InstanceLimitExceeded", 400, QuotaExceeded, False),
+        ("VcpuLimitExceeded", 400, QuotaExceeded, False),
+        ("AuthFailure", 401, InvalidCredentials, False),
+        ("UnauthorizedOperation", 403, InvalidCredentials, False),
+        ("InvalidAMIID.NotFound", 400, InvalidRequest, False),
+        ("InvalidParameterValue", 400, InvalidRequest, False),
+        ("InvalidInstanceID.NotFound", 400, NotFound, False),
+    ],
+)
+async def test_ec2_error_codes_map_to_the_taxonomy(
+    proxy: FaultProxy,
+    make_connector: ConnectorFactory,
+    code: str,
+    status: int,
+    expected: type[ConnectorError],
+    retried: bool,
+) -> None:
+    proxy.fail_next("RunInstances", count=2, code=code, status=status)
+    connector = make_connector(proxy.endpoint, retry=RetryPolicy(max_attempts=2, base_delay=0.01))
+
+    with pytest.raises(expected) as caught:
+        await connector.create(request(f"err-{code}"))
+
+    assert caught.value.code == code
+    assert caught.value.retryable is retried
+    assert proxy.count("requests:RunInstances") == (2 if retried else 1)
