@@ -18,6 +18,7 @@ from skyfleet.connectors.base import (
     OwnerTags,
     SecretData,
 )
+from skyfleet.connectors import registry
 from skyfleet.connectors.errors import (
     CapacityUnavailable,
     CircuitOpen,
@@ -60,4 +61,5 @@ __all__ = [
     "Transient",
     "UnknownConnector",
     "Unsupported",
+    "registry",
 ]
