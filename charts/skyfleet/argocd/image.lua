@@ -1,0 +1,17 @@
+-- images.skyfleet.io
+local lag = generation_lag()
+if lag ~= nil then
+  return done("Progressing", lag)
+end
+local ready = condition("Ready")
+if ready ~= nil and ready.status == "True" then
+  return done("Healthy", describe(ready, "Resolved"))
+end
+if is_true("Degraded") then
+  return done("Degraded", describe(condition("Degraded"), "Degraded"))
+end
+-- Unresolved: no native id matches on some cloud; a human has to change the Image or the cloud.
+if obj.status.phase == "Unresolved" then
+  return done("Degraded", obj.status.message or describe(ready, "Unresolved"))
+end
+return done("Progressing", describe(ready, "Resolving the image"))
