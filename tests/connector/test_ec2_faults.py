@@ -55,9 +55,7 @@ async def test_lost_create_response_does_not_duplicate(
     assert proxy.count("launches") == 1
     assert proxy.count("dedup_hits") == 1
     proxy.faults.describe_lag = 0.0
-    assert [i["InstanceId"] for i in instances_tagged(boto_ec2, OwnerTags.INSTANCE_UID, "lost-1")] == [
-        node.provider_id
-    ]
+    assert [i["InstanceId"] for i in instances_tagged(boto_ec2, OwnerTags.INSTANCE_UID, "lost-1")] == [node.provider_id]
 
 
 async def test_lost_create_response_is_adopted_by_tag_lookup_without_token_dedup(
@@ -71,9 +69,7 @@ async def test_lost_create_response_is_adopted_by_tag_lookup_without_token_dedup
     node = await connector.create(request("lost-2"))
 
     assert proxy.count("launches") == 1
-    assert [i["InstanceId"] for i in instances_tagged(boto_ec2, OwnerTags.INSTANCE_UID, "lost-2")] == [
-        node.provider_id
-    ]
+    assert [i["InstanceId"] for i in instances_tagged(boto_ec2, OwnerTags.INSTANCE_UID, "lost-2")] == [node.provider_id]
 
 
 async def test_reused_token_with_other_parameters_is_an_invalid_request(

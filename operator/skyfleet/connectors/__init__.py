@@ -4,6 +4,7 @@ The operator depends on this package's public names only; provider libraries (li
 stay behind ``skyfleet.connectors.libcloud``.
 """
 
+from skyfleet.connectors import registry
 from skyfleet.connectors.base import (
     Capabilities,
     CloudImage,
@@ -18,7 +19,6 @@ from skyfleet.connectors.base import (
     OwnerTags,
     SecretData,
 )
-from skyfleet.connectors import registry
 from skyfleet.connectors.errors import (
     CapacityUnavailable,
     CircuitOpen,

@@ -109,13 +109,19 @@ class CredentialConfig:
     region: str | None = None
     endpoint_url: str | None = None
     parameters: Mapping[str, str] = field(default_factory=dict)
-    secret: SecretData = field(default_factory=SecretData, repr=False)
+    # Stored as SecretData whatever mapping is passed, so it is masked everywhere it travels.
+    secret: Mapping[str, str] = field(default_factory=SecretData, repr=False)
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
         if not isinstance(self.secret, SecretData):
             object.__setattr__(self, "secret", SecretData(self.secret))
         object.__setattr__(self, "parameters", MappingProxyType(dict(self.parameters)))
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every secret value of this credential masked."""
+        secret = self.secret
+        return secret.scrub(text) if isinstance(secret, SecretData) else SecretData(secret).scrub(text)
 
     @property
     def key(self) -> str:
@@ -275,8 +281,7 @@ def pick_size(
     candidates = [s for s in sizes if fits(s)]
     if not candidates:
         raise InvalidRequest(
-            f"no size offers cpu>={cpu}, memory>={memory_mib} MiB, disk>={disk_gib} GiB "
-            f"among {len(sizes)} sizes"
+            f"no size offers cpu>={cpu}, memory>={memory_mib} MiB, disk>={disk_gib} GiB among {len(sizes)} sizes"
         )
     return min(
         candidates,
@@ -290,9 +295,7 @@ def pick_size(
     )
 
 
-def pick_image(
-    images: list[CloudImage], *, image_id: str | None = None, name_pattern: str | None = None
-) -> CloudImage:
+def pick_image(images: list[CloudImage], *, image_id: str | None = None, name_pattern: str | None = None) -> CloudImage:
     """An id wins; otherwise the newest image whose name matches the glob ``name_pattern``."""
     if image_id:
         for image in images:
@@ -304,9 +307,7 @@ def pick_image(
     matches = [i for i in images if fnmatch.fnmatchcase(i.name, name_pattern)]
     if not matches:
         raise NotFound(f"no image name matches {name_pattern!r} among {len(images)} images")
-    return max(
-        matches, key=lambda i: (i.created_at.timestamp() if i.created_at else -math.inf, i.name, i.id)
-    )
+    return max(matches, key=lambda i: (i.created_at.timestamp() if i.created_at else -math.inf, i.name, i.id))
 
 
 class Connector(abc.ABC):

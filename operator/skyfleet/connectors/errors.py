@@ -7,6 +7,8 @@ succeed now). Messages are meant for humans and never carry secret values.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 __all__ = [
     "CapacityUnavailable",
     "CircuitOpen",
@@ -19,8 +21,8 @@ __all__ = [
     "QuotaExceeded",
     "Throttled",
     "Transient",
-    "Unsupported",
     "UnknownConnector",
+    "Unsupported",
 ]
 
 
@@ -35,6 +37,11 @@ class ConnectorError(Exception):
         self.message = message
         self.provider = provider
         self.code = code
+
+    def redact(self, scrub: Callable[[str], str]) -> None:
+        """Rewrite the message (and ``args``, which tracebacks print) through ``scrub``."""
+        self.message = scrub(self.message)
+        self.args = (self.message,)
 
     def __str__(self) -> str:
         prefix = f"[{self.provider}] " if self.provider else ""

@@ -101,6 +101,7 @@ class _OneShot:
     kind: str | None
     code: str | None = None
     status: int = 503
+    message: str | None = None
 
 
 _NO_FAULT = _OneShot(None)
@@ -116,7 +117,8 @@ class FaultProxy:
         self.faults = Faults()
         self.buckets: dict[str, TokenBucket] = {}
         self.stats: collections.Counter[str] = collections.Counter()
-        self._random = random.Random(seed)
+        # Seeded so a failing fault scenario replays identically; nothing here is cryptographic.
+        self._random = random.Random(seed)  # noqa: S311
         self._lock = threading.Lock()
         self._one_shots: dict[str, collections.deque[_OneShot]] = collections.defaultdict(collections.deque)
         self._tokens: dict[str, tuple[tuple[tuple[str, str], ...], int, bytes]] = {}
@@ -136,14 +138,21 @@ class FaultProxy:
             self._one_shots[action].extend([_OneShot("drop")] * count)
 
     def fail_next(
-        self, action: str, count: int = 1, kind: str = "error", *, code: str | None = None, status: int = 503
+        self,
+        action: str,
+        count: int = 1,
+        kind: str = "error",
+        *,
+        code: str | None = None,
+        status: int = 503,
+        message: str | None = None,
     ) -> None:
         """Answer the next ``count`` ``action`` requests with ``kind``: error, reset or throttle.
 
         An error carries the EC2 error ``code`` and HTTP ``status`` given (default: 503 Unavailable).
         """
         with self._lock:
-            self._one_shots[action].extend([_OneShot(kind, code, status)] * count)
+            self._one_shots[action].extend([_OneShot(kind, code, status, message)] * count)
 
     def reset(self) -> None:
         """Back to a faultless proxy with empty statistics and memory."""
@@ -236,7 +245,8 @@ class FaultProxy:
         if lag <= 0 and pending <= 0:
             return 200, body
         ET.register_namespace("", _EC2_NS)
-        root = ET.fromstring(body)
+        # The body comes from the emulator this proxy fronts on loopback, not from strangers.
+        root = ET.fromstring(body)  # noqa: S314
         ns = {"e": _EC2_NS}
         reservations = root.find("e:reservationSet", ns)
         hidden: set[str] = set()
@@ -351,7 +361,8 @@ class _Handler(BaseHTTPRequestHandler):
         if one_shot.kind == "error":
             proxy._bump("errors")
             code = one_shot.code or "Unavailable"
-            self._reply(one_shot.status, _ec2_error(code, f"{code} (injected by the fault proxy)"))
+            message = one_shot.message or f"{code} (injected by the fault proxy)"
+            self._reply(one_shot.status, _ec2_error(code, message))
             return
         if random_faults and proxy._chance(faults.error_rate):
             proxy._bump("errors")

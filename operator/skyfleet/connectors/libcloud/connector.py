@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, TypeVar
 
 from aiolimiter import AsyncLimiter
-from libcloud.compute.base import NodeDriver
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_after_delay
 
 from skyfleet.connectors.base import (
@@ -43,7 +42,7 @@ from skyfleet.connectors.errors import (
     Unsupported,
 )
 from skyfleet.connectors.libcloud.adapters import ADAPTERS
-from skyfleet.connectors.libcloud.adapters.base import ProviderAdapter
+from skyfleet.connectors.libcloud.adapters.base import Driver, ProviderAdapter
 from skyfleet.connectors.libcloud.resilience import CircuitBreaker, RetryPolicy
 
 __all__ = ["LibcloudConnector"]
@@ -122,30 +121,30 @@ class LibcloudConnector(Connector):
 
     # -- plumbing -------------------------------------------------------------------------
     def _scrub(self, text: str) -> str:
-        return self.config.secret.scrub(text)
+        return self.config.scrub(text)
 
-    def _driver(self) -> NodeDriver:
-        driver: NodeDriver | None = getattr(self._local, "driver", None)
+    def _driver(self) -> Driver:
+        driver: Driver | None = getattr(self._local, "driver", None)
         if driver is None:
             driver = self.adapter.make_driver()
             self._local.driver = driver
         return driver
 
-    def _in_thread(self, fn: Callable[[NodeDriver], T]) -> T:
+    def _in_thread(self, fn: Callable[[Driver], T]) -> T:
         try:
             return fn(self._driver())
         except ConnectorError as exc:
-            exc.message = self._scrub(exc.message)
+            exc.redact(self._scrub)
             raise
         except Exception as exc:
             mapped = self.adapter.map_error(exc)
-            mapped.message = self._scrub(mapped.message)
+            mapped.redact(self._scrub)
             # A dropped connection leaves the driver's socket in an unknown state.
             self._local.driver = None
             log.debug("mapped %s to %r", type(exc).__name__, mapped)
             raise mapped from None
 
-    async def _attempt(self, op: str, fn: Callable[[NodeDriver], T]) -> T:
+    async def _attempt(self, op: str, fn: Callable[[Driver], T]) -> T:
         if self._closed:
             raise Permanent(f"connector for {self.config.key} is closed", provider=self.config.provider)
         self.breaker.before_call()
@@ -162,7 +161,7 @@ class LibcloudConnector(Connector):
             self.breaker.record(None)
             return result
 
-    async def _call(self, op: str, fn: Callable[[NodeDriver], T]) -> T:
+    async def _call(self, op: str, fn: Callable[[Driver], T]) -> T:
         retrying = AsyncRetrying(
             retry=retry_if_exception(self.retry.should_retry),
             wait=self.retry.wait,
@@ -181,7 +180,7 @@ class LibcloudConnector(Connector):
                 return await self._attempt(op, fn)
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
-    async def _cached(self, kind: str, fn: Callable[[NodeDriver], T]) -> T:
+    async def _cached(self, kind: str, fn: Callable[[Driver], T]) -> T:
         key = (kind, self.config.provider, self.config.key, self.config.endpoint_url or "")
         hit = self.catalogue_cache.get(key)
         if hit is not None:
@@ -230,7 +229,7 @@ class LibcloudConnector(Connector):
         identity = {k: req.tags[k] for k in (OwnerTags.CLUSTER_ID, OwnerTags.INSTANCE_UID) if k in req.tags}
         limit = self.config.limits.max_instances
 
-        def attempt(driver: NodeDriver) -> CloudNode:
+        def attempt(driver: Driver) -> CloudNode:
             if identity:
                 existing = self.adapter.find_by_tags(driver, identity)
                 if existing:
@@ -249,7 +248,7 @@ class LibcloudConnector(Connector):
         return await self._call("create", attempt)
 
     async def destroy(self, provider_id: str, owner_tags: OwnerTags) -> None:
-        def attempt(driver: NodeDriver) -> None:
+        def attempt(driver: Driver) -> None:
             node = self.adapter.describe(driver, provider_id)
             if node is None or node.state is NodeState.TERMINATED:
                 return

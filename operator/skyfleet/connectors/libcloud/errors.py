@@ -64,7 +64,7 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}"
 
 
-def map_generic(exc: BaseException, provider: str) -> ConnectorError:
+def map_generic(exc: BaseException, provider: str) -> ConnectorError:  # noqa: PLR0911 - a decision table
     if isinstance(exc, ConnectorError):
         return exc
     text = describe(exc)
@@ -79,9 +79,7 @@ def map_generic(exc: BaseException, provider: str) -> ConnectorError:
         if status == 429:
             return Throttled(f"throttled: {text}", retry_after=retry_after_from(exc), provider=provider)
         if status is not None and status >= 500:
-            return Transient(
-                f"server error {status}: {text}", retry_after=retry_after_from(exc), provider=provider
-            )
+            return Transient(f"server error {status}: {text}", retry_after=retry_after_from(exc), provider=provider)
         if status == 401:
             return InvalidCredentials(f"credentials rejected: {text}", provider=provider)
         if status == 404:

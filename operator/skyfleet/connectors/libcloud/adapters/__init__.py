@@ -3,9 +3,6 @@
 from skyfleet.connectors.libcloud.adapters.base import ProviderAdapter
 from skyfleet.connectors.libcloud.adapters.ec2 import EC2Adapter
 
-ADAPTERS: dict[str, type[ProviderAdapter]] = {
-    adapter.provider: adapter
-    for adapter in (EC2Adapter,)
-}
+ADAPTERS: dict[str, type[ProviderAdapter]] = {adapter.provider: adapter for adapter in (EC2Adapter,)}
 
 __all__ = ["ADAPTERS", "ProviderAdapter"]

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from libcloud.compute.base import Node, NodeDriver, NodeImage, NodeLocation, NodeSize
+from libcloud.compute.base import Node, NodeImage, NodeLocation, NodeSize
 from libcloud.compute.providers import get_driver
 from libcloud.compute.types import NodeState as LibcloudState
 
@@ -29,7 +29,11 @@ from skyfleet.connectors.base import (
 from skyfleet.connectors.errors import ConnectorError, InvalidCredentials, NotFound, Unsupported
 from skyfleet.connectors.libcloud.errors import map_generic
 
-__all__ = ["Endpoint", "ProviderAdapter", "parse_endpoint"]
+__all__ = ["Driver", "Endpoint", "ProviderAdapter", "parse_endpoint"]
+
+# Provider-specific driver methods (ex_*) and attributes are what adapters exist for, and
+# libcloud's base class declares none of them: drivers are typed loosely on purpose.
+Driver = Any
 
 _STATES = {
     LibcloudState.RUNNING: NodeState.RUNNING,
@@ -101,7 +105,7 @@ class ProviderAdapter:
     def driver_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         raise NotImplementedError
 
-    def make_driver(self) -> NodeDriver:
+    def make_driver(self) -> Driver:
         cls = get_driver(self.libcloud_provider)
         args, kwargs = self.driver_args()
         driver = cls(*args, **kwargs)
@@ -109,16 +113,16 @@ class ProviderAdapter:
         return driver
 
     # -- catalogue ------------------------------------------------------------------------
-    def verify(self, driver: NodeDriver) -> None:
+    def verify(self, driver: Driver) -> None:
         driver.list_locations()
 
-    def list_sizes(self, driver: NodeDriver) -> list[CloudSize]:
+    def list_sizes(self, driver: Driver) -> list[CloudSize]:
         return [self.to_cloud_size(s) for s in driver.list_sizes()]
 
-    def list_images(self, driver: NodeDriver) -> list[CloudImage]:
+    def list_images(self, driver: Driver) -> list[CloudImage]:
         return [self.to_cloud_image(i) for i in driver.list_images()]
 
-    def list_locations(self, driver: NodeDriver) -> list[CloudLocation]:
+    def list_locations(self, driver: Driver) -> list[CloudLocation]:
         return [
             CloudLocation(id=str(loc.id), name=str(loc.name), country=getattr(loc, "country", None))
             for loc in driver.list_locations()
@@ -172,19 +176,17 @@ class ProviderAdapter:
         return {}
 
     # -- nodes ----------------------------------------------------------------------------
-    def list_all(self, driver: NodeDriver) -> list[Node]:
+    def list_all(self, driver: Driver) -> list[Node]:
         nodes: list[Node] = driver.list_nodes()
         return nodes
 
-    def find_by_tags(self, driver: NodeDriver, tags: Mapping[str, str]) -> list[CloudNode]:
+    def find_by_tags(self, driver: Driver, tags: Mapping[str, str]) -> list[CloudNode]:
         found = [self.to_cloud_node(n) for n in self.list_all(driver)]
         return [
-            n
-            for n in found
-            if n.state is not NodeState.TERMINATED and all(n.tags.get(k) == v for k, v in tags.items())
+            n for n in found if n.state is not NodeState.TERMINATED and all(n.tags.get(k) == v for k, v in tags.items())
         ]
 
-    def describe(self, driver: NodeDriver, provider_id: str) -> CloudNode | None:
+    def describe(self, driver: Driver, provider_id: str) -> CloudNode | None:
         try:
             node = driver.ex_get_node(provider_id) if hasattr(driver, "ex_get_node") else None
         except Exception as exc:
@@ -198,25 +200,25 @@ class ProviderAdapter:
                     break
         return self.to_cloud_node(node) if node is not None else None
 
-    def create(self, driver: NodeDriver, req: CreateRequest) -> CloudNode:
+    def create(self, driver: Driver, req: CreateRequest) -> CloudNode:
         raise NotImplementedError
 
-    def destroy(self, driver: NodeDriver, provider_id: str) -> None:
+    def destroy(self, driver: Driver, provider_id: str) -> None:
         driver.destroy_node(self.node_stub(driver, provider_id))
 
-    def resize(self, driver: NodeDriver, provider_id: str, size_id: str) -> CloudNode:
+    def resize(self, driver: Driver, provider_id: str, size_id: str) -> CloudNode:
         raise Unsupported(f"{self.provider} cannot resize an instance in place", provider=self.provider)
 
-    def node_stub(self, driver: NodeDriver, provider_id: str) -> Node:
-        return Node(provider_id, None, LibcloudState.UNKNOWN, [], [], driver)
+    def node_stub(self, driver: Driver, provider_id: str) -> Node:
+        return Node(provider_id, provider_id, LibcloudState.UNKNOWN, [], [], driver)
 
-    def size_stub(self, driver: NodeDriver, size_id: str) -> NodeSize:
+    def size_stub(self, driver: Driver, size_id: str) -> NodeSize:
         return NodeSize(size_id, size_id, 0, 0, 0, 0, driver)
 
-    def image_stub(self, driver: NodeDriver, image_id: str) -> NodeImage:
+    def image_stub(self, driver: Driver, image_id: str) -> NodeImage:
         return NodeImage(image_id, image_id, driver)
 
-    def location_stub(self, driver: NodeDriver, location_id: str) -> NodeLocation:
+    def location_stub(self, driver: Driver, location_id: str) -> NodeLocation:
         return NodeLocation(location_id, location_id, "", driver)
 
     def to_cloud_node(self, node: Node) -> CloudNode:

@@ -17,10 +17,9 @@ from typing import Any
 
 from libcloud.common.exceptions import BaseHTTPError
 from libcloud.common.types import InvalidCredsError
-from libcloud.compute.base import Node, NodeDriver
+from libcloud.compute.base import Node
 from libcloud.compute.drivers.ec2 import NAMESPACE, EC2NodeLocation, ExEC2AvailabilityZone, IdempotentParamError
 from libcloud.compute.types import Provider
-from libcloud.utils.xml import findall, findtext
 
 from skyfleet.connectors.base import Capabilities, CloudImage, CloudNode, CreateRequest, NodeState
 from skyfleet.connectors.errors import (
@@ -33,11 +32,12 @@ from skyfleet.connectors.errors import (
     Throttled,
     Transient,
 )
-from skyfleet.connectors.libcloud.adapters.base import ProviderAdapter, first_secret
+from skyfleet.connectors.libcloud.adapters.base import Driver, ProviderAdapter, first_secret
 from skyfleet.connectors.libcloud.errors import describe, http_status, map_generic, retry_after_from
 
 __all__ = ["EC2Adapter", "client_token"]
 
+_NS = f"{{{NAMESPACE}}}"
 _LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
 _PAGE_SIZE = 1000  # AWS's maximum; fewer round trips per sweep
 
@@ -47,6 +47,14 @@ _QUOTA = {"InstanceLimitExceeded", "VcpuLimitExceeded", "MaxSpotInstanceCountExc
 _CAPACITY = {"InsufficientInstanceCapacity", "InsufficientHostCapacity", "InsufficientCapacity"}
 _NOT_FOUND = {"InvalidInstanceID.NotFound"}
 _AUTH = {"AuthFailure", "InvalidClientTokenId", "SignatureDoesNotMatch", "OptInRequired", "UnauthorizedOperation"}
+_BY_CODE: dict[str, type[ConnectorError]] = {
+    **dict.fromkeys(_THROTTLING, Throttled),
+    **dict.fromkeys(_TRANSIENT, Transient),
+    **dict.fromkeys(_QUOTA, QuotaExceeded),
+    **dict.fromkeys(_CAPACITY, CapacityUnavailable),
+    **dict.fromkeys(_NOT_FOUND, NotFound),
+    **dict.fromkeys(_AUTH, InvalidCredentials),
+}
 
 
 def client_token(token: str) -> str:
@@ -74,22 +82,22 @@ class EC2Adapter(ProviderAdapter):
             kwargs.update(self.endpoint.driver_kwargs())
         return (key, secret), kwargs
 
-    def make_driver(self) -> NodeDriver:
+    def make_driver(self) -> Driver:
         driver = super().make_driver()
         if self.endpoint:
             driver.path = self.endpoint.path
         return driver
 
-    def verify(self, driver: NodeDriver) -> None:
+    def verify(self, driver: Driver) -> None:
         driver.connection.request(driver.path, params={"Action": "DescribeAvailabilityZones"})
 
-    def list_images(self, driver: NodeDriver) -> list[CloudImage]:
+    def list_images(self, driver: Driver) -> list[CloudImage]:
         # Without an owner EC2 lists every public AMI (tens of thousands); credentials name theirs.
         owner = self.config.parameters.get("image_owner")
         return [self.to_cloud_image(i) for i in driver.list_images(ex_owner=owner)]
 
     # -- listing: our own pagination ----------------------------------------------------
-    def describe_instances(self, driver: NodeDriver, params: Mapping[str, str]) -> list[Node]:
+    def describe_instances(self, driver: Driver, params: Mapping[str, str]) -> list[Node]:
         nodes: list[Node] = []
         token: str | None = None
         while True:
@@ -97,9 +105,9 @@ class EC2Adapter(ProviderAdapter):
             if token:
                 page["NextToken"] = token
             elem = driver.connection.request(driver.path, params=page).object
-            for reservation in findall(element=elem, xpath="reservationSet/item", namespace=NAMESPACE):
+            for reservation in elem.findall(f"{_NS}reservationSet/{_NS}item"):
                 nodes.extend(driver._to_nodes(reservation, "instancesSet/item"))
-            token = findtext(element=elem, xpath="nextToken", namespace=NAMESPACE)
+            token = elem.findtext(f"{_NS}nextToken")
             if not token:
                 return nodes
 
@@ -112,10 +120,10 @@ class EC2Adapter(ProviderAdapter):
                 params[f"Filter.{i}.Value.{j}"] = value
         return params
 
-    def list_all(self, driver: NodeDriver) -> list[Node]:
+    def list_all(self, driver: Driver) -> list[Node]:
         return self.describe_instances(driver, self._filter_params({}))
 
-    def find_by_tags(self, driver: NodeDriver, tags: Mapping[str, str]) -> list[CloudNode]:
+    def find_by_tags(self, driver: Driver, tags: Mapping[str, str]) -> list[CloudNode]:
         filters = {f"tag:{k}": [v] for k, v in self.encode_tags(tags).items()}
         filters["instance-state-name"] = _LIVE_STATES
         nodes = [self.to_cloud_node(n) for n in self.describe_instances(driver, self._filter_params(filters))]
@@ -123,7 +131,7 @@ class EC2Adapter(ProviderAdapter):
         # EC2-compatible clouds that silently ignore unknown filters.
         return [n for n in nodes if all(n.tags.get(k) == v for k, v in tags.items())]
 
-    def describe(self, driver: NodeDriver, provider_id: str) -> CloudNode | None:
+    def describe(self, driver: Driver, provider_id: str) -> CloudNode | None:
         try:
             nodes = self.describe_instances(driver, {"InstanceId.1": provider_id})
         except Exception as exc:
@@ -133,11 +141,12 @@ class EC2Adapter(ProviderAdapter):
         return self.to_cloud_node(nodes[0]) if nodes else None
 
     # -- mutations ------------------------------------------------------------------------
-    def create(self, driver: NodeDriver, req: CreateRequest) -> CloudNode:
+    def create(self, driver: Driver, req: CreateRequest) -> CloudNode:
         location = None
         if req.zone:
-            zone = ExEC2AvailabilityZone(req.zone, "available", driver.region_name)
-            location = EC2NodeLocation(req.zone, req.zone, "", driver, zone)
+            # libcloud's constructors are unannotated; the arguments match their docstrings.
+            zone = ExEC2AvailabilityZone(req.zone, "available", driver.region_name)  # type: ignore[no-untyped-call]
+            location = EC2NodeLocation(req.zone, req.zone, "", driver, zone)  # type: ignore[no-untyped-call]
         token = req.effective_token
         node = driver.create_node(
             name=req.name,
@@ -150,7 +159,7 @@ class EC2Adapter(ProviderAdapter):
         )
         return self.to_cloud_node(node)
 
-    def resize(self, driver: NodeDriver, provider_id: str, size_id: str) -> CloudNode:
+    def resize(self, driver: Driver, provider_id: str, size_id: str) -> CloudNode:
         current = self.describe(driver, provider_id)
         if current is None:
             raise NotFound(f"instance {provider_id} not found", provider=self.provider)
@@ -177,22 +186,13 @@ class EC2Adapter(ProviderAdapter):
             return InvalidCredentials(f"credentials rejected: {describe(exc)}", provider=self.provider, code=code)
         if isinstance(exc, BaseHTTPError):
             code = _error_code(str(exc.message))
-            text = describe(exc)
-            status = http_status(exc)
-            if code in _THROTTLING:
-                return Throttled(text, retry_after=retry_after_from(exc), provider=self.provider, code=code)
-            if code in _TRANSIENT:
-                return Transient(text, retry_after=retry_after_from(exc), provider=self.provider, code=code)
-            if code in _QUOTA:
-                return QuotaExceeded(text, provider=self.provider, code=code)
-            if code in _CAPACITY:
-                return CapacityUnavailable(text, provider=self.provider, code=code)
-            if code in _NOT_FOUND:
-                return NotFound(text, provider=self.provider, code=code)
-            if code in _AUTH:
-                return InvalidCredentials(text, provider=self.provider, code=code)
-            if code and (code.startswith("Invalid") or code.startswith("Missing")) and (status or 400) < 500:
-                return InvalidRequest(text, provider=self.provider, code=code)
+            kind = _BY_CODE.get(code or "")
+            if kind is None and code and code.startswith(("Invalid", "Missing")) and (http_status(exc) or 400) < 500:
+                kind = InvalidRequest
+            if kind in (Throttled, Transient):
+                return kind(describe(exc), retry_after=retry_after_from(exc), provider=self.provider, code=code)
+            if kind is not None:
+                return kind(describe(exc), provider=self.provider, code=code)
         return map_generic(exc, self.provider)
 
 
