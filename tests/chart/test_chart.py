@@ -1,0 +1,410 @@
+"""The Helm chart as a user meets it: lint, render, reject bad values, least privilege, install, upgrade."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.chart.helpers import CHART, ROOT, Helm, Render, by_kind, metric_names, one
+
+pytestmark = pytest.mark.chart
+
+MONITORING = ("monitoring.coreos.com/v1",)
+KINDS = ("cloudcredentials", "images", "deployments", "instances")
+RBAC_KINDS = ("ClusterRole", "Role")
+
+
+def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    (operator,) = pod["containers"]
+    return operator
+
+
+def env_of(objects: list[dict[str, Any]]) -> dict[str, str]:
+    return {e["name"]: e.get("value", "<from>") for e in container(objects)["env"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# lint
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        [],
+        ["watchNamespaces={team-a,team-b}", "replicaCount=2"],
+        ["metrics.serviceMonitor.enabled=true", "metrics.prometheusRule.enabled=true", "argocd.healthChecks=true"],
+        ["grafana.dashboards.enabled=true", "crds.install=false", "rbac.aggregateToDefaultRoles=false"],
+    ],
+    ids=["defaults", "namespaced-ha", "monitoring-argocd", "dashboard-no-crds"],
+)
+def test_helm_lint_strict_passes(helm: Helm, sets: list[str]) -> None:
+    args = ["lint", "--strict", str(CHART), "--kube-version", "1.36.3"]
+    for s in sets:
+        args += ["--set", s]
+    out = helm(*args)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "0 chart(s) failed" in out.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# what the defaults give
+
+
+def test_defaults_render_the_operator_and_nothing_optional(render: Render) -> None:
+    objects = render()
+    kinds = sorted({o["kind"] for o in objects})
+    assert kinds == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+        "Deployment",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "ServiceAccount",
+    ]
+    assert not by_kind(objects, "PodDisruptionBudget"), "a PDB for a single pod would block node drains"
+    assert not by_kind(objects, "ConfigMap"), "Argo CD and Grafana extras are opt-in"
+
+
+def test_operator_pod_runs_skyfleet_locked_down(render: Render) -> None:
+    objects = render()
+    deployment = one(objects, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    operator = container(objects)
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+
+    assert operator["image"] == f"skyfleet/skyfleet:{chart['appVersion']}"
+    # The image's exec-form ENTRYPOINT is `skyfleet run`; overriding command would bypass it.
+    assert "command" not in operator
+    assert "args" not in operator
+    assert pod["serviceAccountName"] == "sf-skyfleet"
+
+    ports = {p["name"]: p["containerPort"] for p in operator["ports"]}
+    assert ports == {"metrics": 8080, "health": 8081}
+    probe = operator["livenessProbe"]["httpGet"]
+    assert probe == {"path": "/healthz", "port": "health"}
+
+    sc = operator["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert sc["runAsUser"] == 65532
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+
+    mounts = {m["mountPath"]: m["name"] for m in operator["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]], "a read-only root needs a writable /tmp"
+
+    assert operator["resources"]["requests"]["memory"]
+    assert operator["resources"]["limits"]["memory"]
+
+    env = env_of(objects)
+    assert env["SKYFLEET_NAMESPACES"] == ""
+    assert env["SKYFLEET_METRICS_PORT"] == "8080"
+
+
+def test_every_object_carries_the_recommended_labels(render: Render) -> None:
+    objects = render(
+        {"metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}, "replicaCount": 2},
+        api_versions=MONITORING,
+    )
+    for obj in objects:
+        labels = obj["metadata"]["labels"]
+        for key in ("name", "instance", "version", "managed-by", "part-of"):
+            assert f"app.kubernetes.io/{key}" in labels, (obj["kind"], obj["metadata"]["name"], key)
+        assert labels["app.kubernetes.io/instance"] == "sf"
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+
+
+def test_metrics_service_targets_the_named_port(render: Render) -> None:
+    objects = render()
+    service = one(objects, "Service")
+    (port,) = service["spec"]["ports"]
+    assert port["name"] == "metrics"
+    assert port["targetPort"] == "metrics"
+    pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+
+
+def test_custom_ports_move_probes_and_service_together(render: Render) -> None:
+    objects = render({"metrics": {"port": 9100}, "liveness": {"port": 9101}})
+    operator = container(objects)
+    assert {p["name"]: p["containerPort"] for p in operator["ports"]} == {"metrics": 9100, "health": 9101}
+    assert one(objects, "Service")["spec"]["ports"][0]["port"] == 9100
+    assert env_of(objects)["SKYFLEET_METRICS_PORT"] == "9100"
+    assert env_of(objects)["SKYFLEET_LIVENESS_PORT"] == "9101"
+
+
+def test_image_digest_pins_the_image(render: Render) -> None:
+    digest = "sha256:" + "a" * 64
+    objects = render({"image": {"repository": "registry.example/skyfleet", "tag": "1.2.3", "digest": digest}})
+    assert container(objects)["image"] == f"registry.example/skyfleet:1.2.3@{digest}"
+
+
+# ---------------------------------------------------------------------------------------------
+# CRDs
+
+
+def test_chart_crd_copies_are_identical_to_crds_folder() -> None:
+    """files/crds/ must be the generated CRDs byte for byte (resync: cp crds/*.yaml charts/skyfleet/files/crds/)."""
+    source = {p.name: p.read_bytes() for p in (ROOT / "crds").glob("*.yaml")}
+    copies = {p.name: p.read_bytes() for p in (CHART / "files" / "crds").glob("*.yaml")}
+    assert sorted(copies) == sorted(source)
+    stale = [name for name in source if source[name] != copies[name]]
+    assert not stale, f"charts/skyfleet/files/crds is stale for {stale}: cp crds/*.yaml charts/skyfleet/files/crds/"
+
+
+def test_rendered_crds_match_the_generated_ones_and_are_kept(render: Render) -> None:
+    crds = {c["metadata"]["name"]: c for c in by_kind(render(), "CustomResourceDefinition")}
+    assert sorted(crds) == sorted(f"{k}.skyfleet.io" for k in KINDS)
+    for path in (ROOT / "crds").glob("*.yaml"):
+        generated = yaml.safe_load(path.read_text())
+        rendered = crds[generated["metadata"]["name"]]
+        assert rendered["spec"] == generated["spec"], path.name
+        annotations = rendered["metadata"]["annotations"]
+        assert annotations["helm.sh/resource-policy"] == "keep"
+        assert annotations["argocd.argoproj.io/sync-wave"] == "-10"
+        assert generated["metadata"]["labels"].items() <= rendered["metadata"]["labels"].items()
+
+
+def test_crds_can_be_left_to_someone_else(render: Render) -> None:
+    objects = render({"crds": {"install": False}})
+    assert not by_kind(objects, "CustomResourceDefinition")
+    assert by_kind(objects, "Deployment")
+
+
+def test_crds_without_keep_are_deleted_on_uninstall(render: Render) -> None:
+    for crd in by_kind(render({"crds": {"keep": False, "annotations": {}}}), "CustomResourceDefinition"):
+        assert "helm.sh/resource-policy" not in crd["metadata"].get("annotations", {})
+
+
+# ---------------------------------------------------------------------------------------------
+# RBAC: least privilege
+
+# What the operator may do in the namespaces it serves; any change to this table must be deliberate.
+NAMESPACED_RULES = [
+    (("skyfleet.io",), ("cloudcredentials", "images", "deployments"), ("get", "list", "watch", "patch", "update")),
+    (("skyfleet.io",), ("instances",), ("get", "list", "watch", "create", "patch", "update", "delete")),
+    (
+        ("skyfleet.io",),
+        ("cloudcredentials/status", "images/status", "deployments/status", "instances/status"),
+        ("get", "patch", "update"),
+    ),
+    (("skyfleet.io",), ("deployments/finalizers",), ("update",)),
+    (("",), ("secrets",), ("get",)),
+    (("",), ("events",), ("create",)),
+    (("events.k8s.io",), ("events",), ("create",)),
+]
+CRD_READ = (("apiextensions.k8s.io",), ("customresourcedefinitions",), ("get", "list", "watch"))
+NAMESPACES_WATCH = (("",), ("namespaces",), ("list", "watch"))
+LEASES = (("coordination.k8s.io",), ("leases",), ("get", "create", "update"))
+
+
+def rules_of(role: dict[str, Any]) -> list[tuple[tuple[str, ...], ...]]:
+    return [
+        (tuple(r.get("apiGroups", ())), tuple(r.get("resources", ())), tuple(r.get("verbs", ()))) for r in role["rules"]
+    ]
+
+
+def all_rbac(render: Render) -> list[dict[str, Any]]:
+    value_sets: list[dict[str, Any]] = [{}, {"watchNamespaces": ["team-a", "team-b"]}]
+    return [r for values in value_sets for o in [render(values)] for r in o if r["kind"] in RBAC_KINDS]
+
+
+def test_no_role_grants_wildcards_escalation_or_secret_listing(render: Render) -> None:
+    roles = all_rbac(render)
+    assert len(roles) >= 6
+    for role in roles:
+        name = f"{role['kind']} {role['metadata']['name']}"
+        for rule in role["rules"]:
+            assert "nonResourceURLs" not in rule, name
+            for key in ("apiGroups", "resources", "verbs"):
+                assert not any("*" in item for item in rule.get(key, [])), f"{name}: wildcard in {key}: {rule}"
+            verbs = set(rule["verbs"])
+            assert not verbs & {"escalate", "bind", "impersonate"}, f"{name}: {rule}"
+            if "secrets" in rule["resources"]:
+                assert verbs == {"get"}, f"{name} may {verbs - {'get'}} Secrets"
+                assert rule["apiGroups"] == [""]
+            if "serviceaccounts/token" in rule["resources"] or "pods/exec" in rule["resources"]:
+                pytest.fail(f"{name}: {rule}")
+
+
+def test_cluster_wide_operator_rules_are_exactly_what_it_needs(render: Render) -> None:
+    objects = render()
+    role = one(objects, "ClusterRole", "sf-skyfleet")
+    assert sorted(rules_of(role)) == sorted([CRD_READ, NAMESPACES_WATCH, *NAMESPACED_RULES])
+    binding = one(objects, "ClusterRoleBinding", "sf-skyfleet")
+    assert binding["roleRef"]["name"] == "sf-skyfleet"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "sf-skyfleet", "namespace": "skyfleet-system"}]
+    lease = one(objects, "Role", "sf-skyfleet-leader-election")
+    assert rules_of(lease) == [LEASES]
+    assert lease["metadata"]["namespace"] == "skyfleet-system"
+
+
+def test_watch_namespaces_use_a_role_per_namespace(render: Render) -> None:
+    objects = render({"watchNamespaces": ["team-a", "team-b"]})
+    cluster_role = one(objects, "ClusterRole", "sf-skyfleet")
+    assert rules_of(cluster_role) == [CRD_READ], "only reading Skyfleet's CRDs stays cluster-wide"
+    roles = {r["metadata"]["namespace"]: r for r in by_kind(objects, "Role") if r["metadata"]["name"] == "sf-skyfleet"}
+    assert sorted(roles) == ["team-a", "team-b"]
+    for role in roles.values():
+        assert sorted(rules_of(role)) == sorted(NAMESPACED_RULES)
+    bindings = {b["metadata"]["namespace"]: b for b in by_kind(objects, "RoleBinding")}
+    assert {"team-a", "team-b", "skyfleet-system"} <= set(bindings)
+    for ns in ("team-a", "team-b"):
+        assert bindings[ns]["roleRef"]["kind"] == "Role"
+        assert bindings[ns]["roleRef"]["name"] == "sf-skyfleet"
+        assert bindings[ns]["subjects"][0]["namespace"] == "skyfleet-system"
+    assert env_of(objects)["SKYFLEET_NAMESPACES"] == "team-a,team-b"
+
+
+def test_aggregated_roles_extend_view_and_edit_without_creating_instances(render: Render) -> None:
+    objects = render()
+    view = one(objects, "ClusterRole", "sf-skyfleet-view")
+    edit = one(objects, "ClusterRole", "sf-skyfleet-edit")
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert "rbac.authorization.k8s.io/aggregate-to-view" not in edit["metadata"]["labels"]
+    assert rules_of(view) == [(("skyfleet.io",), KINDS, ("get", "list", "watch"))]
+    edit_rules = {res: set(verbs) for _, resources, verbs in rules_of(edit) for res in resources}
+    assert {"create", "update", "patch", "delete"} <= edit_rules["deployments"]
+    assert "create" not in edit_rules["instances"], "Instances are Skyfleet's records; users never create them"
+    assert not by_kind(render({"rbac": {"aggregateToDefaultRoles": False}}), "ClusterRole")[1:]
+
+
+# ---------------------------------------------------------------------------------------------
+# optional extras
+
+
+def test_monitoring_needs_the_value_and_the_prometheus_operator_api(render: Render) -> None:
+    monitoring = {
+        "metrics": {
+            "serviceMonitor": {"enabled": True},
+            "podMonitor": {"enabled": True},
+            "prometheusRule": {"enabled": True},
+        }
+    }
+    without_api = render(monitoring)
+    assert not [o for o in without_api if o["apiVersion"].startswith("monitoring.coreos.com")]
+    assert not [o for o in render(api_versions=MONITORING) if o["apiVersion"].startswith("monitoring.coreos.com")]
+
+    objects = render(monitoring, api_versions=MONITORING)
+    service_monitor = one(objects, "ServiceMonitor")
+    assert service_monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    service = one(objects, "Service")
+    assert service_monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    pod_monitor = one(objects, "PodMonitor")
+    pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert pod_monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert pod_monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+
+
+def test_alerts_cover_stalls_orphans_throttling_and_dead_watches(render: Render) -> None:
+    objects = render({"metrics": {"prometheusRule": {"enabled": True}}}, api_versions=MONITORING)
+    rules = [r for g in one(objects, "PrometheusRule")["spec"]["groups"] for r in g["rules"]]
+    alerts = {r["alert"]: r for r in rules}
+    assert {"SkyfleetReconcileStalled", "SkyfleetOrphanedVMs", "SkyfleetCloudThrottled", "SkyfleetWatchStale"} <= set(
+        alerts
+    )
+    exported = metric_names()
+    for alert in alerts.values():
+        used = set(re.findall(r"\bskyfleet_[a-z_]+", alert["expr"]))
+        assert used, alert["alert"]
+        assert used <= exported, f"{alert['alert']} uses metrics the operator does not export: {used - exported}"
+        assert alert["labels"]["severity"] in {"warning", "critical"}
+        assert alert["annotations"]["summary"]
+    assert "skyfleet_orphaned_vms" in alerts["SkyfleetOrphanedVMs"]["expr"]
+    assert "skyfleet_cloud_throttled_total" in alerts["SkyfleetCloudThrottled"]["expr"]
+    assert "skyfleet_watch_last_event_timestamp_seconds" in alerts["SkyfleetWatchStale"]["expr"]
+
+
+def test_pdb_only_with_more_than_one_replica(render: Render) -> None:
+    assert not by_kind(render({"replicaCount": 1}), "PodDisruptionBudget")
+    objects = render({"replicaCount": 2})
+    pdb = one(objects, "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert one(objects, "Deployment")["spec"]["replicas"] == 2
+
+
+def test_argocd_health_checks_and_dashboard_are_shipped_behind_values(render: Render) -> None:
+    objects = render({"argocd": {"healthChecks": True}, "grafana": {"dashboards": {"enabled": True}}})
+    health = one(objects, "ConfigMap", "sf-skyfleet-argocd-health")
+    assert sorted(health["data"]) == [
+        f"resource.customizations.health.skyfleet.io_{kind}"
+        for kind in ("CloudCredential", "Deployment", "Image", "Instance")
+    ]
+    for kind in ("CloudCredential", "Deployment", "Image", "Instance"):
+        script = health["data"][f"resource.customizations.health.skyfleet.io_{kind}"]
+        assert script.rstrip().endswith((CHART / "argocd" / f"{kind.lower()}.lua").read_text().rstrip())
+    dashboard = one(objects, "ConfigMap", "sf-skyfleet-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["data"]["skyfleet.json"] == (CHART / "dashboards" / "skyfleet.json").read_text().rstrip("\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# the schema rejects what a user mistypes
+
+
+@pytest.mark.parametrize(
+    ("sets", "complaint"),
+    [
+        (["replicaCont=2"], "replicaCont"),
+        (["metrics.serviceMonitor.enable=true"], "enable"),
+        (["securityContext.readOnlyRootFileSystem=false"], "readOnlyRootFileSystem"),
+        (["replicaCount=two"], "replicaCount"),
+        (["watchNamespaces=team-a"], "watchNamespaces"),
+        (["operator.logFormat=yaml"], "logFormat"),
+        (["podSecurityContext.runAsNonRoot=false"], "runAsNonRoot"),
+        (["securityContext.capabilities.add={NET_ADMIN}"], "add"),
+        (["image.digest=latest"], "digest"),
+    ],
+    ids=[
+        "typo-top-level",
+        "typo-nested",
+        "typo-security",
+        "wrong-type",
+        "string-not-list",
+        "unknown-enum",
+        "root",
+        "capabilities",
+        "bad-digest",
+    ],
+)
+def test_schema_rejects_bad_values(helm: Helm, sets: list[str], complaint: str) -> None:
+    args = ["template", "sf", str(CHART), "--kube-version", "1.36.3"]
+    for s in sets:
+        args += ["--set", s]
+    out = helm(*args)
+    assert out.returncode != 0, f"{sets} was accepted"
+    assert "values don't meet the specifications of the schema" in out.stderr
+    assert complaint in out.stderr
+
+
+def test_values_file_passes_the_schema_and_documents_every_value(helm: Helm) -> None:
+    """Each value has a comment right above it, or sits inside a documented block."""
+    out = helm("template", "sf", str(CHART), "--kube-version", "1.36.3", "-f", str(CHART / "values.yaml"))
+    assert out.returncode == 0, out.stderr
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    ancestors: list[tuple[int, bool]] = []  # (indent, documented) of the enclosing keys
+    undocumented = []
+    for i, line in enumerate(lines):
+        m = re.match(r"^( *)([A-Za-z][A-Za-z0-9]*):(.*)$", line)
+        if not m:
+            continue
+        indent, leaf = len(m.group(1)), bool(m.group(3).strip())
+        ancestors = [a for a in ancestors if a[0] < indent]
+        documented = (i > 0 and lines[i - 1].strip().startswith("#")) or any(d for _, d in ancestors)
+        if leaf and not documented:
+            undocumented.append(line.strip())
+        ancestors.append((indent, documented))
+    assert not undocumented
