@@ -1,8 +1,11 @@
 """Provider adapters: how each cloud spells tags, userdata, tokens, paging and errors."""
 
 from skyfleet.connectors.libcloud.adapters.base import ProviderAdapter
+from skyfleet.connectors.libcloud.adapters.digitalocean import DigitalOceanAdapter
 from skyfleet.connectors.libcloud.adapters.ec2 import EC2Adapter
 
-ADAPTERS: dict[str, type[ProviderAdapter]] = {adapter.provider: adapter for adapter in (EC2Adapter,)}
+ADAPTERS: dict[str, type[ProviderAdapter]] = {
+    adapter.provider: adapter for adapter in (EC2Adapter, DigitalOceanAdapter)
+}
 
 __all__ = ["ADAPTERS", "ProviderAdapter"]

@@ -1,0 +1,153 @@
+"""DigitalOcean (API v2).
+
+Tags are bare strings limited to ``[A-Za-z0-9_:-]``, so ``skyfleet.io/instance-uid=abc``
+travels as ``skyfleet_instance-uid:abc``. The droplet list filters server-side by ONE tag
+(``tag_name``), so we filter by the most selective one and check the rest client-side.
+No idempotency token: duplicate protection is the owner-tag lookup before each create.
+
+Secret keys: ``token`` (or ``api_token``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from libcloud.common.exceptions import BaseHTTPError
+from libcloud.compute.base import Node
+from libcloud.compute.types import Provider
+
+from skyfleet.connectors.base import Capabilities, CloudNode, CreateRequest, NodeState, OwnerTags
+from skyfleet.connectors.errors import ConnectorError, QuotaExceeded, Throttled
+from skyfleet.connectors.libcloud.adapters.base import Driver, ProviderAdapter, first_secret
+from skyfleet.connectors.libcloud.errors import describe, http_status, map_generic
+
+__all__ = ["DigitalOceanAdapter"]
+
+_PREFIX = "skyfleet.io/"
+_ENCODED_PREFIX = "skyfleet_"
+_NOT_ALLOWED = re.compile(r"[^A-Za-z0-9_\-]")
+_PAGE_SIZE = 200
+
+
+class DigitalOceanAdapter(ProviderAdapter):
+    provider = "digitalocean"
+    libcloud_provider = Provider.DIGITAL_OCEAN
+    capabilities = Capabilities(tags=True, user_data=True, resize=False, idempotency_token=False, tag_filtering=True)
+
+    def driver_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        kwargs: dict[str, Any] = {"api_version": "v2"}
+        if self.endpoint:
+            kwargs.update(self.endpoint.driver_kwargs())
+        return (first_secret(self.config, "token", "api_token"),), kwargs
+
+    def verify(self, driver: Driver) -> None:
+        driver.ex_account_info()
+
+    # -- tags -----------------------------------------------------------------------------
+    def encode_tags(self, tags: Mapping[str, str]) -> dict[str, str]:
+        return {_encode_key(k): _NOT_ALLOWED.sub("_", v) for k, v in tags.items()}
+
+    def tag_strings(self, tags: Mapping[str, str]) -> list[str]:
+        return [f"{k}:{v}" for k, v in self.encode_tags(tags).items()]
+
+    def decode_tags(self, raw: Mapping[str, str]) -> dict[str, str]:
+        return {_decode_key(k): v for k, v in raw.items()}
+
+    def raw_tags(self, node: Node) -> Mapping[str, str]:
+        pairs = (str(t).split(":", 1) for t in (node.extra or {}).get("tags") or [])
+        return {p[0]: (p[1] if len(p) > 1 else "") for p in pairs}
+
+    # -- nodes ----------------------------------------------------------------------------
+    def find_by_tags(self, driver: Driver, tags: Mapping[str, str]) -> list[CloudNode]:
+        selective = next((k for k in (OwnerTags.INSTANCE_UID, OwnerTags.CLUSTER_ID) if k in tags), next(iter(tags)))
+        (tag_name,) = self.tag_strings({selective: tags[selective]})
+        nodes: list[CloudNode] = []
+        page = 1
+        while True:
+            params = {"tag_name": tag_name, "per_page": _PAGE_SIZE, "page": page}
+            body = driver.connection.request("/v2/droplets", params=params).object
+            nodes.extend(self.droplet(driver, d) for d in body.get("droplets", []))
+            if not (body.get("links") or {}).get("pages", {}).get("next"):
+                break
+            page += 1
+        return [
+            n
+            for n in nodes
+            if n.state is not NodeState.TERMINATED and all(n.tags.get(k) == v for k, v in self.decoded(tags).items())
+        ]
+
+    def decoded(self, tags: Mapping[str, str]) -> dict[str, str]:
+        """What ``tags`` look like after a round trip through the provider."""
+        return self.decode_tags(self.encode_tags(tags))
+
+    def describe(self, driver: Driver, provider_id: str) -> CloudNode | None:
+        try:
+            body = driver.connection.request(f"/v2/droplets/{provider_id}").object
+        except BaseHTTPError as exc:
+            if http_status(exc) == 404:
+                return None
+            raise
+        return self.droplet(driver, body["droplet"])
+
+    def create(self, driver: Driver, req: CreateRequest) -> CloudNode:
+        # Posted directly rather than through create_node, which keeps only the region's
+        # display name; the raw droplet has the slug the operator places by.
+        payload = {
+            "name": req.name,
+            "size": req.size_id,
+            "image": req.image_id,
+            "region": req.zone or req.region or self.config.region,
+            "user_data": req.user_data,
+            "tags": self.tag_strings(req.tags),
+        }
+        body = driver.connection.request("/v2/droplets", data=json.dumps(payload), method="POST").object
+        return self.droplet(driver, body["droplet"])
+
+    def droplet(self, driver: Driver, data: Mapping[str, Any]) -> CloudNode:
+        cloud = self.to_cloud_node(driver._to_node(data))
+        image = data.get("image") or {}
+        return dataclasses.replace(
+            cloud,
+            size_id=data.get("size_slug") or cloud.size_id,
+            image_id=str(image.get("slug") or image.get("id") or "") or cloud.image_id,
+            zone=(data.get("region") or {}).get("slug") or cloud.zone,
+        )
+
+    # -- errors ---------------------------------------------------------------------------
+    def map_error(self, exc: BaseException) -> ConnectorError:
+        status = http_status(exc)
+        text = describe(exc)
+        if status == 429:
+            return Throttled(text, retry_after=_reset_after(exc), provider=self.provider, code="too_many_requests")
+        if status == 422 and "limit" in text.lower():
+            return QuotaExceeded(text, provider=self.provider, code="droplet_limit")
+        return map_generic(exc, self.provider)
+
+
+def _encode_key(key: str) -> str:
+    if key.startswith(_PREFIX):
+        key = _ENCODED_PREFIX + key[len(_PREFIX) :]
+    return _NOT_ALLOWED.sub("_", key)
+
+
+def _decode_key(key: str) -> str:
+    if key.startswith(_ENCODED_PREFIX):
+        return _PREFIX + key[len(_ENCODED_PREFIX) :]
+    return key
+
+
+def _reset_after(exc: BaseException) -> float | None:
+    # DigitalOcean sends the epoch second its hourly window resets, not a delay.
+    headers = getattr(exc, "headers", None) or {}
+    reset = headers.get("ratelimit-reset") if hasattr(headers, "get") else None
+    if reset is None:
+        return None
+    try:
+        return max(0.0, float(reset) - time.time())
+    except ValueError:
+        return None

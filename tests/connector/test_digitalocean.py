@@ -1,0 +1,160 @@
+"""DigitalOcean adapter against recorded API v2 responses."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from libcloud.compute.drivers.digitalocean import DigitalOcean_v2_NodeDriver
+
+from skyfleet.connectors import (
+    CreateRequest,
+    CredentialConfig,
+    InvalidCredentials,
+    NodeState,
+    OwnershipMismatch,
+    OwnerTags,
+    QuotaExceeded,
+    Throttled,
+)
+from skyfleet.connectors.libcloud import LibcloudConnector
+from skyfleet.connectors.libcloud.resilience import RetryPolicy
+from tests.connector.conftest import CANARY, CLUSTER, owner
+from tests.connector.recorded import RecordedHttp, Reply
+
+pytestmark = pytest.mark.connector
+
+
+class DigitalOceanMockHttp(RecordedHttp):
+    provider = "digitalocean"
+
+    def _v2_account(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
+        if self.type == "UNAUTHORIZED":
+            return self.reply(401, "error_unauthorized.json")
+        return self.reply(200, "account.json")
+
+    def _v2_droplets(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
+        if method == "POST":
+            if self.type == "DROPLET_LIMIT":
+                return self.reply(422, "error_droplet_limit.json")
+            if self.type == "RATE_LIMITED":
+                return self.reply(429, "error_rate_limit.json", {"ratelimit-reset": "0"})
+            return self.reply(202, "create_node.json")
+        query = self.sent[-1].query
+        if query.get("tag_name") == "skyfleet_instance-uid:uid-1":
+            return self.reply(200, "list_nodes_uid_1.json")
+        if query.get("tag_name") == "skyfleet_cluster-id:cluster-test":
+            return self.reply(200, f"list_nodes_cluster_page_{query.get('page', '1')}.json")
+        return self.reply(200, "list_nodes_empty.json")
+
+    def _v2_droplets_501(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
+        if method == "DELETE":
+            return self.reply(204)
+        return self.reply(200, "get_node.json")
+
+    def _v2_droplets_900(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
+        return self.reply(200, "get_node_foreign.json")
+
+    def _v2_droplets_404(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
+        return self.reply(404, "error_not_found.json")
+
+
+@pytest.fixture
+async def connector(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LibcloudConnector]:
+    monkeypatch.setattr(DigitalOcean_v2_NodeDriver.connectionCls, "conn_class", DigitalOceanMockHttp)
+    DigitalOceanMockHttp.reset()
+    config = CredentialConfig(
+        name="do", namespace="team-a", provider="digitalocean", region="fra1", secret={"token": CANARY}
+    )
+    connector = LibcloudConnector(config, retry=RetryPolicy(max_attempts=2, base_delay=0.01))
+    yield connector
+    await connector.close()
+
+
+def request(uid: str) -> CreateRequest:
+    return CreateRequest(
+        name=f"shop-web-{uid}",
+        image_id="ubuntu-24-04-x64",
+        size_id="s-1vcpu-1gb",
+        region="fra1",
+        user_data="#cloud-config\n",
+        tags=owner(uid).to_tags(),
+    )
+
+
+async def test_create_sends_encoded_tags_and_userdata(connector: LibcloudConnector) -> None:
+    node = await connector.create(request("uid-0"))
+
+    lookup, create = DigitalOceanMockHttp.sent
+    assert lookup.query["tag_name"] == "skyfleet_instance-uid:uid-0"
+    payload: dict[str, Any] = create.json()
+    assert payload["user_data"] == "#cloud-config\n"
+    assert payload["size"] == "s-1vcpu-1gb"
+    assert payload["region"] == "fra1"
+    assert "skyfleet_cluster-id:cluster-test" in payload["tags"]
+    assert "skyfleet_instance-uid:uid-0" in payload["tags"]
+    assert node.provider_id == "501"
+    assert node.state is NodeState.PENDING
+    assert node.tags[OwnerTags.INSTANCE_UID] == "uid-0"
+    assert node.tags[OwnerTags.CLUSTER_ID] == CLUSTER
+    assert node.zone == "fra1"
+    assert node.public_ips == ("164.90.1.1",)
+    assert create.headers["Authorization"] == f"Bearer {CANARY}"
+
+
+async def test_list_cluster_filters_server_side_and_follows_pages(connector: LibcloudConnector) -> None:
+    nodes = await connector.list_cluster(CLUSTER)
+
+    assert [n.provider_id for n in nodes] == ["501", "502", "503"]
+    assert [s.query.get("page") for s in DigitalOceanMockHttp.sent] == ["1", "2"]
+    assert all(s.query["tag_name"] == "skyfleet_cluster-id:cluster-test" for s in DigitalOceanMockHttp.sent)
+
+
+async def test_create_adopts_an_existing_droplet(connector: LibcloudConnector) -> None:
+    node = await connector.create(request("uid-1"))
+
+    assert node.provider_id == "502"
+    assert not [s for s in DigitalOceanMockHttp.sent if s.method == "POST"]
+
+
+async def test_destroy_checks_ownership_first(connector: LibcloudConnector) -> None:
+    with pytest.raises(OwnershipMismatch):
+        await connector.destroy("900", owner("uid-0"))
+    with pytest.raises(OwnershipMismatch):
+        await connector.destroy("501", owner("uid-9"))
+    assert not [s for s in DigitalOceanMockHttp.sent if s.method == "DELETE"]
+
+    await connector.destroy("501", owner("uid-0"))
+    await connector.destroy("404", owner("uid-0"))
+
+    assert [s.path for s in DigitalOceanMockHttp.sent if s.method == "DELETE"] == ["/v2/droplets/501"]
+
+
+@pytest.mark.parametrize(
+    ("scenario", "expected", "retried"),
+    [("DROPLET_LIMIT", QuotaExceeded, False), ("RATE_LIMITED", Throttled, True)],
+)
+async def test_error_mapping(
+    connector: LibcloudConnector, scenario: str, expected: type[Exception], retried: bool
+) -> None:
+    DigitalOceanMockHttp.reset(scenario)
+
+    with pytest.raises(expected):
+        await connector.create(request("uid-0"))
+
+    posts = [s for s in DigitalOceanMockHttp.sent if s.method == "POST"]
+    assert len(posts) == (2 if retried else 1)
+
+
+async def test_bad_token_is_invalid_credentials_without_the_token(connector: LibcloudConnector) -> None:
+    DigitalOceanMockHttp.reset("UNAUTHORIZED")
+
+    with pytest.raises(InvalidCredentials) as caught:
+        await connector.verify()
+
+    assert CANARY not in repr(caught.value)
+
+
+async def test_describe_missing_droplet_is_none(connector: LibcloudConnector) -> None:
+    assert await connector.describe("404") is None
