@@ -1,0 +1,110 @@
+"""OpenStack Nova (through Keystone v3, or a pre-issued token).
+
+Tags travel as server metadata, which takes our keys verbatim. Nova cannot filter the
+server list by metadata, so lookups page through ``/servers/detail`` (``limit`` + ``marker``;
+libcloud's ``list_nodes`` reads one page only) and filter client-side. No idempotency token.
+
+``endpoint_url`` is the Keystone URL. Parameters: ``project``, ``domain`` (default
+``Default``), ``auth_version`` (default ``3.x_password``), ``compute_url`` (skip the service
+catalogue), ``page_size``. Secret keys: ``username`` + ``password``, or ``token``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from libcloud.compute.base import Node, NodeSize
+from libcloud.compute.types import Provider
+
+from skyfleet.connectors.base import Capabilities, CloudNode, CreateRequest
+from skyfleet.connectors.errors import ConnectorError, InvalidRequest, QuotaExceeded, Throttled
+from skyfleet.connectors.libcloud.adapters.base import Driver, ProviderAdapter, first_secret
+from skyfleet.connectors.libcloud.errors import describe, http_status, map_generic, retry_after_from
+
+__all__ = ["OpenStackAdapter"]
+
+_PAGE_SIZE = 500
+_METADATA_LIMIT = 255
+
+
+class OpenStackAdapter(ProviderAdapter):
+    provider = "openstack"
+    libcloud_provider = Provider.OPENSTACK
+    capabilities = Capabilities(tags=True, user_data=True, resize=False, idempotency_token=False, tag_filtering=False)
+
+    def driver_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        params = self.config.parameters
+        kwargs: dict[str, Any] = {
+            "api_version": "2.0",
+            "ex_force_auth_version": params.get("auth_version", "3.x_password"),
+            "ex_tenant_name": params.get("project"),
+            "ex_domain_name": params.get("domain", "Default"),
+        }
+        if self.config.endpoint_url:
+            kwargs["ex_force_auth_url"] = self.config.endpoint_url
+        if self.config.region:
+            kwargs["ex_force_service_region"] = self.config.region
+        if "compute_url" in params:
+            kwargs["ex_force_base_url"] = params["compute_url"]
+        if "token" in self.config.secret:
+            kwargs["ex_force_auth_token"] = self.config.secret["token"]
+            return (self.config.secret.get("username", "token"), ""), kwargs
+        username = first_secret(self.config, "username", "user")
+        return (username, first_secret(self.config, "password")), kwargs
+
+    def verify(self, driver: Driver) -> None:
+        driver.connection.request("/flavors", params={"limit": 1})
+
+    def vcpus(self, size: NodeSize) -> float | None:
+        value = getattr(size, "vcpus", None)
+        return float(value) if value is not None else super().vcpus(size)
+
+    def encode_tags(self, tags: Mapping[str, str]) -> dict[str, str]:
+        for key, value in tags.items():
+            if len(key) > _METADATA_LIMIT or len(value) > _METADATA_LIMIT:
+                raise InvalidRequest(f"metadata {key!r} exceeds Nova's {_METADATA_LIMIT}-character limit")
+        return dict(tags)
+
+    def list_all(self, driver: Driver) -> list[Node]:
+        page_size = int(self.config.parameters.get("page_size", _PAGE_SIZE))
+        nodes: list[Node] = []
+        marker: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": page_size}
+            if marker:
+                params["marker"] = marker
+            body = driver.connection.request("/servers/detail", params=params).object
+            servers = body.get("servers", [])
+            nodes.extend(driver._to_node(s) for s in servers)
+            has_next = any(link.get("rel") == "next" for link in body.get("servers_links", []))
+            if not servers or not has_next:
+                return nodes
+            marker = str(servers[-1]["id"])
+
+    def describe(self, driver: Driver, provider_id: str) -> CloudNode | None:
+        node = driver.ex_get_node_details(provider_id)
+        return self.to_cloud_node(node) if node is not None else None
+
+    def create(self, driver: Driver, req: CreateRequest) -> CloudNode:
+        kwargs: dict[str, Any] = {"ex_metadata": self.encode_tags(req.tags), "ex_userdata": req.user_data}
+        if req.zone:
+            kwargs["ex_availability_zone"] = req.zone
+        node = driver.create_node(
+            name=req.name,
+            size=self.size_stub(driver, req.size_id),
+            image=self.image_stub(driver, req.image_id),
+            **kwargs,
+        )
+        return self.to_cloud_node(node)
+
+    def map_error(self, exc: BaseException) -> ConnectorError:
+        status = http_status(exc)
+        text = describe(exc)
+        lowered = text.lower()
+        if status in (403, 413) and "quota" in lowered:
+            return QuotaExceeded(text, provider=self.provider, code="QuotaExceeded")
+        if status in (413, 429):
+            # Older Nova rate limiting answered 413 with Retry-After; newer deployments 429.
+            return Throttled(text, retry_after=retry_after_from(exc), provider=self.provider, code=str(status))
+        return map_generic(exc, self.provider)

@@ -1,0 +1,154 @@
+"""OpenStack adapter against recorded Nova responses (pre-issued token, compute URL forced)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+
+import pytest
+from libcloud.compute.drivers.openstack import OpenStack_2_NodeDriver
+
+from skyfleet.connectors import (
+    CreateRequest,
+    CredentialConfig,
+    InvalidRequest,
+    NodeState,
+    OwnershipMismatch,
+    OwnerTags,
+    QuotaExceeded,
+    Throttled,
+)
+from skyfleet.connectors.libcloud import LibcloudConnector
+from skyfleet.connectors.libcloud.resilience import RetryPolicy
+from tests.connector.conftest import CANARY, CLUSTER, owner
+from tests.connector.recorded import RecordedHttp, Reply
+
+pytestmark = pytest.mark.connector
+
+
+class NovaMockHttp(RecordedHttp):
+    provider = "openstack"
+
+    def _v2_1_p_123_flavors(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
+        return 200, '{"flavors": []}', {"content-type": "application/json"}, "OK"
+
+    def _v2_1_p_123_servers_detail(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
+        page = 2 if self.sent[-1].query.get("marker") == "srv-x" else 1
+        return self.reply(200, f"servers_detail_page_{page}.json")
+
+    def _v2_1_p_123_servers(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
+        if self.type == "QUOTA":
+            return self.reply(403, "error_quota.json")
+        if self.type == "OVER_LIMIT":
+            return self.reply(413, "error_over_limit.json", {"retry-after": "0"})
+        if self.type == "BAD_FLAVOR":
+            return self.reply(400, "error_bad_flavor.json")
+        return self.reply(202, "servers_create.json")
+
+    def _v2_1_p_123_servers_srv_new(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
+        return self.reply(200, "server_new.json")
+
+    def _v2_1_p_123_servers_srv_1(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
+        if method == "DELETE":
+            return self.reply(204)
+        return self.reply(200, "server_1.json")
+
+    def _v2_1_p_123_servers_srv_x(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
+        return self.reply(200, "server_x.json")
+
+    def _v2_1_p_123_servers_srv_gone(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
+        return self.reply(404, "error_not_found.json")
+
+
+@pytest.fixture
+async def connector(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LibcloudConnector]:
+    monkeypatch.setattr(OpenStack_2_NodeDriver.connectionCls, "conn_class", NovaMockHttp)
+    NovaMockHttp.reset()
+    config = CredentialConfig(
+        name="os",
+        namespace="team-a",
+        provider="openstack",
+        region="RegionOne",
+        endpoint_url="http://keystone.test:5000",
+        parameters={"project": "shop", "compute_url": "http://nova.test:8774/v2.1/p-123", "page_size": "2"},
+        secret={"token": CANARY},
+    )
+    connector = LibcloudConnector(config, retry=RetryPolicy(max_attempts=2, base_delay=0.01))
+    yield connector
+    await connector.close()
+
+
+def request(uid: str) -> CreateRequest:
+    return CreateRequest(
+        name=f"shop-web-{uid}",
+        image_id="img-ubuntu-2404",
+        size_id="m1.small",
+        zone="nova",
+        user_data="#cloud-config\nruncmd: [true]\n",
+        tags=owner(uid).to_tags(),
+    )
+
+
+async def test_create_sends_metadata_and_userdata(connector: LibcloudConnector) -> None:
+    node = await connector.create(request("uid-new"))
+
+    posts = [s for s in NovaMockHttp.sent if s.method == "POST"]
+    assert len(posts) == 1
+    server = posts[0].json()["server"]
+    assert server["metadata"] == owner("uid-new").to_tags()
+    assert base64.b64decode(server["user_data"]).decode() == "#cloud-config\nruncmd: [true]\n"
+    assert server["flavorRef"] == "m1.small"
+    assert server["availability_zone"] == "nova"
+    assert posts[0].headers["X-Auth-Token"] == CANARY
+    assert node.provider_id == "srv-new"
+    assert node.state is NodeState.PENDING
+    assert node.tags[OwnerTags.INSTANCE_UID] == "uid-new"
+
+
+async def test_lookup_pages_and_filters_client_side(connector: LibcloudConnector) -> None:
+    nodes = await connector.list_cluster(CLUSTER)
+
+    assert [n.provider_id for n in nodes] == ["srv-1", "srv-2"]
+    listings = [s for s in NovaMockHttp.sent if s.path.endswith("/servers/detail")]
+    assert [s.query.get("marker") for s in listings] == [None, "srv-x"]
+
+
+async def test_create_adopts_what_a_lost_response_left_behind(connector: LibcloudConnector) -> None:
+    node = await connector.create(request("uid-2"))
+
+    assert node.provider_id == "srv-2"
+    assert not [s for s in NovaMockHttp.sent if s.method == "POST"]
+
+
+async def test_destroy_checks_ownership(connector: LibcloudConnector) -> None:
+    with pytest.raises(OwnershipMismatch):
+        await connector.destroy("srv-x", owner("uid-1"))
+    await connector.destroy("srv-gone", owner("uid-1"))
+    await connector.destroy("srv-1", owner("uid-1"))
+
+    deletes = [s.path for s in NovaMockHttp.sent if s.method == "DELETE"]
+    assert deletes == ["/v2.1/p-123/servers/srv-1"]
+
+
+@pytest.mark.parametrize(
+    ("scenario", "expected", "attempts"),
+    [("QUOTA", QuotaExceeded, 1), ("OVER_LIMIT", Throttled, 2), ("BAD_FLAVOR", InvalidRequest, 1)],
+)
+async def test_error_mapping(
+    connector: LibcloudConnector, scenario: str, expected: type[Exception], attempts: int
+) -> None:
+    NovaMockHttp.reset(scenario)
+
+    with pytest.raises(expected) as caught:
+        await connector.create(request("uid-new"))
+
+    assert len([s for s in NovaMockHttp.sent if s.method == "POST"]) == attempts
+    assert CANARY not in repr(caught.value)
+
+
+async def test_resize_is_reported_unsupported(connector: LibcloudConnector) -> None:
+    from skyfleet.connectors import Unsupported
+
+    assert not connector.capabilities.resize
+    with pytest.raises(Unsupported, match="openstack"):
+        await connector.resize("srv-1", "m1.large")
