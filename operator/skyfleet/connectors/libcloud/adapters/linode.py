@@ -1,0 +1,155 @@
+"""Linode (API v4).
+
+Tags are free strings of 3-50 characters, filterable server-side with ``X-Filter``. Our
+keys are abbreviated so an Instance UID fits (``sf-uid=<36 chars>``). Linode's metadata
+service takes user data on create, which libcloud's ``create_node`` does not expose, so we
+post the instance ourselves. No idempotency token.
+
+Secret keys: ``token`` (or ``api_token``). Parameters: ``authorized_keys`` (comma-separated).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import re
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from libcloud.common.types import LibcloudError
+from libcloud.compute.base import Node
+from libcloud.compute.types import Provider
+
+from skyfleet.connectors.base import Capabilities, CloudNode, CreateRequest, NodeState, OwnerTags
+from skyfleet.connectors.errors import ConnectorError, InvalidRequest, NotFound, Throttled, Transient
+from skyfleet.connectors.libcloud.adapters.base import Driver, ProviderAdapter, first_secret
+from skyfleet.connectors.libcloud.errors import describe, map_generic
+
+__all__ = ["LinodeAdapter"]
+
+_KEYS = {
+    OwnerTags.CLUSTER_ID: "sf-cluster",
+    OwnerTags.NAMESPACE: "sf-ns",
+    OwnerTags.DEPLOYMENT: "sf-deploy",
+    OwnerTags.INSTANCE: "sf-instance",
+    OwnerTags.INSTANCE_UID: "sf-uid",
+}
+_KEYS_BACK = {v: k for k, v in _KEYS.items()}
+_TAG_MAX = 50
+_STATUS = re.compile(r"Status code: (\d{3})")
+
+
+class LinodeAdapter(ProviderAdapter):
+    provider = "linode"
+    libcloud_provider = Provider.LINODE
+    capabilities = Capabilities(tags=True, user_data=True, resize=True, idempotency_token=False, tag_filtering=True)
+
+    def driver_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        kwargs: dict[str, Any] = {"api_version": "4.0"}
+        if self.endpoint:
+            kwargs.update(self.endpoint.driver_kwargs())
+        return (first_secret(self.config, "token", "api_token"),), kwargs
+
+    def verify(self, driver: Driver) -> None:
+        driver.connection.request("/v4/profile")
+
+    # -- tags -----------------------------------------------------------------------------
+    def tag_strings(self, tags: Mapping[str, str]) -> list[str]:
+        encoded = [f"{_KEYS.get(k, k)}={v}" for k, v in tags.items()]
+        too_long = [t for t in encoded if len(t) > _TAG_MAX]
+        if too_long:
+            raise InvalidRequest(f"Linode tags are at most {_TAG_MAX} characters: {too_long}", provider=self.provider)
+        return encoded
+
+    def raw_tags(self, node: Node) -> Mapping[str, str]:
+        pairs = (str(t).split("=", 1) for t in (node.extra or {}).get("tags") or [])
+        return {p[0]: (p[1] if len(p) > 1 else "") for p in pairs}
+
+    def decode_tags(self, raw: Mapping[str, str]) -> dict[str, str]:
+        return {_KEYS_BACK.get(k, k): v for k, v in raw.items()}
+
+    # -- nodes ----------------------------------------------------------------------------
+    def find_by_tags(self, driver: Driver, tags: Mapping[str, str]) -> list[CloudNode]:
+        wanted = self.tag_strings(tags)
+        # X-Filter ANDs every condition server-side; one request per page.
+        x_filter = json.dumps({"+and": [{"tags": t} for t in wanted]})
+        nodes: list[CloudNode] = []
+        page, pages = 1, 1
+        while page <= pages:
+            body = driver.connection.request(
+                "/v4/linode/instances", params={"page": page, "page_size": 500}, headers={"X-Filter": x_filter}
+            ).object
+            nodes.extend(self.to_cloud_node(driver._to_node(d)) for d in body.get("data", []))
+            pages = int(body.get("pages", 1))
+            page += 1
+        return [
+            n for n in nodes if n.state is not NodeState.TERMINATED and all(n.tags.get(k) == v for k, v in tags.items())
+        ]
+
+    def describe(self, driver: Driver, provider_id: str) -> CloudNode | None:
+        try:
+            body = driver.connection.request(f"/v4/linode/instances/{provider_id}").object
+        except Exception as exc:
+            if isinstance(self.map_error(exc), NotFound):
+                return None
+            raise
+        return self.to_cloud_node(driver._to_node(body))
+
+    def create(self, driver: Driver, req: CreateRequest) -> CloudNode:
+        payload: dict[str, Any] = {
+            "label": req.name,
+            "region": req.zone or req.region or self.config.region,
+            "type": req.size_id,
+            "image": req.image_id,
+            "tags": self.tag_strings(req.tags),
+            # Linode insists on a root password; a random one nobody knows keeps login key-only.
+            "root_pass": secrets.token_urlsafe(32),
+        }
+        keys = self.config.parameters.get("authorized_keys")
+        if keys:
+            payload["authorized_keys"] = [k.strip() for k in keys.split(",") if k.strip()]
+        if req.user_data:
+            payload["metadata"] = {"user_data": base64.b64encode(req.user_data.encode()).decode()}
+        body = driver.connection.request("/v4/linode/instances", data=json.dumps(payload), method="POST").object
+        return self.to_cloud_node(driver._to_node(body))
+
+    def destroy(self, driver: Driver, provider_id: str) -> None:
+        driver.connection.request(f"/v4/linode/instances/{provider_id}", method="DELETE")
+
+    def resize(self, driver: Driver, provider_id: str, size_id: str) -> CloudNode:
+        driver.connection.request(
+            f"/v4/linode/instances/{provider_id}/resize", data=json.dumps({"type": size_id}), method="POST"
+        )
+        node = self.describe(driver, provider_id)
+        if node is None:
+            raise NotFound(f"instance {provider_id} vanished during resize", provider=self.provider)
+        return node
+
+    def to_cloud_node(self, node: Node) -> CloudNode:
+        cloud = super().to_cloud_node(node)
+        location = (node.extra or {}).get("location")
+        return dataclasses.replace(
+            cloud,
+            size_id=str(node.size) if isinstance(node.size, str) else cloud.size_id,
+            image_id=str(node.image) if isinstance(node.image, str) else cloud.image_id,
+            zone=str(location) if location else cloud.zone,
+        )
+
+    # -- errors ---------------------------------------------------------------------------
+    def map_error(self, exc: BaseException) -> ConnectorError:
+        # libcloud turns Linode errors into LibcloudError("<reason> Status code: NNN.").
+        if isinstance(exc, LibcloudError) and not isinstance(exc, ConnectorError):
+            match = _STATUS.search(str(getattr(exc, "value", exc)))
+            status = int(match.group(1)) if match else None
+            text = describe(exc)
+            if status == 429:
+                return Throttled(text, provider=self.provider, code="429")
+            if status is not None and status >= 500:
+                return Transient(text, provider=self.provider, code=str(status))
+            if status == 404:
+                return NotFound(text, provider=self.provider, code="404")
+            if status in (400, 409, 422):
+                return InvalidRequest(text, provider=self.provider, code=str(status))
+        return map_generic(exc, self.provider)

@@ -1,0 +1,143 @@
+"""Linode adapter against recorded API v4 responses."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from libcloud.compute.drivers.linode import LinodeNodeDriverV4
+
+from skyfleet.connectors import (
+    CreateRequest,
+    CredentialConfig,
+    InvalidCredentials,
+    InvalidRequest,
+    NodeState,
+    OwnershipMismatch,
+    OwnerTags,
+    Throttled,
+)
+from skyfleet.connectors.libcloud import LibcloudConnector
+from skyfleet.connectors.libcloud.resilience import RetryPolicy
+from tests.connector.conftest import CANARY, CLUSTER, owner
+from tests.connector.recorded import RecordedHttp, Reply
+
+pytestmark = pytest.mark.connector
+
+
+class LinodeMockHttp(RecordedHttp):
+    provider = "linode"
+
+    def _v4_profile(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
+        return self.reply(401, "error_unauthorized.json")
+
+    def _v4_linode_instances(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
+        if method == "POST":
+            if self.type == "RATE_LIMITED":
+                return self.reply(429, "error_rate_limit.json")
+            if self.type == "BAD_TYPE":
+                return self.reply(400, "error_bad_type.json")
+            return self.reply(200, "instance_create.json")
+        wanted = json.loads(self.sent[-1].headers["X-Filter"])["+and"]
+        if wanted == [{"tags": "sf-cluster=cluster-test"}]:
+            return self.reply(200, f"instances_cluster_page_{self.sent[-1].query['page']}.json")
+        return self.reply(200, "instances_empty.json")
+
+    def _v4_linode_instances_7001(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
+        return self.reply(200, "{}" if method == "DELETE" else "instance_7001.json")
+
+    def _v4_linode_instances_9999(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
+        return self.reply(200, "instance_9999.json")
+
+    def _v4_linode_instances_404(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
+        return self.reply(404, "error_not_found.json")
+
+    def reply(self, status: int, fixture: str | None = None, headers: dict[str, str] | None = None) -> Reply:
+        if fixture == "{}":
+            return status, "{}", {"content-type": "application/json"}, "OK"
+        return super().reply(status, fixture, headers)
+
+
+@pytest.fixture
+async def connector(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LibcloudConnector]:
+    monkeypatch.setattr(LinodeNodeDriverV4.connectionCls, "conn_class", LinodeMockHttp)
+    LinodeMockHttp.reset()
+    config = CredentialConfig(
+        name="linode", namespace="team-a", provider="linode", region="eu-central", secret={"token": CANARY}
+    )
+    connector = LibcloudConnector(config, retry=RetryPolicy(max_attempts=2, base_delay=0.01))
+    yield connector
+    await connector.close()
+
+
+def request(uid: str) -> CreateRequest:
+    return CreateRequest(
+        name=f"shop-web-{uid}",
+        image_id="linode/ubuntu24.04",
+        size_id="g6-standard-1",
+        user_data="#cloud-config\n",
+        tags=owner(uid).to_tags(),
+    )
+
+
+async def test_create_sends_short_tags_and_metadata_userdata(connector: LibcloudConnector) -> None:
+    node = await connector.create(request("uid-3"))
+
+    lookup, create = LinodeMockHttp.sent
+    assert json.loads(lookup.headers["X-Filter"]) == {
+        "+and": [{"tags": "sf-cluster=cluster-test"}, {"tags": "sf-uid=uid-3"}]
+    }
+    payload = create.json()
+    assert "sf-uid=uid-3" in payload["tags"]
+    assert base64.b64decode(payload["metadata"]["user_data"]).decode() == "#cloud-config\n"
+    assert payload["region"] == "eu-central"
+    assert len(payload["root_pass"]) >= 32
+    assert node.provider_id == "7003"
+    assert node.state is NodeState.PENDING
+    assert node.tags[OwnerTags.INSTANCE_UID] == "uid-3"
+    assert node.zone == "eu-central"
+
+
+async def test_list_cluster_filters_server_side_across_pages(connector: LibcloudConnector) -> None:
+    nodes = await connector.list_cluster(CLUSTER)
+
+    assert [n.provider_id for n in nodes] == ["7001", "7002"]
+    assert [s.query["page"] for s in LinodeMockHttp.sent] == ["1", "2"]
+
+
+async def test_destroy_checks_ownership(connector: LibcloudConnector) -> None:
+    with pytest.raises(OwnershipMismatch):
+        await connector.destroy("9999", owner("uid-1"))
+    await connector.destroy("404", owner("uid-1"))
+    await connector.destroy("7001", owner("uid-1"))
+
+    assert [s.path for s in LinodeMockHttp.sent if s.method == "DELETE"] == ["/v4/linode/instances/7001"]
+
+
+async def test_tag_too_long_for_linode_is_an_invalid_request(connector: LibcloudConnector) -> None:
+    long_uid = "u" * 60
+    with pytest.raises(InvalidRequest, match="50 characters"):
+        await connector.create(request(long_uid))
+    assert not [s for s in LinodeMockHttp.sent if s.method == "POST"]
+
+
+@pytest.mark.parametrize(
+    ("scenario", "expected", "attempts"), [("RATE_LIMITED", Throttled, 2), ("BAD_TYPE", InvalidRequest, 1)]
+)
+async def test_error_mapping(
+    connector: LibcloudConnector, scenario: str, expected: type[Exception], attempts: int
+) -> None:
+    LinodeMockHttp.reset(scenario)
+
+    with pytest.raises(expected):
+        await connector.create(request("uid-3"))
+
+    assert len([s for s in LinodeMockHttp.sent if s.method == "POST"]) == attempts
+
+
+async def test_invalid_token(connector: LibcloudConnector) -> None:
+    with pytest.raises(InvalidCredentials) as caught:
+        await connector.verify()
+    assert CANARY not in repr(caught.value)
