@@ -38,5 +38,5 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
 # 65532 is the conventional "nonroot" uid/gid of distroless images; the chart runs as the same ids.
 USER 65532:65532
 WORKDIR /tmp
-EXPOSE 8080 8081
+EXPOSE 9090 8081
 ENTRYPOINT ["skyfleet", "run"]

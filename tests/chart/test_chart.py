@@ -85,7 +85,7 @@ def test_operator_pod_runs_skyfleet_locked_down(render: Render) -> None:
     assert pod["serviceAccountName"] == "sf-skyfleet"
 
     ports = {p["name"]: p["containerPort"] for p in operator["ports"]}
-    assert ports == {"metrics": 8080, "health": 8081}
+    assert ports == {"metrics": 9090, "health": 8081}
     probe = operator["livenessProbe"]["httpGet"]
     assert probe == {"path": "/healthz", "port": "health"}
 
@@ -108,7 +108,8 @@ def test_operator_pod_runs_skyfleet_locked_down(render: Render) -> None:
 
     env = env_of(objects)
     assert env["SKYFLEET_NAMESPACES"] == ""
-    assert env["SKYFLEET_METRICS_PORT"] == "8080"
+    assert env["SKYFLEET_METRICS_PORT"] == "9090"
+    assert env["SKYFLEET_LIVENESS_ENDPOINT"] == "http://0.0.0.0:8081/healthz"
 
 
 def test_every_object_carries_the_recommended_labels(render: Render) -> None:
@@ -140,13 +141,42 @@ def test_custom_ports_move_probes_and_service_together(render: Render) -> None:
     assert {p["name"]: p["containerPort"] for p in operator["ports"]} == {"metrics": 9100, "health": 9101}
     assert one(objects, "Service")["spec"]["ports"][0]["port"] == 9100
     assert env_of(objects)["SKYFLEET_METRICS_PORT"] == "9100"
-    assert env_of(objects)["SKYFLEET_LIVENESS_PORT"] == "9101"
+    assert env_of(objects)["SKYFLEET_LIVENESS_ENDPOINT"] == "http://0.0.0.0:9101/healthz"
 
 
 def test_image_digest_pins_the_image(render: Render) -> None:
     digest = "sha256:" + "a" * 64
     objects = render({"image": {"repository": "registry.example/skyfleet", "tag": "1.2.3", "digest": digest}})
     assert container(objects)["image"] == f"registry.example/skyfleet:1.2.3@{digest}"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{}, {"watchNamespaces": ["a", "b"], "operator": {"clusterId": "prod-eu", "logLevel": "DEBUG", "workers": 4}}],
+    ids=["defaults", "custom"],
+)
+def test_operator_environment_is_valid_settings(render: Render, values: dict[str, Any]) -> None:
+    """Every SKYFLEET_* variable the chart sets is a setting of `skyfleet run` with a valid value."""
+    from skyfleet.settings import Settings
+
+    objects = render(values)
+    settings: dict[str, Any] = {}
+    for var in container(objects)["env"]:
+        if not var["name"].startswith("SKYFLEET_"):
+            continue
+        field = var["name"].removeprefix("SKYFLEET_").lower()
+        assert field in Settings.model_fields, f"{var['name']} is not a setting of `skyfleet run`"
+        if "value" in var:
+            settings[field] = var["value"]
+    parsed = Settings.model_validate({**settings, "lease_namespace": "skyfleet-system"})
+    assert parsed.namespaces == values.get("watchNamespaces", [])
+    assert parsed.metrics_port == 9090
+    assert parsed.leader_election is True
+    assert parsed.liveness_endpoint == "http://0.0.0.0:8081/healthz"
+    if "operator" in values:
+        assert parsed.cluster_id == "prod-eu"
+        assert parsed.log_level == "DEBUG"
+        assert parsed.workers == 4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,7 +229,8 @@ NAMESPACED_RULES = [
         ("get", "patch", "update"),
     ),
     (("skyfleet.io",), ("deployments/finalizers",), ("update",)),
-    (("",), ("secrets",), ("get",)),
+    # get by name, and patch for the finalizer that keeps a Secret while Instances need it
+    (("",), ("secrets",), ("get", "patch")),
     (("",), ("events",), ("create",)),
     (("events.k8s.io",), ("events",), ("create",)),
 ]
@@ -231,7 +262,9 @@ def test_no_role_grants_wildcards_escalation_or_secret_listing(render: Render) -
             verbs = set(rule["verbs"])
             assert not verbs & {"escalate", "bind", "impersonate"}, f"{name}: {rule}"
             if "secrets" in rule["resources"]:
-                assert verbs == {"get"}, f"{name} may {verbs - {'get'}} Secrets"
+                assert not verbs & {"list", "watch", "create", "update", "delete", "deletecollection"}, (
+                    f"{name} may {verbs} Secrets"
+                )
                 assert rule["apiGroups"] == [""]
             if "serviceaccounts/token" in rule["resources"] or "pods/exec" in rule["resources"]:
                 pytest.fail(f"{name}: {rule}")
@@ -364,6 +397,7 @@ def test_argocd_health_checks_and_dashboard_are_shipped_behind_values(render: Re
         (["replicaCount=two"], "replicaCount"),
         (["watchNamespaces=team-a"], "watchNamespaces"),
         (["operator.logFormat=yaml"], "logFormat"),
+        (["operator.logLevel=info"], "logLevel"),
         (["podSecurityContext.runAsNonRoot=false"], "runAsNonRoot"),
         (["securityContext.capabilities.add={NET_ADMIN}"], "add"),
         (["image.digest=latest"], "digest"),
@@ -375,6 +409,7 @@ def test_argocd_health_checks_and_dashboard_are_shipped_behind_values(render: Re
         "wrong-type",
         "string-not-list",
         "unknown-enum",
+        "lowercase-level",
         "root",
         "capabilities",
         "bad-digest",
