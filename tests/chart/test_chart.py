@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -443,3 +449,269 @@ def test_values_file_passes_the_schema_and_documents_every_value(helm: Helm) -> 
             undocumented.append(line.strip())
         ancestors.append((indent, documented))
     assert not undocumented
+
+
+# ---------------------------------------------------------------------------------------------
+# install, upgrade and uninstall on the real control plane (no nodes: objects, not pods)
+
+RELEASE = "sf"
+STUB_MONITORING_CRDS = """
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: %(plural)s.monitoring.coreos.com}
+spec:
+  group: monitoring.coreos.com
+  scope: Namespaced
+  names: {kind: %(kind)s, plural: %(plural)s, singular: %(singular)s, listKind: %(kind)sList}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+"""
+MONITORING_KINDS = (
+    ("ServiceMonitor", "servicemonitors"),
+    ("PodMonitor", "podmonitors"),
+    ("PrometheusRule", "prometheusrules"),
+)
+
+
+class Cluster:
+    """helm and kubectl against the shared control plane."""
+
+    def __init__(self, control_plane: Any, helm: Helm) -> None:
+        self.plane = control_plane
+        self._helm = helm
+
+    def helm(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self._helm(*args, "--kubeconfig", str(self.plane.kubeconfig), extra_env=dict(self.plane.env))
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result: subprocess.CompletedProcess[str] = self.plane.kubectl(*args, input=input, check=check)
+        return result
+
+    def can(self, who: str, *args: str) -> bool:
+        out = self.kubectl("auth", "can-i", *args, f"--as={who}", check=False)
+        return out.stdout.strip() == "yes"
+
+    def crd(self, plural: str) -> dict[str, Any]:
+        out = self.kubectl("get", "crd", f"{plural}.skyfleet.io", "-o", "json")
+        crd: dict[str, Any] = json.loads(out.stdout)
+        return crd
+
+
+def adopt_existing_crds(cluster: Cluster, namespace: str) -> None:
+    """CRDs applied earlier with kubectl (as docs/install.md describes) become the release's."""
+    for plural in KINDS:
+        name = f"crd/{plural}.skyfleet.io"
+        if cluster.kubectl("get", name, check=False).returncode != 0:
+            continue
+        cluster.kubectl("label", "--overwrite", name, "app.kubernetes.io/managed-by=Helm")
+        cluster.kubectl(
+            "annotate",
+            "--overwrite",
+            name,
+            f"meta.helm.sh/release-name={RELEASE}",
+            f"meta.helm.sh/release-namespace={namespace}",
+        )
+
+
+def restore_crds(cluster: Cluster) -> None:
+    """Leave the shared control plane's CRDs exactly as crds/ says, whatever a test did to them."""
+    for path in sorted((ROOT / "crds").glob("*.yaml")):
+        cluster.kubectl("replace", "-f", str(path), check=False)
+
+
+@pytest.fixture(scope="module")
+def cluster(control_plane: Any, helm: Helm) -> Iterator[Cluster]:
+    cluster = Cluster(control_plane, helm)
+    yield cluster
+    restore_crds(cluster)
+
+
+@pytest.fixture(scope="module")
+def release(cluster: Cluster) -> Iterator[tuple[str, subprocess.CompletedProcess[str]]]:
+    """The chart installed cluster-wide, with two replicas and every ConfigMap extra, in a fresh namespace."""
+    namespace = f"skyfleet-{uuid.uuid4().hex[:8]}"
+    adopt_existing_crds(cluster, namespace)
+    out = cluster.helm(
+        "install",
+        RELEASE,
+        str(CHART),
+        "-n",
+        namespace,
+        "--create-namespace",
+        "--set",
+        "replicaCount=2",
+        "--set",
+        "argocd.healthChecks=true",
+        "--set",
+        "grafana.dashboards.enabled=true",
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--timeout",
+        "60s",
+    )
+    assert out.returncode == 0, out.stderr
+    yield namespace, out
+    cluster.helm("uninstall", RELEASE, "-n", namespace)
+    cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def manifest_objects(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
+    out = cluster.helm("get", "manifest", RELEASE, "-n", namespace)
+    assert out.returncode == 0, out.stderr
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+def test_install_is_accepted_server_side(cluster: Cluster, release: tuple[str, Any]) -> None:
+    namespace, out = release
+    assert "It serves Skyfleet objects in every namespace." in out.stdout
+    assert "no ServiceMonitor, PodMonitor or PrometheusRule was created" in out.stdout
+    objects = manifest_objects(cluster, namespace)
+    kinds = {o["kind"] for o in objects}
+    assert {"CustomResourceDefinition", "Deployment", "PodDisruptionBudget", "ConfigMap", "ClusterRole"} <= kinds
+    assert "ServiceMonitor" not in kinds, "the API is not served here"
+    found = cluster.kubectl("get", "-f", "-", "-o", "name", input=yaml.safe_dump_all(objects)).stdout.split()
+    assert len(found) == len(objects)
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{k}.skyfleet.io" for k in KINDS))
+    deployment = json.loads(cluster.kubectl("get", "deploy", "sf-skyfleet", "-n", namespace, "-o", "json").stdout)
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"]
+
+
+def test_installed_rbac_is_least_privilege_as_the_api_server_sees_it(
+    cluster: Cluster, release: tuple[str, Any]
+) -> None:
+    namespace, _ = release
+    sa = f"system:serviceaccount:{namespace}:sf-skyfleet"
+    allowed = [
+        ("get", "secrets", "-n", "shop"),
+        ("patch", "secrets", "-n", "shop"),
+        ("watch", "deployments.skyfleet.io", "-A"),
+        ("patch", "deployments.skyfleet.io/status", "-n", "shop"),
+        ("create", "instances.skyfleet.io", "-n", "shop"),
+        ("delete", "instances.skyfleet.io", "-n", "shop"),
+        ("create", "events", "-n", "shop"),
+        ("create", "events.events.k8s.io", "-n", "shop"),
+        ("update", "leases.coordination.k8s.io", "-n", namespace),
+        ("list", "customresourcedefinitions.apiextensions.k8s.io"),
+    ]
+    denied = [
+        ("list", "secrets", "-n", "shop"),
+        ("watch", "secrets", "-A"),
+        ("create", "secrets", "-n", "shop"),
+        ("create", "deployments.skyfleet.io", "-n", "shop"),
+        ("delete", "cloudcredentials.skyfleet.io", "-n", "shop"),
+        ("update", "leases.coordination.k8s.io", "-n", "shop"),
+        ("create", "pods", "-n", namespace),
+        ("update", "customresourcedefinitions.apiextensions.k8s.io"),
+        ("escalate", "clusterroles"),
+        ("impersonate", "users"),
+    ]
+    assert [a for a in allowed if not cluster.can(sa, *a)] == []
+    assert [d for d in denied if cluster.can(sa, *d)] == []
+
+
+def test_default_edit_and_view_roles_cover_skyfleet_kinds(cluster: Cluster, release: tuple[str, Any]) -> None:
+    namespace, _ = release
+    cluster.kubectl("create", "rolebinding", "alice-edit", "--clusterrole=edit", "--user=alice", "-n", namespace)
+    cluster.kubectl("create", "rolebinding", "bob-view", "--clusterrole=view", "--user=bob", "-n", namespace)
+    deadline = time.monotonic() + 30
+    # The controller-manager folds the labelled ClusterRoles into edit/view asynchronously.
+    while not cluster.can("alice", "create", "deployments.skyfleet.io", "-n", namespace):
+        assert time.monotonic() < deadline, "edit was never extended to deployments.skyfleet.io"
+        time.sleep(0.5)
+    assert cluster.can("alice", "delete", "instances.skyfleet.io", "-n", namespace)
+    assert not cluster.can("alice", "create", "instances.skyfleet.io", "-n", namespace)
+    assert cluster.can("bob", "list", "cloudcredentials.skyfleet.io", "-n", namespace)
+    assert not cluster.can("bob", "patch", "deployments.skyfleet.io", "-n", namespace)
+
+
+def test_upgrade_updates_the_crds(cluster: Cluster, release: tuple[str, Any], chart_copy: Path) -> None:
+    namespace, _ = release
+    assert "upgradeProbe" not in json.dumps(cluster.crd("images"))
+
+    # The next chart version ships a CRD with a new field (as `make crds` would produce).
+    crd_file = chart_copy / "files" / "crds" / "skyfleet.io_images.yaml"
+    crd = yaml.safe_load(crd_file.read_text())
+    spec_schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    spec_schema["properties"]["upgradeProbe"] = {"type": "string", "description": "Added by the next version."}
+    crd_file.write_text(yaml.safe_dump(crd))
+    chart_yaml = chart_copy / "Chart.yaml"
+    chart_yaml.write_text(chart_yaml.read_text().replace("version: 0.1.0", "version: 0.2.0"))
+
+    out = cluster.helm("upgrade", RELEASE, str(chart_copy), "-n", namespace, "--reuse-values")
+    assert out.returncode == 0, out.stderr
+    served = cluster.crd("images")["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert served["properties"]["upgradeProbe"]["description"] == "Added by the next version."
+
+    # And back: upgrading to the repository's chart restores the repository's CRD.
+    out = cluster.helm("upgrade", RELEASE, str(CHART), "-n", namespace, "--reuse-values")
+    assert out.returncode == 0, out.stderr
+    generated = yaml.safe_load((ROOT / "crds" / "skyfleet.io_images.yaml").read_text())
+    assert cluster.crd("images")["spec"]["versions"][0]["schema"] == generated["spec"]["versions"][0]["schema"]
+
+
+def test_namespaced_install_with_prometheus_operator(cluster: Cluster, release: tuple[str, Any]) -> None:
+    """A second, namespace-scoped release: Roles only where asked, monitoring objects once the API exists."""
+    suffix = uuid.uuid4().hex[:6]
+    namespace, team_a, team_b = (f"{n}-{suffix}" for n in ("sf2", "team-a", "team-b"))
+    for ns in (team_a, team_b):
+        cluster.kubectl("create", "namespace", ns)
+    stubs = "---".join(
+        STUB_MONITORING_CRDS % {"kind": kind, "plural": plural, "singular": kind.lower()}
+        for kind, plural in MONITORING_KINDS
+    )
+    cluster.kubectl("apply", "-f", "-", input=stubs)
+    try:
+        cluster.kubectl(
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            *(f"crd/{p}.monitoring.coreos.com" for _, p in MONITORING_KINDS),
+        )
+        out = cluster.helm(
+            "install",
+            "sf2",
+            str(CHART),
+            "-n",
+            namespace,
+            "--create-namespace",
+            "--set",
+            "crds.install=false",
+            "--set",
+            f"watchNamespaces={{{team_a},{team_b}}}",
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+            "--set",
+            "metrics.podMonitor.enabled=true",
+            "--set",
+            "metrics.prometheusRule.enabled=true",
+        )
+        assert out.returncode == 0, out.stderr
+        assert f"in these namespaces only: {team_a}, {team_b}" in out.stdout
+        for kind, _ in MONITORING_KINDS:
+            cluster.kubectl("get", kind.lower(), "sf2-skyfleet", "-n", namespace)
+        sa = f"system:serviceaccount:{namespace}:sf2-skyfleet"
+        assert cluster.can(sa, "watch", "deployments.skyfleet.io", "-n", team_a)
+        assert cluster.can(sa, "create", "instances.skyfleet.io", "-n", team_b)
+        assert not cluster.can(sa, "watch", "deployments.skyfleet.io", "-A")
+        assert not cluster.can(sa, "get", "secrets", "-n", "default")
+        assert not cluster.can(sa, "list", "namespaces")
+        cluster.helm("uninstall", "sf2", "-n", namespace)
+    finally:
+        cluster.kubectl("delete", "-f", "-", "--wait=false", input=stubs, check=False)
+        for ns in (namespace, team_a, team_b):
+            cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def test_uninstall_keeps_the_crds(cluster: Cluster, release: tuple[str, Any]) -> None:
+    namespace, _ = release
+    out = cluster.helm("uninstall", RELEASE, "-n", namespace)
+    assert out.returncode == 0, out.stderr
+    assert cluster.kubectl("get", "deploy", "sf-skyfleet", "-n", namespace, check=False).returncode != 0
+    for plural in KINDS:
+        crd = cluster.crd(plural)
+        assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
