@@ -19,6 +19,34 @@ def _cmd_crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from skyfleet.settings import Settings
+
+    overrides = {
+        "namespaces": args.namespace or ([] if args.all_namespaces else None),
+        "cluster_id": args.cluster_id,
+        "metrics_port": args.metrics_port,
+        "log_format": args.log_format,
+        "log_level": args.log_level,
+        "liveness_endpoint": args.liveness,
+        "workers": args.workers,
+        "observe_period": args.observe_period,
+        "resync_period": args.resync_period,
+        "leader_election": False if args.no_leader_election else None,
+        "lease_namespace": args.lease_namespace,
+    }
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        print(f"skyfleet run: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    from skyfleet.operator import run
+
+    return run(settings)
+
+
 def _cmd_not_yet(what: str, issue: str) -> int:
     print(
         f"skyfleet: `{what}` is not implemented yet ({issue}); nothing was started.",
@@ -36,8 +64,27 @@ def build_parser() -> argparse.ArgumentParser:
     crds.add_argument("--output", "-o", default="crds", help="directory to write the CRD YAML files into")
     crds.set_defaults(func=_cmd_crds)
 
-    run = sub.add_parser("run", help="run the operator")
-    run.set_defaults(func=lambda _a: _cmd_not_yet("skyfleet run", "the operator is the next milestone"))
+    run = sub.add_parser(
+        "run",
+        help="run the operator",
+        description="Run the operator. Every flag also has an environment variable SKYFLEET_<NAME>; flags win.",
+    )
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument("--namespace", "-n", action="append", help="serve this namespace (repeatable)")
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="serve every namespace (default)")
+    run.add_argument("--cluster-id", help="tag value that marks this installation's VMs")
+    run.add_argument("--metrics-port", type=int, help="Prometheus port (0 disables)")
+    run.add_argument("--log-format", choices=["text", "json"])
+    run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.add_argument("--liveness", help="liveness endpoint URL, e.g. http://0.0.0.0:8081/healthz ('' disables)")
+    run.add_argument("--workers", type=int, help="threads for blocking work")
+    run.add_argument("--observe-period", type=float, help="seconds between VM observations per credential")
+    run.add_argument("--resync-period", type=float, help="seconds between reconciles of unchanged objects")
+    run.add_argument("--lease-namespace", help="namespace of the leader-election Lease")
+    run.add_argument(
+        "--no-leader-election", action="store_true", help="do not take the Lease (only for a single replica)"
+    )
+    run.set_defaults(func=_cmd_run)
 
     demo = sub.add_parser("demo", help="run the operator on a local control plane and emulated clouds")
     demo.set_defaults(func=lambda _a: _cmd_not_yet("skyfleet demo", "it needs the operator first"))

@@ -16,6 +16,7 @@ from skyfleet.reconcile.credentials import verdict_for
 from skyfleet.reconcile.groups import DependencyError, creation_order
 from skyfleet.reconcile.images import ImageError, effective_image, image_uses, select_source
 from skyfleet.reconcile.instances import classify_create_error, observed_status
+from skyfleet.reconcile.patches import merge_patch
 
 pytestmark = pytest.mark.unit
 
@@ -253,3 +254,18 @@ def test_observed_status_keeps_the_current_object_untouched() -> None:
 def test_create_errors(error: BaseException, reason: str, retry: bool, fallback: bool) -> None:
     f = classify_create_error(error)
     assert (f.reason, f.retry, f.fallback) == (reason, retry, fallback)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "patch"),
+    [
+        ({"a": 1, "b": {"c": 2}}, {"a": 1, "b": {"c": 2}}, {}),
+        (None, {"a": 1}, {"a": 1}),
+        ({"a": 1, "m": "x"}, {"a": 1}, {"m": None}),
+        ({"b": {"c": 2, "d": 3}}, {"b": {"c": 2}}, {"b": {"d": None}}),
+        ({"l": [1, 2]}, {"l": [1]}, {"l": [1]}),
+        ({"a": None}, {"a": None}, {}),
+    ],
+)
+def test_merge_patch(old: dict[str, Any] | None, new: dict[str, Any], patch: dict[str, Any]) -> None:
+    assert merge_patch(old, new) == patch

@@ -1,1 +1,8 @@
-"""Thin kopf adapters: read objects, call reconcile and connectors, write status and events."""
+"""Thin kopf adapters: read objects, call reconcile and connectors, write status and events.
+
+Importing this package registers every handler with kopf's default registry.
+"""
+
+from skyfleet.handlers import credentials, deployments, images, indexes, instances, observe
+
+__all__ = ["credentials", "deployments", "images", "indexes", "instances", "observe"]

@@ -54,6 +54,9 @@ class Event:
     type: str  # Normal or Warning
     reason: str  # CamelCase, for machines
     message: str
+    # The Instances this event announces creating or deleting: the handler drops the event when
+    # none of them changed (a repeated plan over a not-yet-updated cache is then silent).
+    names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -289,7 +292,7 @@ def _plan_group(  # noqa: PLR0912, PLR0915 - one group's table of cases, kept in
         created = [c.name for c in plan.creates if c.spec.group == name]
         if created:
             reason = "RollingUpdate" if outdated else "ScalingUp"
-            plan.events.append(Event("Normal", reason, f"group {name}: creating {', '.join(created)}"))
+            plan.events.append(Event("Normal", reason, f"group {name}: creating {', '.join(created)}", tuple(created)))
         creates = len(created)
 
     unique_deletes = list(dict.fromkeys(i.name for i in deletes))
@@ -297,7 +300,11 @@ def _plan_group(  # noqa: PLR0912, PLR0915 - one group's table of cases, kept in
     planned_scale_down = [n for n in unique_deletes if n not in removing_names]
     if planned_scale_down:
         reason = "RollingUpdate" if outdated else "ScalingDown"
-        plan.events.append(Event("Normal", reason, f"group {name}: deleting {', '.join(planned_scale_down)}"))
+        plan.events.append(
+            Event(
+                "Normal", reason, f"group {name}: deleting {', '.join(planned_scale_down)}", tuple(planned_scale_down)
+            )
+        )
 
     converged = len(current) == desired and not outdated and ready == desired and not deletes and not creates
     result.busy = bool(creates or deletes) or not converged

@@ -1,0 +1,203 @@
+"""Deployment: turn the plan into Instance objects and a status, in a loop per Deployment.
+
+The loop wakes on the Deployment's own changes, on any event of its Instances (in-process, no
+API writes) and otherwise every resync period. It reads kopf's in-memory indexes, so an idle
+Deployment costs no API calls at all; and it writes status only when status changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from typing import Any
+
+import kopf
+
+from skyfleet.api.common import API_VERSION
+from skyfleet.api.deployment import Deployment
+from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of, event, wait_or_wake
+from skyfleet.handlers.context import now as utcnow
+from skyfleet.reconcile.deployment import plan_deployment
+from skyfleet.reconcile.images import EffectiveImage, ImageError, effective_image
+from skyfleet.reconcile.views import ORPHAN_ANNOTATION, CredentialView
+
+# After acting, give the watch a moment to bring our own writes back before planning again.
+SETTLE = 0.5
+# How long a delete of ours counts as in flight when the index has not shown it yet.
+RECENT = 30.0
+
+
+@kopf.daemon(GROUP, VERSION, "deployments", id="reconcile", cancellation_timeout=2.0)
+async def reconcile_loop(
+    *,
+    namespace: str | None,
+    name: str,
+    body: kopf.Body,
+    memo: Any,
+    logger: kopf.Logger,
+    stopped: kopf.DaemonStopped,
+    **kwargs: Any,
+) -> None:
+    instances_by_deployment: kopf.Index[Any, Any] = kwargs["instances_by_deployment"]
+    instances_by_credential: kopf.Index[Any, Any] = kwargs["instances_by_credential"]
+    credentials: kopf.Index[Any, Any] = kwargs["credentials"]
+    images: kopf.Index[Any, Any] = kwargs["images"]
+    assert namespace is not None  # every skyfleet.io kind is namespaced
+    ctx = ctx_of(memo)
+    wake = ctx.wakeup("deployment", namespace, name)
+    while not stopped:
+        wake.clear()
+        acted = False
+        try:
+            acted = await reconcile_once(
+                ctx=ctx,
+                namespace=namespace,
+                name=name,
+                body=body,
+                instances_by_deployment=instances_by_deployment,
+                instances_by_credential=instances_by_credential,
+                credentials=credentials,
+                images=images,
+            )
+        except Exception as exc:
+            # One broken Deployment must not stop the others: report, and try again later.
+            ctx.metrics.reconcile_errors.labels("deployment").inc()
+            logger.exception("reconciling deployment %s/%s failed", namespace, name)
+            event(body, "Warning", "ReconcileError", f"{type(exc).__name__}: {exc}")
+        await wait_or_wake(wake, SETTLE if acted else ctx.settings.resync_period, stopped)
+
+
+@kopf.on.event(GROUP, VERSION, "deployments")
+async def wake_on_change(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    ctx_of(memo).wake("deployment", namespace or "", name)
+
+
+def _first(index: kopf.Index[Any, Any], key: Any) -> Any:
+    return next(iter(index.get(key, [])), None)
+
+
+async def reconcile_once(
+    *,
+    ctx: Context,
+    namespace: str,
+    name: str,
+    body: kopf.Body,
+    instances_by_deployment: kopf.Index[Any, Any],
+    instances_by_credential: kopf.Index[Any, Any],
+    credentials: kopf.Index[Any, Any],
+    images: kopf.Index[Any, Any],
+) -> bool:
+    dep = Deployment.model_validate(dict(body))
+    if dep.metadata.deletion_timestamp is not None:
+        return False
+    # Our own deletes reach the index a moment later; until then treat them as deleting, so a
+    # pass in between neither deletes a second victim nor counts a failure twice.
+    recent = ctx.recent_deletes
+    cutoff = time.monotonic() - RECENT
+    for key in [k for k, t in recent.items() if t < cutoff]:
+        del recent[key]
+    views = [
+        dataclasses.replace(v, deleting=True) if (namespace, v.name) in recent else v
+        for v in instances_by_deployment.get((namespace, name), [])
+    ]
+    creds, imgs = _references(dep, namespace, credentials, instances_by_credential, images)
+
+    plan = plan_deployment(dep, views, creds, imgs, now=utcnow())
+    owner = {
+        "apiVersion": API_VERSION,
+        "kind": "Deployment",
+        "name": name,
+        "uid": dep.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    changed: set[str] = set()
+    for new in plan.creates:
+        manifest = {
+            "apiVersion": API_VERSION,
+            "kind": "Instance",
+            "metadata": {
+                "name": new.name,
+                "namespace": namespace,
+                "labels": dict(new.labels),
+                "ownerReferences": [owner],
+            },
+            "spec": new.spec.to_api(),
+        }
+        if await ctx.kube.create("instances", namespace, manifest):
+            changed.add(new.name)
+    already_deleting = {v.name for v in views if v.deleting}
+    for victim in plan.deletes:
+        if await ctx.kube.delete("instances", namespace, victim) and victim not in already_deleting:
+            changed.add(victim)
+        recent[(namespace, victim)] = time.monotonic()
+    for e in plan.events:
+        if not e.names or changed.intersection(e.names):
+            event(body, e.type, e.reason, e.message)
+    await ctx.write_status("deployments", namespace, name, dict(body.get("status") or {}), plan.status.to_api())
+    return bool(plan.creates or plan.deletes)
+
+
+def _references(
+    dep: Deployment,
+    namespace: str,
+    credentials: kopf.Index[Any, Any],
+    instances_by_credential: kopf.Index[Any, Any],
+    images: kopf.Index[Any, Any],
+) -> tuple[dict[str, CredentialView], dict[str, EffectiveImage | str]]:
+    """The credentials and Images the Deployment refers to, as the planner wants them."""
+    creds: dict[str, CredentialView] = {}
+    for group in dep.spec.node_groups:
+        for target in group.placement.targets:
+            view = _first(credentials, (namespace, target.credential))
+            if view is not None:
+                in_use = sum(1 for _ in instances_by_credential.get((namespace, target.credential), []))
+                creds[target.credential] = dataclasses.replace(view, in_use=in_use)
+    imgs: dict[str, EffectiveImage | str] = {}
+    for group in dep.spec.node_groups:
+        try:
+            imgs[group.image_ref] = effective_image(group.image_ref, lambda n: _first(images, (namespace, n)))
+        except ImageError as exc:
+            imgs[group.image_ref] = str(exc)
+
+    return creds, imgs
+
+
+@kopf.on.delete(GROUP, VERSION, "deployments", id="cleanup")
+async def cleanup(
+    *,
+    namespace: str | None,
+    name: str,
+    body: kopf.Body,
+    memo: Any,
+    **kwargs: Any,
+) -> None:
+    """Delete every Instance (their finalizers destroy the VMs) and wait until all are gone."""
+    instances_by_deployment: kopf.Index[Any, Any] = kwargs["instances_by_deployment"]
+    assert namespace is not None
+    ctx = ctx_of(memo)
+    dep = Deployment.model_validate(dict(body))
+    views = list(instances_by_deployment.get((namespace, name), []))
+    if not views:
+        return
+    orphan = dep.spec.deletion_policy == "Orphan"
+    for view in views:
+        if view.deleting:
+            continue
+        if orphan:
+            await ctx.kube.patch(
+                "instances", namespace, view.name, {"metadata": {"annotations": {ORPHAN_ANNOTATION: "true"}}}
+            )
+        await ctx.kube.delete("instances", namespace, view.name)
+    old = dict(body.get("status") or {})
+    if old.get("phase") != "Deleting":
+        await ctx.write_status("deployments", namespace, name, old, {**old, "phase": "Deleting"})
+        event(
+            body,
+            "Normal",
+            "Deleting",
+            f"deleting {len(views)} Instances ({'orphaning' if orphan else 'destroying'} their VMs)",
+        )
+    await asyncio.sleep(0)
+    raise kopf.TemporaryError(f"waiting for {len(views)} Instances to be deleted", delay=2)

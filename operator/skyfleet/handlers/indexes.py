@@ -1,0 +1,95 @@
+"""In-memory indexes kopf keeps current from its watches: decisions read them, not the API.
+
+Values are compact views, not bodies, so memory grows with what decisions need.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from skyfleet.api.cloudcredential import CloudCredential
+from skyfleet.api.common import ConditionStatus
+from skyfleet.api.deployment import Deployment
+from skyfleet.api.image import Image
+from skyfleet.api.instance import Instance, InstanceStatus
+from skyfleet.handlers.context import GROUP, VERSION
+from skyfleet.reconcile.conditions import find_condition
+from skyfleet.reconcile.views import ORPHAN_ANNOTATION, CredentialView, InstanceView, instance_view
+
+
+@dataclass(frozen=True)
+class ObservedInstance:
+    """What the VM observer needs about one Instance."""
+
+    name: str
+    uid: str
+    namespace: str
+    deployment: str
+    region: str | None
+    status: InstanceStatus | None
+    status_raw: dict[str, Any] | None
+    deleting: bool
+
+
+@kopf.index(GROUP, VERSION, "instances")
+def instances_by_deployment(*, namespace: str | None, body: kopf.Body, **_: Any) -> dict[tuple[str, str], InstanceView]:
+    inst = Instance.model_validate(dict(body))
+    return {(namespace or "", inst.spec.deployment): instance_view(inst)}
+
+
+@kopf.index(GROUP, VERSION, "instances")
+def instances_by_credential(
+    *, namespace: str | None, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], ObservedInstance]:
+    inst = Instance.model_validate(dict(body))
+    raw = body.get("status")
+    return {
+        (namespace or "", inst.spec.credential): ObservedInstance(
+            name=inst.metadata.name,
+            uid=inst.metadata.uid,
+            namespace=namespace or "",
+            deployment=inst.spec.deployment,
+            region=inst.spec.region,
+            status=inst.status,
+            status_raw=dict(raw) if raw else None,
+            deleting=inst.metadata.deletion_timestamp is not None,
+        )
+    }
+
+
+@kopf.index(GROUP, VERSION, "instances")
+def instance_uids(*, namespace: str | None, uid: str, annotations: kopf.Annotations, **_: Any) -> dict[str, str] | None:
+    # An Instance being orphaned lets its VM go untracked on purpose; it is not a leak.
+    if annotations.get(ORPHAN_ANNOTATION) == "true":
+        return None
+    return {namespace or "": uid}
+
+
+@kopf.index(GROUP, VERSION, "cloudcredentials")
+def credentials(
+    *, namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], CredentialView]:
+    cred = CloudCredential.model_validate(dict(body))
+    ready = find_condition(cred.status.conditions if cred.status else [], "Ready")
+    return {
+        (namespace or "", name): CredentialView(
+            name=name,
+            provider=cred.spec.provider,
+            region=cred.spec.region,
+            ready=ready is not None and ready.status == ConditionStatus.TRUE,
+            max_instances=cred.spec.limits.max_instances if cred.spec.limits else None,
+        )
+    }
+
+
+@kopf.index(GROUP, VERSION, "images")
+def images(*, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], Image]:
+    return {(namespace or "", name): Image.model_validate(dict(body))}
+
+
+@kopf.index(GROUP, VERSION, "deployments")
+def deployments(*, namespace: str | None, body: kopf.Body, **_: Any) -> dict[str, Deployment]:
+    return {namespace or "": Deployment.model_validate(dict(body))}

@@ -1,0 +1,195 @@
+"""Instance: create (or adopt) the VM the Instance records, and destroy it on deletion.
+
+The Instance object is the intent, written before any cloud call. Creation looks the VM up by
+owner tags first and passes the Instance UID as idempotency token, so a crash at any point
+followed by a restart adopts the VM instead of making a second one. After creation the VM is
+watched by the batched observer (``observe.py``), not polled here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from skyfleet.api.instance import Instance, InstanceStatus
+from skyfleet.connectors import Connector, ConnectorError, CreateRequest, NodeState, OwnershipMismatch, OwnerTags
+from skyfleet.connectors.errors import NotFound
+from skyfleet.handlers.clouds import CredentialUnavailable
+from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of, event, now
+from skyfleet.reconcile.conditions import set_condition
+from skyfleet.reconcile.images import ImageError, effective_image, select_source
+from skyfleet.reconcile.instances import classify_create_error, observed_status
+from skyfleet.reconcile.views import ORPHAN_ANNOTATION
+
+
+def owner_tags(ctx: Context, inst: Instance) -> OwnerTags:
+    return OwnerTags(
+        cluster_id=ctx.settings.cluster_id,
+        instance_uid=inst.metadata.uid,
+        namespace=inst.metadata.namespace,
+        deployment=inst.spec.deployment,
+        instance=inst.metadata.name,
+    )
+
+
+def _with_ready(status: InstanceStatus, ready: bool, reason: str, message: str, *, phase: str) -> InstanceStatus:
+    status = status.model_copy(deep=True)
+    status.phase = phase
+    status.message = message or None
+    status.conditions = set_condition(status.conditions, "Ready", ready, reason, message, now=now())
+    return status
+
+
+async def _resolve_image(
+    *, ctx: Context, inst: Instance, connector: Connector, images: kopf.Index[Any, Any]
+) -> tuple[str | None, str]:
+    """(image id, reason when there is none)."""
+    if inst.spec.image_id:
+        return inst.spec.image_id, ""
+    ns = inst.metadata.namespace
+    try:
+        image = effective_image(inst.spec.image_ref, lambda n: next(iter(images.get((ns, n), [])), None))
+    except ImageError as exc:
+        return None, str(exc)
+    source = select_source(
+        image.sources,
+        credential=inst.spec.credential,
+        provider=connector.config.provider,
+        region=connector.config.region,
+    )
+    if source is None:
+        return None, f"Image {inst.spec.image_ref!r} has no entry for credential {inst.spec.credential!r}"
+    found = await connector.resolve_image(
+        image_id=source.id, name_pattern=source.lookup.name_pattern if source.lookup else None
+    )
+    return found.id, ""
+
+
+@kopf.on.create(GROUP, VERSION, "instances", id="provision")
+@kopf.on.resume(GROUP, VERSION, "instances", id="provision")
+async def provision(*, body: kopf.Body, memo: Any, logger: kopf.Logger, retry: int, **kwargs: Any) -> None:
+    images: kopf.Index[Any, Any] = kwargs["images"]
+    ctx = ctx_of(memo)
+    inst = Instance.model_validate(dict(body))
+    meta, spec = inst.metadata, inst.spec
+    status = inst.status or InstanceStatus()
+    if meta.deletion_timestamp is not None or status.provider_id or status.phase == "Failed":
+        return
+    raw = dict(body.get("status") or {})
+
+    async def write(new: InstanceStatus) -> None:
+        nonlocal raw
+        await ctx.write_status("instances", meta.namespace, meta.name, raw, new.to_api())
+        raw = new.to_api()
+
+    try:
+        connector = await ctx.clouds.connector(meta.namespace, spec.credential, spec.region)
+    except CredentialUnavailable as exc:
+        await write(_with_ready(status, False, "CredentialNotReady", exc.message, phase="Pending"))
+        raise kopf.TemporaryError(exc.message, delay=15) from None
+    except ConnectorError as exc:
+        await write(_with_ready(status, False, "CredentialNotReady", str(exc), phase="Pending"))
+        raise kopf.TemporaryError(str(exc), delay=30) from None
+
+    # The cloud may be called from here on: say so before calling it.
+    status = _with_ready(status, False, "Creating", "creating the VM", phase="Creating")
+    status.provider = connector.config.provider
+    await write(status)
+    try:
+        image_id, why = await _resolve_image(ctx=ctx, inst=inst, connector=connector, images=images)
+        if image_id is None:
+            status = _with_ready(status, False, "ImageNotFound", why, phase="Failed")
+            await write(status)
+            event(body, "Warning", "ImageNotFound", why)
+            return
+        size = spec.size
+        cloud_size = await connector.resolve_size(
+            cpu=size.cpu if size else None,
+            memory_mib=size.memory_mib if size else None,
+            disk_gib=size.disk_gib if size else None,
+            instance_type=spec.instance_type,
+        )
+        node = await connector.create(
+            CreateRequest(
+                name=meta.name,
+                image_id=image_id,
+                size_id=cloud_size.id,
+                region=spec.region,
+                zone=spec.zone,
+                user_data=spec.user_data,
+                tags=owner_tags(ctx, inst).to_tags(),
+                idempotency_token=meta.uid,
+            )
+        )
+    except ConnectorError as exc:
+        failure = classify_create_error(exc)
+        ctx.metrics.create_failures.labels(connector.config.provider, failure.reason).inc()
+        event(body, "Warning", failure.reason, str(exc))
+        if failure.retry:
+            status = _with_ready(status, False, failure.reason, str(exc), phase="Creating")
+            await write(status)
+            raise kopf.TemporaryError(str(exc), delay=min(60, 5 * (retry + 1))) from None
+        status = _with_ready(status, False, failure.reason, str(exc), phase="Failed")
+        status.provisioning_failures = (status.provisioning_failures or 0) + 1
+        await write(status)
+        return
+    # Record the provider id at once: from here on, deletion knows exactly what to destroy.
+    status = observed_status(status, node, provider=connector.config.provider, now=now())
+    status.instance_type = status.instance_type or cloud_size.id
+    status.image_id = status.image_id or image_id
+    await write(status)
+    ctx.metrics.vms_created.labels(connector.config.provider).inc()
+    event(body, "Normal", "VMCreated", f"VM {node.provider_id} ({cloud_size.id}) on {spec.credential}")
+
+
+@kopf.on.event(GROUP, VERSION, "instances")
+async def wake_deployment(*, namespace: str | None, spec: kopf.Spec, memo: Any, **_: Any) -> None:
+    """Any change to an Instance may change its Deployment's plan: wake that loop, no API call."""
+    deployment = spec.get("deployment")
+    if namespace and deployment:
+        ctx_of(memo).wake("deployment", namespace, deployment)
+
+
+@kopf.on.delete(GROUP, VERSION, "instances", id="destroy")
+async def destroy(*, body: kopf.Body, memo: Any, logger: kopf.Logger, **_: Any) -> None:
+    """Destroy the VM (only if it carries our owner tags) and wait until the cloud says it is gone."""
+    ctx = ctx_of(memo)
+    inst = Instance.model_validate(dict(body))
+    meta, spec = inst.metadata, inst.spec
+    if meta.annotations.get(ORPHAN_ANNOTATION) == "true":
+        event(body, "Normal", "VMOrphaned", "the Deployment was deleted with deletionPolicy Orphan; the VM stays")
+        return
+    status = inst.status or InstanceStatus()
+    try:
+        connector = await ctx.clouds.connector(meta.namespace, spec.credential, spec.region)
+    except (CredentialUnavailable, ConnectorError) as exc:
+        message = exc.message if isinstance(exc, CredentialUnavailable) else str(exc)
+        event(body, "Warning", "CannotDestroyVM", f"waiting for the credential: {message}")
+        raise kopf.TemporaryError(message, delay=15) from None
+    owner = owner_tags(ctx, inst)
+    try:
+        ids = {status.provider_id} if status.provider_id else set()
+        # A create that was in flight when deletion began leaves a VM only the tags know about.
+        ids |= {n.provider_id for n in await connector.find_by_tags(owner.identity())}
+        for provider_id in sorted(ids):
+            try:
+                await connector.destroy(provider_id, owner)
+            except OwnershipMismatch as exc:
+                event(body, "Warning", "OwnershipMismatch", str(exc))
+                ids.discard(provider_id)
+            except NotFound:
+                ids.discard(provider_id)
+        remaining = []
+        for provider_id in sorted(ids):
+            node = await connector.describe(provider_id)
+            if node is not None and node.state is not NodeState.TERMINATED:
+                remaining.append(provider_id)
+    except ConnectorError as exc:
+        event(body, "Warning", "DestroyFailed", str(exc))
+        raise kopf.TemporaryError(str(exc), delay=10) from None
+    if remaining:
+        raise kopf.TemporaryError(f"waiting for {', '.join(remaining)} to terminate", delay=3)
+    if ids:
+        ctx.metrics.vms_destroyed.labels(connector.config.provider).inc(len(ids))
+        event(body, "Normal", "VMDestroyed", f"VM {', '.join(sorted(ids))} is gone")

@@ -1,0 +1,136 @@
+"""VM observation and the orphan sweep: one tag-filtered list per credential and region per period.
+
+Every Instance of the credential is updated from that one answer, so the cost in cloud calls
+is per credential and region, not per VM. The same list shows VMs tagged with our cluster id
+whose Instance no longer exists: orphans, reported (event, metric, status), never deleted here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import kopf
+
+from skyfleet.api.cloudcredential import CloudCredential
+from skyfleet.api.common import API_VERSION
+from skyfleet.api.instance import InstanceStatus
+from skyfleet.connectors import CloudNode, ConnectorError, NodeState, OwnerTags
+from skyfleet.handlers.clouds import CredentialUnavailable
+from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of, event, now, wait_or_wake
+from skyfleet.handlers.credentials import SECRET_FINALIZER
+from skyfleet.handlers.indexes import ObservedInstance
+from skyfleet.reconcile.instances import observed_status
+
+
+def instance_ref(m: ObservedInstance) -> dict[str, Any]:
+    """Enough of an Instance for kopf to address an event to it."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Instance",
+        "metadata": {"name": m.name, "namespace": m.namespace, "uid": m.uid},
+    }
+
+
+@kopf.daemon(GROUP, VERSION, "cloudcredentials", id="observe", cancellation_timeout=5.0)
+async def observe_loop(
+    *,
+    namespace: str | None,
+    name: str,
+    body: kopf.Body,
+    memo: Any,
+    logger: kopf.Logger,
+    stopped: kopf.DaemonStopped,
+    **kwargs: Any,
+) -> None:
+    instances_by_credential: kopf.Index[Any, Any] = kwargs["instances_by_credential"]
+    instance_uids: kopf.Index[Any, Any] = kwargs["instance_uids"]
+    assert namespace is not None  # every skyfleet.io kind is namespaced
+    ctx = ctx_of(memo)
+    reported_orphans: int | None = None
+    wake = ctx.wakeup("observe", namespace, name)
+    while not stopped:
+        try:
+            reported_orphans = await observe_once(
+                ctx=ctx,
+                namespace=namespace,
+                name=name,
+                body=body,
+                logger=logger,
+                instances_by_credential=instances_by_credential,
+                instance_uids=instance_uids,
+                reported_orphans=reported_orphans,
+            )
+        except (CredentialUnavailable, ConnectorError) as exc:
+            # The verify loop reports the credential's state; observation just waits for it.
+            logger.info("observation of %s/%s skipped: %s", namespace, name, exc)
+        except Exception:
+            ctx.metrics.reconcile_errors.labels("observe").inc()
+            logger.exception("observation of %s/%s failed", namespace, name)
+        await wait_or_wake(wake, ctx.settings.observe_period, stopped)
+
+
+async def observe_once(
+    *,
+    ctx: Context,
+    namespace: str,
+    name: str,
+    body: kopf.Body,
+    logger: kopf.Logger,
+    instances_by_credential: kopf.Index[Any, Any],
+    instance_uids: kopf.Index[Any, Any],
+    reported_orphans: int | None,
+) -> int | None:
+    cred = CloudCredential.model_validate(dict(body))
+    members: list[ObservedInstance] = list(instances_by_credential.get((namespace, name), []))
+    try:
+        await ctx.kube.set_secret_finalizer(namespace, cred.spec.secret_ref.name, SECRET_FINALIZER, bool(members))
+    except Exception as exc:  # a 409 is routine: the next period retries
+        logger.info("secret finalizer update deferred: %s", type(exc).__name__)
+    regions = {m.region or cred.spec.region or "" for m in members} | {cred.spec.region or ""}
+    nodes: list[CloudNode] = []
+    for region in sorted(regions):
+        connector = await ctx.clouds.connector(namespace, name, region or None)
+        nodes += await connector.list_cluster(ctx.settings.cluster_id)
+    by_uid: dict[str, CloudNode] = {}
+    for node in nodes:
+        uid = node.tags.get(OwnerTags.INSTANCE_UID)
+        if uid and (uid not in by_uid or by_uid[uid].state is NodeState.TERMINATED):
+            by_uid[uid] = node
+    provider = cred.spec.provider
+    ts = now()
+    for m in members:
+        if m.deleting or m.status is None or not m.status.provider_id or m.status.phase == "Failed":
+            continue  # provisioning (or deletion) owns this Instance right now
+        await _update(ctx=ctx, m=m, status=m.status, node=by_uid.get(m.uid), provider=provider, ts=ts)
+
+    known = set(instance_uids.get(namespace, []))
+    orphans = [
+        n
+        for n in nodes
+        if n.tags.get(OwnerTags.NAMESPACE) == namespace and n.tags.get(OwnerTags.INSTANCE_UID) not in known
+    ]
+    ctx.metrics.orphaned_vms.labels(namespace, name).set(len(orphans))
+    if len(orphans) > (reported_orphans or 0):
+        ids = ", ".join(sorted(n.provider_id for n in orphans)[:10])
+        event(body, "Warning", "OrphanedVMs", f"{len(orphans)} VMs tagged for this cluster have no Instance: {ids}")
+    old_raw = dict(body.get("status") or {})
+    wanted = {**old_raw, "instances": len(members), "orphanedVms": len(orphans)}
+    await ctx.write_status("cloudcredentials", namespace, name, old_raw, wanted)
+    return len(orphans)
+
+
+async def _update(
+    *, ctx: Context, m: ObservedInstance, status: InstanceStatus, node: CloudNode | None, provider: str, ts: datetime
+) -> None:
+    new = observed_status(status, node, provider=provider, now=ts, generation=status.observed_generation)
+    if new == status:
+        return
+    await ctx.write_status("instances", m.namespace, m.name, m.status_raw, new.to_api())
+    if new.phase != status.phase:
+        kind = "Normal" if new.phase == "Running" else "Warning"
+        reason = {"Running": "VMRunning", "Lost": "VMLost", "Stopped": "VMStopped"}.get(
+            new.phase or "", "VMStateChanged"
+        )
+        event(instance_ref(m), kind, reason, new.message or f"VM {new.provider_id} is {new.phase}")
+    ctx.wake("deployment", m.namespace, m.deployment)

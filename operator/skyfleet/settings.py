@@ -1,0 +1,76 @@
+"""Operator settings: environment variables (``SKYFLEET_*``) overridden by ``skyfleet run`` flags."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+def _default_identity() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SKYFLEET_", extra="forbid")
+
+    # NoDecode: a plain comma-separated list is friendlier in a Helm values file than JSON.
+    namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Namespaces to serve; empty means cluster-wide. Env: comma-separated or a JSON list.",
+    )
+    cluster_id: str = Field(
+        default="skyfleet",
+        min_length=1,
+        max_length=63,
+        pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+        description="Tag value that marks VMs of this installation; two installations must differ.",
+    )
+    metrics_port: int = Field(default=9090, ge=0, le=65535, description="Prometheus port; 0 disables.")
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - scraped from outside the pod
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    liveness_endpoint: str | None = Field(
+        default="http://0.0.0.0:8081/healthz", description="kopf's liveness probe URL; empty disables."
+    )
+    workers: int = Field(default=8, ge=1, le=256, description="Threads for blocking work (sync API calls).")
+    observe_period: float = Field(default=15.0, gt=0, description="Seconds between VM observations per credential.")
+    verify_period: float = Field(
+        default=600.0, gt=0, description="Default seconds between credential checks (verifyIntervalSeconds wins)."
+    )
+    resync_period: float = Field(
+        default=60.0, gt=0, description="Seconds between reconciles of an unchanged Deployment or Image."
+    )
+    orphan_period: float = Field(default=300.0, gt=0, description="Default seconds between orphan sweeps.")
+    leader_election: bool = Field(default=True, description="Hold a Lease so only one operator acts at a time.")
+    lease_name: str = "skyfleet-operator"
+    lease_namespace: str = Field(
+        default_factory=lambda: os.environ.get("POD_NAMESPACE", "default"),
+        description="Namespace of the Lease; defaults to the pod's namespace.",
+    )
+    lease_duration: float = Field(default=15.0, gt=1, description="Seconds a Lease is valid without renewal.")
+    identity: str = Field(default_factory=_default_identity, description="Holder identity in the Lease.")
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [n.strip() for n in value.split(",") if n.strip()]
+        return value
+
+    @field_validator("liveness_endpoint", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def cluster_wide(self) -> bool:
+        return not self.namespaces
