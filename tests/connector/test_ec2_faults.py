@@ -188,18 +188,19 @@ async def test_pending_then_running(proxy: FaultProxy, make_connector: Connector
 
 
 @pytest.mark.parametrize(
-    ("code", "status", "expected", "retried"),
+    ("code", "status", "expected", "retryable", "attempts"),
     [
-        ("RequestLimitExceeded", 503, Throttled, True),
-        ("InternalError", 500, Transient, True),
-        ("InsufficientInstanceCapacity", 500, CapacityUnavailable, True),
-        ("InstanceLimitExceeded", 400, QuotaExceeded, False),
-        ("VcpuLimitExceeded", 400, QuotaExceeded, False),
-        ("AuthFailure", 401, InvalidCredentials, False),
-        ("UnauthorizedOperation", 403, InvalidCredentials, False),
-        ("InvalidAMIID.NotFound", 400, InvalidRequest, False),
-        ("InvalidParameterValue", 400, InvalidRequest, False),
-        ("InvalidInstanceID.NotFound", 400, NotFound, False),
+        ("RequestLimitExceeded", 503, Throttled, True, 2),
+        ("InternalError", 500, Transient, True, 2),
+        # Capacity is worth retrying later, but first the caller should try another placement.
+        ("InsufficientInstanceCapacity", 500, CapacityUnavailable, True, 1),
+        ("InstanceLimitExceeded", 400, QuotaExceeded, False, 1),
+        ("VcpuLimitExceeded", 400, QuotaExceeded, False, 1),
+        ("AuthFailure", 401, InvalidCredentials, False, 1),
+        ("UnauthorizedOperation", 403, InvalidCredentials, False, 1),
+        ("InvalidAMIID.NotFound", 400, InvalidRequest, False, 1),
+        ("InvalidParameterValue", 400, InvalidRequest, False, 1),
+        ("InvalidInstanceID.NotFound", 400, NotFound, False, 1),
     ],
 )
 async def test_ec2_error_codes_map_to_the_taxonomy(
@@ -208,7 +209,8 @@ async def test_ec2_error_codes_map_to_the_taxonomy(
     code: str,
     status: int,
     expected: type[ConnectorError],
-    retried: bool,
+    retryable: bool,
+    attempts: int,
 ) -> None:
     proxy.fail_next("RunInstances", count=2, code=code, status=status)
     connector = make_connector(proxy.endpoint, retry=RetryPolicy(max_attempts=2, base_delay=0.01))
@@ -217,5 +219,5 @@ async def test_ec2_error_codes_map_to_the_taxonomy(
         await connector.create(request(f"err-{code}"))
 
     assert caught.value.code == code
-    assert caught.value.retryable is retried
-    assert proxy.count("requests:RunInstances") == (2 if retried else 1)
+    assert caught.value.retryable is retryable
+    assert proxy.count("requests:RunInstances") == attempts

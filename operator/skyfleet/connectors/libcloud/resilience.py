@@ -29,8 +29,11 @@ class RetryPolicy:
 
     def should_retry(self, exc: BaseException) -> bool:
         # A tripped breaker means the cloud is down: waiting inside this call would only
-        # hold the caller's slot; let the caller requeue instead.
-        return isinstance(exc, ConnectorError) and exc.retryable and not isinstance(exc, CircuitOpen)
+        # hold the caller's slot; let the caller requeue instead. Errors with a fallback
+        # (capacity) go straight back so the caller can try the next placement now.
+        return (
+            isinstance(exc, ConnectorError) and exc.retryable and not exc.fallback and not isinstance(exc, CircuitOpen)
+        )
 
     def wait(self, state: RetryCallState) -> float:
         ceiling = min(self.max_delay, self.base_delay * 2 ** (state.attempt_number - 1))
