@@ -127,7 +127,7 @@ async def test_credential_budget_keeps_the_cloud_from_throttling(
 ) -> None:
     # With limits a little under the cloud's bucket, the connector waits on its side instead.
     proxy.throttle("*", burst=5, rate=10.0)
-    connector = make_connector(proxy.endpoint, requests_per_second=8.0, burst=4, max_concurrency=4)
+    connector = make_connector(proxy.endpoint, read_requests_per_second=8.0, read_burst=4, max_concurrency=4)
 
     started = time.monotonic()
     await asyncio.gather(*(connector.describe("i-0123456789abcdef0") for _ in range(20)))
@@ -135,6 +135,23 @@ async def test_credential_budget_keeps_the_cloud_from_throttling(
     assert proxy.count("throttled") == 0
     assert proxy.count("requests") == 20
     assert time.monotonic() - started >= (20 - 4) / 8.0 * 0.9
+
+
+async def test_create_budget_matches_the_runinstances_bucket_without_throttling(
+    proxy: FaultProxy, make_connector: ConnectorFactory
+) -> None:
+    # Launches spend the mutation budget; the owner-tag lookups before them spend the read
+    # budget, so lookups do not slow launches down.
+    proxy.throttle("RunInstances", burst=5, rate=2.0)
+    connector = make_connector(proxy.endpoint, requests_per_second=1.8, burst=4, max_concurrency=8)
+
+    started = time.monotonic()
+    nodes = await asyncio.gather(*(connector.create(request(f"paced-{i}")) for i in range(9)))
+
+    assert len({n.provider_id for n in nodes}) == 9
+    assert proxy.count("throttled") == 0
+    assert proxy.count("requests:DescribeInstances") >= 9
+    assert time.monotonic() - started >= (9 - 4) / 1.8 * 0.9
 
 
 async def test_throttling_that_never_ends_surfaces_as_throttled(

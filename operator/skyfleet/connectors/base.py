@@ -84,12 +84,27 @@ class SecretData(Mapping[str, str]):
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-credential budget: AWS-style token bucket plus a cap on calls in flight."""
+    """Per-credential budget: AWS-style token buckets plus a cap on calls in flight.
+
+    ``requests_per_second``/``burst`` bound calls that change the cloud (create, destroy,
+    resize). Reads get their own bucket, as clouds give them (EC2: DescribeInstances 20/s
+    against RunInstances 2/s); unless set, it is ten times the mutation budget.
+    """
 
     requests_per_second: float = 10.0
     burst: int = 20
     max_concurrency: int = 8
     max_instances: int | None = None
+    read_requests_per_second: float | None = None
+    read_burst: int | None = None
+
+    @property
+    def read_rate(self) -> float:
+        return self.read_requests_per_second or self.requests_per_second * 10
+
+    @property
+    def read_capacity(self) -> int:
+        return self.read_burst or self.burst * 10
 
     def __post_init__(self) -> None:
         if self.requests_per_second <= 0 or self.burst < 1 or self.max_concurrency < 1:

@@ -12,7 +12,7 @@ import contextvars
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, TypeVar
 
@@ -111,7 +111,8 @@ class LibcloudConnector(Connector):
         self._slots = asyncio.Semaphore(limits.max_concurrency)
         # AsyncLimiter(max_rate, period) is a leaky bucket holding ``burst`` tokens refilled
         # at requests_per_second: the same shape as the clouds' own request buckets.
-        self._bucket = AsyncLimiter(limits.burst, limits.burst / limits.requests_per_second)
+        self._write_bucket = AsyncLimiter(limits.burst, limits.burst / limits.requests_per_second)
+        self._read_bucket = AsyncLimiter(limits.read_capacity, limits.read_capacity / limits.read_rate)
         self._local = threading.local()
         self._closed = False
 
@@ -144,12 +145,12 @@ class LibcloudConnector(Connector):
             log.debug("mapped %s to %r", type(exc).__name__, mapped)
             raise mapped from None
 
-    async def _attempt(self, op: str, fn: Callable[[Driver], T]) -> T:
+    async def _attempt(self, op: str, fn: Callable[[Driver], T], *, write: bool = False) -> T:
         if self._closed:
             raise Permanent(f"connector for {self.config.key} is closed", provider=self.config.provider)
         self.breaker.before_call()
         async with self._slots:
-            await self._bucket.acquire()
+            await (self._write_bucket if write else self._read_bucket).acquire()
             loop = asyncio.get_running_loop()
             ctx = contextvars.copy_context()
             try:
@@ -161,7 +162,7 @@ class LibcloudConnector(Connector):
             self.breaker.record(None)
             return result
 
-    async def _call(self, op: str, fn: Callable[[Driver], T]) -> T:
+    async def _retrying(self, op: str, attempt: Callable[[], Awaitable[T]]) -> T:
         retrying = AsyncRetrying(
             retry=retry_if_exception(self.retry.should_retry),
             wait=self.retry.wait,
@@ -175,10 +176,13 @@ class LibcloudConnector(Connector):
                 state.outcome.exception() if state.outcome else None,
             ),
         )
-        async for attempt in retrying:
-            with attempt:
-                return await self._attempt(op, fn)
+        async for trial in retrying:
+            with trial:
+                return await attempt()
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    async def _call(self, op: str, fn: Callable[[Driver], T], *, write: bool = False) -> T:
+        return await self._retrying(op, lambda: self._attempt(op, fn, write=write))
 
     async def _cached(self, kind: str, fn: Callable[[Driver], T]) -> T:
         key = (kind, self.config.provider, self.config.key, self.config.endpoint_url or "")
@@ -228,24 +232,28 @@ class LibcloudConnector(Connector):
         """
         identity = {k: req.tags[k] for k in (OwnerTags.CLUSTER_ID, OwnerTags.INSTANCE_UID) if k in req.tags}
         limit = self.config.limits.max_instances
+        cluster = identity.get(OwnerTags.CLUSTER_ID)
 
-        def attempt(driver: Driver) -> CloudNode:
+        async def attempt() -> CloudNode:
+            # Lookup and launch are retried together: every retry looks again first.
             if identity:
-                existing = self.adapter.find_by_tags(driver, identity)
+                existing = await self._attempt("lookup", lambda d: self.adapter.find_by_tags(d, identity))
                 if existing:
                     log.info("adopting %s for %s", existing[0].provider_id, identity)
                     return _oldest(existing)
-            if limit is not None and OwnerTags.CLUSTER_ID in identity:
-                count = len(self.adapter.find_by_tags(driver, {OwnerTags.CLUSTER_ID: identity[OwnerTags.CLUSTER_ID]}))
-                if count >= limit:
+            if limit is not None and cluster is not None:
+                present = await self._attempt(
+                    "count", lambda d: self.adapter.find_by_tags(d, {OwnerTags.CLUSTER_ID: cluster})
+                )
+                if len(present) >= limit:
                     raise QuotaExceeded(
-                        f"credential {self.config.key} allows {limit} instances and {count} exist",
+                        f"credential {self.config.key} allows {limit} instances and {len(present)} exist",
                         provider=self.config.provider,
                         code="MaxInstances",
                     )
-            return self.adapter.create(driver, req)
+            return await self._attempt("create", lambda d: self.adapter.create(d, req), write=True)
 
-        return await self._call("create", attempt)
+        return await self._retrying("create", attempt)
 
     async def destroy(self, provider_id: str, owner_tags: OwnerTags) -> None:
         def attempt(driver: Driver) -> None:
@@ -265,14 +273,14 @@ class LibcloudConnector(Connector):
                     return
                 raise
 
-        await self._call("destroy", attempt)
+        await self._call("destroy", attempt, write=True)
 
     async def resize(self, provider_id: str, size_id: str) -> CloudNode:
         if not self.capabilities.resize:
             raise Unsupported(
                 f"{self.config.provider} cannot resize an instance in place", provider=self.config.provider
             )
-        return await self._call("resize", lambda d: self.adapter.resize(d, provider_id, size_id))
+        return await self._call("resize", lambda d: self.adapter.resize(d, provider_id, size_id), write=True)
 
     async def close(self) -> None:
         self._closed = True
