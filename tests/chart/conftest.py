@@ -10,25 +10,13 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.helpers import CHART, ROOT, Helm, Render
-
-# helm's built-in default Kubernetes version depends on how it was built; render for the
-# version the test control plane runs so `kubeVersion` in Chart.yaml is checked for real.
-KUBE_VERSION = "1.36.3"
-
-
-def _tools_bin() -> Path:
-    try:
-        from skyfleet.testing.tools import tools_bin  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        out = subprocess.run(["bash", str(ROOT / "tools" / "build.sh")], check=True, capture_output=True, text=True)
-        return Path(out.stdout.strip().splitlines()[-1])
-    return Path(tools_bin())
+from skyfleet.testing.tools import tools_bin
+from tests.chart.helpers import CHART, KUBE_VERSION, Helm, Render
 
 
 @pytest.fixture(scope="session")
 def helm_bin() -> Path:
-    helm = _tools_bin() / "helm"
+    helm = tools_bin() / "helm"
     assert helm.is_file(), f"helm was not built: {helm}"
     return helm
 

@@ -10,6 +10,22 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "skyfleet"
 
+
+def _kube_version() -> str:
+    """The Kubernetes version the test control plane runs (pinned in tools/kube/go.mod).
+
+    helm's built-in default depends on how it was built; rendering for the real version makes
+    Chart.yaml's kubeVersion constraint count.
+    """
+    for line in (ROOT / "tools" / "kube" / "go.mod").read_text().splitlines():
+        parts = line.split()
+        if parts[:2] == ["require", "k8s.io/kubernetes"]:
+            return parts[2].lstrip("v")
+    raise AssertionError("k8s.io/kubernetes is not pinned in tools/kube/go.mod")
+
+
+KUBE_VERSION = _kube_version()
+
 Helm = Callable[..., subprocess.CompletedProcess[str]]
 Render = Callable[..., list[dict[str, Any]]]
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.helpers import CHART, ROOT, Helm, Render, by_kind, metric_names, one
+from tests.chart.helpers import CHART, KUBE_VERSION, ROOT, Helm, Render, by_kind, metric_names, one
 
 pytestmark = pytest.mark.chart
 
@@ -48,7 +48,7 @@ def env_of(objects: list[dict[str, Any]]) -> dict[str, str]:
     ids=["defaults", "namespaced-ha", "monitoring-argocd", "dashboard-no-crds"],
 )
 def test_helm_lint_strict_passes(helm: Helm, sets: list[str]) -> None:
-    args = ["lint", "--strict", str(CHART), "--kube-version", "1.36.3"]
+    args = ["lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION]
     for s in sets:
         args += ["--set", s]
     out = helm(*args)
@@ -422,7 +422,7 @@ def test_argocd_health_checks_and_dashboard_are_shipped_behind_values(render: Re
     ],
 )
 def test_schema_rejects_bad_values(helm: Helm, sets: list[str], complaint: str) -> None:
-    args = ["template", "sf", str(CHART), "--kube-version", "1.36.3"]
+    args = ["template", "sf", str(CHART), "--kube-version", KUBE_VERSION]
     for s in sets:
         args += ["--set", s]
     out = helm(*args)
@@ -433,7 +433,7 @@ def test_schema_rejects_bad_values(helm: Helm, sets: list[str], complaint: str) 
 
 def test_values_file_passes_the_schema_and_documents_every_value(helm: Helm) -> None:
     """Each value has a comment right above it, or sits inside a documented block."""
-    out = helm("template", "sf", str(CHART), "--kube-version", "1.36.3", "-f", str(CHART / "values.yaml"))
+    out = helm("template", "sf", str(CHART), "--kube-version", KUBE_VERSION, "-f", str(CHART / "values.yaml"))
     assert out.returncode == 0, out.stderr
     lines = (CHART / "values.yaml").read_text().splitlines()
     ancestors: list[tuple[int, bool]] = []  # (indent, documented) of the enclosing keys

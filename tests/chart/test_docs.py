@@ -7,7 +7,7 @@ import re
 import pytest
 import yaml
 
-from tests.chart.helpers import CHART, ROOT, Helm, Render, one
+from tests.chart.helpers import CHART, KUBE_VERSION, ROOT, Helm, Render, one
 
 pytestmark = pytest.mark.chart
 
@@ -24,7 +24,7 @@ def test_argocd_snippet_in_docs_is_what_the_chart_ships(render: Render) -> None:
 
 
 def test_schema_error_quoted_in_docs_is_helms(helm: Helm) -> None:
-    out = helm("template", "skyfleet", str(CHART), "--kube-version", "1.36.3", "--set", "replicaCont=2")
+    out = helm("template", "skyfleet", str(CHART), "--kube-version", KUBE_VERSION, "--set", "replicaCont=2")
     assert out.returncode != 0
     quoted = re.search(r"\$ helm install skyfleet charts/skyfleet --set replicaCont=2\n(.*?)```", DOC.read_text(), re.S)
     assert quoted
