@@ -71,6 +71,8 @@ CONTROLLERS = "*,-cloud-node-lifecycle-controller,-node-route-controller,-servic
 _STOP_GRACE_SECONDS = 10.0
 _PORT_RACE_ATTEMPTS = 3
 _PR_SET_PDEATHSIG = 1
+_TEMP_PREFIX = "skyfleet-controlplane-"
+_OWNER_FILE = "owner.pid"
 
 
 class ControlPlaneError(RuntimeError):
@@ -237,6 +239,21 @@ def _tail(path: Path, lines: int = 25) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(empty)"
 
 
+def _remove_orphaned_state() -> None:
+    """Remove temporary state left by planes whose owning process was killed before it could clean up.
+
+    Their components died with the owner; only files remain. A directory is kept while its owner pid
+    exists, even if that pid now belongs to someone else: leaking a directory beats deleting a live one.
+    """
+    for candidate in Path(tempfile.gettempdir()).glob(_TEMP_PREFIX + "*"):
+        try:
+            owner = int((candidate / _OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if not Path(f"/proc/{owner}").exists():
+            shutil.rmtree(candidate, ignore_errors=True)
+
+
 def _rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -265,7 +282,7 @@ class ControlPlane:
         self.server = ""
         self.env: dict[str, str] = {}
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
-        self._ssl: ssl.SSLContext | None = None
+        self._opener: urllib.request.OpenerDirector | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -290,7 +307,9 @@ class ControlPlane:
             raise RuntimeError("already started")
         tools = self.tools_bin
         if self._requested_state_dir is None:
-            self.state_dir = Path(tempfile.mkdtemp(prefix="skyfleet-controlplane-"))
+            _remove_orphaned_state()
+            self.state_dir = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX))
+            (self.state_dir / _OWNER_FILE).write_text(str(os.getpid()))
         else:
             self.state_dir = self._requested_state_dir.resolve()
             self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -453,7 +472,10 @@ class ControlPlane:
         )
         context = ssl.create_default_context(cafile=str(files["ca.crt"]))
         context.load_cert_chain(files["admin.crt"], files["admin.key"])
-        self._ssl = context
+        # No proxy: a developer's HTTPS_PROXY must not intercept loopback calls.
+        self._opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+        )
         return files
 
     def _spawn(self, tools: Path, name: str, *args: str) -> None:
@@ -474,7 +496,8 @@ class ControlPlane:
     def _status(self, path: str) -> int:
         """The HTTP status of an admin GET, 0 when the server does not answer."""
         try:
-            with urllib.request.urlopen(self.server + path, context=self._ssl, timeout=5) as response:  # noqa: S310 - our https URL
+            assert self._opener is not None
+            with self._opener.open(self.server + path, timeout=5) as response:
                 return int(response.status)
         except urllib.error.HTTPError as err:
             return err.code
@@ -498,7 +521,7 @@ class ControlPlane:
     # -- use ---------------------------------------------------------------------------------------
 
     def kubectl(
-        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60.0
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120.0
     ) -> subprocess.CompletedProcess[str]:
         """Run the real kubectl against this control plane; on failure (with check) raise KubectlError."""
         result = subprocess.run(
@@ -662,12 +685,16 @@ def _up(files: _Files, timeout: float) -> int:
         )
     files.pid.write_text(str(supervisor.pid))
     deadline = time.monotonic() + timeout
-    while not files.ready.is_file():
-        if supervisor.poll() is not None or time.monotonic() > deadline:
-            print(f"the control plane did not start; {files.log}:\n{_tail(files.log, 60)}", file=sys.stderr)
-            _down(files)
-            return 1
-        time.sleep(0.2)
+    try:
+        while not files.ready.is_file():
+            if supervisor.poll() is not None or time.monotonic() > deadline:
+                print(f"the control plane did not start; {files.log}:\n{_tail(files.log, 60)}", file=sys.stderr)
+                _down(files)
+                return 1
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        _down(files)  # an interrupted `up` leaves nothing running
+        return 130
     print(files.ready.read_text(), end="")
     return 0
 
