@@ -18,6 +18,7 @@ from skyfleet.connectors import (
     Unsupported,
 )
 from skyfleet.connectors.libcloud import LibcloudConnector
+from skyfleet.testing.ec2emulator import EC2Emulator
 from skyfleet.testing.faultproxy import FaultProxy
 from tests.connector.conftest import AMI, CLUSTER, ConnectorFactory, ec2_config, instances_tagged, owner
 
@@ -72,31 +73,18 @@ async def test_second_create_adopts_instead_of_duplicating(
 
 
 async def test_list_cluster_pages_through_a_600_instance_account(
-    ec2_endpoint: str, make_connector: ConnectorFactory, boto_ec2: Any, proxy: FaultProxy
+    emulator: EC2Emulator, make_connector: ConnectorFactory, proxy: FaultProxy
 ) -> None:
     # One reservation per instance, as the operator creates them: moto and AWS page by reservation.
-    for _ in range(600):
-        boto_ec2.run_instances(
-            ImageId=AMI,
-            MinCount=1,
-            MaxCount=1,
-            TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": OwnerTags.CLUSTER_ID, "Value": CLUSTER}]}],
-        )
-    boto_ec2.run_instances(
-        ImageId=AMI,
-        MinCount=50,
-        MaxCount=50,
-        TagSpecifications=[
-            {"ResourceType": "instance", "Tags": [{"Key": OwnerTags.CLUSTER_ID, "Value": "someone-else"}]}
-        ],
-    )
-    connector = make_connector(proxy.endpoint, parameters={"describe_page_size": "100"})
+    emulator.seed(600, {OwnerTags.CLUSTER_ID: CLUSTER})
+    emulator.seed(50, {OwnerTags.CLUSTER_ID: "someone-else"})
+    connector = make_connector(proxy.endpoint, parameters={"describe_page_size": "200"})
 
     listed = await connector.list_cluster(CLUSTER)
 
     assert len({n.provider_id for n in listed}) == len(listed) == 600
     assert all(n.tags[OwnerTags.CLUSTER_ID] == CLUSTER for n in listed)
-    assert proxy.count("requests:DescribeInstances") >= 6
+    assert proxy.count("requests:DescribeInstances") >= 3
     # The trap this guards against: the stock driver reads the first page and stops.
     port = int(proxy.endpoint.rstrip("/").rsplit(":", 1)[1])
     stock = get_driver("ec2")("k", "s", region="us-east-1", secure=False, host="127.0.0.1", port=port)
