@@ -715,3 +715,24 @@ def test_uninstall_keeps_the_crds(cluster: Cluster, release: tuple[str, Any]) ->
     for plural in KINDS:
         crd = cluster.crd(plural)
         assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+def test_schema_closes_every_section() -> None:
+    """Any object in values.schema.json with named properties refuses unknown ones, so typos fail."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    open_sections = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            if "properties" in node and node.get("additionalProperties") is not False:
+                open_sections.append(path or "(root)")
+            for key, child in node.items():
+                walk(child, f"{path}.{key}" if key not in ("properties", "items", "anyOf") else path)
+        elif isinstance(node, list):
+            for child in node:
+                walk(child, path)
+
+    walk(schema, "")
+    assert open_sections == []
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(values) <= set(schema["properties"]), "every top-level value is described by the schema"
