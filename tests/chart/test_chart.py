@@ -208,6 +208,7 @@ def test_rendered_crds_match_the_generated_ones_and_are_kept(render: Render) -> 
         annotations = rendered["metadata"]["annotations"]
         assert annotations["helm.sh/resource-policy"] == "keep"
         assert annotations["argocd.argoproj.io/sync-wave"] == "-10"
+        assert annotations["argocd.argoproj.io/sync-options"] == "Prune=false,Delete=false"
         assert generated["metadata"]["labels"].items() <= rendered["metadata"]["labels"].items()
 
 
