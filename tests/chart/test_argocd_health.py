@@ -387,3 +387,24 @@ def test_chart_ships_exactly_these_scripts(render: Render) -> None:
             }[kind](observed_generation=2, conditions=[cond("Ready", True, "Fine", "fine", 2)]),
         )
         assert health(kind, healthy, source=shipped) == ("Healthy", "fine")
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        ("RUNNING", "Healthy"),
+        ("PENDING", "Progressing"),
+        ("UNKNOWN", "Progressing"),
+        ("STOPPED", "Degraded"),
+        ("TERMINATED", "Degraded"),
+        (None, "Degraded"),
+    ],
+)
+def test_instance_statuses_the_operator_writes(state: str | None, expected: str) -> None:
+    """Statuses made by the operator's own observation logic, not written by hand."""
+    from skyfleet.connectors import CloudNode, NodeState
+    from skyfleet.reconcile.instances import observed_status
+
+    node = None if state is None else CloudNode(provider_id="i-1", name="shop-web-0", state=NodeState[state])
+    status = observed_status(None, node, provider="ec2", now=T0, generation=1)
+    assert health("Instance", make("Instance", status, generation=1))[0] == expected
