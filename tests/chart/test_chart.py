@@ -25,6 +25,7 @@ RBAC_KINDS = ("ClusterRole", "Role")
 
 def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
     pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    operator: dict[str, Any]
     (operator,) = pod["containers"]
     return operator
 
