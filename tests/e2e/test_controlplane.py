@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from skyfleet.testing.controlplane import ControlPlane
+from skyfleet.testing.controlplane import ControlPlane, ControlPlaneError
 
 pytestmark = pytest.mark.e2e
 
@@ -137,6 +137,24 @@ def test_a_second_plane_runs_alongside_and_stop_leaves_nothing(control_plane: Co
     assert not state_dir.exists()
     second.stop()  # idempotent
     assert control_plane.kubectl("get", "--raw", "/readyz").stdout == "ok"
+
+
+def test_a_failed_start_explains_itself_and_leaves_nothing(control_plane: ControlPlane, tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("etcd", "kubectl", "kube-controller-manager"):
+        (bin_dir / name).symlink_to(control_plane.tools_bin / name)
+    broken = bin_dir / "kube-apiserver"
+    broken.write_text("#!/bin/sh\necho 'E0101 unable to load server certificate: boom' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    plane = ControlPlane(tools_bin=bin_dir)
+
+    with pytest.raises(ControlPlaneError, match="kube-apiserver \\(exit 1\\)") as failure:
+        plane.start()
+
+    assert "unable to load server certificate: boom" in str(failure.value)
+    assert not plane.state_dir.exists()
+    assert live_processes_mentioning(str(plane.state_dir)) == set()
 
 
 def cli(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
