@@ -73,6 +73,7 @@ _PORT_RACE_ATTEMPTS = 3
 _PR_SET_PDEATHSIG = 1
 _TEMP_PREFIX = "skyfleet-controlplane-"
 _OWNER_FILE = "owner.pid"
+_STATE_SUBDIRS = ("etcd", "logs", "pki", "kubecache")
 
 
 class ControlPlaneError(RuntimeError):
@@ -265,7 +266,8 @@ class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager on loopback, ready when ``start()`` returns.
 
     ``state_dir`` (default: a fresh temporary directory) holds certificates, etcd data, the
-    kubeconfig and one log per component; ``stop()`` removes it.
+    kubeconfig and one log per component. ``stop()`` removes a temporary directory entirely, and
+    from a given one only what the plane put there.
     """
 
     def __init__(
@@ -331,8 +333,16 @@ class ControlPlane:
     def stop(self) -> None:
         """Terminate every component (SIGTERM, then SIGKILL) and remove the state directory. Idempotent."""
         self._terminate()
-        if self.state_dir != Path():
+        if self.state_dir == Path():
+            return
+        if self._requested_state_dir is None:
             shutil.rmtree(self.state_dir, ignore_errors=True)
+            return
+        for sub in _STATE_SUBDIRS:
+            shutil.rmtree(self.state_dir / sub, ignore_errors=True)
+        (self.state_dir / "kubeconfig").unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.state_dir.rmdir()
 
     def _terminate(self) -> None:
         # The API server first: it would otherwise keep retrying a vanished etcd during its shutdown.
@@ -351,7 +361,7 @@ class ControlPlane:
 
     def _start_once(self, tools: Path, deadline: float) -> None:
         state = self.state_dir
-        for sub in ("etcd", "logs", "pki", "kubecache"):
+        for sub in _STATE_SUBDIRS:
             shutil.rmtree(state / sub, ignore_errors=True)
             (state / sub).mkdir(mode=0o700)
         etcd_port, peer_port, api_port = _free_ports(3)
