@@ -399,8 +399,8 @@ class ControlPlane:
             f"--service-account-key-file={pki['sa.pub']}",
             f"--service-account-signing-key-file={pki['sa.key']}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            # Loopback is not a valid Endpoints address, so the `kubernetes` Service gets none;
-            # reconciling it would only log an error every few seconds.
+            # Endpoints validation rejects loopback addresses, so the `kubernetes` Service cannot get
+            # any here; the reconciler would only log that rejection every 10 s.
             "--endpoint-reconciler-type=none",
             "--profiling=false",
         )
