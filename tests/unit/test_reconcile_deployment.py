@@ -339,6 +339,17 @@ def test_fallback_is_forgotten_once_the_group_converges() -> None:
     assert (p.status.groups or [])[0].unavailable_targets is None
 
 
+def test_unknown_credential_is_reported_by_name() -> None:
+    dep = deployment(group(placement={"targets": [{"credential": "nope"}]}))
+    p = plan(dep, [])
+    assert created(p) == []
+    assert cond(p, "Ready") == ("False", "CredentialNotFound")
+    assert "'nope'" in (p.status.message or "")
+    # Spread over a known and an unknown credential still places on the known one.
+    mixed = deployment(group(placement={"targets": [{"credential": "nope"}, {"credential": "a"}]}))
+    assert [c.spec.credential for c in plan(mixed, []).creates] == ["a", "a"]
+
+
 def test_no_usable_target_waits_with_a_reason() -> None:
     creds = {"a": CredentialView("a", "ec2", "eu-central-1", ready=False)}
     p = plan(deployment(), [], creds=creds)

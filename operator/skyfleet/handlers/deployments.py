@@ -14,10 +14,11 @@ from typing import Any
 
 import kopf
 
-from skyfleet.api.common import API_VERSION
+from skyfleet.api.common import API_VERSION, ConditionStatus
 from skyfleet.api.deployment import Deployment
 from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of, event, wait_or_wake
 from skyfleet.handlers.context import now as utcnow
+from skyfleet.reconcile.conditions import find_condition
 from skyfleet.reconcile.deployment import plan_deployment
 from skyfleet.reconcile.images import EffectiveImage, ImageError, effective_image
 from skyfleet.reconcile.views import ORPHAN_ANNOTATION, CredentialView
@@ -135,7 +136,14 @@ async def reconcile_once(
     for e in plan.events:
         if not e.names or changed.intersection(e.names):
             event(body, e.type, e.reason, e.message)
-    await ctx.write_status("deployments", namespace, name, dict(body.get("status") or {}), plan.status.to_api())
+    old_status = dict(body.get("status") or {})
+    if await ctx.write_status("deployments", namespace, name, old_status, plan.status.to_api()):
+        ready = find_condition(plan.status.conditions, "Ready")
+        before = [c.get("reason") for c in old_status.get("conditions") or [] if c.get("type") == "Ready"]
+        changed = ready is not None and before != [ready.reason]
+        if ready is not None and changed and ctx.announce_once("deployment", namespace, name, ready.reason):
+            kind = "Normal" if ready.status == ConditionStatus.TRUE else "Warning"
+            event(body, kind, ready.reason, ready.message)
     return bool(plan.creates or plan.deletes)
 
 

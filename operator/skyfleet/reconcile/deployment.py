@@ -277,7 +277,14 @@ def _plan_group(  # noqa: PLR0912, PLR0915 - one group's table of cases, kept in
             credentials=credentials,
             unavailable=unavailable,
         )
-        if len(chosen) < creates:
+        unknown = sorted({t.credential for t in targets if t.credential not in credentials})
+        if len(chosen) < creates and unknown:
+            # A missing object needs a human, unlike a credential that is still being verified.
+            result.problem = (
+                "CredentialNotFound",
+                f"group {name}: CloudCredential {', '.join(map(repr, unknown))} does not exist",
+            )
+        elif len(chosen) < creates:
             result.waiting = (
                 "NoPlacementAvailable",
                 f"group {name}: no target can take {creates - len(chosen)} more VMs "
