@@ -39,6 +39,7 @@ from skyfleet.connectors.errors import (
     OwnershipMismatch,
     Permanent,
     QuotaExceeded,
+    Transient,
     Unsupported,
 )
 from skyfleet.connectors.libcloud.adapters import ADAPTERS
@@ -140,8 +141,9 @@ class LibcloudConnector(Connector):
         except Exception as exc:
             mapped = self.adapter.map_error(exc)
             mapped.redact(self._scrub)
-            # A dropped connection leaves the driver's socket in an unknown state.
-            self._local.driver = None
+            if isinstance(mapped, Transient):
+                # A reset or timed-out connection leaves the driver's socket in an unknown state.
+                self._local.driver = None
             log.debug("mapped %s to %r", type(exc).__name__, mapped)
             raise mapped from None
 
