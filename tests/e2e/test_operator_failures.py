@@ -1,0 +1,169 @@
+"""Bad input and cloud faults: clear reasons and events, fallbacks, crashes without duplicates or leaks."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from tests.e2e.operator_fixtures import World, condition, eventually, tags, world
+
+pytestmark = pytest.mark.e2e
+__all__ = ["world"]
+
+IMAGE = {
+    "apiVersion": "skyfleet.io/v1alpha1",
+    "kind": "Image",
+    "metadata": {"name": "xenial"},
+    "spec": {"clouds": [{"provider": "ec2", "id": "ami-785db401"}]},
+}
+
+
+def deployment(name: str, *targets: str, replicas: int = 1, image: str = "xenial", **group: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "skyfleet.io/v1alpha1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "nodeGroups": [
+                {
+                    "name": "app",
+                    "replicas": replicas,
+                    "imageRef": image,
+                    "size": {"cpu": 1, "memoryMiB": 1024, "instanceTypes": {"ec2": "t3.micro"}},
+                    "placement": {"strategy": "Ordered", "targets": [{"credential": t} for t in targets]},
+                    **group,
+                }
+            ]
+        },
+    }
+
+
+def reason_of(w: World, kind: str, name: str, type_: str = "Ready") -> tuple[str | None, str | None]:
+    return condition(w.kube.get(kind, name), type_)
+
+
+def event_for(w: World, name: str, reason: str) -> bool:
+    return any(e["involvedObject"]["name"] == name for e in w.kube.events(reason))
+
+
+def test_missing_secret_is_reported_with_reason_and_event(world: World) -> None:
+    w = world
+    docs = w.credential("nokeys", "eu-central-1", w.cloud.endpoint)
+    w.kube.apply(docs[1])  # the CloudCredential without its Secret
+    eventually(
+        lambda: reason_of(w, "cloudcredentials.skyfleet.io", "nokeys") == ("False", "SecretNotFound"),
+        timeout=60,
+        what="SecretNotFound",
+    )
+    eventually(lambda: event_for(w, "nokeys", "SecretNotFound"), timeout=30, what="SecretNotFound event")
+    # Creating the Secret later is picked up without a restart.
+    w.kube.apply(docs[0])
+    w.kube.patch("cloudcredentials.skyfleet.io", "nokeys", {"spec": {"verifyIntervalSeconds": 30}})
+    eventually(
+        lambda: reason_of(w, "cloudcredentials.skyfleet.io", "nokeys") == ("True", "Verified"),
+        timeout=60,
+        what="Verified once the Secret exists",
+    )
+    assert "e2e-secret-value-123" not in w.operator.log()
+
+
+def test_unknown_credential_is_reported_with_reason_and_event(world: World) -> None:
+    w = world
+    w.kube.apply(IMAGE, deployment("orphaned-ref", "no-such-credential"))
+    eventually(
+        lambda: reason_of(w, "deployments.skyfleet.io", "orphaned-ref") == ("False", "CredentialNotFound"),
+        timeout=60,
+        what="CredentialNotFound",
+    )
+    eventually(lambda: event_for(w, "orphaned-ref", "CredentialNotFound"), timeout=30, what="event")
+    assert w.kube.items("instances.skyfleet.io", "skyfleet.io/deployment=orphaned-ref") == []
+    w.kube("delete", "deployments.skyfleet.io/orphaned-ref", "--timeout=60s")
+
+
+def test_image_without_a_match_is_reported_with_reason_and_event(world: World) -> None:
+    w = world
+    w.kube.apply(*w.credential("plain", "eu-central-1", w.cloud.endpoint))
+    image = {
+        **IMAGE,
+        "metadata": {"name": "nowhere"},
+        "spec": {"clouds": [{"provider": "ec2", "lookup": {"namePattern": "no-such-image-*"}}]},
+    }
+    w.kube.apply(image, deployment("needs-image", "plain", image="nowhere", maxProvisioningFailures=1))
+    eventually(
+        lambda: reason_of(w, "images.skyfleet.io", "nowhere") == ("False", "NoMatch"),
+        timeout=60,
+        what="Image NoMatch",
+    )
+    eventually(lambda: event_for(w, "nowhere", "NoMatch"), timeout=30, what="NoMatch event")
+    eventually(
+        lambda: (
+            reason_of(w, "deployments.skyfleet.io", "needs-image", "Degraded")
+            == ("True", "ProvisioningFailuresExceeded")
+        ),
+        timeout=90,
+        what="Deployment degraded after its failure budget",
+    )
+    failed = w.kube.items("instances.skyfleet.io", "skyfleet.io/deployment=needs-image")
+    assert [condition(i) for i in failed] == [("False", "ImageNotFound")]
+    assert w.vms() == []
+    w.kube("delete", "deployments.skyfleet.io/needs-image", "--timeout=60s")
+
+
+def test_quota_error_on_the_first_target_falls_back_to_the_second(world: World) -> None:
+    w = world
+    proxy = w.cloud.proxy()
+    proxy.fail_next("RunInstances", count=50, code="InstanceLimitExceeded", status=400)
+    w.kube.apply(
+        *w.credential("full", "eu-central-1", proxy.endpoint),
+        *w.credential("spare", "us-east-1", w.cloud.endpoint),
+        deployment("fallback", "full", "spare"),
+    )
+    w.kube("wait", "--for=condition=Ready", "deployments.skyfleet.io/fallback", "--timeout=120s")
+    assert proxy.count("errors") >= 1
+    vms = [vm for vm in w.vms() if tags(vm)["skyfleet.io/deployment"] == "fallback"]
+    assert [(tags(vm)["skyfleet.io/instance"], vm["Placement"]["AvailabilityZone"][:-1]) for vm in vms] == [
+        ("fallback-app-1", "us-east-1")
+    ]
+    assert event_for(w, "fallback", "PlacementFallback")
+    assert event_for(w, "fallback-app-0", "QuotaExceeded")
+    w.kube("delete", "deployments.skyfleet.io/fallback", "--timeout=60s")
+    assert [vm for vm in w.vms() if tags(vm)["skyfleet.io/deployment"] == "fallback"] == []
+
+
+def test_sigkill_mid_provisioning_then_restart_leaves_no_duplicate_and_no_leak(world: World) -> None:
+    w = world
+    proxy = w.cloud.proxy()
+    # EC2-like: one launch every two seconds, so the kill lands while creates are in flight;
+    # the proxy deduplicates ClientTokens as EC2 does.
+    proxy.throttle("RunInstances", burst=1, rate=0.5)
+    w.kube.apply(*w.credential("slow", "eu-central-1", proxy.endpoint), deployment("crashy", "slow", replicas=4))
+    eventually(lambda: proxy.count("launches") >= 2, timeout=90, interval=0.1, what="two launches")
+    w.operator.kill()
+    recorded = [
+        i
+        for i in w.kube.items("instances.skyfleet.io", "skyfleet.io/deployment=crashy")
+        if (i.get("status") or {}).get("providerId")
+    ]
+    assert len(recorded) < 4, "the operator finished before the kill; the test proves nothing"
+    time.sleep(2)
+    w.operator.start()
+    w.kube("wait", "--for=condition=Ready", "deployments.skyfleet.io/crashy", "--timeout=180s")
+    instances = w.kube.items("instances.skyfleet.io", "skyfleet.io/deployment=crashy")
+    vms = [vm for vm in w.vms() if tags(vm)["skyfleet.io/deployment"] == "crashy"]
+    assert len(instances) == 4
+    assert len(vms) == 4, f"duplicates or leaks: {[tags(vm)['skyfleet.io/instance'] for vm in vms]}"
+    by_uid = {tags(vm)["skyfleet.io/instance-uid"]: vm["InstanceId"] for vm in vms}
+    assert by_uid == {i["metadata"]["uid"]: i["status"]["providerId"] for i in instances}
+
+
+def test_deleting_the_namespace_destroys_every_vm(world: World) -> None:
+    w = world
+    w.kube.apply(deployment("last", "spare", replicas=2))
+    w.kube("wait", "--for=condition=Ready", "deployments.skyfleet.io/last", "--timeout=120s")
+    assert w.vms()
+    # Secrets, CloudCredentials, Deployments and Instances all go at once; the Secrets must
+    # outlive the Instances, or the VMs could not be destroyed.
+    w.kube("delete", "namespace", w.kube.namespace, "--timeout=180s", ns=False)
+    assert w.vms() == []
