@@ -5,16 +5,23 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from skyfleet.testing.controlplane import ControlPlane
 
+CRDS = Path(__file__).resolve().parents[1] / "crds"
+
 
 @pytest.fixture(scope="session")
 def control_plane() -> Iterator[ControlPlane]:
-    """One etcd + kube-apiserver + kube-controller-manager for the whole session, stopped at its end."""
-    with ControlPlane() as plane:
+    """One etcd + kube-apiserver + kube-controller-manager for the whole session, stopped at its end.
+
+    Skyfleet's CRDs are installed before the controller-manager starts, as they would be long before
+    the operator runs in a real cluster, so garbage collection covers the custom kinds from the start.
+    """
+    with ControlPlane(crds=[CRDS] if CRDS.is_dir() else []) as plane:
         yield plane
 
 

@@ -14,7 +14,7 @@ In Python::
 
 From a shell (state under ``${SKYFLEET_CLUSTER_DIR:-~/.cache/skyfleet/cluster}``)::
 
-    python -m skyfleet.testing.controlplane up       # detached; prints KUBECONFIG=... and TOOLS_BIN=...
+    python -m skyfleet.testing.controlplane up       # detached, crds/ installed; prints KUBECONFIG, TOOLS_BIN
     python -m skyfleet.testing.controlplane down     # stops it and removes its state; idempotent
     python -m skyfleet.testing.controlplane measure  # start-to-ready seconds and memory, then stops
 
@@ -57,6 +57,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from skyfleet.testing.tools import repo_root
 from skyfleet.testing.tools import tools_bin as build_tools
 
 __all__ = ["COMPONENTS", "ControlPlane", "ControlPlaneError", "KubectlError", "cluster_dir", "main"]
@@ -268,6 +269,11 @@ class ControlPlane:
     ``state_dir`` (default: a fresh temporary directory) holds certificates, etcd data, the
     kubeconfig and one log per component. ``stop()`` removes a temporary directory entirely, and
     from a given one only what the plane put there.
+
+    ``crds`` (files or directories for ``kubectl apply``) are installed before the controller-manager
+    starts. Its garbage collector discovers resource types at start and then only every 30 s, so
+    dependents of custom resources created soon after a later install are collected up to about
+    40 s late (measured); in a real cluster the CRDs have long been there when the operator runs.
     """
 
     def __init__(
@@ -275,10 +281,12 @@ class ControlPlane:
         tools_bin: Path | None = None,
         state_dir: Path | None = None,
         startup_timeout: float = 180.0,
+        crds: Sequence[Path] = (),
     ) -> None:
         self._tools_bin = tools_bin
         self._requested_state_dir = state_dir
         self.startup_timeout = startup_timeout
+        self.crds = tuple(crds)
         self.state_dir = Path()
         self.kubeconfig = Path()
         self.server = ""
@@ -404,7 +412,15 @@ class ControlPlane:
             "--endpoint-reconciler-type=none",
             "--profiling=false",
         )
+        self.env = {
+            "KUBECONFIG": str(self.kubeconfig),
+            "PATH": os.pathsep.join([str(tools), os.environ.get("PATH", os.defpath)]),
+            # kubectl's discovery cache is keyed by host:port, and ports are reused by later planes.
+            "KUBECACHEDIR": str(state / "kubecache"),
+        }
         self._wait("kube-apiserver /readyz", functools.partial(self._found, "/readyz"), deadline)
+        if self.crds:
+            self._install_crds(deadline)
 
         # Started only now: it gives up if the API server is not healthy soon after it starts.
         self._spawn(
@@ -434,12 +450,16 @@ class ControlPlane:
         ):
             self._wait(path, functools.partial(self._found, path), deadline)
 
-        self.env = {
-            "KUBECONFIG": str(self.kubeconfig),
-            "PATH": os.pathsep.join([str(tools), os.environ.get("PATH", os.defpath)]),
-            # kubectl's discovery cache is keyed by host:port, and ports are reused by later planes.
-            "KUBECACHEDIR": str(state / "kubecache"),
-        }
+    def _install_crds(self, deadline: float) -> None:
+        seconds = max(1, int(deadline - time.monotonic()))
+        files = [arg for path in self.crds for arg in ("-f", str(path))]
+        for args in (
+            ("apply", "--server-side", *files),
+            ("wait", "--for=condition=Established", "crd", "--all", f"--timeout={seconds}s"),
+        ):
+            result = self.kubectl(*args, check=False, timeout=seconds + 10)
+            if result.returncode != 0:
+                raise ControlPlaneError(f"kubectl {args[0]} of {self.crds} failed: {result.stderr}\n{self.logs()}")
 
     def _write_pki(self, pki: Path) -> dict[str, Path]:
         ca = _issue("skyfleet-test-ca")
@@ -612,12 +632,12 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     raise _Stop
 
 
-def _serve(files: _Files) -> int:
+def _serve(files: _Files, crds: Sequence[Path]) -> int:
     """The detached supervisor behind ``up``: owns the plane until SIGTERM, or until a component dies."""
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, _on_signal)
     try:
-        with ControlPlane(state_dir=files.state) as plane:
+        with ControlPlane(state_dir=files.state, crds=crds) as plane:
             partial = files.ready.with_suffix(".tmp")
             partial.write_text(f"KUBECONFIG={plane.kubeconfig}\nTOOLS_BIN={plane.tools_bin}\n")
             partial.rename(files.ready)
@@ -677,7 +697,7 @@ def _down(files: _Files) -> None:
         files.root.rmdir()
 
 
-def _up(files: _Files, timeout: float) -> int:
+def _up(files: _Files, timeout: float, crds: Sequence[Path]) -> int:
     if _supervisor_pid(files) is not None and files.ready.is_file():
         print(files.ready.read_text(), end="")
         return 0
@@ -686,7 +706,15 @@ def _up(files: _Files, timeout: float) -> int:
     files.root.mkdir(parents=True, exist_ok=True)
     with files.log.open("ab") as log:
         supervisor = subprocess.Popen(
-            [sys.executable, "-m", "skyfleet.testing.controlplane", "serve", "--dir", str(files.root)],
+            [
+                sys.executable,
+                "-m",
+                "skyfleet.testing.controlplane",
+                "serve",
+                "--dir",
+                str(files.root),
+                *(f"--crds={path.resolve()}" for path in crds),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -733,21 +761,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start in the background; print KUBECONFIG and TOOLS_BIN")
     up.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for readiness")
+    default_crds = repo_root() / "crds"
+    up.add_argument(
+        "--crds",
+        type=Path,
+        action="append",
+        help=f"CRD file or directory to install before the controller-manager starts (default: {default_crds})",
+    )
+    up.add_argument("--no-crds", action="store_true", help="install no CRDs")
     commands.add_parser("down", help="stop the background control plane and remove its state")
     measure = commands.add_parser("measure", help="start one, print start-to-ready seconds and RSS, stop it")
     measure.add_argument("--settle", type=float, default=10.0, help="seconds to wait for a second RSS reading")
     serve = commands.add_parser("serve")  # internal: the detached process `up` starts
     serve.add_argument("--dir", type=Path, required=True)
+    serve.add_argument("--crds", type=Path, action="append", default=[])
     args = parser.parse_args(argv)
 
     if args.command == "serve":
-        return _serve(_Files(args.dir))
+        return _serve(_Files(args.dir), args.crds)
     if args.command == "measure":
         return _measure(args.settle)
     files = _Files(cluster_dir())
     with _locked(files.root):
         if args.command == "up":
-            return _up(files, args.timeout)
+            crds = [] if args.no_crds else args.crds or [p for p in [default_crds] if p.is_dir()]
+            return _up(files, args.timeout, crds)
         _down(files)
         return 0
 
