@@ -14,7 +14,19 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.helpers import CHART, KUBE_VERSION, ROOT, Helm, Render, by_kind, metric_names, one
+from tests.chart.helpers import (
+    CHART,
+    KUBE_VERSION,
+    ROOT,
+    Cluster,
+    Helm,
+    Render,
+    adopt_existing_crds,
+    by_kind,
+    metric_names,
+    one,
+    restore_crds,
+)
 
 pytestmark = pytest.mark.chart
 
@@ -479,52 +491,6 @@ MONITORING_KINDS = (
 )
 
 
-class Cluster:
-    """helm and kubectl against the shared control plane."""
-
-    def __init__(self, control_plane: Any, helm: Helm) -> None:
-        self.plane = control_plane
-        self._helm = helm
-
-    def helm(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return self._helm(*args, "--kubeconfig", str(self.plane.kubeconfig), extra_env=dict(self.plane.env))
-
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result: subprocess.CompletedProcess[str] = self.plane.kubectl(*args, input=input, check=check)
-        return result
-
-    def can(self, who: str, *args: str) -> bool:
-        out = self.kubectl("auth", "can-i", *args, f"--as={who}", check=False)
-        return out.stdout.strip() == "yes"
-
-    def crd(self, plural: str) -> dict[str, Any]:
-        out = self.kubectl("get", "crd", f"{plural}.skyfleet.io", "-o", "json")
-        crd: dict[str, Any] = json.loads(out.stdout)
-        return crd
-
-
-def adopt_existing_crds(cluster: Cluster, namespace: str) -> None:
-    """CRDs applied earlier with kubectl (as docs/install.md describes) become the release's."""
-    for plural in KINDS:
-        name = f"crd/{plural}.skyfleet.io"
-        if cluster.kubectl("get", name, check=False).returncode != 0:
-            continue
-        cluster.kubectl("label", "--overwrite", name, "app.kubernetes.io/managed-by=Helm")
-        cluster.kubectl(
-            "annotate",
-            "--overwrite",
-            name,
-            f"meta.helm.sh/release-name={RELEASE}",
-            f"meta.helm.sh/release-namespace={namespace}",
-        )
-
-
-def restore_crds(cluster: Cluster) -> None:
-    """Leave the shared control plane's CRDs exactly as crds/ says, whatever a test did to them."""
-    for path in sorted((ROOT / "crds").glob("*.yaml")):
-        cluster.kubectl("replace", "-f", str(path), check=False)
-
-
 @pytest.fixture(scope="module")
 def cluster(control_plane: Any, helm: Helm) -> Iterator[Cluster]:
     cluster = Cluster(control_plane, helm)
@@ -536,7 +502,7 @@ def cluster(control_plane: Any, helm: Helm) -> Iterator[Cluster]:
 def release(cluster: Cluster) -> Iterator[tuple[str, subprocess.CompletedProcess[str]]]:
     """The chart installed cluster-wide, with two replicas and every ConfigMap extra, in a fresh namespace."""
     namespace = f"skyfleet-{uuid.uuid4().hex[:8]}"
-    adopt_existing_crds(cluster, namespace)
+    adopt_existing_crds(cluster, RELEASE, namespace)
     out = cluster.helm(
         "install",
         RELEASE,

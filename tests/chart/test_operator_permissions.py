@@ -1,0 +1,161 @@
+"""`skyfleet run` with exactly what the chart gives it: its ServiceAccount's token and its environment.
+
+There are no nodes, so the chart's pod never runs; the same process runs here instead, logged in
+as the chart's ServiceAccount, against EC2 emulated on loopback. If the chart's RBAC missed a
+verb the operator needs, the shop would not come up, or the operator would log a Forbidden.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from skyfleet.testing.ec2emulator import EC2Emulator
+from tests.chart.helpers import CHART, ROOT, Cluster, Helm, adopt_existing_crds, restore_crds
+
+pytestmark = pytest.mark.chart
+
+RELEASE = "sfop"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def example_objects(endpoint: str) -> dict[str, Any]:
+    """examples/ with every CloudCredential pointed at the emulator, as one List."""
+    items = []
+    for path in sorted((ROOT / "examples").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc["kind"] == "CloudCredential":
+                doc["spec"]["endpoint"] = {"url": endpoint}
+            if doc:
+                items.append(doc)
+    return {"apiVersion": "v1", "kind": "List", "items": items}
+
+
+def ready(obj: dict[str, Any]) -> bool:
+    conditions = obj.get("status", {}).get("conditions", [])
+    current = obj.get("status", {}).get("observedGeneration") == obj["metadata"]["generation"]
+    return current and any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+@pytest.fixture(scope="module")
+def installed(control_plane: Any, helm: Helm) -> Iterator[tuple[Cluster, str]]:
+    cluster = Cluster(control_plane, helm)
+    namespace = f"skyfleet-op-{uuid.uuid4().hex[:6]}"
+    adopt_existing_crds(cluster, RELEASE, namespace)
+    out = cluster.helm("install", RELEASE, str(CHART), "-n", namespace, "--create-namespace")
+    assert out.returncode == 0, out.stderr
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/deployments.skyfleet.io")
+    yield cluster, namespace
+    cluster.helm("uninstall", RELEASE, "-n", namespace)
+    cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+    restore_crds(cluster)
+
+
+def service_account_kubeconfig(cluster: Cluster, namespace: str, path: Path) -> Path:
+    token = cluster.kubectl("create", "token", f"{RELEASE}-skyfleet", "-n", namespace, "--duration=20m").stdout.strip()
+    config = yaml.safe_load(Path(cluster.plane.kubeconfig).read_text())
+    for user in config["users"]:
+        user["user"] = {"token": token}
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def chart_environment(cluster: Cluster, namespace: str) -> dict[str, str]:
+    """The operator container's env as installed, with the downward API filled in."""
+    deployment = json.loads(
+        cluster.kubectl("get", "deploy", f"{RELEASE}-skyfleet", "-n", namespace, "-o", "json").stdout
+    )
+    env: dict[str, str] = {}
+    for var in deployment["spec"]["template"]["spec"]["containers"][0]["env"]:
+        if "valueFrom" not in var:
+            env[var["name"]] = var.get("value", "")  # the API server drops empty values
+        elif var["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace":
+            env[var["name"]] = namespace
+        elif var["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name":
+            env[var["name"]] = f"{RELEASE}-skyfleet-0"
+    return env
+
+
+def test_operator_serves_the_shop_with_the_charts_permissions(installed: tuple[Cluster, str], tmp_path: Path) -> None:
+    cluster, namespace = installed
+    env = chart_environment(cluster, namespace)
+    assert env["SKYFLEET_NAMESPACES"] == ""
+    # Same settings as the pod, on free loopback ports instead of the pod's own.
+    metrics_port, liveness_port = free_port(), free_port()
+    env["SKYFLEET_METRICS_PORT"] = str(metrics_port)
+    env["SKYFLEET_METRICS_HOST"] = "127.0.0.1"
+    env["SKYFLEET_LIVENESS_ENDPOINT"] = env["SKYFLEET_LIVENESS_ENDPOINT"].replace(
+        "0.0.0.0:8081", f"127.0.0.1:{liveness_port}"
+    )
+    kubeconfig = service_account_kubeconfig(cluster, namespace, tmp_path / "kubeconfig")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("SKYFLEET_", "KUBECONFIG"))}
+
+    app = f"shop-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "namespace", app)
+    log_path = tmp_path / "operator.log"
+    with EC2Emulator() as emulator, log_path.open("wb") as log:
+        cluster.kubectl("apply", "-n", app, "-f", "-", input=json.dumps(example_objects(emulator.endpoint)))
+        operator = subprocess.Popen(
+            [str(ROOT / ".venv" / "bin" / "skyfleet"), "run"]
+            if (ROOT / ".venv" / "bin" / "skyfleet").exists()
+            else ["skyfleet", "run"],
+            env={**base, **env, "KUBECONFIG": str(kubeconfig)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 150
+            while True:
+                assert operator.poll() is None, log_path.read_text()[-3000:]
+                shop = json.loads(
+                    cluster.kubectl("get", "deployments.skyfleet.io", "shop", "-n", app, "-o", "json").stdout
+                )
+                if ready(shop):
+                    break
+                assert time.monotonic() < deadline, cluster.kubectl("get", "skyfleet", "-n", app).stdout
+                time.sleep(1)
+
+            with urllib.request.urlopen(f"http://127.0.0.1:{liveness_port}/healthz", timeout=5) as probe:
+                assert probe.status == 200
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as scrape:
+                assert "skyfleet_" in scrape.read().decode()
+            lease = json.loads(
+                cluster.kubectl("get", "lease", f"{RELEASE}-skyfleet", "-n", namespace, "-o", "json").stdout
+            )
+            assert lease["spec"]["holderIdentity"]
+
+            # Deleting needs finalizer patches, Instance deletes and the Secret finalizer removed.
+            cluster.kubectl("delete", "deployments.skyfleet.io", "shop", "-n", app, "--wait=false")
+            deadline = time.monotonic() + 60
+            while cluster.kubectl("get", "instances.skyfleet.io", "-n", app, "-o", "name").stdout.strip():
+                assert time.monotonic() < deadline, "Instances were not deleted"
+                time.sleep(1)
+        finally:
+            os.killpg(operator.pid, signal.SIGTERM)
+            try:
+                operator.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(operator.pid, signal.SIGKILL)
+                operator.wait()
+            cluster.kubectl("delete", "namespace", app, "--wait=false", check=False)
+    output = log_path.read_text()
+    assert "forbidden" not in output.lower(), [line for line in output.splitlines() if "orbidden" in line][:5]
