@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 tools:
-	@bash tools/build.sh
+	@bash tools/build.sh >/dev/null
 
 lint: $(STAMP)
 	$(BIN)/ruff check operator tests bench
