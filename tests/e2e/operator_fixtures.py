@@ -280,11 +280,14 @@ def world(control_plane: Any, installed_crds: Any, tmp_path_factory: pytest.Temp
         try:
             # Leave nothing behind: the namespace goes while the operator still runs, so every
             # finalizer (and every VM behind one) is handled the way a user's deletion would be.
+            # Tests may replace the operator (a standby taking over) or leave it killed.
+            operator = world.operator
             if operator.proc is None or operator.proc.poll() is not None:
                 operator.start()
             kube("delete", "namespace", namespace, "--timeout=120s", ns=False, check=False)
             operator.stop()
         finally:
+            operator = world.operator
             if operator.proc is not None and operator.proc.poll() is None:
                 operator.kill()
             for proxy in cloud.proxies:

@@ -1,0 +1,87 @@
+"""One active operator at a time (a Lease), and deletionPolicy Orphan with the orphan sweep."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.e2e.operator_fixtures import Operator, World, condition, eventually, tags, world
+
+pytestmark = pytest.mark.e2e
+__all__ = ["world"]
+
+
+def app(name: str, replicas: int, **spec: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "apiVersion": "skyfleet.io/v1alpha1",
+            "kind": "Image",
+            "metadata": {"name": "xenial"},
+            "spec": {"clouds": [{"provider": "ec2", "id": "ami-785db401"}]},
+        },
+        {
+            "apiVersion": "skyfleet.io/v1alpha1",
+            "kind": "Deployment",
+            "metadata": {"name": name},
+            "spec": {
+                "nodeGroups": [
+                    {
+                        "name": "app",
+                        "replicas": replicas,
+                        "imageRef": "xenial",
+                        "size": {"cpu": 1, "memoryMiB": 512},
+                        "placement": {"targets": [{"credential": "cloud"}]},
+                    }
+                ],
+                **spec,
+            },
+        },
+    ]
+
+
+def vms_of(w: World, deployment: str) -> list[dict[str, Any]]:
+    return [vm for vm in w.vms("eu-central-1") if tags(vm)["skyfleet.io/deployment"] == deployment]
+
+
+def test_a_second_operator_waits_and_takes_over_when_the_first_dies(
+    world: World, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    w = world
+    standby = Operator(w.kube, w.cluster_id, tmp_path_factory.mktemp("standby") / "standby.log", w.operator.lease)
+    standby.start()
+    try:
+        eventually(lambda: "waiting for the lease" in standby.log(), timeout=60, what="standby waiting")
+        w.kube.apply(*w.credential("cloud", "eu-central-1", w.cloud.endpoint), *app("web", 1))
+        w.kube("wait", "--for=condition=Ready", "deployments.skyfleet.io/web", "--timeout=120s")
+        assert "operator starting" not in standby.log()
+
+        w.operator.kill()
+        eventually(lambda: "acquired the lease" in standby.log(), timeout=60, what="standby took the lease")
+        w.kube.json_patch("deployments.skyfleet.io", "web", ("replace", "/spec/nodeGroups/0/replicas", 2))
+        eventually(lambda: len(vms_of(w, "web")) == 2, timeout=120, what="the standby scales")
+        w.kube("wait", "--for=condition=Ready", "deployments.skyfleet.io/web", "--timeout=120s")
+    finally:
+        # From here on the standby is the operator the module tears down with.
+        w.operator.kill()
+        w.operator = standby
+
+
+def test_orphan_policy_leaves_vms_running_and_the_sweep_reports_them(world: World) -> None:
+    w = world
+    w.kube.apply(*w.credential("cloud", "eu-central-1", w.cloud.endpoint), *app("keep", 1, deletionPolicy="Orphan"))
+    w.kube("wait", "--for=condition=Ready", "deployments.skyfleet.io/keep", "--timeout=120s")
+    kept = vms_of(w, "keep")
+    assert len(kept) == 1
+    w.kube("delete", "deployments.skyfleet.io/keep", "--timeout=90s")
+    assert w.kube.items("instances.skyfleet.io", "skyfleet.io/deployment=keep") == []
+    assert [vm["InstanceId"] for vm in vms_of(w, "keep")] == [kept[0]["InstanceId"]]
+    eventually(
+        lambda: (w.kube.get("cloudcredentials.skyfleet.io", "cloud")["status"].get("orphanedVms") or 0) >= 1,
+        timeout=60,
+        what="orphan reported in status",
+    )
+    assert any(e["involvedObject"]["name"] == "cloud" for e in w.kube.events("OrphanedVMs"))
+    assert condition(w.kube.get("cloudcredentials.skyfleet.io", "cloud")) == ("True", "Verified")
+    # Reporting is all: the orphan still runs.
+    assert len(vms_of(w, "keep")) == 1
