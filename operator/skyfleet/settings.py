@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     resync_period: float = Field(
         default=60.0, gt=0, description="Seconds between reconciles of an unchanged Deployment or Image."
     )
+    lost_grace: float = Field(
+        default=60.0,
+        ge=0,
+        description="Seconds after an Instance's creation during which its VM missing from listings is not "
+        "yet treated as lost (cloud listings are eventually consistent).",
+    )
     orphan_period: float = Field(default=300.0, gt=0, description="Default seconds between orphan sweeps.")
     leader_election: bool = Field(default=True, description="Hold a Lease so only one operator acts at a time.")
     lease_name: str = "skyfleet-operator"

@@ -158,6 +158,24 @@ def test_sigkill_mid_provisioning_then_restart_leaves_no_duplicate_and_no_leak(w
     assert by_uid == {i["metadata"]["uid"]: i["status"]["providerId"] for i in instances}
 
 
+def test_vm_terminated_out_of_band_is_replaced(world: World) -> None:
+    w = world
+    w.kube.apply(*w.credential("spare", "us-east-1", w.cloud.endpoint), deployment("drift", "spare"))
+    w.kube("wait", "--for=condition=Ready", "deployments.skyfleet.io/drift", "--timeout=120s")
+    [vm] = [vm for vm in w.vms() if tags(vm)["skyfleet.io/deployment"] == "drift"]
+    w.cloud.client("us-east-1").terminate_instances(InstanceIds=[vm["InstanceId"]])
+
+    def replaced() -> list[dict[str, Any]] | None:
+        vms = [v for v in w.vms() if tags(v)["skyfleet.io/deployment"] == "drift"]
+        ready = reason_of(w, "deployments.skyfleet.io", "drift") == ("True", "AllReplicasReady")
+        return vms if ready and len(vms) == 1 and vms[0]["InstanceId"] != vm["InstanceId"] else None
+
+    [new] = eventually(replaced, timeout=120, what="a replacement VM")
+    assert tags(new)["skyfleet.io/instance"] == "drift-app-1"
+    assert event_for(w, "drift-app-0", "VMLost")
+    assert event_for(w, "drift", "ReplacingLostVM")
+
+
 def test_deleting_the_namespace_destroys_every_vm(world: World) -> None:
     w = world
     w.kube.apply(deployment("last", "spare", replicas=2))

@@ -140,8 +140,8 @@ async def reconcile_once(
     if await ctx.write_status("deployments", namespace, name, old_status, plan.status.to_api()):
         ready = find_condition(plan.status.conditions, "Ready")
         before = [c.get("reason") for c in old_status.get("conditions") or [] if c.get("type") == "Ready"]
-        changed = ready is not None and before != [ready.reason]
-        if ready is not None and changed and ctx.announce_once("deployment", namespace, name, ready.reason):
+        transitioned = ready is not None and before != [ready.reason]
+        if ready is not None and transitioned and ctx.announce_once("deployment", namespace, name, ready.reason):
             kind = "Normal" if ready.status == ConditionStatus.TRUE else "Warning"
             event(body, kind, ready.reason, ready.message)
     return bool(plan.creates or plan.deletes)

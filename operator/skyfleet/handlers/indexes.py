@@ -6,6 +6,7 @@ Values are compact views, not bodies, so memory grows with what decisions need.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import kopf
@@ -32,6 +33,7 @@ class ObservedInstance:
     status: InstanceStatus | None
     status_raw: dict[str, Any] | None
     deleting: bool
+    created: datetime | None = None
 
 
 @kopf.index(GROUP, VERSION, "instances")
@@ -56,6 +58,7 @@ def instances_by_credential(
             status=inst.status,
             status_raw=dict(raw) if raw else None,
             deleting=inst.metadata.deletion_timestamp is not None,
+            created=inst.metadata.creation_timestamp,
         )
     }
 

@@ -93,16 +93,28 @@ async def observe_once(
         connector = await ctx.clouds.connector(namespace, name, region or None)
         nodes += await connector.list_cluster(ctx.settings.cluster_id)
     by_uid: dict[str, CloudNode] = {}
-    for node in nodes:
-        uid = node.tags.get(OwnerTags.INSTANCE_UID)
+    for listed in nodes:
+        uid = listed.tags.get(OwnerTags.INSTANCE_UID)
         if uid and (uid not in by_uid or by_uid[uid].state is NodeState.TERMINATED):
-            by_uid[uid] = node
+            by_uid[uid] = listed
     provider = cred.spec.provider
     ts = now()
     for m in members:
         if m.deleting or m.status is None or not m.status.provider_id or m.status.phase == "Failed":
             continue  # provisioning (or deletion) owns this Instance right now
-        await _update(ctx=ctx, m=m, status=m.status, node=by_uid.get(m.uid), provider=provider, ts=ts)
+        node: CloudNode | None = by_uid.get(m.uid)
+        if node is None and m.status.phase != "Lost":
+            # Listings are eventually consistent (a fresh VM can be missing for a while), so a
+            # VM is only declared gone after a grace period and a direct look confirms it.
+            young = m.created is not None and (ts - m.created).total_seconds() < ctx.settings.lost_grace
+            if young:
+                continue
+            connector = await ctx.clouds.connector(namespace, name, m.region or cred.spec.region)
+            node = await connector.describe(m.status.provider_id)
+            if node is not None and node.state is not NodeState.TERMINATED:
+                continue
+            node = None
+        await _update(ctx=ctx, m=m, status=m.status, node=node, provider=provider, ts=ts)
 
     known = set(instance_uids.get(namespace, []))
     orphans = [
