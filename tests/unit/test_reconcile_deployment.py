@@ -384,13 +384,14 @@ def test_failed_instances_are_replaced_until_the_budget_is_spent() -> None:
     assert (p4.deletes, created(p4)) == (["shop-web-0"], ["shop-web-1"])
 
 
-def test_lost_vm_is_replaced_unless_policy_is_report() -> None:
+@pytest.mark.parametrize("phase", ["Lost", "Stopped"])
+def test_lost_or_stopped_vm_is_replaced_unless_policy_is_report(phase: str) -> None:
     dep = deployment(group(replicas=1))
-    lost = inst(dep, 0, ready=False, phase="Lost")
+    lost = inst(dep, 0, ready=False, phase=phase)
     p = plan(dep, [lost])
     assert (p.deletes, created(p)) == (["shop-web-0"], ["shop-web-1"])
     report = deployment(group(replicas=1, driftPolicy="Report"))
-    p = plan(report, [inst(report, 0, ready=False, phase="Lost")])
+    p = plan(report, [inst(report, 0, ready=False, phase=phase)])
     assert (p.deletes, created(p)) == ([], [])
     assert cond(p, "Ready")[0] == "False"
 

@@ -192,7 +192,9 @@ def _plan_group(  # noqa: PLR0912, PLR0915 - one group's table of cases, kept in
     live = [i for i in mine if not i.deleting]
     failed = sorted((i for i in live if i.failed), key=lambda i: i.ordinal)
     recreate_lost = group.drift_policy != "Report"
-    lost = [i for i in live if i.phase == "Lost" and recreate_lost]
+    # Gone or stopped behind our back: replace (the finalizer destroys a stopped VM), unless the
+    # group only wants to hear about it.
+    lost = [i for i in live if i.phase in ("Lost", "Stopped") and recreate_lost]
 
     removing: list[InstanceView] = []
     if not paused:
@@ -221,7 +223,8 @@ def _plan_group(  # noqa: PLR0912, PLR0915 - one group's table of cases, kept in
             )
         for inst in lost:
             removing.append(inst)
-            plan.events.append(Event("Warning", "ReplacingLostVM", f"group {name}: the VM of {inst.name} is gone"))
+            what = "is gone" if inst.phase == "Lost" else "was stopped outside Skyfleet"
+            plan.events.append(Event("Warning", "ReplacingLostVM", f"group {name}: the VM of {inst.name} {what}"))
     removing_names = {i.name for i in removing}
     active = [i for i in live if i.name not in removing_names and not i.failed]
     current = [i for i in active if i.template_hash == current_hash]
