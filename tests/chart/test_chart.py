@@ -305,7 +305,7 @@ def test_cluster_wide_operator_rules_are_exactly_what_it_needs(render: Render) -
 def test_watch_namespaces_use_a_role_per_namespace(render: Render) -> None:
     objects = render({"watchNamespaces": ["team-a", "team-b"]})
     cluster_role = one(objects, "ClusterRole", "sf-skyfleet")
-    assert rules_of(cluster_role) == [CRD_READ], "only reading Skyfleet's CRDs stays cluster-wide"
+    assert rules_of(cluster_role) == [CRD_READ, NAMESPACES_WATCH], "only read-only rules stay cluster-wide"
     roles = {r["metadata"]["namespace"]: r for r in by_kind(objects, "Role") if r["metadata"]["name"] == "sf-skyfleet"}
     assert sorted(roles) == ["team-a", "team-b"]
     for role in roles.values():
@@ -667,7 +667,7 @@ def test_namespaced_install_with_prometheus_operator(cluster: Cluster, release: 
         assert cluster.can(sa, "create", "instances.skyfleet.io", "-n", team_b)
         assert not cluster.can(sa, "watch", "deployments.skyfleet.io", "-A")
         assert not cluster.can(sa, "get", "secrets", "-n", "default")
-        assert not cluster.can(sa, "list", "namespaces")
+        assert not cluster.can(sa, "list", "cloudcredentials.skyfleet.io", "-n", "default")
         cluster.helm("uninstall", "sf2", "-n", namespace)
     finally:
         cluster.kubectl("delete", "-f", "-", "--wait=false", input=stubs, check=False)

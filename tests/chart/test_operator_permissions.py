@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from skyfleet.testing.ec2emulator import EC2Emulator
-from tests.chart.helpers import CHART, ROOT, Cluster, Helm, adopt_existing_crds, restore_crds
+from tests.chart.helpers import CHART, ROOT, Cluster, Helm, restore_crds
 
 pytestmark = pytest.mark.chart
 
@@ -38,12 +38,14 @@ def free_port() -> int:
 
 
 def example_objects(endpoint: str) -> dict[str, Any]:
-    """examples/ with every CloudCredential pointed at the emulator, as one List."""
+    """examples/ with every CloudCredential pointed at the emulator, and only the shop's db tier, as one List."""
     items = []
     for path in sorted((ROOT / "examples").glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             if doc and doc["kind"] == "CloudCredential":
                 doc["spec"]["endpoint"] = {"url": endpoint}
+            if doc and doc["kind"] == "Deployment":
+                doc["spec"]["nodeGroups"] = doc["spec"]["nodeGroups"][:1]
             if doc:
                 items.append(doc)
     return {"apiVersion": "v1", "kind": "List", "items": items}
@@ -56,17 +58,30 @@ def ready(obj: dict[str, Any]) -> bool:
 
 
 @pytest.fixture(scope="module")
-def installed(control_plane: Any, helm: Helm) -> Iterator[tuple[Cluster, str]]:
+def cluster(control_plane: Any, helm: Helm) -> Iterator[Cluster]:
     cluster = Cluster(control_plane, helm)
-    namespace = f"skyfleet-op-{uuid.uuid4().hex[:6]}"
-    adopt_existing_crds(cluster, RELEASE, namespace)
-    out = cluster.helm("install", RELEASE, str(CHART), "-n", namespace, "--create-namespace")
-    assert out.returncode == 0, out.stderr
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/deployments.skyfleet.io")
-    yield cluster, namespace
-    cluster.helm("uninstall", RELEASE, "-n", namespace)
-    cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+    yield cluster
     restore_crds(cluster)
+
+
+@pytest.fixture(params=["cluster-wide", "namespaced"])
+def installed(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
+    """(operator namespace, application namespace) with the chart installed in the given mode."""
+    suffix = uuid.uuid4().hex[:6]
+    namespace, app = f"skyfleet-op-{suffix}", f"shop-{suffix}"
+    cluster.kubectl("create", "namespace", app)
+    release_args = ["--set", "crds.install=false"]
+    if request.param == "namespaced":
+        release_args += ["--set", f"watchNamespaces={{{app}}}"]
+    if cluster.kubectl("get", "crd/deployments.skyfleet.io", check=False).returncode != 0:
+        cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/deployments.skyfleet.io")
+    out = cluster.helm("install", RELEASE, str(CHART), "-n", namespace, "--create-namespace", *release_args)
+    assert out.returncode == 0, out.stderr
+    yield namespace, app
+    cluster.helm("uninstall", RELEASE, "-n", namespace)
+    for ns in (namespace, app):
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
 def service_account_kubeconfig(cluster: Cluster, namespace: str, path: Path) -> Path:
@@ -94,22 +109,22 @@ def chart_environment(cluster: Cluster, namespace: str) -> dict[str, str]:
     return env
 
 
-def test_operator_serves_the_shop_with_the_charts_permissions(installed: tuple[Cluster, str], tmp_path: Path) -> None:
-    cluster, namespace = installed
+def test_operator_serves_the_shop_with_the_charts_permissions(
+    cluster: Cluster, installed: tuple[str, str], tmp_path: Path
+) -> None:
+    namespace, app = installed
     env = chart_environment(cluster, namespace)
-    assert env["SKYFLEET_NAMESPACES"] == ""
     # Same settings as the pod, on free loopback ports instead of the pod's own.
     metrics_port, liveness_port = free_port(), free_port()
     env["SKYFLEET_METRICS_PORT"] = str(metrics_port)
     env["SKYFLEET_METRICS_HOST"] = "127.0.0.1"
+    env["SKYFLEET_OBSERVE_PERIOD"] = "2"  # only timing: see the VM run sooner than every 15 s
     env["SKYFLEET_LIVENESS_ENDPOINT"] = env["SKYFLEET_LIVENESS_ENDPOINT"].replace(
         "0.0.0.0:8081", f"127.0.0.1:{liveness_port}"
     )
     kubeconfig = service_account_kubeconfig(cluster, namespace, tmp_path / "kubeconfig")
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SKYFLEET_", "KUBECONFIG"))}
 
-    app = f"shop-{uuid.uuid4().hex[:6]}"
-    cluster.kubectl("create", "namespace", app)
     log_path = tmp_path / "operator.log"
     with EC2Emulator() as emulator, log_path.open("wb") as log:
         cluster.kubectl("apply", "-n", app, "-f", "-", input=json.dumps(example_objects(emulator.endpoint)))
@@ -156,6 +171,5 @@ def test_operator_serves_the_shop_with_the_charts_permissions(installed: tuple[C
             except subprocess.TimeoutExpired:
                 os.killpg(operator.pid, signal.SIGKILL)
                 operator.wait()
-            cluster.kubectl("delete", "namespace", app, "--wait=false", check=False)
     output = log_path.read_text()
     assert "forbidden" not in output.lower(), [line for line in output.splitlines() if "orbidden" in line][:5]
