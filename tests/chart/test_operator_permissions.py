@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -129,9 +130,7 @@ def test_operator_serves_the_shop_with_the_charts_permissions(
     with EC2Emulator() as emulator, log_path.open("wb") as log:
         cluster.kubectl("apply", "-n", app, "-f", "-", input=json.dumps(example_objects(emulator.endpoint)))
         operator = subprocess.Popen(
-            [str(ROOT / ".venv" / "bin" / "skyfleet"), "run"]
-            if (ROOT / ".venv" / "bin" / "skyfleet").exists()
-            else ["skyfleet", "run"],
+            [sys.executable, "-m", "skyfleet.cli", "run"],  # what the image's `skyfleet run` entry point calls
             env={**base, **env, "KUBECONFIG": str(kubeconfig)},
             stdout=log,
             stderr=subprocess.STDOUT,
