@@ -176,7 +176,13 @@ class Operator:
             "default",
             *extra,
         ]
-        env = {**self.kube.env, "SKYFLEET_LEASE_NAME": self.lease, "PYTHONWARNINGS": "ignore::Warning"}
+        env = {
+            **self.kube.env,
+            "SKYFLEET_LEASE_NAME": self.lease,
+            # Declare a vanished VM lost after 5 s instead of a minute, so drift tests stay short.
+            "SKYFLEET_LOST_GRACE": "5",
+            "PYTHONWARNINGS": "ignore::Warning",
+        }
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
 
@@ -245,15 +251,16 @@ class World:
         ]
 
 
-def example_docs(endpoint: str) -> list[dict[str, Any]]:
-    """The examples as users apply them, with each CloudCredential pointed at the emulator."""
+def example_docs(endpoint: str, overrides: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """The examples as users apply them, each CloudCredential pointed at the emulator (or at the
+    endpoint ``overrides`` names for it, such as a fault proxy)."""
     docs = []
     for path in sorted(EXAMPLES.glob("0*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             if not doc:
                 continue
             if doc["kind"] == "CloudCredential":
-                doc["spec"]["endpoint"] = {"url": endpoint}
+                doc["spec"]["endpoint"] = {"url": (overrides or {}).get(doc["metadata"]["name"], endpoint)}
             docs.append(doc)
     return docs
 
