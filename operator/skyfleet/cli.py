@@ -47,12 +47,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return run(settings)
 
 
-def _cmd_not_yet(what: str, issue: str) -> int:
-    print(
-        f"skyfleet: `{what}` is not implemented yet ({issue}); nothing was started.",
-        file=sys.stderr,
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from skyfleet.demo import DemoOptions, run_demo
+
+    return run_demo(
+        DemoOptions(once=args.once, timeout_seconds=args.timeout, use_current_cluster=args.use_current_cluster)
     )
-    return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,7 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
 
     demo = sub.add_parser("demo", help="run the operator on a local control plane and emulated clouds")
-    demo.set_defaults(func=lambda _a: _cmd_not_yet("skyfleet demo", "it needs the operator first"))
+    demo.add_argument("--once", action="store_true", help="exit 0 as soon as every Deployment is Ready")
+    demo.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds to wait for Ready before giving up (default: 600)"
+    )
+    demo.add_argument(
+        "--use-current-cluster",
+        action="store_true",
+        help="when a reachable cluster is configured, install the CRDs into it and run the operator there",
+    )
+    demo.set_defaults(func=_cmd_demo)
     return parser
 
 
