@@ -12,7 +12,7 @@ from skyfleet.api.image import Image, ImageSource
 from skyfleet.api.instance import InstanceStatus
 from skyfleet.connectors import CloudNode, NodeState, errors
 from skyfleet.reconcile.conditions import find_condition, set_condition
-from skyfleet.reconcile.credentials import verdict_for
+from skyfleet.reconcile.credentials import secret_aliases, verdict_for
 from skyfleet.reconcile.groups import DependencyError, creation_order
 from skyfleet.reconcile.images import ImageError, effective_image, image_uses, select_source
 from skyfleet.reconcile.instances import classify_create_error, observed_status
@@ -269,3 +269,20 @@ def test_create_errors(error: BaseException, reason: str, retry: bool, fallback:
 )
 def test_merge_patch(old: dict[str, Any] | None, new: dict[str, Any], patch: dict[str, Any]) -> None:
     assert merge_patch(old, new) == patch
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            {"accessKeyId": "A", "secretAccessKey": "S"},
+            {"accessKeyId": "A", "secretAccessKey": "S", "access_key_id": "A", "secret_access_key": "S"},
+        ),
+        ({"aws_access_key_id": "A"}, {"aws_access_key_id": "A"}),
+        ({"api-token": "T"}, {"api-token": "T", "api_token": "T"}),
+        # an explicit snake_case key wins over the alias of its camelCase twin
+        ({"accessKeyId": "camel", "access_key_id": "snake"}, {"accessKeyId": "camel", "access_key_id": "snake"}),
+    ],
+)
+def test_secret_keys_reach_connectors_in_both_spellings(data: dict[str, str], expected: dict[str, str]) -> None:
+    assert secret_aliases(data) == expected

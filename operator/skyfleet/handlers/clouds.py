@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from skyfleet.api.cloudcredential import CloudCredential
 from skyfleet.connectors import Connector, CredentialConfig, Limits, SecretData, registry
 from skyfleet.handlers.kube import Kube
+from skyfleet.reconcile.credentials import secret_aliases
 
 __all__ = ["Clouds", "CredentialUnavailable"]
-
-_CAMEL = re.compile(r"(?<!^)([A-Z])")
 
 
 class CredentialUnavailable(Exception):
@@ -29,18 +27,6 @@ class CredentialUnavailable(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
-
-
-def secret_keys(data: dict[str, str]) -> dict[str, str]:
-    """Secret keys as written (``accessKeyId``, the Kubernetes habit) plus snake_case aliases.
-
-    Connectors name secret values the way their SDKs do (``access_key_id``); users write Secrets
-    the Kubernetes way. Both spellings reach the connector, nothing else is changed.
-    """
-    out = dict(data)
-    for key, value in data.items():
-        out.setdefault(_CAMEL.sub(r"_\1", key).lower().replace("-", "_"), value)
-    return out
 
 
 def limits_of(cred: CloudCredential) -> Limits:
@@ -87,7 +73,7 @@ class Clouds:
             region=cred.spec.region,
             endpoint_url=cred.spec.endpoint.url if cred.spec.endpoint else None,
             parameters=dict(cred.spec.parameters or {}),
-            secret=SecretData(secret_keys(data)),
+            secret=SecretData(secret_aliases(data)),
             limits=limits_of(cred),
         )
         self._loaded[(namespace, name)] = _Loaded(_fingerprint(cred, data), cred, config)

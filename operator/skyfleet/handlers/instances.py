@@ -66,8 +66,13 @@ async def _resolve_image(
     return found.id, ""
 
 
+def _unprovisioned(status: Any) -> bool:
+    """On restart only Instances without a VM need the handler; the rest cost no writes."""
+    return not status.get("providerId") and status.get("phase") != "Failed"
+
+
 @kopf.on.create(GROUP, VERSION, "instances", id="provision")
-@kopf.on.resume(GROUP, VERSION, "instances", id="provision")
+@kopf.on.resume(GROUP, VERSION, "instances", id="provision", when=lambda status, **_: _unprovisioned(status))
 async def provision(*, body: kopf.Body, memo: Any, logger: kopf.Logger, retry: int, **kwargs: Any) -> None:
     images: kopf.Index[Any, Any] = kwargs["images"]
     ctx = ctx_of(memo)

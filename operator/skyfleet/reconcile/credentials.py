@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from skyfleet.connectors import errors
 
-__all__ = ["SECRET_NOT_FOUND", "Verdict", "verdict_for"]
+__all__ = ["SECRET_NOT_FOUND", "Verdict", "secret_aliases", "verdict_for"]
 
 SECRET_NOT_FOUND = "SecretNotFound"  # noqa: S105 - a condition reason, not a secret
 
@@ -44,3 +46,19 @@ def verdict_for(error: BaseException | None, *, secret_found: bool = True) -> Ve
         return Verdict(False, "VerificationFailed", "Failed", error.retryable)
     # Anything else (connection refused below the connector, DNS): the cloud is not reachable.
     return Verdict(False, "Unreachable", "Failed", True)
+
+
+_CAMEL = re.compile(r"(?<!^)([A-Z])")
+
+
+def secret_aliases(data: Mapping[str, str]) -> dict[str, str]:
+    """Secret keys as written (``accessKeyId``, the Kubernetes habit) plus snake_case aliases.
+
+    Connectors name secret values the way their SDKs do (``access_key_id``); users write Secrets
+    the Kubernetes way. Both spellings reach the connector; a key written both ways keeps the
+    value written for that exact spelling.
+    """
+    out = dict(data)
+    for key, value in data.items():
+        out.setdefault(_CAMEL.sub(r"_\1", key).lower().replace("-", "_"), value)
+    return out
