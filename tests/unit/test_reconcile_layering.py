@@ -1,0 +1,47 @@
+"""The layering the design promises, checked from the source: decisions stay pure.
+
+reconcile/ imports neither kopf, nor libcloud, nor the Kubernetes client; only handlers/ and the
+kopf setup module import kopf; only connectors/ imports libcloud.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+PACKAGE = Path(__file__).resolve().parents[2] / "operator" / "skyfleet"
+
+
+def imported_roots(path: Path) -> set[str]:
+    roots: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def modules(*parts: str) -> list[Path]:
+    return sorted(PACKAGE.joinpath(*parts).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", modules("reconcile"), ids=lambda p: p.name)
+def test_reconcile_is_pure(path: Path) -> None:
+    assert imported_roots(path).isdisjoint({"kopf", "libcloud", "kubernetes", "boto3", "requests", "aiohttp"})
+
+
+def test_only_handlers_and_the_kopf_setup_import_kopf() -> None:
+    allowed = {*modules("handlers"), PACKAGE / "operator.py"}
+    offenders = [p.relative_to(PACKAGE) for p in modules() if "kopf" in imported_roots(p) and p not in allowed]
+    assert offenders == []
+
+
+def test_only_connectors_import_libcloud() -> None:
+    allowed = set(modules("connectors"))
+    offenders = [p.relative_to(PACKAGE) for p in modules() if "libcloud" in imported_roots(p) and p not in allowed]
+    assert offenders == []
