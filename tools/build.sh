@@ -43,6 +43,11 @@ kube_ldflags="-X k8s.io/component-base/version.gitVersion=$kube_version
 build etcd "" skyfleet.io/tools/etcd
 build kube "$kube_ldflags" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
   k8s.io/kubernetes/cmd/kubectl
-build helm "-X helm.sh/helm/v3/internal/version.version=$helm_version" helm.sh/helm/v3/cmd/helm
+# Helm's default Capabilities (used by template, lint and client-side dry runs) are set at link
+# time, as helm's own Makefile does; unset they claim Kubernetes 1.20.
+helm_ldflags="-X helm.sh/helm/v3/internal/version.version=$helm_version
+ -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$kube_minor
+ -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$kube_minor"
+build helm "$helm_ldflags" helm.sh/helm/v3/cmd/helm
 
 echo "$bin"
