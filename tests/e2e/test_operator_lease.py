@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -85,3 +86,31 @@ def test_orphan_policy_leaves_vms_running_and_the_sweep_reports_them(world: Worl
     assert condition(w.kube.get("cloudcredentials.skyfleet.io", "cloud")) == ("True", "Verified")
     # Reporting is all: the orphan still runs.
     assert len(vms_of(w, "keep")) == 1
+
+
+def test_credential_and_secret_outlive_the_instances_that_need_them(world: World) -> None:
+    w = world
+    w.kube.apply(*w.credential("held", "eu-central-1", w.cloud.endpoint))
+    app_docs = app("holder", 1)
+    app_docs[1]["spec"]["nodeGroups"][0]["placement"]["targets"] = [{"credential": "held"}]
+    w.kube.apply(*app_docs)
+    w.kube("wait", "--for=condition=Ready", "deployments.skyfleet.io/holder", "--timeout=120s")
+    w.kube("delete", "cloudcredentials.skyfleet.io/held", "secret/held-keys", "--wait=false")
+    time.sleep(5)
+    credential = w.kube.get("cloudcredentials.skyfleet.io", "held")
+    secret = w.kube.get("secret", "held-keys")
+    assert credential is not None
+    assert credential["metadata"].get("deletionTimestamp")
+    assert secret is not None
+    assert secret["metadata"].get("deletionTimestamp")
+    # With both still there, the VM can be destroyed when its Deployment goes...
+    w.kube("delete", "deployments.skyfleet.io/holder", "--timeout=90s")
+    assert vms_of(w, "holder") == []
+    # ...and then both follow.
+    eventually(
+        lambda: (
+            w.kube.get("cloudcredentials.skyfleet.io", "held") is None and w.kube.get("secret", "held-keys") is None
+        ),
+        timeout=60,
+        what="credential and Secret gone",
+    )
