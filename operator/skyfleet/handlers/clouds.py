@@ -7,6 +7,7 @@ from changes: connectors hold rate limiters and pools that must outlive single c
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from dataclasses import dataclass
@@ -54,6 +55,12 @@ class Clouds:
         self.kube = kube
         self._loaded: dict[tuple[str, str], _Loaded] = {}
         self._connectors: dict[tuple[str, str, str], tuple[str, Connector]] = {}
+        self._flights: dict[tuple[int, str], asyncio.Lock] = {}
+
+    def single_flight(self, connector: Connector, kind: str) -> asyncio.Lock:
+        """One catalogue lookup per connector at a time: the first fills the connector's cache,
+        the others then read it, instead of a hundred identical listings at once."""
+        return self._flights.setdefault((id(connector), kind), asyncio.Lock())
 
     async def load(self, namespace: str, name: str) -> tuple[CloudCredential, CredentialConfig]:
         """Read the CloudCredential and its Secret now."""

@@ -48,6 +48,14 @@ async def _resolve_image(
     if inst.spec.image_id:
         return inst.spec.image_id, ""
     ns = inst.metadata.namespace
+    # The Image handler already resolved the id for every credential and region in use; a
+    # catalogue listing per VM would cost one large cloud call each (1,000+ images on EC2).
+    own = next(iter(images.get((ns, inst.spec.image_ref), [])), None)
+    if own is not None and own.status is not None and own.status.observed_generation == own.metadata.generation:
+        region = connector.config.region or ""
+        for entry in own.status.resolved or []:
+            if entry.credential == inst.spec.credential and entry.region == region:
+                return entry.id, ""
     try:
         image = effective_image(inst.spec.image_ref, lambda n: next(iter(images.get((ns, n), [])), None))
     except ImageError as exc:
@@ -60,9 +68,10 @@ async def _resolve_image(
     )
     if source is None:
         return None, f"Image {inst.spec.image_ref!r} has no entry for credential {inst.spec.credential!r}"
-    found = await connector.resolve_image(
-        image_id=source.id, name_pattern=source.lookup.name_pattern if source.lookup else None
-    )
+    async with ctx.clouds.single_flight(connector, "images"):
+        found = await connector.resolve_image(
+            image_id=source.id, name_pattern=source.lookup.name_pattern if source.lookup else None
+        )
     return found.id, ""
 
 
@@ -109,12 +118,13 @@ async def provision(*, body: kopf.Body, memo: Any, logger: kopf.Logger, retry: i
             event(body, "Warning", "ImageNotFound", why)
             return
         size = spec.size
-        cloud_size = await connector.resolve_size(
-            cpu=size.cpu if size else None,
-            memory_mib=size.memory_mib if size else None,
-            disk_gib=size.disk_gib if size else None,
-            instance_type=spec.instance_type,
-        )
+        async with ctx.clouds.single_flight(connector, "sizes"):
+            cloud_size = await connector.resolve_size(
+                cpu=size.cpu if size else None,
+                memory_mib=size.memory_mib if size else None,
+                disk_gib=size.disk_gib if size else None,
+                instance_type=spec.instance_type,
+            )
         node = await connector.create(
             CreateRequest(
                 name=meta.name,
