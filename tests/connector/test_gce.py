@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -186,3 +187,11 @@ async def test_error_mapping(
 
     assert len([s for s in GCEMockHttp.sent if s.method == "POST"]) == attempts
     assert CANARY not in repr(caught.value)
+
+
+async def test_closing_the_connector_removes_the_cached_access_token(connector: LibcloudConnector) -> None:
+    await connector.create(request("uid-3"))  # authenticates, so libcloud caches a token
+    token_dir = Path(connector.adapter._token_dir)
+    assert (token_dir / "token.json").exists()
+    await connector.close()
+    assert not token_dir.exists()  # noqa: ASYNC240 - no access token is left behind on disk

@@ -287,6 +287,7 @@ class LibcloudConnector(Connector):
     async def close(self) -> None:
         self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.adapter.close()
 
 
 def _oldest(nodes: list[CloudNode]) -> CloudNode:

@@ -112,6 +112,9 @@ class ProviderAdapter:
         driver.connection.timeout = self.request_timeout
         return driver
 
+    def close(self) -> None:
+        """Release what the adapter holds outside the process (files, sessions)."""
+
     # -- catalogue ------------------------------------------------------------------------
     def verify(self, driver: Driver) -> None:
         driver.list_locations()

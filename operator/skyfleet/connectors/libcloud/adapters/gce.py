@@ -94,7 +94,11 @@ class GCEAdapter(ProviderAdapter):
         super().__init__(*args, **kwargs)
         # libcloud caches OAuth tokens in a file (by default under $HOME); keep ours private.
         self._token_dir = tempfile.mkdtemp(prefix="skyfleet-gce-")
-        weakref.finalize(self, shutil.rmtree, self._token_dir, True)
+        # close() removes the cached access token at once; the finalizer covers adapters never closed.
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self._token_dir, True)
+
+    def close(self) -> None:
+        self._cleanup()
 
     def _service_account(self) -> dict[str, Any]:
         secret = self.config.secret
