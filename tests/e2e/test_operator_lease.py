@@ -49,6 +49,8 @@ def test_a_second_operator_waits_and_takes_over_when_the_first_dies(
     world: World, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     w = world
+    # The module's operator must hold the Lease first, or the "standby" would simply win the race.
+    eventually(lambda: "acquired the lease" in w.operator.log(), timeout=60, what="first operator leading")
     standby = Operator(w.kube, w.cluster_id, tmp_path_factory.mktemp("standby") / "standby.log", w.operator.lease)
     standby.start()
     try:
