@@ -238,3 +238,21 @@ async def test_ec2_error_codes_map_to_the_taxonomy(
     assert caught.value.code == code
     assert caught.value.retryable is retryable
     assert proxy.count("requests:RunInstances") == attempts
+
+
+async def test_every_request_is_reported_with_its_outcome_for_metrics(
+    proxy: FaultProxy, make_connector: ConnectorFactory
+) -> None:
+    proxy.throttle("RunInstances", burst=2, rate=2.0)
+    connector = make_connector(proxy.endpoint, max_concurrency=4)
+    calls: list[tuple[str, str, str, float]] = []
+    connector.observer = lambda provider, op, outcome, seconds: calls.append((provider, op, outcome, seconds))
+
+    await asyncio.gather(*(connector.create(request(f"observed-{i}")) for i in range(5)))
+
+    assert {provider for provider, *_ in calls} == {"ec2"}
+    assert all(seconds >= 0 for *_, seconds in calls)
+    throttled = [c for c in calls if c[2] == "throttled"]
+    assert len(throttled) == proxy.count("throttled:RunInstances") > 0
+    assert len([c for c in calls if c[1] == "create" and c[2] == "success"]) == 5
+    assert len([c for c in calls if c[1] == "lookup"]) >= 5  # the owner-tag lookup before each launch

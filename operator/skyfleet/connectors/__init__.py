@@ -6,6 +6,7 @@ stay behind ``skyfleet.connectors.libcloud``.
 
 from skyfleet.connectors import registry
 from skyfleet.connectors.base import (
+    CallObserver,
     Capabilities,
     CloudImage,
     CloudLocation,
@@ -36,6 +37,7 @@ from skyfleet.connectors.errors import (
 )
 
 __all__ = [
+    "CallObserver",
     "Capabilities",
     "CapacityUnavailable",
     "CircuitOpen",

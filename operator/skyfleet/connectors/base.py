@@ -14,11 +14,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType, TracebackType
-from typing import ClassVar, Self
+from typing import ClassVar, Protocol, Self
 
 from skyfleet.connectors.errors import InvalidRequest, NotFound, Unsupported
 
 __all__ = [
+    "CallObserver",
     "Capabilities",
     "CloudImage",
     "CloudLocation",
@@ -325,6 +326,12 @@ def pick_image(images: list[CloudImage], *, image_id: str | None = None, name_pa
     return max(matches, key=lambda i: (i.created_at.timestamp() if i.created_at else -math.inf, i.name, i.id))
 
 
+class CallObserver(Protocol):
+    """Told about every single request a connector sends (each retry counts once)."""
+
+    def __call__(self, provider: str, operation: str, outcome: str, seconds: float) -> None: ...
+
+
 class Connector(abc.ABC):
     """Async interface to one cloud account (one credential) in one region.
 
@@ -334,9 +341,16 @@ class Connector(abc.ABC):
 
     def __init__(self, config: CredentialConfig) -> None:
         self.config = config
+        # Set by the operator to count and time every request to the cloud (metrics).
+        self.observer: CallObserver | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.config.provider} {self.config.key}>"
+
+    def observe(self, operation: str, outcome: str, seconds: float) -> None:
+        """Report one request to the cloud: outcome is ``success`` or the error's ``outcome``."""
+        if self.observer is not None:
+            self.observer(self.config.provider, operation, outcome, seconds)
 
     @property
     @abc.abstractmethod

@@ -7,6 +7,7 @@ succeed now). Messages are meant for humans and never carry secret values.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 __all__ = [
@@ -37,6 +38,11 @@ class ConnectorError(Exception):
         self.message = message
         self.provider = provider
         self.code = code
+
+    @property
+    def outcome(self) -> str:
+        """Bounded label for metrics: the taxonomy name in snake case, e.g. ``quota_exceeded``."""
+        return re.sub(r"(?<!^)(?=[A-Z])", "_", type(self).__name__).lower()
 
     def redact(self, scrub: Callable[[str], str]) -> None:
         """Rewrite the message (and ``args``, which tracebacks print) through ``scrub``."""

@@ -155,12 +155,15 @@ class LibcloudConnector(Connector):
             await (self._write_bucket if write else self._read_bucket).acquire()
             loop = asyncio.get_running_loop()
             ctx = contextvars.copy_context()
+            started = time.monotonic()
             try:
                 result = await loop.run_in_executor(self._pool, ctx.run, self._in_thread, fn)
             except ConnectorError as exc:
+                self.observe(op, exc.outcome, time.monotonic() - started)
                 self.breaker.record(exc)
                 log.debug("%s on %s failed: %s", op, self.config.key, exc)
                 raise
+            self.observe(op, "success", time.monotonic() - started)
             self.breaker.record(None)
             return result
 
