@@ -1,32 +1,141 @@
-"""Prometheus metrics. Labels are names and reasons only: never secret values, never VM ids."""
+"""Prometheus metrics.
+
+Labels are bounded: controller, provider, operation, outcome, phase, reason. Never object names,
+VM ids or secret values, so cardinality does not grow with the fleet. The names follow
+controller-runtime's where one exists, so dashboards port over; `charts/skyfleet/metrics.txt` is
+the contract the chart's dashboard and alerts are checked against.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, start_http_server
+import time
+from collections import Counter as Tally
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from skyfleet import __version__
 
 __all__ = ["Metrics"]
 
+# Provisioning on a real cloud takes from seconds to several minutes.
+_READY_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 90, 120, 180, 300, 600, 1200)
+
 
 class Metrics:
-    def __init__(self) -> None:
-        self.vms_created = Counter(
-            "skyfleet_vms_created_total", "VMs created (or adopted) for Instances.", ["provider"]
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.reconcile_total = Counter(
+            "skyfleet_reconcile_total",
+            "Reconcile passes by controller and result.",
+            ["controller", "result"],
+            registry=r,
         )
-        self.vms_destroyed = Counter(
-            "skyfleet_vms_destroyed_total", "VMs destroyed for deleted Instances.", ["provider"]
-        )
-        self.create_failures = Counter(
-            "skyfleet_vm_create_failures_total", "Failed VM creations by reason.", ["provider", "reason"]
-        )
-        self.orphaned_vms = Gauge(
-            "skyfleet_orphaned_vms",
-            "VMs tagged with this cluster id whose Instance is gone.",
-            ["namespace", "credential"],
+        self.reconcile_time = Histogram(
+            "skyfleet_reconcile_time_seconds", "Duration of reconcile passes.", ["controller"], registry=r
         )
         self.reconcile_errors = Counter(
-            "skyfleet_reconcile_errors_total", "Unexpected errors while reconciling, by kind.", ["kind"]
+            "skyfleet_reconcile_errors_total", "Reconcile passes that failed unexpectedly.", ["controller"], registry=r
         )
+        self.cloud_requests = Counter(
+            "skyfleet_cloud_requests_total",
+            "Requests to cloud APIs by provider, operation and outcome (success or the error class).",
+            ["provider", "operation", "outcome"],
+            registry=r,
+        )
+        self.cloud_request_duration = Histogram(
+            "skyfleet_cloud_request_duration_seconds",
+            "Duration of requests to cloud APIs.",
+            ["provider", "operation"],
+            registry=r,
+        )
+        self.cloud_throttled = Counter(
+            "skyfleet_cloud_throttled_total",
+            "Requests the cloud answered with throttling.",
+            ["provider", "operation"],
+            registry=r,
+        )
+        self.instances = Gauge(
+            "skyfleet_instances", "Instances by provider and phase.", ["provider", "phase"], registry=r
+        )
+        self.time_to_ready = Histogram(
+            "skyfleet_instance_time_to_ready_seconds",
+            "Seconds from an Instance's creation to its VM running.",
+            ["provider"],
+            buckets=_READY_BUCKETS,
+            registry=r,
+        )
+        self.orphaned_vms = Gauge(
+            "skyfleet_orphaned_vms", "VMs tagged with this cluster id whose Instance is gone.", ["provider"], registry=r
+        )
+        self.build_info = Gauge(
+            "skyfleet_build_info", "Always 1; the version label says which.", ["version"], registry=r
+        )
+        self.build_info.labels(__version__).set(1)
+        self.watch_last_event = Gauge(
+            "skyfleet_watch_last_event_timestamp_seconds",
+            "Unix time of the last watch event per resource: a stale value means a dead watch.",
+            ["resource"],
+            registry=r,
+        )
+        self.vms_created = Counter("skyfleet_vms_created_total", "VMs created or adopted.", ["provider"], registry=r)
+        self.vms_destroyed = Counter("skyfleet_vms_destroyed_total", "VMs destroyed.", ["provider"], registry=r)
+        self.create_failures = Counter(
+            "skyfleet_vm_create_failures_total", "Failed VM creations by reason.", ["provider", "reason"], registry=r
+        )
+        # Per-credential figures summed per provider, so two credentials of one provider add up.
+        self._orphans: dict[tuple[str, str], tuple[str, int]] = {}
+        self._phases: dict[tuple[str, str], tuple[str, Tally[str]]] = {}
+        self._phase_labels: set[tuple[str, str]] = set()
 
     def serve(self, host: str, port: int) -> None:
         if port:
-            start_http_server(port, addr=host)
+            start_http_server(port, addr=host, registry=self.registry)
+
+    # -- feeding -------------------------------------------------------------------------------
+    def reconciled(self, controller: str, started: float, *, error: bool = False) -> None:
+        """One reconcile pass finished; ``started`` is its time.monotonic() at the start."""
+        self.reconcile_total.labels(controller, "error" if error else "success").inc()
+        self.reconcile_time.labels(controller).observe(time.monotonic() - started)
+        if error:
+            self.reconcile_errors.labels(controller).inc()
+
+    def observe_cloud_call(self, provider: str, operation: str, outcome: str, seconds: float) -> None:
+        """The connectors' CallObserver."""
+        self.cloud_requests.labels(provider, operation, outcome).inc()
+        self.cloud_request_duration.labels(provider, operation).observe(seconds)
+        if outcome == "throttled":
+            self.cloud_throttled.labels(provider, operation).inc()
+
+    def watch_event(self, resource: str) -> None:
+        self.watch_last_event.labels(resource).set(time.time())
+
+    def vm_created(self, provider: str, created: datetime | None, *, running: bool) -> None:
+        self.vms_created.labels(provider).inc()
+        if running:  # some clouds answer a create with a running VM
+            self.instance_ready(provider, created)
+
+    def instance_ready(self, provider: str, created: datetime | None) -> None:
+        if created is not None:
+            self.time_to_ready.labels(provider).observe(max(0.0, (datetime.now(UTC) - created).total_seconds()))
+
+    def set_orphans(self, namespace: str, credential: str, provider: str, count: int) -> None:
+        self._orphans[(namespace, credential)] = (provider, count)
+        totals: Tally[str] = Tally()
+        for prov, n in self._orphans.values():
+            totals[prov] += n
+        for prov, n in totals.items():
+            self.orphaned_vms.labels(prov).set(n)
+
+    def set_instance_phases(self, namespace: str, credential: str, provider: str, phases: Mapping[str, int]) -> None:
+        self._phases[(namespace, credential)] = (provider, Tally(phases))
+        totals: Tally[tuple[str, str]] = Tally()
+        for prov, tally in self._phases.values():
+            for phase, n in tally.items():
+                totals[(prov, phase)] += n
+        # A phase nobody is in any more reads 0 rather than keeping its last value.
+        self._phase_labels |= set(totals)
+        for prov, phase in self._phase_labels:
+            self.instances.labels(prov, phase).set(totals.get((prov, phase), 0))

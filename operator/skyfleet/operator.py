@@ -150,7 +150,9 @@ def run(settings: Settings) -> int:
     kube = Kube(pool_size=settings.workers)
     metrics = Metrics()
     metrics.serve(settings.metrics_host, settings.metrics_port)
-    ctx = Context(settings=settings, kube=kube, clouds=Clouds(kube), metrics=metrics)
+    clouds = Clouds(kube)
+    clouds.observer = metrics.observe_cloud_call
+    ctx = Context(settings=settings, kube=kube, clouds=clouds, metrics=metrics)
 
     stop = threading.Event()
     # An asyncio flag on kopf's own loop: kopf waits for thread-side flags (threading.Event,

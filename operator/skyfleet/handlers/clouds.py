@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from skyfleet.api.cloudcredential import CloudCredential
-from skyfleet.connectors import Connector, CredentialConfig, Limits, SecretData, registry
+from skyfleet.connectors import CallObserver, Connector, CredentialConfig, Limits, SecretData, registry
 from skyfleet.handlers.kube import Kube
 from skyfleet.reconcile.credentials import secret_aliases
 
@@ -56,6 +56,8 @@ class Clouds:
         self._loaded: dict[tuple[str, str], _Loaded] = {}
         self._connectors: dict[tuple[str, str, str], tuple[str, Connector]] = {}
         self._flights: dict[tuple[int, str], asyncio.Lock] = {}
+        # Told about every cloud request of every connector made here (the operator's metrics).
+        self.observer: CallObserver | None = None
 
     def single_flight(self, connector: Connector, kind: str) -> asyncio.Lock:
         """One catalogue lookup per connector at a time: the first fills the connector's cache,
@@ -115,6 +117,7 @@ class Clouds:
                 limits=config.limits,
             )
         connector = registry.create(cred.spec.connector or "libcloud", config)
+        connector.observer = self.observer
         self._connectors[key] = (loaded.fingerprint, connector)
         return connector
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from typing import Any
 
 import kopf
@@ -39,12 +40,15 @@ async def verify_loop(
     ctx = ctx_of(memo)
     wake = ctx.wakeup("cloudcredential", namespace, name)
     while not stopped:
+        started = time.monotonic()
         try:
             delay = await verify_once(namespace, name, body, memo, logger)
         except Exception:
-            ctx.metrics.reconcile_errors.labels("cloudcredential").inc()
+            ctx.metrics.reconciled("cloudcredential", started, error=True)
             logger.exception("verifying %s/%s failed", namespace, name)
             delay = RETRY_SOON
+        else:
+            ctx.metrics.reconciled("cloudcredential", started)
         await wait_or_wake(wake, delay, stopped)
 
 

@@ -50,6 +50,7 @@ async def reconcile_loop(
     while not stopped:
         wake.clear()
         acted = False
+        started = time.monotonic()
         try:
             acted = await reconcile_once(
                 ctx=ctx,
@@ -63,15 +64,19 @@ async def reconcile_loop(
             )
         except Exception as exc:
             # One broken Deployment must not stop the others: report, and try again later.
-            ctx.metrics.reconcile_errors.labels("deployment").inc()
+            ctx.metrics.reconciled("deployment", started, error=True)
             logger.exception("reconciling deployment %s/%s failed", namespace, name)
             event(body, "Warning", "ReconcileError", f"{type(exc).__name__}: {exc}")
+        else:
+            ctx.metrics.reconciled("deployment", started)
         await wait_or_wake(wake, SETTLE if acted else ctx.settings.resync_period, stopped)
 
 
 @kopf.on.event(GROUP, VERSION, "deployments")
 async def wake_on_change(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    ctx_of(memo).wake("deployment", namespace or "", name)
+    ctx = ctx_of(memo)
+    ctx.metrics.watch_event("deployments")
+    ctx.wake("deployment", namespace or "", name)
 
 
 def _first(index: kopf.Index[Any, Any], key: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import kopf
@@ -33,6 +34,7 @@ async def resolve_loop(
     wake = ctx.wakeup("image", namespace, name)
     while not stopped:
         wake.clear()
+        started = time.monotonic()
         try:
             await resolve_once(
                 ctx=ctx,
@@ -44,8 +46,10 @@ async def resolve_loop(
                 credentials=credentials,
             )
         except Exception:
-            ctx.metrics.reconcile_errors.labels("image").inc()
+            ctx.metrics.reconciled("image", started, error=True)
             logger.exception("resolving image %s/%s failed", namespace, name)
+        else:
+            ctx.metrics.reconciled("image", started)
         await wait_or_wake(wake, ctx.settings.resync_period, stopped)
 
 
@@ -53,6 +57,7 @@ async def resolve_loop(
 async def wake_image(*, namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
     """Resolve again, and let Deployments booting this Image (or a child of it) plan again."""
     ctx = ctx_of(memo)
+    ctx.metrics.watch_event("images")
     ctx.wake("image", namespace or "", name)
     deployments: kopf.Index[Any, Any] = kwargs["deployments"]
     for dep in deployments.get(namespace or "", []):

@@ -154,16 +154,18 @@ async def provision(*, body: kopf.Body, memo: Any, logger: kopf.Logger, retry: i
     status.instance_type = status.instance_type or cloud_size.id
     status.image_id = status.image_id or image_id
     await write(status)
-    ctx.metrics.vms_created.labels(connector.config.provider).inc()
+    ctx.metrics.vm_created(connector.config.provider, meta.creation_timestamp, running=status.phase == "Running")
     event(body, "Normal", "VMCreated", f"VM {node.provider_id} ({cloud_size.id}) on {spec.credential}")
 
 
 @kopf.on.event(GROUP, VERSION, "instances")
 async def wake_deployment(*, namespace: str | None, spec: kopf.Spec, memo: Any, **_: Any) -> None:
     """Any change to an Instance may change its Deployment's plan: wake that loop, no API call."""
+    ctx = ctx_of(memo)
+    ctx.metrics.watch_event("instances")
     deployment = spec.get("deployment")
     if namespace and deployment:
-        ctx_of(memo).wake("deployment", namespace, deployment)
+        ctx.wake("deployment", namespace, deployment)
 
 
 @kopf.on.delete(GROUP, VERSION, "instances", id="destroy")

@@ -7,6 +7,8 @@ whose Instance no longer exists: orphans, reported (event, metric, status), neve
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from datetime import datetime
 from typing import Any
 
@@ -50,6 +52,7 @@ async def observe_loop(
     reported_orphans: int | None = None
     wake = ctx.wakeup("observe", namespace, name)
     while not stopped:
+        started = time.monotonic()
         try:
             reported_orphans = await observe_once(
                 ctx=ctx,
@@ -65,8 +68,10 @@ async def observe_loop(
             # The verify loop reports the credential's state; observation just waits for it.
             logger.info("observation of %s/%s skipped: %s", namespace, name, exc)
         except Exception:
-            ctx.metrics.reconcile_errors.labels("observe").inc()
+            ctx.metrics.reconciled("observe", started, error=True)
             logger.exception("observation of %s/%s failed", namespace, name)
+        else:
+            ctx.metrics.reconciled("observe", started)
         await wait_or_wake(wake, ctx.settings.observe_period, stopped)
 
 
@@ -122,7 +127,10 @@ async def observe_once(
         for n in nodes
         if n.tags.get(OwnerTags.NAMESPACE) == namespace and n.tags.get(OwnerTags.INSTANCE_UID) not in known
     ]
-    ctx.metrics.orphaned_vms.labels(namespace, name).set(len(orphans))
+    ctx.metrics.set_orphans(namespace, name, provider, len(orphans))
+    ctx.metrics.set_instance_phases(
+        namespace, name, provider, Counter((m.status.phase if m.status else None) or "Pending" for m in members)
+    )
     if len(orphans) > (reported_orphans or 0):
         ids = ", ".join(sorted(n.provider_id for n in orphans)[:10])
         event(body, "Warning", "OrphanedVMs", f"{len(orphans)} VMs tagged for this cluster have no Instance: {ids}")
@@ -140,6 +148,8 @@ async def _update(
         return
     await ctx.write_status("instances", m.namespace, m.name, m.status_raw, new.to_api())
     if new.phase != status.phase:
+        if new.phase == "Running" and status.phase in (None, "Pending", "Creating"):
+            ctx.metrics.instance_ready(provider, m.created)
         kind = "Normal" if new.phase == "Running" else "Warning"
         reason = {"Running": "VMRunning", "Lost": "VMLost", "Stopped": "VMStopped"}.get(
             new.phase or "", "VMStateChanged"
