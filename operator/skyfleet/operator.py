@@ -24,6 +24,7 @@ import skyfleet.handlers  # noqa: F401 - importing registers every handler
 from skyfleet.handlers.clouds import Clouds
 from skyfleet.handlers.context import Context, ctx_of
 from skyfleet.handlers.kube import Kube
+from skyfleet.logs import install_object_refs
 from skyfleet.metrics import Metrics
 from skyfleet.settings import Settings
 
@@ -147,6 +148,7 @@ def run(settings: Settings) -> int:
         quiet=settings.log_level in ("WARNING", "ERROR"),
         log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL,
     )
+    install_object_refs()
     kube = Kube(pool_size=settings.workers)
     metrics = Metrics()
     metrics.serve(settings.metrics_host, settings.metrics_port)
