@@ -9,10 +9,13 @@ duration, and releases it on a clean exit so a standby takes over at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.server
 import logging
 import threading
 import time
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -142,6 +145,39 @@ def _hold_lease(elector: LeaseElector, stop: threading.Event, on_lost: Callable[
             return
 
 
+@contextlib.contextmanager
+def _standby_liveness(endpoint: str | None) -> Iterator[None]:
+    """Serve 200 on the liveness endpoint's path while this process waits for the Lease."""
+    if not endpoint:
+        yield
+        return
+    url = urllib.parse.urlsplit(endpoint)
+    path = url.path or "/"
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            ok = self.path.split("?", 1)[0] == path
+            body = b'{"standby": true}' if ok else b""
+            self.send_response(200 if ok else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    server = http.server.ThreadingHTTPServer((url.hostname or "0.0.0.0", url.port or 80), Handler)  # noqa: S104
+    thread = threading.Thread(target=server.serve_forever, daemon=True, name="standby-liveness")
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
 def run(settings: Settings) -> int:
     kopf.configure(
         verbose=settings.log_level == "DEBUG",
@@ -172,14 +208,17 @@ def run(settings: Settings) -> int:
     if settings.leader_election:
         elector = LeaseElector(client.CoordinationV1Api(kube.api_client), settings)
         announced = None
-        while True:
-            held, holder = elector.try_acquire()
-            if held:
-                break
-            if holder != announced:
-                log.info("waiting for the lease %s/%s held by %s", elector.namespace, elector.name, holder)
-                announced = holder
-            time.sleep(elector.duration / 3)
+        # A standby is alive, just not leading: answer the liveness probe until kopf takes over
+        # the endpoint, or the kubelet would restart every standby again and again.
+        with _standby_liveness(settings.liveness_endpoint):
+            while True:
+                held, holder = elector.try_acquire()
+                if held:
+                    break
+                if holder != announced:
+                    log.info("waiting for the lease %s/%s held by %s", elector.namespace, elector.name, holder)
+                    announced = holder
+                time.sleep(elector.duration / 3)
         log.info("acquired the lease %s/%s as %s", elector.namespace, elector.name, elector.identity)
         threading.Thread(target=_hold_lease, args=(elector, stop, on_lost), daemon=True, name="lease").start()
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 import time
+import urllib.error
+import urllib.request
 from typing import Any
 
 import pytest
@@ -41,6 +44,22 @@ def app(name: str, replicas: int, **spec: Any) -> list[dict[str, Any]]:
     ]
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def probe(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310 - loopback only
+            status: int = answer.status
+            return status
+    except (OSError, urllib.error.HTTPError):
+        return None
+
+
 def vms_of(w: World, deployment: str) -> list[dict[str, Any]]:
     return [vm for vm in w.vms("eu-central-1") if tags(vm)["skyfleet.io/deployment"] == deployment]
 
@@ -52,15 +71,20 @@ def test_a_second_operator_waits_and_takes_over_when_the_first_dies(
     # The module's operator must hold the Lease first, or the "standby" would simply win the race.
     eventually(lambda: "acquired the lease" in w.operator.log(), timeout=60, what="first operator leading")
     standby = Operator(w.kube, w.cluster_id, tmp_path_factory.mktemp("standby") / "standby.log", w.operator.lease)
-    standby.start()
+    liveness = f"http://127.0.0.1:{free_port()}/healthz"
+    standby.start("--liveness", liveness)
     try:
         eventually(lambda: "waiting for the lease" in standby.log(), timeout=60, what="standby waiting")
+        # A waiting standby is alive: its probe passes, so the kubelet leaves it be.
+        assert probe(liveness) == 200
         w.kube.apply(*w.credential("cloud", "eu-central-1", w.cloud.endpoint), *app("web", 1))
         w.kube("wait", "--for=condition=Ready", "deployments.skyfleet.io/web", "--timeout=120s")
         assert "operator starting" not in standby.log()
 
         w.operator.kill()
         eventually(lambda: "acquired the lease" in standby.log(), timeout=60, what="standby took the lease")
+        # Now kopf itself answers the probe on the same endpoint.
+        eventually(lambda: probe(liveness) == 200 or None, timeout=60, what="leader's liveness endpoint")
         w.kube.json_patch("deployments.skyfleet.io", "web", ("replace", "/spec/nodeGroups/0/replicas", 2))
         eventually(lambda: len(vms_of(w, "web")) == 2, timeout=120, what="the standby scales")
         w.kube("wait", "--for=condition=Ready", "deployments.skyfleet.io/web", "--timeout=120s")
