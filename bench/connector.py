@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import subprocess
 import sys
 import threading
@@ -34,18 +33,12 @@ from libcloud.compute.providers import get_driver
 from skyfleet.connectors import CreateRequest, CredentialConfig, Limits, OwnerTags
 from skyfleet.connectors.libcloud import LibcloudConnector
 from skyfleet.testing.faultproxy import FaultProxy
+from skyfleet.testing.net import free_port
 
 AMI = "ami-03cf127a"
 CLUSTER = "bench"
 BURST, RATE = 5, 2.0  # AWS RunInstances request bucket
 SECRET = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class Emulator:

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,8 @@ from types import FrameType
 from typing import Any, TextIO
 
 import yaml
+
+from skyfleet.testing.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = (
@@ -49,13 +50,6 @@ class DemoOptions:
     examples_dir: Path = ROOT / "examples"
     crds_dir: Path = ROOT / "crds"
     poll_seconds: float = 2.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def configured_cluster_reachable(env: Mapping[str, str]) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,18 +23,12 @@ import pytest
 import yaml
 
 from skyfleet.testing.ec2emulator import EC2Emulator
+from skyfleet.testing.net import free_port
 from tests.chart.helpers import CHART, ROOT, Cluster, Helm, restore_crds
 
 pytestmark = pytest.mark.chart
 
 RELEASE = "sfop"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def example_objects(endpoint: str) -> dict[str, Any]:

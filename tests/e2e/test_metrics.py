@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 import urllib.request
 
@@ -10,17 +9,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from skyfleet import __version__
+from skyfleet.testing.net import free_port
 from tests.e2e.operator_fixtures import World, eventually, example_docs, world
 
 pytestmark = pytest.mark.e2e
 __all__ = ["world"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Scraper:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -10,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from skyfleet.testing.net import free_port
 from tests.e2e.operator_fixtures import Operator, World, condition, eventually, tags, world
 
 pytestmark = pytest.mark.e2e
@@ -42,13 +42,6 @@ def app(name: str, replicas: int, **spec: Any) -> list[dict[str, Any]]:
             },
         },
     ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def probe(url: str) -> int | None:

@@ -37,7 +37,6 @@ import ipaddress
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -57,6 +56,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from skyfleet.testing.net import free_ports as _free_ports
 from skyfleet.testing.tools import repo_root
 from skyfleet.testing.tools import tools_bin as build_tools
 
@@ -190,15 +190,6 @@ def _kubeconfig(server: str, ca: _Pair, client: _Pair, user: str) -> str:
 
 
 # -- processes -------------------------------------------------------------------------------------
-
-
-def _free_ports(count: int) -> list[int]:
-    """Ports the kernel considers free now; held together so the answers differ from each other."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
 
 
 def _die_with_parent() -> Callable[[], None]:
