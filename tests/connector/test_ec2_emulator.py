@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 from typing import Any
 
 import pytest
@@ -11,10 +12,12 @@ from libcloud.compute.providers import get_driver
 from skyfleet.connectors import (
     Connector,
     CreateRequest,
+    InvalidCredentials,
     InvalidRequest,
     NodeState,
     OwnershipMismatch,
     OwnerTags,
+    SecretData,
     Unsupported,
 )
 from skyfleet.connectors.libcloud import LibcloudConnector
@@ -188,3 +191,23 @@ def test_unknown_provider_is_refused_with_the_supported_list(ec2_endpoint: str) 
 
 def test_libcloud_connector_is_a_connector() -> None:
     assert issubclass(LibcloudConnector, Connector)
+
+
+@pytest.mark.parametrize(
+    ("secret", "works"),
+    [
+        ({"accessKeyId": "AKIDEXAMPLE", "secretAccessKey": "camel-case-secret"}, True),  # as the README says
+        ({"aws_access_key_id": "AKIDEXAMPLE", "aws_secret_access_key": "aws-cli-style"}, True),
+        ({"accessKeyId": "AKIDEXAMPLE"}, False),
+    ],
+)
+async def test_ec2_secret_key_names(ec2_endpoint: str, secret: dict[str, str], works: bool) -> None:
+    connector = LibcloudConnector(dataclasses.replace(ec2_config(ec2_endpoint), secret=SecretData(secret)))
+    try:
+        if works:
+            await connector.verify()
+        else:
+            with pytest.raises(InvalidCredentials, match="secretAccessKey"):
+                await connector.verify()
+    finally:
+        await connector.close()

@@ -4,8 +4,9 @@ What differs from the default: tags are real EC2 tags and filterable server-side
 RunInstances takes a ClientToken, so a lost create response is harmless; DescribeInstances
 pages with NextToken, which libcloud's ``list_nodes`` ignores, so we page ourselves.
 
-Secret keys: ``aws_access_key_id``/``access_key_id``, ``aws_secret_access_key``/``secret_access_key``,
-optional ``aws_session_token``/``session_token``.
+Secret keys: ``accessKeyId`` and ``secretAccessKey`` (as the README documents; also
+``aws_access_key_id``/``access_key_id`` and ``aws_secret_access_key``/``secret_access_key``),
+optional ``sessionToken``/``aws_session_token``/``session_token``.
 Parameters: ``image_owner`` (restricts image listing), ``describe_page_size`` (MaxResults, 5-1000).
 """
 
@@ -70,12 +71,19 @@ class EC2Adapter(ProviderAdapter):
     capabilities = Capabilities(tags=True, user_data=True, resize=True, idempotency_token=True, tag_filtering=True)
 
     def driver_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        key = first_secret(self.config, "aws_access_key_id", "access_key_id", "key")
-        secret = first_secret(self.config, "aws_secret_access_key", "secret_access_key", "secret")
+        key = first_secret(self.config, "accessKeyId", "aws_access_key_id", "access_key_id", "key")
+        secret = first_secret(self.config, "secretAccessKey", "aws_secret_access_key", "secret_access_key", "secret")
         # SigV4 keeps the access key id out of URLs (and so out of HTTP debug logs), and is
         # what every current AWS region requires anyway.
         kwargs: dict[str, Any] = {"region": self.config.region or "us-east-1", "signature_version": "4"}
-        token = self.config.secret.get("aws_session_token") or self.config.secret.get("session_token")
+        token = next(
+            (
+                self.config.secret[k]
+                for k in ("sessionToken", "aws_session_token", "session_token")
+                if k in self.config.secret
+            ),
+            None,
+        )
         if token:
             kwargs["token"] = token
         if self.endpoint:
