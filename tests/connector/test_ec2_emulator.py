@@ -167,6 +167,20 @@ async def test_resolve_size_and_image(ec2_endpoint: str, make_connector: Connect
         await connector.resolve_size(cpu=100000)
 
 
+@pytest.mark.parametrize(("parameters", "family"), [({}, "t3a"), ({"architecture": "arm64"}, "t4g")])
+async def test_sizes_fit_the_images_architecture(ec2_endpoint: str, parameters: dict[str, str], family: str) -> None:
+    # An x86 AMI does not boot on a Graviton type, though those are often the smallest fit.
+    connector = LibcloudConnector(ec2_config(ec2_endpoint, parameters))
+    try:
+        size = await connector.resolve_size(cpu=2, memory_mib=4096)
+        explicit = await connector.resolve_size(instance_type="t4g.micro")
+    finally:
+        await connector.close()
+    assert size.id.split(".")[0] == family
+    assert size.architecture == parameters.get("architecture", "x86_64")
+    assert explicit.id == "t4g.micro"  # an explicit type is the user's word, whatever the architecture
+
+
 async def test_catalogue_is_cached_per_credential(
     ec2_endpoint: str, make_connector: ConnectorFactory, emulator: Any
 ) -> None:

@@ -187,6 +187,8 @@ class CloudSize:
     memory_mib: int
     disk_gib: int | None = None
     price: float | None = None
+    # CPU architecture where the provider tells (x86_64, arm64): an image boots on one only.
+    architecture: str | None = None
 
 
 @dataclass(frozen=True)
@@ -274,8 +276,12 @@ def pick_size(
     memory_mib: int | None = None,
     disk_gib: int | None = None,
     instance_type: str | None = None,
+    architecture: str | None = None,
 ) -> CloudSize:
     """Smallest size that fits; an explicit instance type always wins.
+
+    Sizes of another architecture than ``architecture`` (default x86_64) never fit: most
+    images boot on one only, and the smallest fit is often an ARM type.
 
     Order is (vCPUs, memory, disk, price, id) so the same catalogue always yields the same
     answer. A size with no local disk (EBS-style) fits any disk request: the root volume is
@@ -288,6 +294,8 @@ def pick_size(
         raise InvalidRequest(f"instance type {instance_type!r} is not offered here")
 
     def fits(size: CloudSize) -> bool:
+        if size.architecture is not None and size.architecture != (architecture or "x86_64"):
+            return False
         if cpu is not None and (size.vcpus is None or size.vcpus < cpu):
             return False
         if memory_mib is not None and size.memory_mib < memory_mib:
@@ -382,6 +390,7 @@ class Connector(abc.ABC):
             memory_mib=memory_mib,
             disk_gib=disk_gib,
             instance_type=instance_type,
+            architecture=self.config.parameters.get("architecture"),
         )
 
     async def resolve_image(self, image_id: str | None = None, name_pattern: str | None = None) -> CloudImage:

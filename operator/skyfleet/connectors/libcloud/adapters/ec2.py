@@ -7,22 +7,25 @@ pages with NextToken, which libcloud's ``list_nodes`` ignores, so we page oursel
 Secret keys: ``accessKeyId`` and ``secretAccessKey`` (as the README documents; also
 ``aws_access_key_id``/``access_key_id`` and ``aws_secret_access_key``/``secret_access_key``),
 optional ``sessionToken``/``aws_session_token``/``session_token``.
-Parameters: ``image_owner`` (restricts image listing), ``describe_page_size`` (MaxResults, 5-1000).
+Parameters: ``architecture`` (``x86_64``, the default, or ``arm64``: which instance types a
+size given as cpu/memory is chosen from), ``image_owner`` (restricts image listing),
+``describe_page_size`` (MaxResults, 5-1000).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Mapping
 from typing import Any
 
 from libcloud.common.exceptions import BaseHTTPError
 from libcloud.common.types import InvalidCredsError
-from libcloud.compute.base import Node
+from libcloud.compute.base import Node, NodeSize
 from libcloud.compute.drivers.ec2 import NAMESPACE, EC2NodeLocation, ExEC2AvailabilityZone, IdempotentParamError
 from libcloud.compute.types import Provider
 
-from skyfleet.connectors.base import Capabilities, CloudImage, CloudNode, CreateRequest, NodeState
+from skyfleet.connectors.base import Capabilities, CloudImage, CloudNode, CloudSize, CreateRequest, NodeState
 from skyfleet.connectors.errors import (
     CapacityUnavailable,
     ConnectorError,
@@ -98,6 +101,9 @@ class EC2Adapter(ProviderAdapter):
 
     def verify(self, driver: Driver) -> None:
         driver.connection.request(driver.path, params={"Action": "DescribeAvailabilityZones"})
+
+    def to_cloud_size(self, size: NodeSize) -> CloudSize:
+        return dataclasses.replace(super().to_cloud_size(size), architecture=_architecture(size.extra or {}))
 
     def list_images(self, driver: Driver) -> list[CloudImage]:
         # Without an owner EC2 lists every public AMI (tens of thousands); credentials name theirs.
@@ -202,6 +208,10 @@ class EC2Adapter(ProviderAdapter):
             if kind is not None:
                 return kind(describe(exc), provider=self.provider, code=code)
         return map_generic(exc, self.provider)
+
+
+def _architecture(extra: Mapping[str, Any]) -> str:
+    return "arm64" if "graviton" in str(extra.get("physicalProcessor", "")).lower() else "x86_64"
 
 
 def _error_code(message: str) -> str | None:
