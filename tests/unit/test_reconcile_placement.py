@@ -52,8 +52,12 @@ def test_spread_converges_to_weights_over_many_vms() -> None:
         (READY, [], ["a", "a", "a"]),
         # a answered a quota error: everything goes to the next target
         (READY, ["a/r1"], ["b", "b", "b"]),
-        # a's credential is not Ready
+        # a's credential failed verification (Ready=False): fall back
         ({**READY, "a": CredentialView("a", "ec2", "r1", ready=False)}, [], ["b", "b", "b"]),
+        # a's credential is not verified yet: wait for it instead of placing on b for good
+        ({**READY, "a": CredentialView("a", "ec2", "r1", ready=False, pending=True)}, [], []),
+        # ... unless a already answered quota: then b takes over
+        ({**READY, "a": CredentialView("a", "ec2", "r1", ready=False, pending=True)}, ["a/r1"], ["b", "b", "b"]),
         # a has room for one more VM under maxInstances
         ({**READY, "a": CredentialView("a", "ec2", "r1", ready=True, max_instances=5, in_use=4)}, [], ["a", "b", "b"]),
         # nothing can take a VM: fewer targets than asked for

@@ -84,6 +84,7 @@ def credentials(
             region=cred.spec.region,
             ready=ready is not None and ready.status == ConditionStatus.TRUE,
             max_instances=cred.spec.limits.max_instances if cred.spec.limits else None,
+            pending=ready is None or ready.status == ConditionStatus.UNKNOWN,
         )
     }
 

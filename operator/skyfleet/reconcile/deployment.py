@@ -8,6 +8,7 @@ crash anywhere in the handler that executes the plan just leads to the same plan
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -163,7 +164,7 @@ def plan_deployment(
 
 
 def _with_use(c: CredentialView, in_use: int) -> CredentialView:
-    return CredentialView(c.name, c.provider, c.region, c.ready, c.max_instances, in_use)
+    return dataclasses.replace(c, in_use=in_use)
 
 
 def _plan_group(  # noqa: PLR0912, PLR0915 - one group's table of cases, kept in reading order

@@ -57,7 +57,9 @@ def choose_targets(
 
     ``existing`` holds the targets (or target keys) of the group's VMs that stay. A target is
     skipped when its credential is unknown or not Ready, its key is in ``unavailable``, or its
-    credential reached ``maxInstances`` (counted over every Deployment using it).
+    credential reached ``maxInstances`` (counted over every Deployment using it). Ordered is
+    stricter about credentials still being verified: it waits for them rather than fall back, or
+    a slow first verification would move VMs to the fallback for good.
     """
     blocked = set(unavailable)
     counts: dict[str, int] = {t.key: 0 for t in targets}
@@ -66,11 +68,16 @@ def choose_targets(
         if key in counts:
             counts[key] += 1
     room: dict[str, float] = {}
+    ready: set[str] = set()
+    pending: set[str] = set()
     for cred in {t.credential for t in targets}:
         view = credentials.get(cred)
+        if view is not None and view.pending:
+            pending.add(cred)
         if view is None or not view.ready:
             room[cred] = 0
         else:
+            ready.add(cred)
             room[cred] = float("inf") if view.max_instances is None else max(0, view.max_instances - view.in_use)
 
     def usable(t: Target) -> bool:
@@ -82,7 +89,7 @@ def choose_targets(
         # Cheapest needs size prices per target, which the planner does not get yet: until it
         # does, Cheapest places like Spread rather than refusing to place at all.
         if strategy == "Ordered":
-            pick = candidates[0] if candidates else None
+            pick = _first_in_order(targets, blocked, ready, pending, room)
         else:
             weighted = [t for t in candidates if t.weight > 0]
             # Lowest share after adding one VM wins; list order breaks ties, so results are stable.
@@ -93,3 +100,15 @@ def choose_targets(
         counts[pick.key] += 1
         room[pick.credential] -= 1
     return chosen
+
+
+def _first_in_order(
+    targets: Sequence[Target], blocked: set[str], ready: set[str], pending: set[str], room: dict[str, float]
+) -> Target | None:
+    for target in targets:
+        if target.credential in pending and target.key not in blocked:
+            return None  # not verified yet: wait rather than place on the fallback for good
+        if target.key in blocked or room[target.credential] <= 0:
+            continue  # quota, capacity, maxInstances or a failed credential: the next one takes over
+        return target
+    return None

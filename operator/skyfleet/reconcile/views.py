@@ -71,6 +71,8 @@ class CredentialView:
     max_instances: int | None = None
     # Instances (of any Deployment in the namespace) that already use this credential.
     in_use: int = 0
+    # Not verified yet (no Ready condition, or Unknown): Ordered placement waits for it.
+    pending: bool = False
 
 
 def instance_view(obj: Instance) -> InstanceView:
