@@ -78,7 +78,8 @@ class Placement(Model):
     strategy: PlacementStrategy | None = Field(
         default=None,
         description="Spread: weighted round-robin over targets. Ordered: fill the first target, fall back to "
-        "the next on quota or capacity errors. Cheapest: the lowest price for the size. Default: Spread.",
+        "the next on quota or capacity errors. Cheapest: reserved for price-aware placement; it places like Spread "
+        "until prices per size are known. Default: Spread.",
     )
     targets: list[PlacementTarget] = Field(description="Where VMs may go.", min_length=1, max_length=16)
 
