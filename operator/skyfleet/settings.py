@@ -50,8 +50,8 @@ class Settings(BaseSettings):
     lost_grace: float = Field(
         default=60.0,
         ge=0,
-        description="Seconds after an Instance's creation during which its VM missing from listings is not "
-        "yet treated as lost (cloud listings are eventually consistent).",
+        description="Seconds a VM must be missing from every listing before it is treated as lost, and a "
+        "deletion waits for a VM the cloud does not list yet (cloud listings are eventually consistent).",
     )
     orphan_period: float = Field(default=300.0, gt=0, description="Default seconds between orphan sweeps.")
     leader_election: bool = Field(default=True, description="Hold a Lease so only one operator acts at a time.")

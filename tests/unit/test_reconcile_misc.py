@@ -15,7 +15,7 @@ from skyfleet.reconcile.conditions import find_condition, set_condition
 from skyfleet.reconcile.credentials import secret_aliases, verdict_for
 from skyfleet.reconcile.groups import DependencyError, creation_order
 from skyfleet.reconcile.images import ImageError, effective_image, image_uses, select_source
-from skyfleet.reconcile.instances import classify_create_error, observed_status
+from skyfleet.reconcile.instances import classify_create_error, lost_for_good, observed_status, unseen_vm_may_exist
 from skyfleet.reconcile.patches import merge_patch
 
 pytestmark = pytest.mark.unit
@@ -254,6 +254,40 @@ def test_observed_status_keeps_the_current_object_untouched() -> None:
 def test_create_errors(error: BaseException, reason: str, retry: bool, fallback: bool) -> None:
     f = classify_create_error(error)
     assert (f.reason, f.retry, f.fallback) == (reason, retry, fallback)
+
+
+@pytest.mark.parametrize(
+    ("first_missed", "now", "grace", "lost"),
+    [
+        (100.0, 100.0, 60.0, False),  # just noticed
+        (100.0, 159.9, 60.0, False),
+        (100.0, 160.0, 60.0, True),
+        (100.0, 100.0, 0.0, True),  # no grace configured
+    ],
+)
+def test_a_vm_is_lost_only_after_missing_for_the_whole_grace(
+    first_missed: float, now: float, grace: float, lost: bool
+) -> None:
+    assert lost_for_good(first_missed, now, grace) is lost
+
+
+@pytest.mark.parametrize(
+    ("phase", "has_provider_id", "wait"),
+    [
+        ("Creating", False, True),  # a create may have been in flight: its VM can show up late
+        ("Creating", True, True),
+        ("Pending", True, True),  # recorded but not listed yet
+        ("Running", True, True),
+        ("Lost", True, False),  # the observer already confirmed it gone
+        ("Failed", False, False),  # the cloud refused the create
+        ("Pending", False, False),  # never reached the cloud (credential not ready)
+        (None, False, False),
+    ],
+)
+def test_deletion_waits_only_for_a_vm_that_may_still_appear(
+    phase: str | None, has_provider_id: bool, wait: bool
+) -> None:
+    assert unseen_vm_may_exist(phase, has_provider_id=has_provider_id) is wait
 
 
 @pytest.mark.parametrize(

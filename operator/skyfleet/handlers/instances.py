@@ -8,6 +8,7 @@ watched by the batched observer (``observe.py``), not polled here.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import kopf
@@ -19,7 +20,7 @@ from skyfleet.handlers.clouds import CredentialUnavailable
 from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of, event, now
 from skyfleet.reconcile.conditions import set_condition
 from skyfleet.reconcile.images import ImageError, effective_image, select_source
-from skyfleet.reconcile.instances import classify_create_error, observed_status
+from skyfleet.reconcile.instances import classify_create_error, observed_status, unseen_vm_may_exist
 from skyfleet.reconcile.views import ORPHAN_ANNOTATION
 
 
@@ -169,7 +170,7 @@ async def wake_deployment(*, namespace: str | None, spec: kopf.Spec, memo: Any, 
 
 
 @kopf.on.delete(GROUP, VERSION, "instances", id="destroy")
-async def destroy(*, body: kopf.Body, memo: Any, logger: kopf.Logger, **_: Any) -> None:
+async def destroy(*, body: kopf.Body, memo: Any, logger: kopf.Logger, runtime: timedelta, **_: Any) -> None:
     """Destroy the VM (only if it carries our owner tags) and wait until the cloud says it is gone."""
     ctx = ctx_of(memo)
     inst = Instance.model_validate(dict(body))
@@ -188,7 +189,8 @@ async def destroy(*, body: kopf.Body, memo: Any, logger: kopf.Logger, **_: Any) 
     try:
         ids = {status.provider_id} if status.provider_id else set()
         # A create that was in flight when deletion began leaves a VM only the tags know about.
-        ids |= {n.provider_id for n in await connector.find_by_tags(owner.identity())}
+        seen = {n.provider_id for n in await connector.find_by_tags(owner.identity())}
+        ids |= seen
         for provider_id in sorted(ids):
             try:
                 await connector.destroy(provider_id, owner)
@@ -200,13 +202,24 @@ async def destroy(*, body: kopf.Body, memo: Any, logger: kopf.Logger, **_: Any) 
         remaining = []
         for provider_id in sorted(ids):
             node = await connector.describe(provider_id)
-            if node is not None and node.state is not NodeState.TERMINATED:
-                remaining.append(provider_id)
+            if node is not None:
+                seen.add(provider_id)
+                if node.state is not NodeState.TERMINATED:
+                    remaining.append(provider_id)
     except ConnectorError as exc:
         event(body, "Warning", "DestroyFailed", str(exc))
         raise kopf.TemporaryError(str(exc), delay=10) from None
     if remaining:
         raise kopf.TemporaryError(f"waiting for {', '.join(remaining)} to terminate", delay=3)
+    waited = runtime.total_seconds()
+    if (
+        not seen
+        and unseen_vm_may_exist(status.phase, has_provider_id=bool(status.provider_id))
+        and waited < ctx.settings.lost_grace
+    ):
+        # Releasing the finalizer now could leave a VM running that nothing tracks.
+        what = status.provider_id or "a VM created moments ago"
+        raise kopf.TemporaryError(f"the cloud does not list {what} yet; looking again", delay=3)
     if ids:
-        ctx.metrics.vms_destroyed.labels(connector.config.provider).inc(len(ids))
-        event(body, "Normal", "VMDestroyed", f"VM {', '.join(sorted(ids))} is gone")
+        ctx.metrics.vms_destroyed.labels(connector.config.provider).inc(len(seen or ids))
+        event(body, "Normal", "VMDestroyed", f"VM {', '.join(sorted(seen or ids))} is gone")

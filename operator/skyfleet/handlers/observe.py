@@ -22,7 +22,7 @@ from skyfleet.handlers.clouds import CredentialUnavailable
 from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of, event, now, wait_or_wake
 from skyfleet.handlers.credentials import SECRET_FINALIZER
 from skyfleet.handlers.indexes import ObservedInstance
-from skyfleet.reconcile.instances import observed_status
+from skyfleet.reconcile.instances import lost_for_good, observed_status
 
 
 def instance_ref(m: ObservedInstance) -> dict[str, Any]:
@@ -50,6 +50,8 @@ async def observe_loop(
     assert namespace is not None  # every skyfleet.io kind is namespaced
     ctx = ctx_of(memo)
     reported_orphans: int | None = None
+    # Instance UID -> when the listing first missed its VM (monotonic seconds), per this loop.
+    missing: dict[str, float] = {}
     wake = ctx.wakeup("observe", namespace, name)
     while not stopped:
         started = time.monotonic()
@@ -63,6 +65,7 @@ async def observe_loop(
                 instances_by_credential=instances_by_credential,
                 instance_uids=instance_uids,
                 reported_orphans=reported_orphans,
+                missing=missing,
             )
         except (CredentialUnavailable, ConnectorError) as exc:
             # The verify loop reports the credential's state; observation just waits for it.
@@ -85,6 +88,7 @@ async def observe_once(
     instances_by_credential: kopf.Index[Any, Any],
     instance_uids: kopf.Index[Any, Any],
     reported_orphans: int | None,
+    missing: dict[str, float],
 ) -> int | None:
     cred = CloudCredential.model_validate(dict(body))
     members: list[ObservedInstance] = list(instances_by_credential.get((namespace, name), []))
@@ -104,19 +108,26 @@ async def observe_once(
             by_uid[uid] = listed
     provider = cred.spec.provider
     ts = now()
+    clock = time.monotonic()
+    for uid in set(missing) - {m.uid for m in members}:
+        del missing[uid]
     for m in members:
         if m.deleting or m.status is None or not m.status.provider_id or m.status.phase == "Failed":
             continue  # provisioning (or deletion) owns this Instance right now
         node: CloudNode | None = by_uid.get(m.uid)
-        if node is None and m.status.phase != "Lost":
-            # Listings are eventually consistent (a fresh VM can be missing for a while), so a
-            # VM is only declared gone after a grace period and a direct look confirms it.
-            young = m.created is not None and (ts - m.created).total_seconds() < ctx.settings.lost_grace
-            if young:
+        if node is not None:
+            missing.pop(m.uid, None)
+        elif m.status.phase != "Lost":
+            # Listings are eventually consistent: a VM launched a moment ago (however old its
+            # Instance is) can be missing for a while. It is declared gone only after listings
+            # have missed it for the whole grace period and a direct look confirms it.
+            first = missing.setdefault(m.uid, clock)
+            if not lost_for_good(first, clock, ctx.settings.lost_grace):
                 continue
             connector = await ctx.clouds.connector(namespace, name, m.region or cred.spec.region)
             node = await connector.describe(m.status.provider_id)
             if node is not None and node.state is not NodeState.TERMINATED:
+                missing.pop(m.uid, None)
                 continue
             node = None
         await _update(ctx=ctx, m=m, status=m.status, node=node, provider=provider, ts=ts)

@@ -9,7 +9,7 @@ from skyfleet.api.instance import Addresses, InstanceStatus
 from skyfleet.connectors import CloudNode, NodeState, errors
 from skyfleet.reconcile.conditions import set_condition
 
-__all__ = ["CreateFailure", "classify_create_error", "observed_status"]
+__all__ = ["CreateFailure", "classify_create_error", "lost_for_good", "observed_status", "unseen_vm_may_exist"]
 
 _PHASES = {
     NodeState.PENDING: ("Pending", False, "VMPending", "the VM is starting"),
@@ -49,6 +49,25 @@ def observed_status(
         status.conditions, "Ready", ready, reason, message, now=now, generation=generation
     )
     return status
+
+
+def lost_for_good(first_missed: float, now: float, grace: float) -> bool:
+    """Whether a VM that listings first missed at ``first_missed`` has been missing long enough
+    to be called gone (the caller still confirms with a direct look)."""
+    return now - first_missed >= grace
+
+
+def unseen_vm_may_exist(phase: str | None, *, has_provider_id: bool) -> bool:
+    """On deletion, when the cloud shows no VM at all: may one still turn up?
+
+    A VM launched a moment ago can be invisible to listings and lookups for a while (EC2
+    answers InvalidInstanceID.NotFound), so a recorded VM that is not seen, or a create that
+    was in flight, is waited for. A VM already confirmed gone (Lost), a definitive failure, or
+    an Instance that never called the cloud has nothing to wait for.
+    """
+    if phase == "Creating":
+        return True
+    return has_provider_id and phase not in ("Lost", "Failed")
 
 
 @dataclass(frozen=True)
