@@ -154,6 +154,8 @@ class Capabilities:
     resize: bool = False
     idempotency_token: bool = False
     tag_filtering: bool = False
+    # Owner tags can be removed from a running VM (see Connector.release).
+    release: bool = False
 
 
 class NodeState(enum.Enum):
@@ -420,6 +422,17 @@ class Connector(abc.ABC):
 
     async def resize(self, provider_id: str, size_id: str) -> CloudNode:
         raise Unsupported(f"{type(self).__name__} cannot resize in place", provider=self.config.provider)
+
+    async def release(self, provider_id: str, owner_tags: OwnerTags) -> None:
+        """Stop owning a running VM without touching it otherwise.
+
+        Only if the node carries ``owner_tags``' identity (``OwnershipMismatch`` otherwise,
+        ``NotFound`` when it does not exist): remove the cluster-id and instance-uid tags, so
+        that ``list_cluster`` and ``find_by_tags`` never return it again and it can never be
+        destroyed through Skyfleet. The other ``skyfleet.io/*`` tags stay as provenance.
+        Supported where ``capabilities.release`` is true.
+        """
+        raise Unsupported(f"{type(self).__name__} cannot remove tags from a VM", provider=self.config.provider)
 
     async def close(self) -> None:  # noqa: B027 - optional hook, most connectors hold nothing
         """Release pools and connections."""
