@@ -82,6 +82,12 @@ class Metrics:
         )
         self.vms_created = Counter("skyfleet_vms_created_total", "VMs created or adopted.", ["provider"], registry=r)
         self.vms_destroyed = Counter("skyfleet_vms_destroyed_total", "VMs destroyed.", ["provider"], registry=r)
+        self.orphans_deleted = Counter(
+            "skyfleet_orphaned_vms_deleted_total",
+            "Orphaned VMs deleted by the sweep (spec.orphans.delete).",
+            ["provider"],
+            registry=r,
+        )
         self.create_failures = Counter(
             "skyfleet_vm_create_failures_total", "Failed VM creations by reason.", ["provider", "reason"], registry=r
         )

@@ -53,7 +53,11 @@ class Settings(BaseSettings):
         description="Seconds a VM must be missing from every listing before it is treated as lost, and a "
         "deletion waits for a VM the cloud does not list yet (cloud listings are eventually consistent).",
     )
-    orphan_period: float = Field(default=300.0, gt=0, description="Default seconds between orphan sweeps.")
+    orphan_grace: float = Field(
+        default=300.0,
+        gt=0,
+        description="Default seconds a VM must be seen without an Instance before orphans.delete deletes it.",
+    )
     leader_election: bool = Field(default=True, description="Hold a Lease so only one operator acts at a time.")
     lease_name: str = "skyfleet-operator"
     lease_namespace: str = Field(

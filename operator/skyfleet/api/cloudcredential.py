@@ -79,11 +79,16 @@ class CredentialLimits(Model):
 class OrphanPolicy(Model):
     delete: bool | None = Field(
         default=None,
-        description="Delete VMs tagged with this cluster's id whose Instance no longer exists. "
-        "Default: false (they are only reported).",
+        description="Delete VMs tagged with this cluster's id (and this namespace) whose Instance no longer "
+        "exists, once they have stayed so for gracePeriodSeconds. VMs kept by deletionPolicy: Orphan are "
+        "released (untagged) first and never deleted. Needs a provider that can remove tags "
+        "(status.capabilities.release). Default: false (orphans are only reported).",
     )
-    interval_seconds: int | None = Field(
-        default=None, ge=30, le=86400, description="How often to look for orphaned VMs. Default: 300."
+    grace_period_seconds: int | None = Field(
+        default=None,
+        ge=30,
+        le=86400,
+        description="How long a VM must be seen without an Instance before it is deleted. Default: 300.",
     )
 
 
@@ -133,6 +138,9 @@ class Capabilities(Model):
     resize: bool = Field(description="VMs can change size in place.")
     idempotency_token: bool = Field(description="Creates take an idempotency token.")
     tag_filtering: bool = Field(description="The provider filters VMs by tag server-side.")
+    release: bool = Field(
+        default=False, description="Owner tags can be removed from a running VM (needed for orphans.delete)."
+    )
 
 
 class CloudCredentialStatus(Model):

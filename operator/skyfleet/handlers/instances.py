@@ -15,7 +15,7 @@ import kopf
 
 from skyfleet.api.instance import Instance, InstanceStatus
 from skyfleet.connectors import Connector, ConnectorError, CreateRequest, NodeState, OwnershipMismatch, OwnerTags
-from skyfleet.connectors.errors import NotFound
+from skyfleet.connectors.errors import NotFound, Unsupported
 from skyfleet.handlers.clouds import CredentialUnavailable
 from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of, event, now
 from skyfleet.reconcile.conditions import set_condition
@@ -175,17 +175,28 @@ async def destroy(*, body: kopf.Body, memo: Any, logger: kopf.Logger, runtime: t
     ctx = ctx_of(memo)
     inst = Instance.model_validate(dict(body))
     meta, spec = inst.metadata, inst.spec
-    if meta.annotations.get(ORPHAN_ANNOTATION) == "true":
-        event(body, "Normal", "VMOrphaned", "the Deployment was deleted with deletionPolicy Orphan; the VM stays")
-        return
     status = inst.status or InstanceStatus()
+    orphan = meta.annotations.get(ORPHAN_ANNOTATION) == "true"
     try:
         connector = await ctx.clouds.connector(meta.namespace, spec.credential, spec.region)
     except (CredentialUnavailable, ConnectorError) as exc:
         message = exc.message if isinstance(exc, CredentialUnavailable) else str(exc)
+        if orphan:
+            # Nothing to destroy; the VM just cannot be untagged without its credential.
+            event(body, "Warning", "VMNotReleased", f"the VM stays, still tagged as ours: {message}")
+            return
         event(body, "Warning", "CannotDestroyVM", f"waiting for the credential: {message}")
         raise kopf.TemporaryError(message, delay=15) from None
     owner = owner_tags(ctx, inst)
+    if orphan:
+        await _release(body, connector, owner, status)
+    else:
+        await _destroy(body, ctx, connector, owner, status, waited=runtime.total_seconds())
+
+
+async def _destroy(
+    body: kopf.Body, ctx: Context, connector: Connector, owner: OwnerTags, status: InstanceStatus, *, waited: float
+) -> None:
     try:
         ids = {status.provider_id} if status.provider_id else set()
         # A create that was in flight when deletion began leaves a VM only the tags know about.
@@ -211,7 +222,6 @@ async def destroy(*, body: kopf.Body, memo: Any, logger: kopf.Logger, runtime: t
         raise kopf.TemporaryError(str(exc), delay=10) from None
     if remaining:
         raise kopf.TemporaryError(f"waiting for {', '.join(remaining)} to terminate", delay=3)
-    waited = runtime.total_seconds()
     if (
         not seen
         and unseen_vm_may_exist(status.phase, has_provider_id=bool(status.provider_id))
@@ -223,3 +233,28 @@ async def destroy(*, body: kopf.Body, memo: Any, logger: kopf.Logger, runtime: t
     if ids:
         ctx.metrics.vms_destroyed.labels(connector.config.provider).inc(len(seen or ids))
         event(body, "Normal", "VMDestroyed", f"VM {', '.join(sorted(seen or ids))} is gone")
+
+
+async def _release(body: kopf.Body, connector: Connector, owner: OwnerTags, status: InstanceStatus) -> None:
+    """deletionPolicy Orphan: the VM stays running, untagged, so no orphan sweep ever deletes it."""
+    try:
+        ids = {status.provider_id} if status.provider_id else set()
+        ids |= {n.provider_id for n in await connector.find_by_tags(owner.identity())}
+        for provider_id in sorted(ids):
+            try:
+                await connector.release(provider_id, owner)
+            except (NotFound, OwnershipMismatch):
+                ids.discard(provider_id)
+    except Unsupported:
+        event(
+            body,
+            "Warning",
+            "VMNotReleased",
+            f"the VM stays, still tagged as ours: {connector.config.provider} cannot remove tags",
+        )
+        return
+    except ConnectorError as exc:
+        event(body, "Warning", "ReleaseFailed", str(exc))
+        raise kopf.TemporaryError(str(exc), delay=10) from None
+    what = ", ".join(sorted(ids)) or "no VM"
+    event(body, "Normal", "VMOrphaned", f"deletionPolicy Orphan: {what} keeps running, no longer tracked or tagged")

@@ -2,19 +2,21 @@
 
 Every Instance of the credential is updated from that one answer, so the cost in cloud calls
 is per credential and region, not per VM. The same list shows VMs tagged with our cluster id
-whose Instance no longer exists: orphans, reported (event, metric, status), never deleted here.
+whose Instance no longer exists: orphans, reported (event, metric, status condition) and,
+where the CloudCredential opts in, deleted after a grace period (reconcile/orphans.py decides).
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import kopf
 
-from skyfleet.api.cloudcredential import CloudCredential
+from skyfleet.api.cloudcredential import CloudCredential, CloudCredentialStatus
 from skyfleet.api.common import API_VERSION
 from skyfleet.api.instance import InstanceStatus
 from skyfleet.connectors import CloudNode, ConnectorError, NodeState, OwnerTags
@@ -22,7 +24,9 @@ from skyfleet.handlers.clouds import CredentialUnavailable
 from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of, event, now, wait_or_wake
 from skyfleet.handlers.credentials import SECRET_FINALIZER
 from skyfleet.handlers.indexes import ObservedInstance
+from skyfleet.reconcile.conditions import set_condition
 from skyfleet.reconcile.instances import lost_for_good, observed_status
+from skyfleet.reconcile.orphans import plan_orphans
 
 
 def instance_ref(m: ObservedInstance) -> dict[str, Any]:
@@ -32,6 +36,18 @@ def instance_ref(m: ObservedInstance) -> dict[str, Any]:
         "kind": "Instance",
         "metadata": {"name": m.name, "namespace": m.namespace, "uid": m.uid},
     }
+
+
+@dataclass
+class LoopState:
+    """What one credential's observation loop remembers between periods (lost on restart,
+    which only delays a verdict)."""
+
+    reported_orphans: int | None = None
+    # Instance UID -> when listings first missed its VM (monotonic seconds).
+    missing: dict[str, float] = field(default_factory=dict)
+    # Orphan provider id -> when it was first seen without an Instance (monotonic seconds).
+    orphans_seen: dict[str, float] = field(default_factory=dict)
 
 
 @kopf.daemon(GROUP, VERSION, "cloudcredentials", id="observe", cancellation_timeout=5.0)
@@ -49,14 +65,12 @@ async def observe_loop(
     instance_uids: kopf.Index[Any, Any] = kwargs["instance_uids"]
     assert namespace is not None  # every skyfleet.io kind is namespaced
     ctx = ctx_of(memo)
-    reported_orphans: int | None = None
-    # Instance UID -> when the listing first missed its VM (monotonic seconds), per this loop.
-    missing: dict[str, float] = {}
+    state = LoopState()
     wake = ctx.wakeup("observe", namespace, name)
     while not stopped:
         started = time.monotonic()
         try:
-            reported_orphans = await observe_once(
+            await observe_once(
                 ctx=ctx,
                 namespace=namespace,
                 name=name,
@@ -64,8 +78,7 @@ async def observe_loop(
                 logger=logger,
                 instances_by_credential=instances_by_credential,
                 instance_uids=instance_uids,
-                reported_orphans=reported_orphans,
-                missing=missing,
+                state=state,
             )
         except (CredentialUnavailable, ConnectorError) as exc:
             # The verify loop reports the credential's state; observation just waits for it.
@@ -87,9 +100,8 @@ async def observe_once(
     logger: kopf.Logger,
     instances_by_credential: kopf.Index[Any, Any],
     instance_uids: kopf.Index[Any, Any],
-    reported_orphans: int | None,
-    missing: dict[str, float],
-) -> int | None:
+    state: LoopState,
+) -> None:
     cred = CloudCredential.model_validate(dict(body))
     members: list[ObservedInstance] = list(instances_by_credential.get((namespace, name), []))
     try:
@@ -98,17 +110,89 @@ async def observe_once(
         logger.info("secret finalizer update deferred: %s", type(exc).__name__)
     regions = {m.region or cred.spec.region or "" for m in members} | {cred.spec.region or ""}
     nodes: list[CloudNode] = []
+    region_of: dict[str, str] = {}
     for region in sorted(regions):
         connector = await ctx.clouds.connector(namespace, name, region or None)
-        nodes += await connector.list_cluster(ctx.settings.cluster_id)
+        listed = await connector.list_cluster(ctx.settings.cluster_id)
+        nodes += listed
+        region_of.update((n.provider_id, region) for n in listed)
+    provider = cred.spec.provider
+    ts = now()
+    clock = time.monotonic()
+    await _observe_members(ctx=ctx, cred=cred, members=members, nodes=nodes, missing=state.missing, ts=ts, clock=clock)
+
+    known = set(instance_uids.get(namespace, []))
+    orphans = [
+        n
+        for n in nodes
+        if n.tags.get(OwnerTags.NAMESPACE) == namespace and n.tags.get(OwnerTags.INSTANCE_UID) not in known
+    ]
+    policy = cred.spec.orphans
+    plan = plan_orphans(
+        [n.provider_id for n in orphans],
+        state.orphans_seen,
+        now=clock,
+        delete=bool(policy and policy.delete),
+        can_release=bool(cred.status and cred.status.capabilities and cred.status.capabilities.release),
+        grace=float(
+            policy.grace_period_seconds if policy and policy.grace_period_seconds else ctx.settings.orphan_grace
+        ),
+        provider=provider,
+    )
+    state.orphans_seen = plan.first_seen
+    deleted = await _delete_orphans(
+        ctx=ctx,
+        namespace=namespace,
+        name=name,
+        body=body,
+        cred=cred,
+        doomed=[n for n in orphans if n.provider_id in set(plan.delete)],
+        region_of=region_of,
+    )
+    remaining = len(orphans) - len(deleted)
+    ctx.metrics.set_orphans(namespace, name, provider, remaining)
+    ctx.metrics.set_instance_phases(
+        namespace, name, provider, Counter((m.status.phase if m.status else None) or "Pending" for m in members)
+    )
+    if len(orphans) > (state.reported_orphans or 0):
+        event(body, "Warning", "OrphanedVMs", plan.message)
+    state.reported_orphans = len(orphans)
+    old_raw = dict(body.get("status") or {})
+    old = CloudCredentialStatus.model_validate(old_raw)
+    conditions = set_condition(
+        old.conditions,
+        "OrphanedVMs",
+        plan.found,
+        plan.reason,
+        plan.message,
+        now=ts,
+        generation=cred.metadata.generation or None,
+    )
+    wanted = {
+        **old_raw,
+        "instances": len(members),
+        "orphanedVms": remaining,
+        "conditions": [c.to_api() for c in conditions],
+    }
+    await ctx.write_status("cloudcredentials", namespace, name, old_raw, wanted)
+
+
+async def _observe_members(
+    *,
+    ctx: Context,
+    cred: CloudCredential,
+    members: list[ObservedInstance],
+    nodes: list[CloudNode],
+    missing: dict[str, float],
+    ts: datetime,
+    clock: float,
+) -> None:
+    """Bring every Instance's status in line with the listing."""
     by_uid: dict[str, CloudNode] = {}
     for listed in nodes:
         uid = listed.tags.get(OwnerTags.INSTANCE_UID)
         if uid and (uid not in by_uid or by_uid[uid].state is NodeState.TERMINATED):
             by_uid[uid] = listed
-    provider = cred.spec.provider
-    ts = now()
-    clock = time.monotonic()
     for uid in set(missing) - {m.uid for m in members}:
         del missing[uid]
     for m in members:
@@ -124,31 +208,47 @@ async def observe_once(
             first = missing.setdefault(m.uid, clock)
             if not lost_for_good(first, clock, ctx.settings.lost_grace):
                 continue
+            namespace, name = m.namespace, cred.metadata.name
             connector = await ctx.clouds.connector(namespace, name, m.region or cred.spec.region)
             node = await connector.describe(m.status.provider_id)
             if node is not None and node.state is not NodeState.TERMINATED:
                 missing.pop(m.uid, None)
                 continue
             node = None
-        await _update(ctx=ctx, m=m, status=m.status, node=node, provider=provider, ts=ts)
+        await _update(ctx=ctx, m=m, status=m.status, node=node, provider=cred.spec.provider, ts=ts)
 
-    known = set(instance_uids.get(namespace, []))
-    orphans = [
-        n
-        for n in nodes
-        if n.tags.get(OwnerTags.NAMESPACE) == namespace and n.tags.get(OwnerTags.INSTANCE_UID) not in known
-    ]
-    ctx.metrics.set_orphans(namespace, name, provider, len(orphans))
-    ctx.metrics.set_instance_phases(
-        namespace, name, provider, Counter((m.status.phase if m.status else None) or "Pending" for m in members)
-    )
-    if len(orphans) > (reported_orphans or 0):
-        ids = ", ".join(sorted(n.provider_id for n in orphans)[:10])
-        event(body, "Warning", "OrphanedVMs", f"{len(orphans)} VMs tagged for this cluster have no Instance: {ids}")
-    old_raw = dict(body.get("status") or {})
-    wanted = {**old_raw, "instances": len(members), "orphanedVms": len(orphans)}
-    await ctx.write_status("cloudcredentials", namespace, name, old_raw, wanted)
-    return len(orphans)
+
+async def _delete_orphans(
+    *,
+    ctx: Context,
+    namespace: str,
+    name: str,
+    body: kopf.Body,
+    cred: CloudCredential,
+    doomed: list[CloudNode],
+    region_of: dict[str, str],
+) -> list[str]:
+    """Destroy each orphan (the connector checks our owner tags again); return what went."""
+    deleted: list[str] = []
+    for node in doomed:
+        owner = OwnerTags.from_tags(node.tags)
+        if owner is None:
+            continue
+        connector = await ctx.clouds.connector(namespace, name, region_of.get(node.provider_id) or None)
+        try:
+            await connector.destroy(node.provider_id, owner)
+        except ConnectorError as exc:
+            event(body, "Warning", "OrphanDeleteFailed", f"orphaned VM {node.provider_id}: {exc}")
+            continue
+        deleted.append(node.provider_id)
+        ctx.metrics.orphans_deleted.labels(cred.spec.provider).inc()
+        event(
+            body,
+            "Normal",
+            "OrphanDeleted",
+            f"deleted VM {node.provider_id} (was {owner.namespace}/{owner.instance or '?'}): no Instance for it",
+        )
+    return deleted
 
 
 async def _update(
