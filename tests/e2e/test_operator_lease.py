@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import urllib.error
 import urllib.request
+import uuid
 from typing import Any
 
 import pytest
@@ -87,24 +88,88 @@ def test_a_second_operator_waits_and_takes_over_when_the_first_dies(
         w.operator = standby
 
 
-def test_orphan_policy_leaves_vms_running_and_the_sweep_reports_them(world: World) -> None:
+def plant_orphan(w: World, region: str) -> str:
+    """A VM carrying this cluster's owner tags for an Instance that never existed here."""
+    tagged = {
+        "skyfleet.io/cluster-id": w.cluster_id,
+        "skyfleet.io/namespace": w.kube.namespace,
+        "skyfleet.io/deployment": "ghost",
+        "skyfleet.io/instance": "ghost-app-0",
+        "skyfleet.io/instance-uid": str(uuid.uuid4()),
+    }
+    answer = w.cloud.client(region).run_instances(
+        ImageId="ami-785db401",
+        InstanceType="t3.micro",
+        MinCount=1,
+        MaxCount=1,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tagged.items()]}],
+    )
+    instance_id: str = answer["Instances"][0]["InstanceId"]
+    return instance_id
+
+
+def vm_by_id(w: World, region: str, instance_id: str) -> dict[str, Any]:
+    reservations = w.cloud.client(region).describe_instances(InstanceIds=[instance_id])["Reservations"]
+    vm: dict[str, Any] = reservations[0]["Instances"][0]
+    return vm
+
+
+def test_orphan_policy_releases_vms_and_the_sweep_reports_then_deletes_orphans(world: World) -> None:
     w = world
-    w.kube.apply(*w.credential("cloud", "eu-central-1", w.cloud.endpoint), *app("keep", 1, deletionPolicy="Orphan"))
+    region = "eu-central-1"
+    w.kube.apply(*w.credential("cloud", region, w.cloud.endpoint), *app("keep", 1, deletionPolicy="Orphan"))
     w.kube("wait", "--for=condition=Ready", "deployments.skyfleet.io/keep", "--timeout=120s")
     kept = vms_of(w, "keep")
     assert len(kept) == 1
+    kept_id = kept[0]["InstanceId"]
     w.kube("delete", "deployments.skyfleet.io/keep", "--timeout=90s")
     assert w.kube.items("instances.skyfleet.io", "skyfleet.io/deployment=keep") == []
-    assert [vm["InstanceId"] for vm in vms_of(w, "keep")] == [kept[0]["InstanceId"]]
+    # deletionPolicy Orphan: the VM runs on, released from this cluster's owner tags but still
+    # saying where it came from.
+    vm = vm_by_id(w, region, kept_id)
+    assert vm["State"]["Name"] == "running"
+    assert "skyfleet.io/cluster-id" not in tags(vm)
+    assert "skyfleet.io/instance-uid" not in tags(vm)
+    assert tags(vm)["skyfleet.io/deployment"] == "keep"
+    assert any(e["involvedObject"]["name"].startswith("keep-") for e in w.kube.events("VMOrphaned"))
+
+    # A VM tagged for this cluster and namespace whose Instance is gone is an orphan: reported
+    # (status, condition, event), and by default left alone.
+    ghost = plant_orphan(w, region)
+
+    def credential() -> dict[str, Any]:
+        obj: dict[str, Any] = w.kube.get("cloudcredentials.skyfleet.io", "cloud")
+        return obj
+
     eventually(
-        lambda: (w.kube.get("cloudcredentials.skyfleet.io", "cloud")["status"].get("orphanedVms") or 0) >= 1,
+        lambda: condition(credential(), "OrphanedVMs") == ("True", "OrphansFound"),
         timeout=60,
-        what="orphan reported in status",
+        what="OrphanedVMs condition",
     )
-    assert any(e["involvedObject"]["name"] == "cloud" for e in w.kube.events("OrphanedVMs"))
-    assert condition(w.kube.get("cloudcredentials.skyfleet.io", "cloud")) == ("True", "Verified")
-    # Reporting is all: the orphan still runs.
-    assert len(vms_of(w, "keep")) == 1
+    assert credential()["status"]["orphanedVms"] == 1  # the released VM is not counted
+    assert any(ghost in e["message"] for e in w.kube.events("OrphanedVMs"))
+    assert condition(credential()) == ("True", "Verified")
+    time.sleep(3)
+    assert vm_by_id(w, region, ghost)["State"]["Name"] == "running"
+
+    # Opting in deletes it once it has stayed an orphan for the grace period; the released VM
+    # is never touched.
+    w.kube.patch(
+        "cloudcredentials.skyfleet.io", "cloud", {"spec": {"orphans": {"delete": True, "gracePeriodSeconds": 30}}}
+    )
+    eventually(
+        lambda: vm_by_id(w, region, ghost)["State"]["Name"] in ("shutting-down", "terminated"),
+        timeout=90,
+        what="the orphan deleted",
+    )
+    eventually(
+        lambda: condition(credential(), "OrphanedVMs") == ("False", "NoOrphans"),
+        timeout=30,
+        what="no orphans left",
+    )
+    assert credential()["status"]["orphanedVms"] == 0
+    assert any(ghost in e["message"] for e in w.kube.events("OrphanDeleted"))
+    assert vm_by_id(w, region, kept_id)["State"]["Name"] == "running"
 
 
 def test_credential_and_secret_outlive_the_instances_that_need_them(world: World) -> None:
