@@ -111,25 +111,46 @@ def test_image_without_a_match_is_reported_with_reason_and_event(world: World) -
     w.kube("delete", "deployments.skyfleet.io/needs-image", "--timeout=60s")
 
 
-def test_quota_error_on_the_first_target_falls_back_to_the_second(world: World) -> None:
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [("InstanceLimitExceeded", "QuotaExceeded"), ("InsufficientInstanceCapacity", "CapacityUnavailable")],
+)
+def test_quota_or_capacity_error_on_the_first_target_falls_back_to_the_second(
+    world: World, code: str, reason: str
+) -> None:
     w = world
+    name = f"fallback-{reason.lower()}"
     proxy = w.cloud.proxy()
-    proxy.fail_next("RunInstances", count=50, code="InstanceLimitExceeded", status=400)
+    proxy.fail_next("RunInstances", count=50, code=code, status=400)
     w.kube.apply(
         *w.credential("full", "eu-central-1", proxy.endpoint),
         *w.credential("spare", "us-east-1", w.cloud.endpoint),
-        deployment("fallback", "full", "spare"),
+        deployment(name, "full", "spare"),
     )
-    w.kube("wait", "--for=condition=Ready", "deployments.skyfleet.io/fallback", "--timeout=120s")
+    w.kube("wait", "--for=condition=Ready", f"deployments.skyfleet.io/{name}", "--timeout=120s")
     assert proxy.count("errors") >= 1
-    vms = [vm for vm in w.vms() if tags(vm)["skyfleet.io/deployment"] == "fallback"]
+    vms = [vm for vm in w.vms() if tags(vm)["skyfleet.io/deployment"] == name]
     assert [(tags(vm)["skyfleet.io/instance"], vm["Placement"]["AvailabilityZone"][:-1]) for vm in vms] == [
-        ("fallback-app-1", "us-east-1")
+        (f"{name}-app-1", "us-east-1")
     ]
-    assert event_for(w, "fallback", "PlacementFallback")
-    assert event_for(w, "fallback-app-0", "QuotaExceeded")
-    w.kube("delete", "deployments.skyfleet.io/fallback", "--timeout=60s")
-    assert [vm for vm in w.vms() if tags(vm)["skyfleet.io/deployment"] == "fallback"] == []
+    assert event_for(w, name, "PlacementFallback")
+    assert event_for(w, f"{name}-app-0", reason)
+    w.kube("delete", f"deployments.skyfleet.io/{name}", "--timeout=60s")
+    assert [vm for vm in w.vms() if tags(vm)["skyfleet.io/deployment"] == name] == []
+
+
+def test_max_instances_on_the_first_target_sends_the_rest_to_the_second(world: World) -> None:
+    w = world
+    w.kube.apply(
+        *w.credential("capped", "eu-central-1", w.cloud.endpoint, limits={"maxInstances": 1}),
+        *w.credential("spare", "us-east-1", w.cloud.endpoint),
+        deployment("capped-app", "capped", "spare", replicas=3),
+    )
+    w.kube("wait", "--for=condition=Ready", "deployments.skyfleet.io/capped-app", "--timeout=120s")
+    vms = [vm for vm in w.vms() if tags(vm)["skyfleet.io/deployment"] == "capped-app"]
+    regions = sorted(vm["Placement"]["AvailabilityZone"][:-1] for vm in vms)
+    assert regions == ["eu-central-1", "us-east-1", "us-east-1"]
+    w.kube("delete", "deployments.skyfleet.io/capped-app", "--timeout=60s")
 
 
 def test_sigkill_mid_provisioning_then_restart_leaves_no_duplicate_and_no_leak(world: World) -> None:
