@@ -18,7 +18,7 @@ from skyfleet.api.image import Image
 from skyfleet.api.instance import Instance, InstanceStatus
 from skyfleet.handlers.context import GROUP, VERSION
 from skyfleet.reconcile.conditions import find_condition
-from skyfleet.reconcile.views import ORPHAN_ANNOTATION, CredentialView, InstanceView, instance_view
+from skyfleet.reconcile.views import CredentialView, InstanceView, instance_view
 
 
 @dataclass(frozen=True)
@@ -64,10 +64,9 @@ def instances_by_credential(
 
 
 @kopf.index(GROUP, VERSION, "instances")
-def instance_uids(*, namespace: str | None, uid: str, annotations: kopf.Annotations, **_: Any) -> dict[str, str] | None:
-    # An Instance being orphaned lets its VM go untracked on purpose; it is not a leak.
-    if annotations.get(ORPHAN_ANNOTATION) == "true":
-        return None
+def instance_uids(*, namespace: str | None, uid: str, **_: Any) -> dict[str, str]:
+    # Every Instance counts, also one being orphaned: until its VM is released (untagged) and
+    # the Instance gone, the VM is still ours and must never look like an orphan.
     return {namespace or "": uid}
 
 

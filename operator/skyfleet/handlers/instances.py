@@ -181,11 +181,13 @@ async def destroy(*, body: kopf.Body, memo: Any, logger: kopf.Logger, runtime: t
         connector = await ctx.clouds.connector(meta.namespace, spec.credential, spec.region)
     except (CredentialUnavailable, ConnectorError) as exc:
         message = exc.message if isinstance(exc, CredentialUnavailable) else str(exc)
-        if orphan:
-            # Nothing to destroy; the VM just cannot be untagged without its credential.
-            event(body, "Warning", "VMNotReleased", f"the VM stays, still tagged as ours: {message}")
-            return
-        event(body, "Warning", "CannotDestroyVM", f"waiting for the credential: {message}")
+        # Kept VMs wait too: one still tagged as ours after its Instance is gone is an orphan.
+        event(
+            body,
+            "Warning",
+            "CannotReleaseVM" if orphan else "CannotDestroyVM",
+            f"waiting for the credential: {message}",
+        )
         raise kopf.TemporaryError(message, delay=15) from None
     owner = owner_tags(ctx, inst)
     if orphan:
