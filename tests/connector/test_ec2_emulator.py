@@ -15,6 +15,7 @@ from skyfleet.connectors import (
     InvalidCredentials,
     InvalidRequest,
     NodeState,
+    NotFound,
     OwnershipMismatch,
     OwnerTags,
     SecretData,
@@ -136,6 +137,56 @@ async def test_destroy_terminates_ours_and_is_idempotent(ec2_endpoint: str, make
     assert after is not None
     assert after.state is NodeState.TERMINATED
     assert await connector.describe("i-0123456789abcdef0") is None
+
+
+async def test_release_keeps_the_vm_running_but_no_longer_ours(
+    ec2_endpoint: str, make_connector: ConnectorFactory, boto_ec2: Any
+) -> None:
+    connector = make_connector(ec2_endpoint)
+    kept = await connector.create(request("kept"))
+    other = await connector.create(request("other"))
+
+    assert connector.capabilities.release
+    await connector.release(kept.provider_id, owner("kept"))
+
+    assert [n.provider_id for n in await connector.list_cluster(CLUSTER)] == [other.provider_id]
+    assert await connector.find_by_tags(owner("kept").identity()) == []
+    after = await connector.describe(kept.provider_id)
+    assert after is not None
+    assert after.state is NodeState.RUNNING
+    provenance = {k: v for k, v in owner("kept").to_tags().items() if k not in owner("kept").identity()}
+    assert {k: v for k, v in after.tags.items() if k.startswith("skyfleet.io/")} == provenance
+    assert after.tags["Name"] == "shop-web-kept"  # tags that are not ours stay too
+    with pytest.raises(OwnershipMismatch):
+        await connector.destroy(kept.provider_id, owner("kept"))
+    with pytest.raises(OwnershipMismatch):
+        await connector.release(kept.provider_id, owner("kept"))  # released once, never ours again
+    state = boto_ec2.describe_instances(InstanceIds=[kept.provider_id])["Reservations"][0]["Instances"][0]
+    assert state["State"]["Name"] == "running"
+
+
+async def test_release_refuses_what_is_not_ours_and_what_does_not_exist(
+    ec2_endpoint: str, make_connector: ConnectorFactory, boto_ec2: Any
+) -> None:
+    connector = make_connector(ec2_endpoint)
+    foreign = boto_ec2.run_instances(ImageId=AMI, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    ours = await connector.create(request("mine"))
+    gone = await connector.create(request("gone"))
+    await connector.destroy(gone.provider_id, owner("gone"))
+
+    with pytest.raises(OwnershipMismatch, match=foreign):
+        await connector.release(foreign, owner("mine"))
+    with pytest.raises(OwnershipMismatch):
+        await connector.release(ours.provider_id, owner("another-uid"))
+    with pytest.raises(OwnershipMismatch):
+        await connector.release(ours.provider_id, owner("mine", cluster="another-cluster"))
+    with pytest.raises(NotFound):
+        await connector.release("i-0123456789abcdef0", owner("mine"))
+    with pytest.raises(NotFound):
+        await connector.release(gone.provider_id, owner("gone"))
+
+    assert [n.provider_id for n in await connector.find_by_tags(owner("mine").identity())] == [ours.provider_id]
+    assert instances_tagged(boto_ec2, OwnerTags.INSTANCE_UID, "mine")[0]["InstanceId"] == ours.provider_id
 
 
 async def test_resize_needs_a_stopped_instance(

@@ -72,6 +72,22 @@ async def test_lost_create_response_is_adopted_by_tag_lookup_without_token_dedup
     assert [i["InstanceId"] for i in instances_tagged(boto_ec2, OwnerTags.INSTANCE_UID, "lost-2")] == [node.provider_id]
 
 
+async def test_release_whose_answer_is_lost_is_not_reported_as_a_mismatch(
+    proxy: FaultProxy, make_connector: ConnectorFactory, boto_ec2: Any
+) -> None:
+    # The tags are gone by the time the retry looks: that is this release having worked.
+    connector = make_connector(proxy.endpoint)
+    node = await connector.create(request("kept"))
+    proxy.drop_next_response("DeleteTags")
+
+    await connector.release(node.provider_id, owner("kept"))
+
+    assert proxy.count("dropped") == 1
+    assert proxy.count("requests:DeleteTags") == 1
+    assert instances_tagged(boto_ec2, OwnerTags.INSTANCE_UID, "kept") == []
+    assert [i["InstanceId"] for i in instances_tagged(boto_ec2, OwnerTags.INSTANCE, "kept")] == [node.provider_id]
+
+
 async def test_reused_token_with_other_parameters_is_an_invalid_request(
     proxy: FaultProxy, make_connector: ConnectorFactory
 ) -> None:

@@ -280,6 +280,43 @@ class LibcloudConnector(Connector):
 
         await self._call("destroy", attempt, write=True)
 
+    async def release(self, provider_id: str, owner_tags: OwnerTags) -> None:
+        """Remove the identity tags, after checking them against a fresh description.
+
+        Retries are where this gets subtle: when an attempt sent the untag request but lost
+        the answer (or, where a provider needs one request per tag, stopped halfway), the
+        next attempt finds some or all of our identity gone. Refusing then would report
+        a mismatch for a release that happened, so once this call has sent an untag, an
+        identity tag that is absent counts as ours and only what is left gets removed.
+        A tag with another value is never ours.
+        """
+        if not self.capabilities.release:
+            raise Unsupported(
+                f"{self.config.provider} cannot remove tags from an instance", provider=self.config.provider
+            )
+        identity = owner_tags.identity()
+        sent = False
+
+        def attempt(driver: Driver) -> None:
+            nonlocal sent
+            node = self.adapter.describe(driver, provider_id)
+            if node is None or node.state is NodeState.TERMINATED:
+                raise NotFound(f"cannot release {provider_id}: no such instance", provider=self.config.provider)
+            left = [k for k in identity if k in node.tags]
+            if (not sent and len(left) < len(identity)) or any(node.tags[k] != identity[k] for k in left):
+                raise OwnershipMismatch(
+                    f"refusing to release {provider_id}: it does not carry owner tags "
+                    f"{identity} (has {_owner_view(node.tags)})",
+                    provider=self.config.provider,
+                )
+            if not left:
+                return
+            # Set before the request: it may reach the cloud even when its answer does not.
+            sent = True
+            self.adapter.untag(driver, node, left)
+
+        await self._call("release", attempt, write=True)
+
     async def resize(self, provider_id: str, size_id: str) -> CloudNode:
         if not self.capabilities.resize:
             raise Unsupported(

@@ -7,7 +7,7 @@ that belongs to that thread; they never touch asyncio.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -211,6 +211,14 @@ class ProviderAdapter:
 
     def resize(self, driver: Driver, provider_id: str, size_id: str) -> CloudNode:
         raise Unsupported(f"{self.provider} cannot resize an instance in place", provider=self.provider)
+
+    def untag(self, driver: Driver, node: CloudNode, keys: Sequence[str]) -> None:
+        """Remove the tags ``keys`` (our spelling) from ``node``, leaving every other tag as it is.
+
+        ``node`` is a description read moments ago in the same attempt, after the connector
+        checked ownership. Adapters that implement this declare ``Capabilities(release=True)``.
+        """
+        raise Unsupported(f"{self.provider} cannot remove tags from an instance", provider=self.provider)
 
     def node_stub(self, driver: Driver, provider_id: str) -> Node:
         return Node(provider_id, provider_id, LibcloudState.UNKNOWN, [], [], driver)
