@@ -110,6 +110,12 @@ def owner(uid: str, cluster: str = CLUSTER) -> OwnerTags:
     return OwnerTags(cluster_id=cluster, instance_uid=uid, namespace="team-a", deployment="shop", instance=uid)
 
 
+def provenance(uid: str) -> dict[str, str]:
+    """The owner tags a release leaves on the VM of Instance ``uid``: all but the identity."""
+    tags = owner(uid)
+    return {k: v for k, v in tags.to_tags().items() if k not in tags.identity()}
+
+
 def instances_tagged(boto_ec2: Any, key: str, value: str) -> list[dict[str, Any]]:
     """Live instances carrying a tag, straight from the emulator (all pages)."""
     found: list[dict[str, Any]] = []

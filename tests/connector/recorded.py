@@ -4,17 +4,25 @@ A ``RecordedHttp`` subclass answers each request from a method named after the U
 (``/v2/droplets`` -> ``_v2_droplets``), exactly like libcloud's ``MockHttp`` test classes,
 reading bodies from ``tests/connector/fixtures/<provider>/``. It also keeps every request it
 saw, so tests can assert on what the connector actually sent.
+
+The release helpers at the end hold what every provider's release test checks alike, so each
+provider's test only states the request its API takes.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 from libcloud.test import MockHttp as _MockHttp
+
+from skyfleet.connectors import Connector, NotFound, OwnershipMismatch
+from tests.connector.conftest import owner
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -55,10 +63,11 @@ class RecordedHttp(MockHttp):  # type: ignore[misc]  # dynamic base, see above
     def _get_method_name(self, type: str | None, use_param: str | None, qs: Any, path: str) -> str:
         # libcloud appends the scenario to the method name; falling back to the plain method
         # lets one handler branch on ``self.type`` instead of duplicating every path.
-        typed: str = super()._get_method_name(type, use_param, qs, path)
+        # Colons (DigitalOcean tag names in paths) cannot stand in a method name either.
+        typed: str = super()._get_method_name(type, use_param, qs, path).replace(":", "_")
         if hasattr(self, typed.replace("%", "_")):
             return typed
-        plain: str = super()._get_method_name(None, use_param, qs, path)
+        plain: str = super()._get_method_name(None, use_param, qs, path).replace(":", "_")
         return plain
 
     def fixture(self, name: str) -> str:
@@ -67,3 +76,25 @@ class RecordedHttp(MockHttp):  # type: ignore[misc]  # dynamic base, see above
     def reply(self, status: int, fixture: str | None = None, headers: dict[str, str] | None = None) -> Reply:
         body = self.fixture(fixture) if fixture else ""
         return status, body, {"content-type": "application/json", **(headers or {})}, HTTPStatus(status).phrase
+
+
+def changes(http: type[RecordedHttp]) -> list[Sent]:
+    """What was sent to change something at the provider: every request but reads and logins."""
+    return [s for s in http.sent if s.method != "GET" and not s.path.endswith("/oauth2/token")]
+
+
+async def release_refusals(
+    connector: Connector, http: type[RecordedHttp], *, ours: str, foreign: str, missing: str, uid: str
+) -> None:
+    """Release is supported, and refuses (sending no change) a VM that is not ``uid``'s or does not exist."""
+    assert connector.capabilities.release
+    # The message names the VM (by its last segment: Azure ids hold the secret subscription id).
+    with pytest.raises(OwnershipMismatch, match=re.escape(foreign.rsplit("/", 1)[-1])):
+        await connector.release(foreign, owner(uid))
+    with pytest.raises(OwnershipMismatch):
+        await connector.release(ours, owner("another-uid"))
+    with pytest.raises(OwnershipMismatch):
+        await connector.release(ours, owner(uid, cluster="another-cluster"))
+    with pytest.raises(NotFound):
+        await connector.release(missing, owner(uid))
+    assert changes(http) == []

@@ -24,7 +24,7 @@ from skyfleet.connectors import (
 from skyfleet.connectors.libcloud import LibcloudConnector
 from skyfleet.testing.ec2emulator import EC2Emulator
 from skyfleet.testing.faultproxy import FaultProxy
-from tests.connector.conftest import AMI, CLUSTER, ConnectorFactory, ec2_config, instances_tagged, owner
+from tests.connector.conftest import AMI, CLUSTER, ConnectorFactory, ec2_config, instances_tagged, owner, provenance
 
 pytestmark = pytest.mark.connector
 
@@ -154,8 +154,7 @@ async def test_release_keeps_the_vm_running_but_no_longer_ours(
     after = await connector.describe(kept.provider_id)
     assert after is not None
     assert after.state is NodeState.RUNNING
-    provenance = {k: v for k, v in owner("kept").to_tags().items() if k not in owner("kept").identity()}
-    assert {k: v for k, v in after.tags.items() if k.startswith("skyfleet.io/")} == provenance
+    assert {k: v for k, v in after.tags.items() if k.startswith("skyfleet.io/")} == provenance("kept")
     assert after.tags["Name"] == "shop-web-kept"  # tags that are not ours stay too
     with pytest.raises(OwnershipMismatch):
         await connector.destroy(kept.provider_id, owner("kept"))

@@ -20,8 +20,8 @@ from skyfleet.connectors import (
 )
 from skyfleet.connectors.libcloud import LibcloudConnector
 from skyfleet.connectors.libcloud.resilience import RetryPolicy
-from tests.connector.conftest import CANARY, CLUSTER, owner
-from tests.connector.recorded import RecordedHttp, Reply
+from tests.connector.conftest import CANARY, CLUSTER, owner, provenance
+from tests.connector.recorded import RecordedHttp, Reply, changes, release_refusals
 
 pytestmark = pytest.mark.connector
 
@@ -52,6 +52,9 @@ class NovaMockHttp(RecordedHttp):
         if method == "DELETE":
             return self.reply(204)
         return self.reply(200, "server_1.json")
+
+    def _v2_1_p_123_servers_srv_1_metadata(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
+        return 200, body, {"content-type": "application/json"}, "OK"  # Nova answers the metadata it now has
 
     def _v2_1_p_123_servers_srv_x(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
         return self.reply(200, "server_x.json")
@@ -128,6 +131,16 @@ async def test_destroy_checks_ownership(connector: LibcloudConnector) -> None:
 
     deletes = [s.path for s in NovaMockHttp.sent if s.method == "DELETE"]
     assert deletes == ["/v2.1/p-123/servers/srv-1"]
+
+
+async def test_release_writes_back_all_metadata_but_the_identity(connector: LibcloudConnector) -> None:
+    await release_refusals(connector, NovaMockHttp, ours="srv-1", foreign="srv-x", missing="srv-gone", uid="uid-1")
+
+    assert await connector.release("srv-1", owner("uid-1")) is None
+
+    (put,) = changes(NovaMockHttp)
+    assert (put.method, put.path) == ("PUT", "/v2.1/p-123/servers/srv-1/metadata")
+    assert put.json() == {"metadata": {**provenance("uid-1"), "backup": "daily"}}
 
 
 @pytest.mark.parametrize(

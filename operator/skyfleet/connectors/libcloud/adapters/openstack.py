@@ -3,6 +3,7 @@
 Tags travel as server metadata, which takes our keys verbatim. Nova cannot filter the
 server list by metadata, so lookups page through ``/servers/detail`` (``limit`` + ``marker``;
 libcloud's ``list_nodes`` reads one page only) and filter client-side. No idempotency token.
+Release writes the metadata back without our identity keys.
 
 ``endpoint_url`` is the Keystone URL. Parameters: ``project``, ``domain`` (default
 ``Default``), ``auth_version`` (default ``3.x_password``), ``compute_url`` (skip the service
@@ -11,7 +12,7 @@ catalogue), ``page_size``. Secret keys: ``username`` + ``password``, or ``token`
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from libcloud.compute.base import Node, NodeSize
@@ -31,7 +32,9 @@ _METADATA_LIMIT = 255
 class OpenStackAdapter(ProviderAdapter):
     provider = "openstack"
     libcloud_provider = Provider.OPENSTACK
-    capabilities = Capabilities(tags=True, user_data=True, resize=False, idempotency_token=False, tag_filtering=False)
+    capabilities = Capabilities(
+        tags=True, user_data=True, resize=False, idempotency_token=False, tag_filtering=False, release=True
+    )
 
     def driver_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         params = self.config.parameters
@@ -97,6 +100,13 @@ class OpenStackAdapter(ProviderAdapter):
             **kwargs,
         )
         return self.to_cloud_node(node)
+
+    def untag(self, driver: Driver, node: CloudNode, keys: Sequence[str]) -> None:
+        # PUT /servers/{id}/metadata replaces the whole set (Nova's update_all), so what we
+        # send is exactly what stays. Deleting item by item is no option: the item's key goes
+        # into the URL path, and the slash in ours splits it.
+        kept = {k: v for k, v in node.tags.items() if k not in keys}
+        driver.ex_set_metadata(self.node_stub(driver, node.provider_id), self.encode_tags(kept))
 
     def map_error(self, exc: BaseException) -> ConnectorError:
         status = http_status(exc)
