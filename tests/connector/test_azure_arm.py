@@ -20,8 +20,8 @@ from skyfleet.connectors import (
 )
 from skyfleet.connectors.libcloud import LibcloudConnector
 from skyfleet.connectors.libcloud.resilience import RetryPolicy
-from tests.connector.conftest import CANARY, CLUSTER, owner
-from tests.connector.recorded import RecordedHttp, Reply
+from tests.connector.conftest import CANARY, CLUSTER, owner, provenance
+from tests.connector.recorded import RecordedHttp, Reply, changes, release_refusals
 
 pytestmark = pytest.mark.connector
 
@@ -62,7 +62,7 @@ class AzureMockHttp(RecordedHttp):
     ) -> Reply:
         if method == "DELETE":
             return 202, "", {}, "Accepted"
-        return self.reply(200, "vm_1.json")
+        return self.reply(200, "vm_1.json")  # GET, and PATCH answers the VM too
 
     def _subscriptions_0000_sub_resourceGroups_shop_rg_providers_Microsoft_Compute_virtualMachines_hand_made(
         self, method: str, url: str, body: str, headers: dict[str, str]
@@ -148,6 +148,24 @@ async def test_destroy_checks_ownership(connector: LibcloudConnector) -> None:
     await connector.destroy(f"{VMS}/shop-web-1", owner("uid-1"))
 
     assert [s.path for s in AzureMockHttp.sent if s.method == "DELETE"] == [f"{VMS}/shop-web-1"]
+
+
+async def test_release_patches_the_vm_with_every_tag_but_the_identity(connector: LibcloudConnector) -> None:
+    await release_refusals(
+        connector,
+        AzureMockHttp,
+        ours=f"{VMS}/shop-web-1",
+        foreign=f"{VMS}/hand-made",
+        missing=f"{VMS}/gone",
+        uid="uid-1",
+    )
+
+    assert await connector.release(f"{VMS}/shop-web-1", owner("uid-1")) is None
+
+    (patch,) = changes(AzureMockHttp)
+    assert (patch.method, patch.path, patch.query) == ("PATCH", f"{VMS}/shop-web-1", {"api-version": "2023-09-01"})
+    kept = {k.replace("skyfleet.io/", "skyfleet.io_"): v for k, v in provenance("uid-1").items()}
+    assert patch.json() == {"tags": {**kept, "cost-center": "shop"}}
 
 
 @pytest.mark.parametrize(

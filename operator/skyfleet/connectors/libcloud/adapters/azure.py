@@ -6,6 +6,7 @@ resources instead of duplicating them. Both carry ``deleteOption: Delete`` so on
 the VM also removes its NIC and OS disk. Tag names may not contain ``/``: ours travel as
 ``skyfleet.io_instance-uid``. The VM list cannot filter by tag, so lookups page through
 ``nextLink`` and filter client-side. User data is the base64 ``customData`` cloud-init reads.
+Release PATCHes the VM with its tags minus our identity: tags in a PATCH replace the set.
 
 Provider ids are ARM resource ids. Secret keys: ``tenant_id``, ``subscription_id``,
 ``client_id``, ``client_secret``. Parameters: ``resource_group`` (required), ``subnet_id``
@@ -15,7 +16,7 @@ Provider ids are ARM resource ids. Secret keys: ``tenant_id``, ``subscription_id
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -64,7 +65,9 @@ _POWER = {
 class AzureARMAdapter(ProviderAdapter):
     provider = "azure_arm"
     libcloud_provider = Provider.AZURE_ARM
-    capabilities = Capabilities(tags=True, user_data=True, resize=True, idempotency_token=False, tag_filtering=False)
+    capabilities = Capabilities(
+        tags=True, user_data=True, resize=True, idempotency_token=False, tag_filtering=False, release=True
+    )
 
     def driver_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         tenant = first_secret(self.config, "tenant_id")
@@ -208,6 +211,15 @@ class AzureARMAdapter(ProviderAdapter):
             data={"properties": {"hardwareProfile": {"vmSize": size_id}}},
         ).object
         return self.vm(body)
+
+    def untag(self, driver: Driver, node: CloudNode, keys: Sequence[str]) -> None:
+        # Tags in a PATCH replace the whole set. The Tags API (operation Delete) could remove
+        # single tags, but needs Microsoft.Resources/tags/write, which a role made for this
+        # operator may lack; writing the VM is what create and resize need already.
+        kept = {k: v for k, v in node.tags.items() if k not in keys}
+        driver.connection.request(
+            node.provider_id, params={"api-version": COMPUTE_API}, method="PATCH", data={"tags": self.encode_tags(kept)}
+        )
 
     def vm(self, data: Mapping[str, Any]) -> CloudNode:
         props = data.get("properties") or {}
