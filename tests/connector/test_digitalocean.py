@@ -21,7 +21,7 @@ from skyfleet.connectors import (
 from skyfleet.connectors.libcloud import LibcloudConnector
 from skyfleet.connectors.libcloud.resilience import RetryPolicy
 from tests.connector.conftest import CANARY, CLUSTER, owner
-from tests.connector.recorded import RecordedHttp, Reply
+from tests.connector.recorded import RecordedHttp, Reply, changes, release_refusals
 
 pytestmark = pytest.mark.connector
 
@@ -58,6 +58,13 @@ class DigitalOceanMockHttp(RecordedHttp):
 
     def _v2_droplets_404(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
         return self.reply(404, "error_not_found.json")
+
+    def _v2_tags_skyfleet_cluster_id_cluster_test_resources(
+        self, method: str, url: str, body: str, headers: dict[str, str]
+    ) -> Reply:
+        return self.reply(204)
+
+    _v2_tags_skyfleet_instance_uid_uid_0_resources = _v2_tags_skyfleet_cluster_id_cluster_test_resources
 
 
 @pytest.fixture
@@ -129,6 +136,20 @@ async def test_destroy_checks_ownership_first(connector: LibcloudConnector) -> N
     await connector.destroy("404", owner("uid-0"))
 
     assert [s.path for s in DigitalOceanMockHttp.sent if s.method == "DELETE"] == ["/v2/droplets/501"]
+
+
+async def test_release_untags_the_droplet_from_both_identity_tags(connector: LibcloudConnector) -> None:
+    await release_refusals(connector, DigitalOceanMockHttp, ours="501", foreign="900", missing="404", uid="uid-0")
+
+    assert await connector.release("501", owner("uid-0")) is None
+
+    sent = changes(DigitalOceanMockHttp)
+    assert [(s.method, s.path) for s in sent] == [
+        ("DELETE", "/v2/tags/skyfleet_cluster-id:cluster-test/resources"),
+        ("DELETE", "/v2/tags/skyfleet_instance-uid:uid-0/resources"),
+    ]
+    assert all(s.json() == {"resources": [{"resource_id": "501", "resource_type": "droplet"}]} for s in sent)
+    assert all(s.headers["Content-Type"] == "application/json" for s in sent)
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ Tags are bare strings limited to ``[A-Za-z0-9_:-]``, so ``skyfleet.io/instance-u
 travels as ``skyfleet_instance-uid:abc``. The droplet list filters server-side by ONE tag
 (``tag_name``), so we filter by the most selective one and check the rest client-side.
 No idempotency token: duplicate protection is the owner-tag lookup before each create.
+Release takes our identity tags off the droplet, one untag request per tag.
 
 Secret keys: ``token`` (or ``api_token``).
 """
@@ -14,8 +15,9 @@ import dataclasses
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 from libcloud.common.exceptions import BaseHTTPError
 from libcloud.compute.base import Node
@@ -37,7 +39,9 @@ _PAGE_SIZE = 200
 class DigitalOceanAdapter(ProviderAdapter):
     provider = "digitalocean"
     libcloud_provider = Provider.DIGITAL_OCEAN
-    capabilities = Capabilities(tags=True, user_data=True, resize=False, idempotency_token=False, tag_filtering=True)
+    capabilities = Capabilities(
+        tags=True, user_data=True, resize=False, idempotency_token=False, tag_filtering=True, release=True
+    )
 
     def driver_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         kwargs: dict[str, Any] = {"api_version": "v2"}
@@ -107,6 +111,16 @@ class DigitalOceanAdapter(ProviderAdapter):
         }
         body = driver.connection.request("/v2/droplets", data=json.dumps(payload), method="POST").object
         return self.droplet(driver, body["droplet"])
+
+    def untag(self, driver: Driver, node: CloudNode, keys: Sequence[str]) -> None:
+        # DELETE /v2/tags/{tag}/resources takes the tag off the droplets in the body only; the
+        # tag itself lives on for other droplets. One request per tag, cluster-id first: a
+        # release stopped halfway already hides the droplet from list_cluster and from
+        # identity lookups, and the connector's retry removes what is left.
+        body = json.dumps({"resources": [{"resource_id": node.provider_id, "resource_type": "droplet"}]})
+        for key in keys:
+            tag = f"{_encode_key(key)}:{node.tags[key]}"
+            driver.connection.request(f"/v2/tags/{quote(tag, safe=':')}/resources", data=body, method="DELETE")
 
     def droplet(self, driver: Driver, data: Mapping[str, Any]) -> CloudNode:
         cloud = self.to_cloud_node(driver._to_node(data))
