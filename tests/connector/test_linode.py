@@ -22,7 +22,7 @@ from skyfleet.connectors import (
 from skyfleet.connectors.libcloud import LibcloudConnector
 from skyfleet.connectors.libcloud.resilience import RetryPolicy
 from tests.connector.conftest import CANARY, CLUSTER, owner
-from tests.connector.recorded import RecordedHttp, Reply
+from tests.connector.recorded import RecordedHttp, Reply, changes, release_refusals
 
 pytestmark = pytest.mark.connector
 
@@ -46,7 +46,7 @@ class LinodeMockHttp(RecordedHttp):
         return self.reply(200, "instances_empty.json")
 
     def _v4_linode_instances_7001(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
-        return self.reply(200, "{}" if method == "DELETE" else "instance_7001.json")
+        return self.reply(200, "{}" if method == "DELETE" else "instance_7001.json")  # PUT answers the instance
 
     def _v4_linode_instances_9999(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
         return self.reply(200, "instance_9999.json")
@@ -114,6 +114,16 @@ async def test_destroy_checks_ownership(connector: LibcloudConnector) -> None:
     await connector.destroy("7001", owner("uid-1"))
 
     assert [s.path for s in LinodeMockHttp.sent if s.method == "DELETE"] == ["/v4/linode/instances/7001"]
+
+
+async def test_release_puts_back_every_tag_but_the_identity(connector: LibcloudConnector) -> None:
+    await release_refusals(connector, LinodeMockHttp, ours="7001", foreign="9999", missing="404", uid="uid-1")
+
+    assert await connector.release("7001", owner("uid-1")) is None
+
+    (put,) = changes(LinodeMockHttp)
+    assert (put.method, put.path) == ("PUT", "/v4/linode/instances/7001")
+    assert put.json() == {"tags": ["sf-ns=team-a", "sf-deploy=shop", "sf-instance=uid-1", "prod"]}
 
 
 async def test_tag_too_long_for_linode_is_an_invalid_request(connector: LibcloudConnector) -> None:

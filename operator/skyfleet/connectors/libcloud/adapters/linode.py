@@ -3,7 +3,8 @@
 Tags are free strings of 3-50 characters, filterable server-side with ``X-Filter``. Our
 keys are abbreviated so an Instance UID fits (``sf-uid=<36 chars>``). Linode's metadata
 service takes user data on create, which libcloud's ``create_node`` does not expose, so we
-post the instance ourselves. No idempotency token.
+post the instance ourselves. No idempotency token. Release puts the instance's tag list back
+without our identity tags.
 
 Secret keys: ``token`` (or ``api_token``). Parameters: ``authorized_keys`` (comma-separated).
 """
@@ -15,7 +16,7 @@ import dataclasses
 import json
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from libcloud.common.types import LibcloudError
@@ -44,7 +45,9 @@ _STATUS = re.compile(r"Status code: (\d{3})")
 class LinodeAdapter(ProviderAdapter):
     provider = "linode"
     libcloud_provider = Provider.LINODE
-    capabilities = Capabilities(tags=True, user_data=True, resize=True, idempotency_token=False, tag_filtering=True)
+    capabilities = Capabilities(
+        tags=True, user_data=True, resize=True, idempotency_token=False, tag_filtering=True, release=True
+    )
 
     def driver_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         kwargs: dict[str, Any] = {"api_version": "4.0"}
@@ -126,6 +129,15 @@ class LinodeAdapter(ProviderAdapter):
         if node is None:
             raise NotFound(f"instance {provider_id} vanished during resize", provider=self.provider)
         return node
+
+    def untag(self, driver: Driver, node: CloudNode, keys: Sequence[str]) -> None:
+        # An instance's tags change only as a whole list (PUT); Linode's DELETE /v4/tags/{label}
+        # would strip the tag from every entity. The list is read raw once more so tags we did
+        # not write go back byte for byte, whatever their shape.
+        path = f"/v4/linode/instances/{node.provider_id}"
+        current = driver.connection.request(path).object.get("tags") or []
+        drop = set(self.tag_strings({k: node.tags[k] for k in keys}))
+        driver.connection.request(path, data=json.dumps({"tags": [t for t in current if t not in drop]}), method="PUT")
 
     def to_cloud_node(self, node: Node) -> CloudNode:
         cloud = super().to_cloud_node(node)
