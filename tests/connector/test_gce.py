@@ -26,11 +26,12 @@ from skyfleet.connectors.libcloud import LibcloudConnector
 from skyfleet.connectors.libcloud.adapters.gce import label_key
 from skyfleet.connectors.libcloud.resilience import RetryPolicy
 from tests.connector.conftest import CANARY, CLUSTER, owner
-from tests.connector.recorded import RecordedHttp, Reply
+from tests.connector.recorded import RecordedHttp, Reply, changes, release_refusals
 
 pytestmark = pytest.mark.connector
 
 BASE = "_compute_v1_projects_skyfleet_test"
+ZONE = "/compute/v1/projects/skyfleet-test/zones/us-central1-a"
 
 
 class GoogleTokenMockHttp(RecordedHttp):
@@ -74,6 +75,19 @@ class GCEMockHttp(RecordedHttp):
         self, method: str, url: str, body: str, headers: dict[str, str]
     ) -> Reply:
         return self.reply(200, "delete_operation.json" if method == "DELETE" else "instance_1.json")
+
+    def _compute_v1_projects_skyfleet_test_zones_us_central1_a_instances_shop_web_1_setLabels(
+        self, method: str, url: str, body: str, headers: dict[str, str]
+    ) -> Reply:
+        first = len([s for s in self.sent if s.path.endswith("/setLabels")]) == 1
+        if self.type == "STALE_FINGERPRINT" and first:
+            return self.reply(412, "error_fingerprint.json")
+        return self.reply(200, "setlabels_operation.json")
+
+    def _compute_v1_projects_skyfleet_test_zones_us_central1_a_operations_operation_3_wait(
+        self, method: str, url: str, body: str, headers: dict[str, str]
+    ) -> Reply:
+        return self.reply(200, "setlabels_done.json")
 
     def _compute_v1_projects_skyfleet_test_zones_us_central1_a_instances_hand_made(
         self, method: str, url: str, body: str, headers: dict[str, str]
@@ -172,6 +186,42 @@ async def test_destroy_checks_ownership(connector: LibcloudConnector) -> None:
 
     deletes = [s.path for s in GCEMockHttp.sent if s.method == "DELETE"]
     assert deletes == ["/compute/v1/projects/skyfleet-test/zones/us-central1-a/instances/shop-web-1"]
+
+
+async def test_release_sets_the_labels_but_the_identity_and_waits_for_it(connector: LibcloudConnector) -> None:
+    await release_refusals(
+        connector,
+        GCEMockHttp,
+        ours="us-central1-a/shop-web-1",
+        foreign="us-central1-a/hand-made",
+        missing="us-central1-a/gone",
+        uid="uid-1",
+    )
+
+    assert await connector.release("us-central1-a/shop-web-1", owner("uid-1")) is None
+
+    set_labels, wait = changes(GCEMockHttp)
+    assert (set_labels.method, set_labels.path) == ("POST", f"{ZONE}/instances/shop-web-1/setLabels")
+    assert set_labels.json() == {
+        "labels": {
+            "skyfleet_namespace": "team-a",
+            "skyfleet_deployment": "shop",
+            "skyfleet_instance": "uid-1",
+            "tier": "web",
+        },
+        "labelFingerprint": "42WmSpB8rSM=",
+    }
+    assert (wait.method, wait.path) == ("POST", f"{ZONE}/operations/operation-3/wait")
+
+
+async def test_release_retries_when_the_labels_change_under_it(connector: LibcloudConnector) -> None:
+    GCEMockHttp.reset("STALE_FINGERPRINT")
+
+    await connector.release("us-central1-a/shop-web-1", owner("uid-1"))
+
+    assert [s.path.rsplit("/", 1)[-1] for s in changes(GCEMockHttp)] == ["setLabels", "setLabels", "wait"]
+    reads = [s for s in GCEMockHttp.sent if s.method == "GET"]
+    assert len(reads) == 4  # each attempt: the ownership check, then the labels and their fingerprint
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,8 @@ Tags become labels (lowercase ``[a-z0-9_-]``, at most 63 characters), which the 
 filters server-side; the aggregated list covers every zone of the project in one paged call.
 Instance inserts take a ``requestId`` (a UUID), GCE's idempotency key: we derive it from the
 idempotency token, so a retried insert after a lost response creates nothing new. User data
-goes into the ``user-data`` metadata item that cloud-init reads.
+goes into the ``user-data`` metadata item that cloud-init reads. Release sets the labels
+without our identity (``setLabels``, guarded by the label fingerprint) and waits for it.
 
 The provider id is ``<zone>/<name>``: GCE addresses instances by zone and name.
 Secret: the service account key JSON under ``service_account.json`` (or ``client_email`` +
@@ -20,7 +21,7 @@ import shutil
 import tempfile
 import uuid
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,9 @@ def _unlabel_key(key: str) -> str:
 class GCEAdapter(ProviderAdapter):
     provider = "gce"
     libcloud_provider = Provider.GCE
-    capabilities = Capabilities(tags=True, user_data=True, resize=False, idempotency_token=True, tag_filtering=True)
+    capabilities = Capabilities(
+        tags=True, user_data=True, resize=False, idempotency_token=True, tag_filtering=True, release=True
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -233,6 +236,26 @@ class GCEAdapter(ProviderAdapter):
         zone, name = self._split(provider_id)
         driver.connection.request(f"/zones/{zone}/instances/{name}", method="DELETE")
 
+    def untag(self, driver: Driver, node: CloudNode, keys: Sequence[str]) -> None:
+        # setLabels replaces the whole set and takes the labelFingerprint it replaces, so the
+        # labels are read raw once more. Should they change in between, GCE answers 412
+        # conditionNotMet, and the connector retries from a fresh ownership check.
+        zone, name = self._split(node.provider_id)
+        path = f"/zones/{zone}/instances/{name}"
+        current = driver.connection.request(path).object
+        drop = {label_key(k) for k in keys}
+        body = {
+            "labels": {k: v for k, v in (current.get("labels") or {}).items() if k not in drop},
+            "labelFingerprint": current.get("labelFingerprint"),
+        }
+        operation = driver.connection.request(f"{path}/setLabels", method="POST", data=body).object
+        # The labels change when the operation is done; until then lookups would still find
+        # the VM. The wait call blocks on GCE's side, and a failed operation raises here.
+        if operation.get("status") != "DONE":
+            wait = f"/zones/{zone}/operations/{operation['name']}/wait"
+            if driver.connection.request(wait, method="POST").object.get("status") != "DONE":
+                raise Transient(f"setLabels on {node.provider_id} has not finished yet", provider=self.provider)
+
     def instance(self, data: Mapping[str, Any]) -> CloudNode:
         interfaces = data.get("networkInterfaces") or []
         private = tuple(i["networkIP"] for i in interfaces if i.get("networkIP"))
@@ -271,6 +294,9 @@ class GCEAdapter(ProviderAdapter):
                 return QuotaExceeded(text, provider=self.provider, code=reason)
             if reason in _CAPACITY:
                 return CapacityUnavailable(text, provider=self.provider, code=reason)
+            if reason == "conditionNotMet" or status == 412:
+                # A fingerprint (labels) gone stale: read again and retry.
+                return Transient(text, provider=self.provider, code=reason or "412")
             if reason == "notFound" or status == 404:
                 return NotFound(text, provider=self.provider, code=reason or "404")
             if status in (401, 403):
