@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 import pytest
@@ -20,11 +21,15 @@ from skyfleet.connectors import (
     QuotaExceeded,
     Throttled,
     Transient,
+    Unsupported,
 )
 from skyfleet.connectors.base import pick_image, pick_size
+from skyfleet.connectors.libcloud import LibcloudConnector
+from skyfleet.connectors.libcloud.adapters import ADAPTERS, ProviderAdapter
 from skyfleet.connectors.libcloud.adapters.base import parse_endpoint
-from skyfleet.connectors.libcloud.adapters.ec2 import client_token
+from skyfleet.connectors.libcloud.adapters.ec2 import EC2Adapter, client_token
 from skyfleet.connectors.libcloud.resilience import CircuitBreaker
+from tests.connector.conftest import CANARY_SECRET
 
 pytestmark = pytest.mark.connector
 
@@ -156,3 +161,26 @@ def test_breaker_ignores_throttling_and_half_opens_once() -> None:
         breaker.before_call()  # a second caller waits for the probe's verdict
     breaker.record(None)
     assert not breaker.is_open
+
+
+@pytest.mark.parametrize("adapter", sorted(ADAPTERS.values(), key=lambda a: a.provider), ids=lambda a: a.provider)
+def test_release_is_claimed_exactly_where_the_adapter_can_untag(adapter: type[ProviderAdapter]) -> None:
+    assert adapter.capabilities.release is (adapter.untag is not ProviderAdapter.untag)
+
+
+async def test_release_without_the_capability_is_unsupported_before_any_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(EC2Adapter, "capabilities", dataclasses.replace(EC2Adapter.capabilities, release=False))
+    config = CredentialConfig(
+        name="aws", namespace="team-a", provider="ec2", endpoint_url="http://127.0.0.1:1/", secret=CANARY_SECRET
+    )
+    connector = LibcloudConnector(config)
+    requests: list[str] = []
+    connector.observer = lambda provider, op, outcome, seconds: requests.append(op)
+    try:
+        with pytest.raises(Unsupported, match="ec2"):
+            await connector.release("i-0123456789abcdef0", OwnerTags("c1", "u1"))
+    finally:
+        await connector.close()
+    assert requests == []

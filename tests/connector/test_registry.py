@@ -18,6 +18,7 @@ from skyfleet.connectors import (
     OwnershipMismatch,
     OwnerTags,
     UnknownConnector,
+    Unsupported,
     registry,
 )
 from skyfleet.connectors.libcloud import LibcloudConnector
@@ -158,6 +159,10 @@ async def test_out_of_tree_connector_is_used_through_the_registry(installed_plug
     assert await connector.list_cluster("c1") == [node]
     with pytest.raises(OwnershipMismatch):
         await connector.destroy(node.provider_id, OwnerTags(cluster_id="c1", instance_uid="u2"))
+    # A connector written before release existed inherits the contract's refusal.
+    assert not connector.capabilities.release
+    with pytest.raises(Unsupported):
+        await connector.release(node.provider_id, OwnerTags(cluster_id="c1", instance_uid="u1"))
     await connector.destroy(node.provider_id, OwnerTags(cluster_id="c1", instance_uid="u1"))
     assert await connector.describe(node.provider_id) is None
 
