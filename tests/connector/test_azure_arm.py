@@ -160,7 +160,7 @@ async def test_release_patches_the_vm_with_every_tag_but_the_identity(connector:
         uid="uid-1",
     )
 
-    assert await connector.release(f"{VMS}/shop-web-1", owner("uid-1")) is None
+    await connector.release(f"{VMS}/shop-web-1", owner("uid-1"))
 
     (patch,) = changes(AzureMockHttp)
     assert (patch.method, patch.path, patch.query) == ("PATCH", f"{VMS}/shop-web-1", {"api-version": "2023-09-01"})

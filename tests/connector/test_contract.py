@@ -163,7 +163,7 @@ def test_breaker_ignores_throttling_and_half_opens_once() -> None:
     assert not breaker.is_open
 
 
-@pytest.mark.parametrize("adapter", sorted(ADAPTERS.values(), key=lambda a: a.provider), ids=lambda a: a.provider)
+@pytest.mark.parametrize("adapter", [ADAPTERS[name] for name in sorted(ADAPTERS)], ids=sorted(ADAPTERS))
 def test_release_is_claimed_exactly_where_the_adapter_can_untag(adapter: type[ProviderAdapter]) -> None:
     assert adapter.capabilities.release is (adapter.untag is not ProviderAdapter.untag)
 

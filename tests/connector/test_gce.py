@@ -198,7 +198,7 @@ async def test_release_sets_the_labels_but_the_identity_and_waits_for_it(connect
         uid="uid-1",
     )
 
-    assert await connector.release("us-central1-a/shop-web-1", owner("uid-1")) is None
+    await connector.release("us-central1-a/shop-web-1", owner("uid-1"))
 
     set_labels, wait = changes(GCEMockHttp)
     assert (set_labels.method, set_labels.path) == ("POST", f"{ZONE}/instances/shop-web-1/setLabels")

@@ -136,7 +136,7 @@ async def test_destroy_checks_ownership(connector: LibcloudConnector) -> None:
 async def test_release_writes_back_all_metadata_but_the_identity(connector: LibcloudConnector) -> None:
     await release_refusals(connector, NovaMockHttp, ours="srv-1", foreign="srv-x", missing="srv-gone", uid="uid-1")
 
-    assert await connector.release("srv-1", owner("uid-1")) is None
+    await connector.release("srv-1", owner("uid-1"))
 
     (put,) = changes(NovaMockHttp)
     assert (put.method, put.path) == ("PUT", "/v2.1/p-123/servers/srv-1/metadata")
