@@ -50,13 +50,25 @@ class Context:
             event.set()
 
     async def write_status(
-        self, plural: str, namespace: str, name: str, old: Mapping[str, Any] | None, new: Mapping[str, Any]
+        self,
+        plural: str,
+        namespace: str,
+        name: str,
+        old: Mapping[str, Any] | None,
+        new: Mapping[str, Any],
+        *,
+        resource_version: str | None = None,
     ) -> bool:
-        """Patch status only where it differs; a converged object gets no write at all."""
+        """Patch status only where it differs; a converged object gets no write at all.
+
+        Two loops that write one object's conditions pass the ``resource_version`` their
+        ``old`` was read at: a merge patch replaces the whole list, so a write computed from a
+        stale copy would silently drop the other loop's condition (``Conflict`` instead).
+        """
         patch = merge_patch(old, new)
         if not patch:
             return False
-        await self.kube.patch_status(plural, namespace, name, patch)
+        await self.kube.patch_status(plural, namespace, name, patch, resource_version=resource_version)
         return True
 
 

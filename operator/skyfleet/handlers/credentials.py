@@ -13,11 +13,13 @@ from skyfleet.api.cloudcredential import Capabilities, CloudCredential, CloudCre
 from skyfleet.connectors import ConnectorError
 from skyfleet.handlers.clouds import CredentialUnavailable
 from skyfleet.handlers.context import GROUP, VERSION, ctx_of, event, now, wait_or_wake
+from skyfleet.handlers.kube import Conflict
 from skyfleet.reconcile.conditions import find_condition, set_condition
 from skyfleet.reconcile.credentials import verdict_for
 
 SECRET_FINALIZER = "skyfleet.io/credential-in-use"  # noqa: S105 - a finalizer name, not a secret
 RETRY_SOON = 30.0
+CONFLICT_DELAY = 1.0
 
 
 def _in_use(index: kopf.Index[Any, Any], namespace: str, name: str) -> int:
@@ -43,6 +45,10 @@ async def verify_loop(
         started = time.monotonic()
         try:
             delay = await verify_once(namespace, name, body, memo, logger)
+        except Conflict:
+            # The observation loop wrote meanwhile; verify again from the fresh object.
+            ctx.metrics.reconciled("cloudcredential", started)
+            delay = CONFLICT_DELAY
         except Exception:
             ctx.metrics.reconciled("cloudcredential", started, error=True)
             logger.exception("verifying %s/%s failed", namespace, name)
@@ -61,6 +67,7 @@ async def verify_once(namespace: str, name: str, body: kopf.Body, memo: Any, log
     ctx = ctx_of(memo)
     cred = CloudCredential.model_validate(dict(body))
     old_raw = dict(body.get("status") or {})
+    version = body.metadata.get("resourceVersion")
     old = cred.status or CloudCredentialStatus()
     period = float(cred.spec.verify_interval_seconds or ctx.settings.verify_period)
     error: BaseException | None = None
@@ -96,7 +103,9 @@ async def verify_once(namespace: str, name: str, body: kopf.Body, memo: Any, log
         instances=old.instances,
         orphaned_vms=old.orphaned_vms,
     )
-    written = await ctx.write_status("cloudcredentials", namespace, name, old_raw, status.to_api())
+    written = await ctx.write_status(
+        "cloudcredentials", namespace, name, old_raw, status.to_api(), resource_version=version
+    )
     changed = before is None or before.reason != verdict.reason
     if written and changed and ctx.announce_once("cloudcredential", namespace, name, verdict.reason):
         event(body, "Normal" if verdict.ready else "Warning", verdict.reason, message)

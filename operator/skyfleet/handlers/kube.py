@@ -22,6 +22,10 @@ T = TypeVar("T")
 MERGE = "application/merge-patch+json"
 
 
+class Conflict(Exception):
+    """The object changed since the version a write was computed from; compute it again."""
+
+
 def _load_config(pool_size: int) -> client.ApiClient:
     cfg = client.Configuration()
     try:
@@ -93,13 +97,28 @@ class Kube:
 
         await self._run(call)
 
-    async def patch_status(self, plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    async def patch_status(
+        self,
+        plural: str,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any],
+        resource_version: str | None = None,
+    ) -> None:
+        """Merge-patch status; with ``resource_version``, only if the object is still at that
+        version (``Conflict`` otherwise), for writers that share a list such as conditions."""
+        body: dict[str, Any] = {"status": dict(status)}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
+
         def call() -> None:
             try:
                 self.custom.patch_namespaced_custom_object_status(
-                    GROUP, VERSION, namespace, plural, name, {"status": dict(status)}, _content_type=MERGE
+                    GROUP, VERSION, namespace, plural, name, body, _content_type=MERGE
                 )
             except ApiException as exc:
+                if exc.status == 409:
+                    raise Conflict(f"{plural} {namespace}/{name} changed since version {resource_version}") from None
                 if exc.status != 404:  # deleted meanwhile: nothing left to report on
                     raise
 

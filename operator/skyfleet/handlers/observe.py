@@ -24,6 +24,7 @@ from skyfleet.handlers.clouds import CredentialUnavailable
 from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of, event, now, wait_or_wake
 from skyfleet.handlers.credentials import SECRET_FINALIZER
 from skyfleet.handlers.indexes import ObservedInstance
+from skyfleet.handlers.kube import Conflict
 from skyfleet.reconcile.conditions import set_condition
 from skyfleet.reconcile.instances import lost_for_good, observed_status
 from skyfleet.reconcile.orphans import plan_orphans
@@ -158,6 +159,7 @@ async def observe_once(
         event(body, "Warning", "OrphanedVMs", plan.message)
     state.reported_orphans = len(orphans)
     old_raw = dict(body.get("status") or {})
+    version = body.metadata.get("resourceVersion")
     old = CloudCredentialStatus.model_validate(old_raw)
     conditions = set_condition(
         old.conditions,
@@ -174,7 +176,10 @@ async def observe_once(
         "orphanedVms": remaining,
         "conditions": [c.to_api() for c in conditions],
     }
-    await ctx.write_status("cloudcredentials", namespace, name, old_raw, wanted)
+    try:
+        await ctx.write_status("cloudcredentials", namespace, name, old_raw, wanted, resource_version=version)
+    except Conflict:
+        logger.info("status of %s/%s changed meanwhile; writing it next period", namespace, name)
 
 
 async def _observe_members(
