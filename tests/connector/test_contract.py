@@ -85,6 +85,21 @@ def test_newest_matching_image_wins() -> None:
         pick_image(images, image_id="ami-404")
 
 
+def test_an_owner_narrows_a_name_lookup() -> None:
+    images = [
+        CloudImage("ami-1", "ubuntu-24.04-20260101", datetime(2026, 1, 1, tzinfo=UTC), owner="099720109477"),
+        CloudImage("ami-2", "ubuntu-24.04-20261101", datetime(2026, 11, 1, tzinfo=UTC), owner="666666666666"),
+    ]
+    assert pick_image(images, name_pattern="ubuntu-24.04-*").id == "ami-2"
+    assert pick_image(images, name_pattern="ubuntu-24.04-*", owner="099720109477").id == "ami-1"
+    with pytest.raises(NotFound, match="owned by 123"):
+        pick_image(images, name_pattern="ubuntu-24.04-*", owner="123")
+    # A cloud that does not say who owns an image cannot honour an owner: an error, not a guess.
+    anonymous = [CloudImage("img-1", "ubuntu-24.04-20260101")]
+    with pytest.raises(InvalidRequest, match="cannot be checked"):
+        pick_image(anonymous, name_pattern="ubuntu-*", owner="099720109477")
+
+
 def test_owner_tags_round_trip_and_ownership() -> None:
     tags = OwnerTags(cluster_id="c1", instance_uid="u1", namespace="ns", deployment="d", instance="i").to_tags()
 

@@ -217,6 +217,27 @@ async def test_resolve_size_and_image(ec2_endpoint: str, make_connector: Connect
         await connector.resolve_size(cpu=100000)
 
 
+async def test_image_lookup_by_owner_ignores_a_newer_lookalike(
+    ec2_endpoint: str, make_connector: ConnectorFactory, boto_ec2: Any
+) -> None:
+    # Anyone can publish an AMI under a familiar name; only the owner check keeps a name
+    # lookup from booting a stranger's image.
+    genuine_owner = "137112412989"  # publishes moto's amzn2 image, as Amazon does on AWS
+    vm = boto_ec2.run_instances(ImageId=AMI, InstanceType="t3.micro", MinCount=1, MaxCount=1)["Instances"][0]
+    lookalike = boto_ec2.create_image(InstanceId=vm["InstanceId"], Name="amzn2-ami-hvm-2099.01.01-x86_64-gp2")
+    connector = make_connector(ec2_endpoint)
+
+    unchecked = await connector.resolve_image(name_pattern="amzn2-ami-*")
+    checked = await connector.resolve_image(name_pattern="amzn2-ami-*", owner=genuine_owner)
+
+    assert unchecked.id == lookalike["ImageId"]  # newest name match, from the wrong account
+    assert checked.id != lookalike["ImageId"]
+    assert checked.owner == genuine_owner
+    assert checked.name.startswith("amzn2-ami-")
+    with pytest.raises(NotFound, match="owned by 000000000000"):
+        await connector.resolve_image(name_pattern="amzn2-ami-*", owner="000000000000")
+
+
 @pytest.mark.parametrize(("parameters", "family"), [({}, "t3a"), ({"architecture": "arm64"}, "t4g")])
 async def test_sizes_fit_the_images_architecture(ec2_endpoint: str, parameters: dict[str, str], family: str) -> None:
     # An x86 AMI does not boot on a Graviton type, though those are often the smallest fit.

@@ -198,6 +198,8 @@ class CloudImage:
     id: str
     name: str
     created_at: datetime | None = None
+    # The account that published the image (EC2: the AMI's owner id), where the cloud says.
+    owner: str | None = None
 
 
 @dataclass(frozen=True)
@@ -321,8 +323,16 @@ def pick_size(
     )
 
 
-def pick_image(images: list[CloudImage], *, image_id: str | None = None, name_pattern: str | None = None) -> CloudImage:
-    """An id wins; otherwise the newest image whose name matches the glob ``name_pattern``."""
+def pick_image(
+    images: list[CloudImage],
+    *,
+    image_id: str | None = None,
+    name_pattern: str | None = None,
+    owner: str | None = None,
+) -> CloudImage:
+    """An id wins; otherwise the newest image whose name matches the glob ``name_pattern``,
+    among those published by ``owner`` when one is given (anyone can publish an image with a
+    familiar name, so the owner check is what makes a name lookup safe)."""
     if image_id:
         for image in images:
             if image.id == image_id:
@@ -330,9 +340,15 @@ def pick_image(images: list[CloudImage], *, image_id: str | None = None, name_pa
         raise NotFound(f"image {image_id!r} not found")
     if not name_pattern:
         raise InvalidRequest("an image needs an id or a name pattern")
-    matches = [i for i in images if fnmatch.fnmatchcase(i.name, name_pattern)]
+    candidates = images
+    if owner is not None:
+        if images and all(i.owner is None for i in images):
+            raise InvalidRequest(f"the cloud does not say who owns its images, so owner {owner!r} cannot be checked")
+        candidates = [i for i in images if i.owner == owner]
+    matches = [i for i in candidates if fnmatch.fnmatchcase(i.name, name_pattern)]
     if not matches:
-        raise NotFound(f"no image name matches {name_pattern!r} among {len(images)} images")
+        by = f" owned by {owner}" if owner is not None else ""
+        raise NotFound(f"no image name matches {name_pattern!r} among {len(candidates)} images{by}")
     return max(matches, key=lambda i: (i.created_at.timestamp() if i.created_at else -math.inf, i.name, i.id))
 
 
@@ -395,8 +411,10 @@ class Connector(abc.ABC):
             architecture=self.config.parameters.get("architecture"),
         )
 
-    async def resolve_image(self, image_id: str | None = None, name_pattern: str | None = None) -> CloudImage:
-        return pick_image(await self.list_images(), image_id=image_id, name_pattern=name_pattern)
+    async def resolve_image(
+        self, image_id: str | None = None, name_pattern: str | None = None, owner: str | None = None
+    ) -> CloudImage:
+        return pick_image(await self.list_images(), image_id=image_id, name_pattern=name_pattern, owner=owner)
 
     @abc.abstractmethod
     async def find_by_tags(self, tags: Mapping[str, str]) -> list[CloudNode]:

@@ -111,7 +111,9 @@ async def resolve_once(
                     problems.append(("NoMatch", f"no entry for credential {credential!r} in region {region}"))
                     continue
                 found = await connector.resolve_image(
-                    image_id=source.id, name_pattern=source.lookup.name_pattern if source.lookup else None
+                    image_id=source.id,
+                    name_pattern=source.lookup.name_pattern if source.lookup else None,
+                    owner=source.lookup.owner if source.lookup else None,
                 )
                 resolved.append(ResolvedImage(credential=credential, region=region or "", id=found.id, name=found.name))
             except CredentialUnavailable as exc:

@@ -71,7 +71,9 @@ async def _resolve_image(
         return None, f"Image {inst.spec.image_ref!r} has no entry for credential {inst.spec.credential!r}"
     async with ctx.clouds.single_flight(connector, "images"):
         found = await connector.resolve_image(
-            image_id=source.id, name_pattern=source.lookup.name_pattern if source.lookup else None
+            image_id=source.id,
+            name_pattern=source.lookup.name_pattern if source.lookup else None,
+            owner=source.lookup.owner if source.lookup else None,
         )
     return found.id, ""
 

@@ -189,8 +189,8 @@ class LibcloudConnector(Connector):
     async def _call(self, op: str, fn: Callable[[Driver], T], *, write: bool = False) -> T:
         return await self._retrying(op, lambda: self._attempt(op, fn, write=write))
 
-    async def _cached(self, kind: str, fn: Callable[[Driver], T]) -> T:
-        key = (kind, self.config.provider, self.config.key, self.config.endpoint_url or "")
+    async def _cached(self, kind: str, fn: Callable[[Driver], T], variant: str = "") -> T:
+        key = (kind, self.config.provider, self.config.key, self.config.endpoint_url or "", variant)
         hit = self.catalogue_cache.get(key)
         if hit is not None:
             return hit  # type: ignore[no-any-return]
@@ -211,8 +211,18 @@ class LibcloudConnector(Connector):
     async def list_locations(self) -> list[CloudLocation]:
         return list(await self._cached("locations", self.adapter.list_locations))
 
-    async def resolve_image(self, image_id: str | None = None, name_pattern: str | None = None) -> CloudImage:
-        return pick_image(await self.list_images(), image_id=image_id, name_pattern=name_pattern)
+    async def resolve_image(
+        self, image_id: str | None = None, name_pattern: str | None = None, owner: str | None = None
+    ) -> CloudImage:
+        if owner is None or image_id:
+            images = await self.list_images()
+        else:
+            # Where the cloud filters by owner (EC2), list that owner's images: its catalogue is
+            # not in the credential's default listing. Cached per owner like any catalogue.
+            images = list(
+                await self._cached("images", lambda d: self.adapter.list_images(d, owner=owner), variant=owner)
+            )
+        return pick_image(images, image_id=image_id, name_pattern=name_pattern, owner=owner)
 
     async def find_by_tags(self, tags: Mapping[str, str]) -> list[CloudNode]:
         if not tags:

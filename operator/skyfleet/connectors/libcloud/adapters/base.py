@@ -122,7 +122,9 @@ class ProviderAdapter:
     def list_sizes(self, driver: Driver) -> list[CloudSize]:
         return [self.to_cloud_size(s) for s in driver.list_sizes()]
 
-    def list_images(self, driver: Driver) -> list[CloudImage]:
+    def list_images(self, driver: Driver, owner: str | None = None) -> list[CloudImage]:
+        """The catalogue; ``owner`` narrows it where the provider filters server-side (the
+        caller filters by owner again either way)."""
         return [self.to_cloud_image(i) for i in driver.list_images()]
 
     def list_locations(self, driver: Driver) -> list[CloudLocation]:
@@ -159,7 +161,8 @@ class ProviderAdapter:
             if extra.get(key):
                 created = _parse_time(str(extra[key]))
                 break
-        return CloudImage(id=str(image.id), name=str(image.name or image.id), created_at=created)
+        owner = next((str(extra[k]) for k in ("owner_id", "owner") if extra.get(k)), None)
+        return CloudImage(id=str(image.id), name=str(image.name or image.id), created_at=created, owner=owner)
 
     # -- tags -----------------------------------------------------------------------------
     def encode_tags(self, tags: Mapping[str, str]) -> dict[str, str]:

@@ -107,9 +107,9 @@ class EC2Adapter(ProviderAdapter):
     def to_cloud_size(self, size: NodeSize) -> CloudSize:
         return dataclasses.replace(super().to_cloud_size(size), architecture=_architecture(size.extra or {}))
 
-    def list_images(self, driver: Driver) -> list[CloudImage]:
+    def list_images(self, driver: Driver, owner: str | None = None) -> list[CloudImage]:
         # Without an owner EC2 lists every public AMI (tens of thousands); credentials name theirs.
-        owner = self.config.parameters.get("image_owner")
+        owner = owner or self.config.parameters.get("image_owner")
         return [self.to_cloud_image(i) for i in driver.list_images(ex_owner=owner)]
 
     # -- listing: our own pagination ----------------------------------------------------
