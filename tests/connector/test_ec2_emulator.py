@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 from typing import Any
@@ -223,19 +224,23 @@ async def test_image_lookup_by_owner_ignores_a_newer_lookalike(
     # Anyone can publish an AMI under a familiar name; only the owner check keeps a name
     # lookup from booting a stranger's image.
     genuine_owner = "137112412989"  # publishes moto's amzn2 image, as Amazon does on AWS
+    pattern = "amzn2-ami-hvm-*-x86_64-gp2"
+    # The emulator dates its stock images when first listed: list first, so the lookalike is newer.
+    assert boto_ec2.describe_images(Owners=[genuine_owner])["Images"]
+    await asyncio.sleep(1.1)
     vm = boto_ec2.run_instances(ImageId=AMI, InstanceType="t3.micro", MinCount=1, MaxCount=1)["Instances"][0]
     lookalike = boto_ec2.create_image(InstanceId=vm["InstanceId"], Name="amzn2-ami-hvm-2099.01.01-x86_64-gp2")
     connector = make_connector(ec2_endpoint)
 
-    unchecked = await connector.resolve_image(name_pattern="amzn2-ami-*")
-    checked = await connector.resolve_image(name_pattern="amzn2-ami-*", owner=genuine_owner)
+    unchecked = await connector.resolve_image(name_pattern=pattern)
+    checked = await connector.resolve_image(name_pattern=pattern, owner=genuine_owner)
 
     assert unchecked.id == lookalike["ImageId"]  # newest name match, from the wrong account
     assert checked.id != lookalike["ImageId"]
     assert checked.owner == genuine_owner
     assert checked.name.startswith("amzn2-ami-")
     with pytest.raises(NotFound, match="owned by 000000000000"):
-        await connector.resolve_image(name_pattern="amzn2-ami-*", owner="000000000000")
+        await connector.resolve_image(name_pattern=pattern, owner="000000000000")
 
 
 @pytest.mark.parametrize(("parameters", "family"), [({}, "t3a"), ({"architecture": "arm64"}, "t4g")])
