@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -195,6 +196,34 @@ def test_vm_terminated_out_of_band_is_replaced(world: World) -> None:
     assert tags(new)["skyfleet.io/instance"] == "drift-app-1"
     assert event_for(w, "drift-app-0", "VMLost")
     assert event_for(w, "drift", "ReplacingLostVM")
+
+
+def test_a_rotated_secret_takes_effect_without_a_restart(world: World) -> None:
+    w = world
+    proxy = w.cloud.proxy()
+    proxy.faults.accepted_keys = frozenset({"AKIAROTATED"})  # the old key was revoked
+    w.kube.apply(*w.credential("rotating", "eu-central-1", proxy.endpoint, verifyIntervalSeconds=30))
+    eventually(
+        lambda: reason_of(w, "cloudcredentials.skyfleet.io", "rotating") == ("False", "InvalidCredentials"),
+        timeout=60,
+        what="InvalidCredentials",
+    )
+    assert event_for(w, "rotating", "InvalidCredentials")
+    assert w.operator.proc is not None
+    operator = w.operator.proc
+
+    w.kube.patch("secret", "rotating-keys", {"stringData": {"accessKeyId": "AKIAROTATED"}})
+    # Read again at the next verification (at most verifyIntervalSeconds later), no restart.
+    eventually(
+        lambda: reason_of(w, "cloudcredentials.skyfleet.io", "rotating") == ("True", "Verified"),
+        timeout=60,
+        what="Verified with the rotated key",
+    )
+    assert w.operator.proc is operator
+    assert operator.poll() is None  # the same process, still running
+    # Neither key's secret half shows up anywhere a user could read it.
+    shown = json.dumps(w.kube.get("cloudcredentials.skyfleet.io", "rotating")) + json.dumps(w.kube.events())
+    assert "e2e-secret-value-123" not in shown
 
 
 def test_deleting_the_namespace_destroys_every_vm(world: World) -> None:

@@ -18,6 +18,8 @@ backends:
 * Eventual consistency: new instances stay invisible to DescribeInstances for
   ``describe_lag`` seconds, and report ``pending`` for ``pending_delay`` seconds.
 * Throttling shaped like EC2's: HTTP 503 ``RequestLimitExceeded`` from per-action token buckets.
+* Authentication: with ``faults.accepted_keys`` set, requests signed with any other access key
+  id answer 401 ``AuthFailure`` (moto accepts every key).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ _EC2_NS = "http://ec2.amazonaws.com/doc/2016-11-15/"
 _INSTANCE_ID = re.compile(rb"<instanceId>(i-[0-9a-f]+)</instanceId>")
 # Parameters that differ between retries of the same logical request.
 _VOLATILE = re.compile(r"^(Signature.*|AWSAccessKeyId|Timestamp|Expires|X-Amz-.*|Version)$")
+_SIGV4_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection"}
 
 
@@ -82,6 +85,8 @@ class Faults:
     describe_lag: float = 0.0
     pending_delay: float = 0.0
     dedup_client_token: bool = True
+    # Access key ids the cloud accepts (None: any, as moto does); others get 401 AuthFailure.
+    accepted_keys: frozenset[str] | None = None
     # Restrict the random faults above to these actions (empty: every action).
     actions: frozenset[str] = field(default_factory=frozenset)
 
@@ -315,6 +320,14 @@ class _Handler(BaseHTTPRequestHandler):
             params += parse_qsl(body.decode(), keep_blank_values=True)
         return params
 
+    def _access_key(self, params: list[tuple[str, str]]) -> str | None:
+        """The access key id a request is signed with: SigV2 query parameter or SigV4 header."""
+        key = dict(params).get("AWSAccessKeyId")
+        if key:
+            return key
+        match = _SIGV4_CREDENTIAL.search(self.headers.get("Authorization", ""))
+        return match.group(1) if match else None
+
     def _forward(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
         proxy = self.owner
         conn = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port, timeout=120)
@@ -341,6 +354,11 @@ class _Handler(BaseHTTPRequestHandler):
             with proxy._lock:
                 jitter = proxy._random.uniform(0, faults.latency_jitter)
             time.sleep(faults.latency + jitter)
+
+        if faults.accepted_keys is not None and self._access_key(params) not in faults.accepted_keys:
+            proxy._bump("auth_failures")
+            self._reply(401, _ec2_error("AuthFailure", "AWS was not able to validate the provided access credentials"))
+            return
 
         one_shot = proxy._one_shot(action)
         random_faults = faults.applies(action)
