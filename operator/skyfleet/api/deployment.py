@@ -30,7 +30,7 @@ MAX_GROUP_NAME = 16
 MAX_GROUPS = 16
 MAX_REPLICAS = 10000
 
-PlacementStrategy = Literal["Spread", "Ordered", "Cheapest"]
+PlacementStrategy = Literal["Spread", "Ordered"]
 DeletionPolicy = Literal["Delete", "Orphan"]
 DriftPolicy = Literal["Recreate", "Report"]
 
@@ -78,8 +78,7 @@ class Placement(Model):
     strategy: PlacementStrategy | None = Field(
         default=None,
         description="Spread: weighted round-robin over targets. Ordered: fill the first target, fall back to "
-        "the next on quota or capacity errors. Cheapest: reserved for price-aware placement; it places like Spread "
-        "until prices per size are known. Default: Spread.",
+        "the next on quota or capacity errors. Default: Spread.",
     )
     targets: list[PlacementTarget] = Field(description="Where VMs may go.", min_length=1, max_length=16)
 

@@ -86,8 +86,6 @@ def choose_targets(
     chosen: list[Target] = []
     for _ in range(count):
         candidates = [t for t in targets if usable(t)]
-        # Cheapest needs size prices per target, which the planner does not get yet: until it
-        # does, Cheapest places like Spread rather than refusing to place at all.
         if strategy == "Ordered":
             pick = _first_in_order(targets, blocked, ready, pending, room)
         else:
