@@ -170,6 +170,30 @@ async def test_create_budget_matches_the_runinstances_bucket_without_throttling(
     assert time.monotonic() - started >= (9 - 4) / 1.8 * 0.9
 
 
+async def test_launches_queued_on_their_budget_do_not_hold_up_listings(
+    proxy: FaultProxy, make_connector: ConnectorFactory
+) -> None:
+    # A fleet being created queues many launches on a slow mutation budget; observing the VMs
+    # already launched must not wait behind them, or status freezes until the queue drains.
+    connector = make_connector(proxy.endpoint, requests_per_second=1.0, burst=1, max_concurrency=2)
+    finished: list[str] = []
+    first_done = asyncio.Event()
+
+    async def launch(i: int) -> None:
+        await connector.create(request(f"queued-{i}"))
+        finished.append(f"launch-{i}")
+        first_done.set()
+
+    launches = [asyncio.create_task(launch(i)) for i in range(5)]
+    await first_done.wait()  # the first launch spent the only token; the rest wait for theirs
+    await connector.list_cluster(CLUSTER)
+    finished.append("listing")
+    await asyncio.gather(*launches)
+
+    # The listing went through while four launches still waited for tokens (one per second).
+    assert finished.index("listing") <= 2, finished
+
+
 async def test_throttling_that_never_ends_surfaces_as_throttled(
     proxy: FaultProxy, make_connector: ConnectorFactory
 ) -> None:

@@ -151,8 +151,11 @@ class LibcloudConnector(Connector):
         if self._closed:
             raise Permanent(f"connector for {self.config.key} is closed", provider=self.config.provider)
         self.breaker.before_call()
+        # The budget first, then a slot: a call waiting for its token must not hold one of the
+        # few slots, or a queue of launches paced at 2/s would keep every listing waiting too
+        # (a fleet's status would freeze while it is being created).
+        await (self._write_bucket if write else self._read_bucket).acquire()
         async with self._slots:
-            await (self._write_bucket if write else self._read_bucket).acquire()
             loop = asyncio.get_running_loop()
             ctx = contextvars.copy_context()
             started = time.monotonic()
