@@ -33,6 +33,8 @@ class Context:
     announced: dict[tuple[str, str, str], str] = field(default_factory=dict)
     # Instances this process asked to delete, with when (see deployments.reconcile_once).
     recent_deletes: dict[tuple[str, str], float] = field(default_factory=dict)
+    # Instances this operator created that its index may not show yet: (namespace, name) -> when.
+    recent_creates: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def announce_once(self, kind: str, namespace: str, name: str, reason: str) -> bool:
         key = (kind, namespace, name)

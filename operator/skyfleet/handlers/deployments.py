@@ -119,7 +119,15 @@ async def reconcile_once(
         "blockOwnerDeletion": True,
     }
     changed: set[str] = set()
+    # Our own creates reach the index a moment later; until then the plan asks for the same
+    # names again. Sending them would only earn 409s (hundreds while a large fleet is created).
+    created = ctx.recent_creates
+    indexed = {v.name for v in views}
+    for key in [k for k, t in created.items() if t < cutoff or (k[0] == namespace and k[1] in indexed)]:
+        del created[key]
     for new in plan.creates:
+        if (namespace, new.name) in created:
+            continue
         manifest = {
             "apiVersion": API_VERSION,
             "kind": "Instance",
@@ -133,6 +141,7 @@ async def reconcile_once(
         }
         if await ctx.kube.create("instances", namespace, manifest):
             changed.add(new.name)
+        created[(namespace, new.name)] = time.monotonic()
     already_deleting = {v.name for v in views if v.deleting}
     for victim in plan.deletes:
         if await ctx.kube.delete("instances", namespace, victim) and victim not in already_deleting:
