@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -32,40 +29,13 @@ from libcloud.compute.providers import get_driver
 
 from skyfleet.connectors import CreateRequest, CredentialConfig, Limits, OwnerTags
 from skyfleet.connectors.libcloud import LibcloudConnector
+from skyfleet.testing.ec2emulator import EmulatorProcess
 from skyfleet.testing.faultproxy import FaultProxy
-from skyfleet.testing.net import free_port
 
 AMI = "ami-03cf127a"
 CLUSTER = "bench"
 BURST, RATE = 5, 2.0  # AWS RunInstances request bucket
 SECRET = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
-
-
-class Emulator:
-    """The EC2 emulator in its own process, reset between variants."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "skyfleet.testing.ec2emulator", "--port", str(self.port)],
-            stdout=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                self.reset()
-                return
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError("EC2 emulator did not start")
-
-    def reset(self) -> None:
-        urllib.request.urlopen(urllib.request.Request(f"{self.url}moto-api/reset", method="POST"), timeout=5)  # noqa: S310 - loopback
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
 
 
 def tags(i: int) -> dict[str, str]:
@@ -187,7 +157,7 @@ def main() -> None:
     parser.add_argument("--only", choices=["naive", "ideal", "connector"], action="append")
     args = parser.parse_args()
 
-    emulator = Emulator()
+    emulator = EmulatorProcess()
     variants: dict[str, Callable[[str, int, int], None]] = {"naive": naive, "ideal": ideal, "connector": connector}
     results: dict[str, float] = {}
     try:

@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
-import ctypes.util
 import json
 import os
 import re
@@ -52,11 +50,11 @@ from types import FrameType
 from typing import Any
 
 import boto3  # type: ignore[import-untyped]
-from botocore.exceptions import EndpointConnectionError  # type: ignore[import-untyped]
 
 from skyfleet.testing.controlplane import ControlPlane
+from skyfleet.testing.ec2emulator import EmulatorProcess
 from skyfleet.testing.faultproxy import FaultProxy
-from skyfleet.testing.net import free_port
+from skyfleet.testing.processes import die_with_parent
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMESPACE = "bench"
@@ -67,21 +65,10 @@ FLEET, PROBE = "fleet", "probe"
 REGIONS = {FLEET: "eu-central-1", PROBE: "us-east-1"}
 OBSERVE_PERIOD, RESYNC_PERIOD = 5, 20
 WRITE_VERBS = ("POST", "PUT", "PATCH")
-_PR_SET_PDEATHSIG = 1
 
 
 class BenchError(RuntimeError):
     """Something the benchmark waited for did not happen."""
-
-
-def _die_with_parent() -> Callable[[], None]:
-    """A preexec_fn: SIGKILL the child when the benchmark dies, however it dies."""
-    prctl = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True).prctl
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-    return preexec
 
 
 def _stop(proc: subprocess.Popen[bytes], grace: float = 20.0) -> None:
@@ -231,25 +218,8 @@ class Watch:
 # -- the cloud ----------------------------------------------------------------------------------
 
 
-class Emulator:
+class Emulator(EmulatorProcess):
     """The EC2 emulator in its own process, so it does not share the benchmark's GIL."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "skyfleet.testing.ec2emulator", "--port", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent(),  # noqa: PLW1509 - only prctl runs between fork and exec
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                self.running_vms("us-east-1", "none")
-                return
-            except EndpointConnectionError:
-                time.sleep(0.2)
-        raise BenchError("EC2 emulator did not start")
 
     def running_vms(self, region: str, cluster_id: str) -> int:
         client = boto3.client(
@@ -266,9 +236,6 @@ class Emulator:
             ]
         )
         return sum(len(r["Instances"]) for page in pages for r in page["Reservations"])
-
-    def stop(self) -> None:
-        _stop(self.process, grace=10)
 
 
 # -- the operator --------------------------------------------------------------------------------
@@ -307,7 +274,7 @@ class Operator:
                 stderr=subprocess.STDOUT,
                 env=env,
                 cwd=ROOT,
-                preexec_fn=_die_with_parent(),  # noqa: PLW1509 - only prctl runs between fork and exec
+                preexec_fn=die_with_parent(),  # noqa: PLW1509 - only prctl and getppid run between fork and exec
             )
 
     @property

@@ -28,8 +28,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import ctypes
-import ctypes.util
 import datetime
 import fcntl
 import functools
@@ -57,6 +55,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from skyfleet.testing.net import free_ports as _free_ports
+from skyfleet.testing.processes import die_with_parent
 from skyfleet.testing.tools import repo_root
 from skyfleet.testing.tools import tools_bin as build_tools
 
@@ -71,7 +70,6 @@ ISSUER = "https://kubernetes.default.svc.cluster.local"
 CONTROLLERS = "*,-cloud-node-lifecycle-controller,-node-route-controller,-service-lb-controller,-node-ipam-controller"
 _STOP_GRACE_SECONDS = 10.0
 _PORT_RACE_ATTEMPTS = 3
-_PR_SET_PDEATHSIG = 1
 _TEMP_PREFIX = "skyfleet-controlplane-"
 _OWNER_FILE = "owner.pid"
 _STATE_SUBDIRS = ("etcd", "logs", "pki", "kubecache")
@@ -190,20 +188,6 @@ def _kubeconfig(server: str, ca: _Pair, client: _Pair, user: str) -> str:
 
 
 # -- processes -------------------------------------------------------------------------------------
-
-
-def _die_with_parent() -> Callable[[], None]:
-    """A preexec_fn: SIGKILL this child when its parent dies, however the parent dies."""
-    prctl = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True).prctl
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        # The parent may have died between fork and prctl; then no signal would ever come.
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return preexec
 
 
 def _alive(proc: subprocess.Popen[bytes]) -> bool:
@@ -511,7 +495,7 @@ class ControlPlane:
                 cwd=self.state_dir,
                 env=env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent(),  # noqa: PLW1509 - only prctl and getppid run between fork and exec
+                preexec_fn=die_with_parent(),  # noqa: PLW1509 - only prctl and getppid run between fork and exec
             )
 
     def _status(self, path: str) -> int:

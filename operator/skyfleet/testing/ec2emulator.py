@@ -31,14 +31,21 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
+import sys
 import threading
+import time
+import urllib.request
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Self
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-__all__ = ["EC2Emulator", "NamespaceFix"]
+from skyfleet.testing.net import free_port
+from skyfleet.testing.processes import die_with_parent
+
+__all__ = ["EC2Emulator", "EmulatorProcess", "NamespaceFix"]
 
 _NAMESPACE = re.compile(rb'xmlns="(http://ec2\.amazonaws\.com/doc/\d{4}-\d{2}-\d{2})"')
 _ERROR_NAMESPACE = re.compile(rb'<Response xmlns="[^"]*">')
@@ -191,6 +198,43 @@ class EC2Emulator:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class EmulatorProcess:
+    """The same emulator in a child process of its own, so it does not share the caller's GIL
+    (benchmarks); it dies with its parent. ``url`` answers once the constructor returns."""
+
+    def __init__(self, timeout: float = 60.0) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "skyfleet.testing.ec2emulator", "--port", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            preexec_fn=die_with_parent(),  # noqa: PLW1509 - only prctl and getppid run between fork and exec
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.reset()
+                return
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"the EC2 emulator did not answer within {timeout:g} s")
+
+    def reset(self) -> None:
+        """Forget all state, as EC2Emulator.reset does in-process."""
+        url = f"{self.url}{_RESET_PATH.lstrip('/')}"  # http://127.0.0.1:<port>/ only
+        urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=5).close()  # noqa: S310
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
 
 
 def main(argv: list[str] | None = None) -> None:
