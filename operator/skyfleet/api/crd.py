@@ -18,6 +18,7 @@ from skyfleet.api.common import CATEGORY, GROUP, VERSION, Resource
 from skyfleet.api.deployment import Deployment
 from skyfleet.api.image import Image
 from skyfleet.api.instance import Instance
+from skyfleet.api.policy import POLICY_FILENAME, secret_protection
 
 KINDS: tuple[type[Resource], ...] = (CloudCredential, Image, Deployment, Instance)
 
@@ -165,9 +166,12 @@ def crd_filename(kind: type[Resource]) -> str:
 
 
 def render_crds() -> dict[str, str]:
-    """File name -> YAML text of every CRD, exactly as committed under crds/."""
+    """File name -> YAML text of everything committed under crds/: every CRD, and the admission
+    policy that keeps a CloudCredential's Secret (installed wherever the CRDs are)."""
     header = "# Generated from operator/skyfleet/api by `make crds`. Do not edit.\n"
-    return {crd_filename(kind): header + yaml.safe_dump(crd_for(kind), sort_keys=False, width=120) for kind in KINDS}
+    files = {crd_filename(kind): header + yaml.safe_dump(crd_for(kind), sort_keys=False, width=120) for kind in KINDS}
+    files[POLICY_FILENAME] = header + yaml.safe_dump_all(secret_protection(), sort_keys=False, width=120)
+    return files
 
 
 def write_crds(directory: Path) -> list[Path]:

@@ -17,7 +17,6 @@ from skyfleet.handlers.kube import Conflict
 from skyfleet.reconcile.conditions import find_condition, set_condition
 from skyfleet.reconcile.credentials import verdict_for
 
-SECRET_FINALIZER = "skyfleet.io/credential-in-use"  # noqa: S105 - a finalizer name, not a secret
 RETRY_SOON = 30.0
 CONFLICT_DELAY = 1.0
 
@@ -128,7 +127,5 @@ async def deleting(
     in_use = _in_use(instances_by_credential, namespace, name)
     if in_use:
         raise kopf.TemporaryError(f"{in_use} Instances still use this credential", delay=5)
-    cred = CloudCredential.model_validate(dict(body))
-    await ctx.kube.set_secret_finalizer(namespace, cred.spec.secret_ref.name, SECRET_FINALIZER, False)
     await ctx.clouds.forget(namespace, name)
     await asyncio.sleep(0)

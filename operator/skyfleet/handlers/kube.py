@@ -139,30 +139,6 @@ class Kube:
 
         return await self._run(call)
 
-    async def set_secret_finalizer(self, namespace: str, name: str, finalizer: str, present: bool) -> bool:
-        """Add or remove ``finalizer`` on a Secret; False when the Secret does not exist.
-
-        The patch carries the resourceVersion it was computed from, so a concurrent change to the
-        finalizer list fails with 409 instead of being overwritten; the caller retries later.
-        """
-
-        def call() -> bool:
-            try:
-                secret = self.core.read_namespaced_secret(name, namespace)
-            except ApiException as exc:
-                if exc.status == 404:
-                    return False
-                raise
-            finalizers = list(secret.metadata.finalizers or [])
-            if (finalizer in finalizers) == present:
-                return True
-            finalizers = [*finalizers, finalizer] if present else [f for f in finalizers if f != finalizer]
-            body = {"metadata": {"finalizers": finalizers, "resourceVersion": secret.metadata.resource_version}}
-            self.core.patch_namespaced_secret(name, namespace, body, _content_type=MERGE)
-            return True
-
-        return await self._run(call)
-
     async def get_lease(self, namespace: str, name: str) -> Any:
         def call() -> Any:
             try:

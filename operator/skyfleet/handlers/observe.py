@@ -22,7 +22,6 @@ from skyfleet.api.instance import InstanceStatus
 from skyfleet.connectors import CloudNode, ConnectorError, NodeState, OwnerTags
 from skyfleet.handlers.clouds import CredentialUnavailable
 from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of, event, now, wait_or_wake
-from skyfleet.handlers.credentials import SECRET_FINALIZER
 from skyfleet.handlers.indexes import ObservedInstance
 from skyfleet.handlers.kube import Conflict
 from skyfleet.reconcile.conditions import set_condition
@@ -105,10 +104,6 @@ async def observe_once(
 ) -> None:
     cred = CloudCredential.model_validate(dict(body))
     members: list[ObservedInstance] = list(instances_by_credential.get((namespace, name), []))
-    try:
-        await ctx.kube.set_secret_finalizer(namespace, cred.spec.secret_ref.name, SECRET_FINALIZER, bool(members))
-    except Exception as exc:  # a 409 is routine: the next period retries
-        logger.info("secret finalizer update deferred: %s", type(exc).__name__)
     regions = {m.region or cred.spec.region or "" for m in members} | {cred.spec.region or ""}
     nodes: list[CloudNode] = []
     region_of: dict[str, str] = {}
