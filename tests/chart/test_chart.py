@@ -81,10 +81,13 @@ def test_defaults_render_the_operator_and_nothing_optional(render: Render) -> No
         "ClusterRoleBinding",
         "CustomResourceDefinition",
         "Deployment",
+        "NetworkPolicy",
         "Role",
         "RoleBinding",
         "Service",
         "ServiceAccount",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ]
     assert not by_kind(objects, "PodDisruptionBudget"), "a PDB for a single pod would block node drains"
     assert not by_kind(objects, "ConfigMap"), "Argo CD and Grafana extras are opt-in"
@@ -202,19 +205,31 @@ def test_operator_environment_is_valid_settings(render: Render, values: dict[str
 # CRDs
 
 
+def crd_files() -> list[Path]:
+    """The CRDs among crds/ (which also holds the Secret-protection policy, templated separately)."""
+    paths = (ROOT / "crds").glob("*.yaml")
+    return sorted(p for p in paths if next(yaml.safe_load_all(p.read_text()))["kind"] == "CustomResourceDefinition")
+
+
 def test_chart_crd_copies_are_identical_to_crds_folder() -> None:
-    """files/crds/ must be the generated CRDs byte for byte (resync: cp crds/*.yaml charts/skyfleet/files/crds/)."""
-    source = {p.name: p.read_bytes() for p in (ROOT / "crds").glob("*.yaml")}
+    """files/crds/ must be the generated CRDs byte for byte.
+
+    Resync: cp crds/skyfleet.io_*.yaml charts/skyfleet/files/crds/
+    """
+    source = {p.name: p.read_bytes() for p in crd_files()}
     copies = {p.name: p.read_bytes() for p in (CHART / "files" / "crds").glob("*.yaml")}
-    assert sorted(copies) == sorted(source)
+    assert len(source) == len(KINDS)
+    assert sorted(copies) == sorted(source), "files/crds holds the CRDs and nothing else (every file renders as a CRD)"
     stale = [name for name in source if source[name] != copies[name]]
-    assert not stale, f"charts/skyfleet/files/crds is stale for {stale}: cp crds/*.yaml charts/skyfleet/files/crds/"
+    assert not stale, (
+        f"charts/skyfleet/files/crds is stale for {stale}: cp crds/skyfleet.io_*.yaml charts/skyfleet/files/crds/"
+    )
 
 
 def test_rendered_crds_match_the_generated_ones_and_are_kept(render: Render) -> None:
     crds = {c["metadata"]["name"]: c for c in by_kind(render(), "CustomResourceDefinition")}
     assert sorted(crds) == sorted(f"{k}.skyfleet.io" for k in KINDS)
-    for path in (ROOT / "crds").glob("*.yaml"):
+    for path in crd_files():
         generated = yaml.safe_load(path.read_text())
         rendered = crds[generated["metadata"]["name"]]
         assert rendered["spec"] == generated["spec"], path.name
@@ -249,8 +264,8 @@ NAMESPACED_RULES = [
         ("get", "patch", "update"),
     ),
     (("skyfleet.io",), ("deployments/finalizers",), ("update",)),
-    # get by name, and patch for the finalizer that keeps a Secret while Instances need it
-    (("",), ("secrets",), ("get", "patch")),
+    # get by name, nothing else: an admission policy, not the operator, keeps a credential's Secret
+    (("",), ("secrets",), ("get",)),
     (("",), ("events",), ("create",)),
     (("events.k8s.io",), ("events",), ("create",)),
 ]
@@ -282,9 +297,7 @@ def test_no_role_grants_wildcards_escalation_or_secret_listing(render: Render) -
             verbs = set(rule["verbs"])
             assert not verbs & {"escalate", "bind", "impersonate"}, f"{name}: {rule}"
             if "secrets" in rule["resources"]:
-                assert not verbs & {"list", "watch", "create", "update", "delete", "deletecollection"}, (
-                    f"{name} may {verbs} Secrets"
-                )
+                assert verbs == {"get"}, f"{name} may {verbs} Secrets"
                 assert rule["apiGroups"] == [""]
             if "serviceaccounts/token" in rule["resources"] or "pods/exec" in rule["resources"]:
                 pytest.fail(f"{name}: {rule}")
@@ -331,6 +344,118 @@ def test_aggregated_roles_extend_view_and_edit_without_creating_instances(render
     assert {"create", "update", "patch", "delete"} <= edit_rules["deployments"]
     assert "create" not in edit_rules["instances"], "Instances are Skyfleet's records; users never create them"
     assert not by_kind(render({"rbac": {"aggregateToDefaultRoles": False}}), "ClusterRole")[1:]
+
+
+# ---------------------------------------------------------------------------------------------
+# NetworkPolicy: what the operator's pods may reach and be reached by
+
+
+def rule_ports(rule: dict[str, Any]) -> set[tuple[int, str]]:
+    return {(p["port"], p["protocol"]) for p in rule["ports"]}
+
+
+def test_network_policy_admits_metrics_and_probes_and_reaches_api_dns_and_https(render: Render) -> None:
+    objects = render()
+    policy = one(objects, "NetworkPolicy")
+    pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert sorted(policy["spec"]["policyTypes"]) == ["Egress", "Ingress"]
+
+    metrics, health = policy["spec"]["ingress"]
+    assert rule_ports(metrics) == {(9090, "TCP")}
+    assert metrics["from"] == [{"namespaceSelector": {}}], "scrapers: pods, not the whole internet"
+    assert rule_ports(health) == {(8081, "TCP")}
+    assert "from" not in health, "the kubelet probes from the node, not from a pod"
+    assert {p["containerPort"] for p in container(objects)["ports"]} == {9090, 8081}
+
+    api, dns, clouds = policy["spec"]["egress"]
+    assert rule_ports(api) == {(443, "TCP"), (6443, "TCP")}
+    assert "to" not in api
+    assert rule_ports(dns) == {(53, "UDP"), (53, "TCP")}
+    assert dns["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}]
+    assert rule_ports(clouds) == {(443, "TCP")}
+    blocks = {peer["ipBlock"]["cidr"]: peer["ipBlock"].get("except", []) for peer in clouds["to"]}
+    assert blocks == {"0.0.0.0/0": ["169.254.0.0/16"], "::/0": ["fe80::/10"]}, "never instance metadata"
+
+
+def test_network_policy_follows_ports_and_takes_private_endpoints(render: Render) -> None:
+    keystone = {"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}], "ports": [{"port": 5000, "protocol": "TCP"}]}
+    api_server = [{"ipBlock": {"cidr": "10.0.0.10/32"}}]
+    objects = render(
+        {
+            "metrics": {"port": 9100},
+            "liveness": {"port": 9101},
+            "networkPolicy": {
+                "ingress": {"metricsFrom": [{"podSelector": {"matchLabels": {"app": "prometheus"}}}]},
+                "egress": {"apiServer": {"ports": [8443], "to": api_server}, "extra": [keystone]},
+            },
+        }
+    )
+    policy = one(objects, "NetworkPolicy")
+    metrics, health = policy["spec"]["ingress"]
+    assert rule_ports(metrics) == {(9100, "TCP")}
+    assert metrics["from"] == [{"podSelector": {"matchLabels": {"app": "prometheus"}}}]
+    assert rule_ports(health) == {(9101, "TCP")}
+    api, _, clouds, extra = policy["spec"]["egress"]
+    assert rule_ports(api) == {(8443, "TCP")}
+    assert api["to"] == api_server
+    assert rule_ports(clouds) == {(443, "TCP")}
+    assert extra == keystone
+
+
+def test_metrics_off_closes_the_port_everywhere(render: Render) -> None:
+    objects = render({"metrics": {"enabled": False, "serviceMonitor": {"enabled": True}}}, api_versions=MONITORING)
+    assert env_of(objects)["SKYFLEET_METRICS_PORT"] == "0"
+    assert [p["name"] for p in container(objects)["ports"]] == ["health"]
+    assert not by_kind(objects, "Service")
+    assert not by_kind(objects, "ServiceMonitor")
+    (health,) = one(objects, "NetworkPolicy")["spec"]["ingress"]
+    assert rule_ports(health) == {(8081, "TCP")}
+
+
+def test_network_policy_can_be_left_out(render: Render) -> None:
+    assert not by_kind(render({"networkPolicy": {"enabled": False}}), "NetworkPolicy")
+
+
+def test_metrics_and_probe_ports_must_differ(helm: Helm) -> None:
+    out = helm("template", "sf", str(CHART), "--kube-version", KUBE_VERSION, "--set", "metrics.port=8081")
+    assert out.returncode != 0
+    assert "metrics.port and liveness.port must differ" in out.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# the admission policy that keeps credentials' Secrets
+
+
+def generated_policy() -> tuple[dict[str, Any], dict[str, Any]]:
+    policy, binding = yaml.safe_load_all((ROOT / "crds" / "policy-credential-secrets.yaml").read_text())
+    return policy, binding
+
+
+def test_chart_renders_the_generated_secret_protection_policy(render: Render) -> None:
+    policy, binding = generated_policy()
+    objects = render()
+    rendered = one(objects, "ValidatingAdmissionPolicy", "sf-skyfleet-credential-secrets")
+    assert rendered["spec"] == policy["spec"], "the chart's policy differs from crds/ (make crds)"
+    rendered_binding = one(objects, "ValidatingAdmissionPolicyBinding", "sf-skyfleet-credential-secrets")
+    assert rendered_binding["spec"] == {**binding["spec"], "policyName": "sf-skyfleet-credential-secrets"}
+    assert rendered["spec"]["paramKind"] == {"apiVersion": "skyfleet.io/v1alpha1", "kind": "CloudCredential"}
+    assert rendered_binding["spec"]["paramRef"] == {"selector": {}, "parameterNotFoundAction": "Allow"}
+    assert "namespace" not in rendered_binding["spec"]["paramRef"], "params from the Secret's own namespace"
+
+
+def test_namespaced_install_protects_only_its_namespaces(render: Render) -> None:
+    binding = one(render({"watchNamespaces": ["team-a", "team-b"]}), "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["matchResources"] == {
+        "namespaceSelector": {
+            "matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["team-a", "team-b"]}
+            ]
+        }
+    }
+    objects = render({"secretProtection": {"enabled": False}})
+    assert not by_kind(objects, "ValidatingAdmissionPolicy")
+    assert not by_kind(objects, "ValidatingAdmissionPolicyBinding")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -556,7 +681,6 @@ def test_installed_rbac_is_least_privilege_as_the_api_server_sees_it(
     sa = f"system:serviceaccount:{namespace}:sf-skyfleet"
     allowed = [
         ("get", "secrets", "-n", "shop"),
-        ("patch", "secrets", "-n", "shop"),
         ("watch", "deployments.skyfleet.io", "-A"),
         ("patch", "deployments.skyfleet.io/status", "-n", "shop"),
         ("create", "instances.skyfleet.io", "-n", "shop"),
@@ -567,6 +691,10 @@ def test_installed_rbac_is_least_privilege_as_the_api_server_sees_it(
         ("list", "customresourcedefinitions.apiextensions.k8s.io"),
     ]
     denied = [
+        ("patch", "secrets", "-n", "kube-system"),
+        ("patch", "secrets", "-n", "shop"),
+        ("update", "secrets", "-n", "shop"),
+        ("delete", "secrets", "-n", "shop"),
         ("list", "secrets", "-n", "shop"),
         ("watch", "secrets", "-A"),
         ("create", "secrets", "-n", "shop"),
@@ -667,6 +795,9 @@ def test_namespaced_install_with_prometheus_operator(cluster: Cluster, release: 
         assert cluster.can(sa, "create", "instances.skyfleet.io", "-n", team_b)
         assert not cluster.can(sa, "watch", "deployments.skyfleet.io", "-A")
         assert not cluster.can(sa, "get", "secrets", "-n", "default")
+        assert cluster.can(sa, "get", "secrets", "-n", team_a)
+        assert not cluster.can(sa, "patch", "secrets", "-n", team_a)
+        assert not cluster.can(sa, "patch", "secrets", "-n", "kube-system")
         assert not cluster.can(sa, "list", "cloudcredentials.skyfleet.io", "-n", "default")
         cluster.helm("uninstall", "sf2", "-n", namespace)
     finally:

@@ -150,7 +150,7 @@ def test_operator_serves_the_shop_with_the_charts_permissions(
             )
             assert lease["spec"]["holderIdentity"]
 
-            # Deleting needs finalizer patches, Instance deletes and the Secret finalizer removed.
+            # Deleting needs finalizer patches and Instance deletes (and no write to any Secret).
             cluster.kubectl("delete", "deployments.skyfleet.io", "shop", "-n", app, "--wait=false")
             deadline = time.monotonic() + 60
             while cluster.kubectl("get", "instances.skyfleet.io", "-n", app, "-o", "name").stdout.strip():
