@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -44,3 +49,76 @@ def test_documented_values_exist(render: Render) -> None:
                 break
             assert part in node, f"docs/install.md sets {key}, which the chart does not have"
             node = node[part]
+
+
+LEGACY = "skyfleet.io/credential-in-use"
+
+
+def test_documented_legacy_finalizer_removal_frees_secrets_and_nothing_else(control_plane: Any, tmp_path: Path) -> None:
+    """The upgrade note's block, run as written against Secrets an earlier version left behind."""
+    block = re.search(
+        r"<!-- legacy-finalizer:begin.*?-->\s*```sh\n(.*?)```\s*<!-- legacy-finalizer:end -->", DOC.read_text(), re.S
+    )
+    assert block, "the legacy-finalizer block is missing from docs/install.md"
+    ns = f"legacy-{uuid.uuid4().hex[:6]}"
+    kubectl = control_plane.kubectl
+    kubectl("create", "namespace", ns)
+
+    def secret(name: str, *finalizers: str) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "finalizers": list(finalizers)}}
+
+    def finalizers(name: str) -> list[str] | None:
+        out = kubectl("get", "secret", name, "-n", ns, "--ignore-not-found", "-o", "json").stdout
+        return json.loads(out)["metadata"].get("finalizers", []) if out.strip() else None
+
+    docs = [
+        secret("held", LEGACY),
+        secret("shared", "example.com/other", LEGACY),
+        secret("plain"),
+        secret("deleting", LEGACY),
+    ]
+    kubectl("apply", "-n", ns, "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
+    kubectl("delete", "secret", "deleting", "-n", ns, "--wait=false")
+
+    def run(**extra: str) -> str:
+        env = {
+            "PATH": f"{control_plane.tools_bin}:/usr/bin:/bin",
+            "KUBECONFIG": str(control_plane.kubeconfig),
+            "HOME": str(tmp_path),  # kubectl's discovery cache
+            **extra,
+        }
+        out = subprocess.run(
+            ["bash", "-c", block.group(1)], check=False, capture_output=True, text=True, env=env, timeout=120
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    try:
+        out = run()
+        assert finalizers("held") == []
+        assert finalizers("shared") == ["example.com/other"], "only Skyfleet's own finalizer goes"
+        assert finalizers("plain") == []
+        assert finalizers("deleting") == [LEGACY], "one already being deleted would go at once: kept"
+        assert f"skipped {ns}/deleting" in out
+        kubectl("delete", "secret", "held", "-n", ns, "--timeout=30s")
+        assert finalizers("held") is None, "deleted, not stuck in Terminating"
+
+        run(ALL="1")
+        assert finalizers("deleting") is None
+        assert run() == "", "a second run finds nothing to do"
+    finally:
+        kubectl(
+            "patch", "secret", "shared", "-n", ns, "--type=merge", "-p", '{"metadata":{"finalizers":null}}', check=False
+        )
+        kubectl(
+            "patch",
+            "secret",
+            "deleting",
+            "-n",
+            ns,
+            "--type=merge",
+            "-p",
+            '{"metadata":{"finalizers":null}}',
+            check=False,
+        )
+        kubectl("delete", "namespace", ns, "--wait=false", check=False)
