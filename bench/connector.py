@@ -27,7 +27,7 @@ from libcloud.common.exceptions import BaseHTTPError
 from libcloud.compute.base import NodeImage, NodeSize
 from libcloud.compute.providers import get_driver
 
-from skyfleet.connectors import CreateRequest, CredentialConfig, Limits, OwnerTags
+from skyfleet.connectors import CreateRequest, CredentialConfig, EndpointPolicy, Limits, OwnerTags
 from skyfleet.connectors.libcloud import LibcloudConnector
 from skyfleet.testing.ec2emulator import EmulatorProcess
 from skyfleet.testing.faultproxy import FaultProxy
@@ -36,6 +36,8 @@ AMI = "ami-03cf127a"
 CLUSTER = "bench"
 BURST, RATE = 5, 2.0  # AWS RunInstances request bucket
 SECRET = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
+# The emulator listens on loopback, which connectors reach only when allow-listed.
+LOOPBACK = EndpointPolicy.parse(["127.0.0.1"])
 
 
 def tags(i: int) -> dict[str, str]:
@@ -125,6 +127,7 @@ def connector(endpoint: str, count: int, concurrency: int) -> None:
         endpoint_url=endpoint,
         secret=SECRET,
         limits=Limits(requests_per_second=RATE, burst=BURST, max_concurrency=concurrency),
+        endpoint_policy=LOOPBACK,
     )
 
     async def run() -> None:
@@ -139,7 +142,14 @@ def connector(endpoint: str, count: int, concurrency: int) -> None:
 
 def count_instances(emulator_url: str) -> tuple[int, int]:
     """(instances tagged with the bench cluster, distinct instance uids among them)."""
-    config = CredentialConfig(name="count", namespace="bench", provider="ec2", endpoint_url=emulator_url, secret=SECRET)
+    config = CredentialConfig(
+        name="count",
+        namespace="bench",
+        provider="ec2",
+        endpoint_url=emulator_url,
+        secret=SECRET,
+        endpoint_policy=LOOPBACK,
+    )
 
     async def run() -> tuple[int, int]:
         async with LibcloudConnector(config) as conn:

@@ -265,6 +265,8 @@ class Operator:
             str(RESYNC_PERIOD),
             "--lease-namespace",
             "default",
+            "--allow-endpoint",
+            "127.0.0.1",  # the emulator listens on loopback
         ]
         env = {**os.environ, **plane.env, "PYTHONWARNINGS": "ignore::Warning"}
         with log_path.open("ab") as log:

@@ -32,6 +32,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "log_level": args.log_level,
         "liveness_endpoint": args.liveness,
         "workers": args.workers,
+        "allowed_endpoints": args.allow_endpoint,
+        "cloud_threads": args.cloud_threads,
         "observe_period": args.observe_period,
         "resync_period": args.resync_period,
         "leader_election": False if args.no_leader_election else None,
@@ -78,6 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.add_argument("--liveness", help="liveness endpoint URL, e.g. http://0.0.0.0:8081/healthz ('' disables)")
     run.add_argument("--workers", type=int, help="threads for blocking work")
+    run.add_argument(
+        "--allow-endpoint",
+        action="append",
+        metavar="HOST|*.DOMAIN|IP|CIDR",
+        help="let CloudCredentials reach this endpoint although it is loopback, link-local, private, "
+        "cluster-internal or plain http (repeatable)",
+    )
+    run.add_argument("--cloud-threads", type=int, help="threads for cloud calls, shared by every credential")
     run.add_argument("--observe-period", type=float, help="seconds between VM observations per credential")
     run.add_argument("--resync-period", type=float, help="seconds between reconciles of unchanged objects")
     run.add_argument("--lease-namespace", help="namespace of the leader-election Lease")

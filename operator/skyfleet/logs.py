@@ -1,9 +1,17 @@
-"""Every log line about an object names it, also lines from code that never saw a kopf logger.
+"""Every log line about an object names it, also lines from code that never saw a kopf logger;
+and no log line carries what HTTP libraries would print at DEBUG.
 
 kopf's JSON format adds an ``object`` reference to records from its per-object loggers only.
 Our own modules (connectors, the Kubernetes client wrapper) log through plain module loggers,
 so a filter fills the reference in from the object kopf is handling in the current context,
 which asyncio tasks and our executor calls (copy_context) carry along.
+
+HTTP libraries log whole request lines at DEBUG: urllib3 prints every URL with its query string,
+and EC2's RunInstances sends the user data (base64) in the query string of a GET; the
+Kubernetes client dumps request and response bodies, Secrets included. Their loggers are kept at
+INFO or above whatever ``--log-level`` says, and a handler filter makes that hold even for a
+logger someone sets to DEBUG later: it drops their records below INFO and cuts URLs in the rest
+down to scheme and host (urllib3 warns with the full URL of a request it cannot parse).
 """
 
 from __future__ import annotations
@@ -13,7 +21,9 @@ from typing import Any
 
 from kopf._core.actions.execution import cause_var  # pinned kopf 1.x: the handler's cause
 
-__all__ = ["ObjectRefFilter", "install_object_refs"]
+from skyfleet.connectors.errors import clean_message
+
+__all__ = ["ObjectRefFilter", "TransportFilter", "install_object_refs"]
 
 
 class ObjectRefFilter(logging.Filter):
@@ -32,16 +42,34 @@ class ObjectRefFilter(logging.Filter):
         return True
 
 
-# These loggers dump whole request and response bodies at DEBUG, Secrets included. Nothing in
-# them is worth a secret in the log, so they never log below INFO, whatever the log level.
-BODY_DUMPING_LOGGERS = ("kubernetes.client.rest",)
+# These loggers print whole request lines (URLs with user data) or bodies (Secrets) at DEBUG.
+# Nothing in them is worth that, so they never log below INFO, whatever the log level.
+BODY_DUMPING_LOGGERS = ("kubernetes.client.rest", "urllib3", "requests", "libcloud", "requests_oauthlib")
+
+
+def _from_http_library(record: logging.LogRecord) -> bool:
+    return any(record.name == n or record.name.startswith(n + ".") for n in BODY_DUMPING_LOGGERS)
+
+
+class TransportFilter(logging.Filter):
+    """Drops DEBUG records of HTTP libraries and cuts URLs and query strings out of the others."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not _from_http_library(record):
+            return True
+        if record.levelno < logging.INFO:
+            return False
+        record.msg = clean_message(record.getMessage())
+        record.args = ()
+        return True
 
 
 def install_object_refs(logger: logging.Logger | None = None) -> None:
-    """Add the filter to every handler of ``logger`` (default: root, where kopf.configure puts its own)
-    and keep body-dumping client loggers above DEBUG."""
+    """Add the filters to every handler of ``logger`` (default: root, where kopf.configure puts its
+    own) and keep the HTTP libraries' loggers above DEBUG."""
     for name in BODY_DUMPING_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger(name).getEffectiveLevel()))
     for handler in (logger or logging.getLogger()).handlers:
-        if not any(isinstance(f, ObjectRefFilter) for f in handler.filters):
-            handler.addFilter(ObjectRefFilter())
+        for kind in (TransportFilter, ObjectRefFilter):
+            if not any(isinstance(f, kind) for f in handler.filters):
+                handler.addFilter(kind())

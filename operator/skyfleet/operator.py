@@ -188,7 +188,7 @@ def run(settings: Settings) -> int:
     kube = Kube(pool_size=settings.workers)
     metrics = Metrics()
     metrics.serve(settings.metrics_host, settings.metrics_port)
-    clouds = Clouds(kube)
+    clouds = Clouds(kube, settings)
     clouds.observer = metrics.observe_cloud_call
     ctx = Context(settings=settings, kube=kube, clouds=clouds, metrics=metrics)
 

@@ -40,6 +40,17 @@ class Settings(BaseSettings):
         default="http://0.0.0.0:8081/healthz", description="kopf's liveness probe URL; empty disables."
     )
     workers: int = Field(default=8, ge=1, le=256, description="Threads for blocking work (sync API calls).")
+    allowed_endpoints: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Cloud endpoints tenants may use beyond public https ones: host names, *.domain wildcards, "
+        "IP addresses or CIDRs (loopback, link-local, private, cluster-internal, plain http). Env: comma-separated.",
+    )
+    cloud_threads: int = Field(
+        default=32, ge=1, le=1024, description="Threads for cloud calls, shared by every credential."
+    )
+    cloud_call_timeout: float = Field(
+        default=120.0, gt=0, description="Total seconds one cloud call may take, however slowly the cloud answers."
+    )
     observe_period: float = Field(default=15.0, gt=0, description="Seconds between VM observations per credential.")
     verify_period: float = Field(
         default=600.0, gt=0, description="Default seconds between credential checks (verifyIntervalSeconds wins)."
@@ -67,13 +78,21 @@ class Settings(BaseSettings):
     lease_duration: float = Field(default=15.0, gt=1, description="Seconds a Lease is valid without renewal.")
     identity: str = Field(default_factory=_default_identity, description="Holder identity in the Lease.")
 
-    @field_validator("namespaces", mode="before")
+    @field_validator("namespaces", "allowed_endpoints", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         if isinstance(value, str):
             if value.lstrip().startswith("["):
                 return json.loads(value)
             return [n.strip() for n in value.split(",") if n.strip()]
+        return value
+
+    @field_validator("allowed_endpoints")
+    @classmethod
+    def _valid_endpoints(cls, value: list[str]) -> list[str]:
+        from skyfleet.connectors.endpoints import parse_allow_list
+
+        parse_allow_list(value)  # a ValueError names the entry that is wrong
         return value
 
     @field_validator("liveness_endpoint", mode="before")

@@ -9,7 +9,7 @@ from typing import Any
 import boto3  # type: ignore[import-untyped]
 import pytest
 
-from skyfleet.connectors import CredentialConfig, Limits, OwnerTags
+from skyfleet.connectors import CredentialConfig, EndpointPolicy, Limits, OwnerTags
 from skyfleet.connectors.libcloud import LibcloudConnector
 from skyfleet.connectors.libcloud.resilience import CircuitBreaker, RetryPolicy
 from skyfleet.testing.ec2emulator import EC2Emulator
@@ -20,6 +20,8 @@ CANARY = "CANARY-s3cr3t-9f41d7"
 CANARY_SECRET = {"aws_access_key_id": f"AKID{CANARY}", "aws_secret_access_key": f"{CANARY}-key"}
 CLUSTER = "cluster-test"
 AMI = "ami-03cf127a"  # shipped in moto's default AMI catalogue
+# The emulator and the fault proxy listen on loopback, which an operator must allow-list.
+LOOPBACK = EndpointPolicy.parse(["127.0.0.1"])
 
 
 @pytest.fixture(autouse=True)
@@ -75,6 +77,7 @@ def ec2_config(endpoint: str, parameters: dict[str, str] | None = None, **limits
         parameters=parameters or {},
         secret=CANARY_SECRET,
         limits=Limits(**({"requests_per_second": 200.0, "burst": 200, "max_concurrency": 8} | limits)),
+        endpoint_policy=LOOPBACK,
     )
 
 

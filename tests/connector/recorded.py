@@ -32,7 +32,9 @@ MockHttp: Any = _MockHttp
 
 
 class Sent:
-    def __init__(self, method: str, url: str, body: Any, headers: dict[str, str]) -> None:
+    def __init__(self, method: str, url: str, body: Any, headers: dict[str, str], origin: str | None = None) -> None:
+        # Where the connection was made to ("https://host:port"): endpoint overrides show here.
+        self.origin = origin
         self.method = method
         self.url = url
         self.path = urlsplit(url).path
@@ -56,7 +58,7 @@ class RecordedHttp(MockHttp):  # type: ignore[misc]  # dynamic base, see above
         cls.sent = []
 
     def _get_request(self, method: str, url: str, body: Any = None, headers: Any = None) -> Reply:
-        type(self).sent.append(Sent(method, url, body, dict(headers or {})))
+        type(self).sent.append(Sent(method, url, body, dict(headers or {}), origin=getattr(self, "host", None)))
         reply: Reply = super()._get_request(method, url, body, headers)
         return reply
 

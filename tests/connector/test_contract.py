@@ -29,7 +29,7 @@ from skyfleet.connectors.libcloud.adapters import ADAPTERS, ProviderAdapter
 from skyfleet.connectors.libcloud.adapters.base import parse_endpoint
 from skyfleet.connectors.libcloud.adapters.ec2 import EC2Adapter, client_token
 from skyfleet.connectors.libcloud.resilience import CircuitBreaker
-from tests.connector.conftest import CANARY_SECRET
+from tests.connector.conftest import CANARY_SECRET, LOOPBACK
 
 pytestmark = pytest.mark.connector
 
@@ -188,7 +188,12 @@ async def test_release_without_the_capability_is_unsupported_before_any_request(
 ) -> None:
     monkeypatch.setattr(EC2Adapter, "capabilities", dataclasses.replace(EC2Adapter.capabilities, release=False))
     config = CredentialConfig(
-        name="aws", namespace="team-a", provider="ec2", endpoint_url="http://127.0.0.1:1/", secret=CANARY_SECRET
+        name="aws",
+        namespace="team-a",
+        provider="ec2",
+        endpoint_url="http://127.0.0.1:1/",
+        secret=CANARY_SECRET,
+        endpoint_policy=LOOPBACK,
     )
     connector = LibcloudConnector(config)
     requests: list[str] = []

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from libcloud.compute.drivers.digitalocean import DigitalOcean_v2_NodeDriver
@@ -17,6 +19,7 @@ from skyfleet.connectors import (
     OwnerTags,
     QuotaExceeded,
     Throttled,
+    vm_name,
 )
 from skyfleet.connectors.libcloud import LibcloudConnector
 from skyfleet.connectors.libcloud.resilience import RetryPolicy
@@ -27,26 +30,42 @@ pytestmark = pytest.mark.connector
 
 
 class DigitalOceanMockHttp(RecordedHttp):
+    """Recorded answers for the fixtures' droplets; droplets created here are kept and listed by tag."""
+
     provider = "digitalocean"
+    made: ClassVar[list[dict[str, Any]]] = []
+
+    @classmethod
+    def reset(cls, scenario: str | None = None) -> None:
+        super().reset(scenario)
+        cls.made = []
 
     def _v2_account(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
         if self.type == "UNAUTHORIZED":
             return self.reply(401, "error_unauthorized.json")
         return self.reply(200, "account.json")
 
-    def _v2_droplets(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
+    def _v2_droplets(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:  # noqa: PLR0911
         if method == "POST":
             if self.type == "DROPLET_LIMIT":
                 return self.reply(422, "error_droplet_limit.json")
             if self.type == "RATE_LIMITED":
                 return self.reply(429, "error_rate_limit.json", {"ratelimit-reset": "0"})
-            return self.reply(202, "create_node.json")
+            if self.type != "STATEFUL":
+                return self.reply(202, "create_node.json")
+            sent = json.loads(body)
+            droplet = json.loads(self.fixture("create_node.json"))["droplet"]
+            droplet.update(id=600 + len(self.made), name=sent["name"], tags=sent["tags"])
+            self.made.append(droplet)
+            return 202, json.dumps({"droplet": droplet}), {"content-type": "application/json"}, "Accepted"
         query = self.sent[-1].query
         if query.get("tag_name") == "skyfleet_instance-uid:uid-1":
             return self.reply(200, "list_nodes_uid_1.json")
         if query.get("tag_name") == "skyfleet_cluster-id:cluster-test":
             return self.reply(200, f"list_nodes_cluster_page_{query.get('page', '1')}.json")
-        return self.reply(200, "list_nodes_empty.json")
+        tagged = [d for d in self.made if query.get("tag_name") in d["tags"]]
+        listing = {"droplets": tagged, "links": {}, "meta": {"total": len(tagged)}}
+        return 200, json.dumps(listing), {"content-type": "application/json"}, "OK"
 
     def _v2_droplets_501(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
         if method == "DELETE":
@@ -67,26 +86,35 @@ class DigitalOceanMockHttp(RecordedHttp):
     _v2_tags_skyfleet_instance_uid_uid_0_resources = _v2_tags_skyfleet_cluster_id_cluster_test_resources
 
 
+def do_connector(endpoint_url: str | None = None) -> LibcloudConnector:
+    config = CredentialConfig(
+        name="do",
+        namespace="team-a",
+        provider="digitalocean",
+        region="fra1",
+        endpoint_url=endpoint_url,
+        secret={"token": CANARY},
+    )
+    return LibcloudConnector(config, retry=RetryPolicy(max_attempts=2, base_delay=0.01))
+
+
 @pytest.fixture
 async def connector(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LibcloudConnector]:
     monkeypatch.setattr(DigitalOcean_v2_NodeDriver.connectionCls, "conn_class", DigitalOceanMockHttp)
     DigitalOceanMockHttp.reset()
-    config = CredentialConfig(
-        name="do", namespace="team-a", provider="digitalocean", region="fra1", secret={"token": CANARY}
-    )
-    connector = LibcloudConnector(config, retry=RetryPolicy(max_attempts=2, base_delay=0.01))
+    connector = do_connector()
     yield connector
     await connector.close()
 
 
-def request(uid: str) -> CreateRequest:
+def request(uid: str, cluster: str = CLUSTER) -> CreateRequest:
     return CreateRequest(
         name=f"shop-web-{uid}",
         image_id="ubuntu-24-04-x64",
         size_id="s-1vcpu-1gb",
         region="fra1",
         user_data="#cloud-config\n",
-        tags=owner(uid).to_tags(),
+        tags=OwnerTags(cluster, uid, namespace="team-a", deployment="shop", instance=uid).to_tags(),
     )
 
 
@@ -96,6 +124,7 @@ async def test_create_sends_encoded_tags_and_userdata(connector: LibcloudConnect
     lookup, create = DigitalOceanMockHttp.sent
     assert lookup.query["tag_name"] == "skyfleet_instance-uid:uid-0"
     payload: dict[str, Any] = create.json()
+    assert payload["name"] == vm_name("shop-web-uid-0", cluster_id=CLUSTER, namespace="team-a")
     assert payload["user_data"] == "#cloud-config\n"
     assert payload["size"] == "s-1vcpu-1gb"
     assert payload["region"] == "fra1"
@@ -179,3 +208,26 @@ async def test_bad_token_is_invalid_credentials_without_the_token(connector: Lib
 
 async def test_describe_missing_droplet_is_none(connector: LibcloudConnector) -> None:
     assert await connector.describe("404") is None
+
+
+async def test_an_endpoint_override_is_where_requests_go(connector: LibcloudConnector) -> None:
+    overridden = do_connector("https://do-gateway.example.org:8443/")
+    try:
+        await overridden.verify()
+    finally:
+        await overridden.close()
+
+    (sent,) = DigitalOceanMockHttp.sent
+    assert (sent.origin, sent.path) == ("https://do-gateway.example.org:8443", "/v2/account")
+
+
+@pytest.mark.parametrize(("mine", "theirs"), [("prod.eu", "prod_eu"), ("Prod", "prod"), ("a_-b", "a.b")])
+async def test_cluster_ids_that_differ_never_share_a_tag(connector: LibcloudConnector, mine: str, theirs: str) -> None:
+    DigitalOceanMockHttp.reset("STATEFUL")
+    await connector.create(request("uid-5", cluster=mine))
+
+    assert await connector.list_cluster(theirs) == []
+    (listed,) = await connector.list_cluster(mine)
+    assert listed.tags[OwnerTags.CLUSTER_ID] == mine
+    tags = DigitalOceanMockHttp.made[0]["tags"]
+    assert all(re.fullmatch(r"[A-Za-z0-9_:-]{1,255}", t) for t in tags)

@@ -21,11 +21,22 @@ from skyfleet.connectors import (
     OwnerTags,
     SecretData,
     Unsupported,
+    vm_name,
 )
 from skyfleet.connectors.libcloud import LibcloudConnector
+from skyfleet.connectors.libcloud.transport import CallScope, call_scope
 from skyfleet.testing.ec2emulator import EC2Emulator
 from skyfleet.testing.faultproxy import FaultProxy
-from tests.connector.conftest import AMI, CLUSTER, ConnectorFactory, ec2_config, instances_tagged, owner, provenance
+from tests.connector.conftest import (
+    AMI,
+    CLUSTER,
+    LOOPBACK,
+    ConnectorFactory,
+    ec2_config,
+    instances_tagged,
+    owner,
+    provenance,
+)
 
 pytestmark = pytest.mark.connector
 
@@ -92,8 +103,9 @@ async def test_list_cluster_pages_through_a_600_instance_account(
     assert proxy.count("requests:DescribeInstances") >= 3
     # The trap this guards against: the stock driver reads the first page and stops.
     port = int(proxy.endpoint.rstrip("/").rsplit(":", 1)[1])
-    stock = get_driver("ec2")("k", "s", region="us-east-1", secure=False, host="127.0.0.1", port=port)
-    assert len(stock.list_nodes()) == 100
+    with call_scope(CallScope(policy=LOOPBACK)):  # libcloud in this process reaches loopback only so
+        stock = get_driver("ec2")("k", "s", region="us-east-1", secure=False, host="127.0.0.1", port=port)
+        assert len(stock.list_nodes()) == 100
 
 
 async def test_find_by_tags_skips_terminated_and_foreign(ec2_endpoint: str, make_connector: ConnectorFactory) -> None:
@@ -156,7 +168,8 @@ async def test_release_keeps_the_vm_running_but_no_longer_ours(
     assert after is not None
     assert after.state is NodeState.RUNNING
     assert {k: v for k, v in after.tags.items() if k.startswith("skyfleet.io/")} == provenance("kept")
-    assert after.tags["Name"] == "shop-web-kept"  # tags that are not ours stay too
+    # Tags that are not ours stay too (EC2's Name: the VM's name in the cloud).
+    assert after.tags["Name"] == vm_name("shop-web-kept", cluster_id=CLUSTER, namespace="team-a")
     with pytest.raises(OwnershipMismatch):
         await connector.destroy(kept.provider_id, owner("kept"))
     with pytest.raises(OwnershipMismatch):
@@ -208,7 +221,7 @@ async def test_resolve_size_and_image(ec2_endpoint: str, make_connector: Connect
 
     smallest = await connector.resolve_size(cpu=2, memory_mib=8192)
     explicit = await connector.resolve_size(cpu=64, instance_type="t3.nano")
-    image = await connector.resolve_image(name_pattern="amzn2-ami-*")
+    image = await connector.resolve_image(name_pattern="amzn2-ami-*", owner="137112412989")
 
     assert (smallest.vcpus, smallest.memory_mib) == (2, 8192)
     assert smallest == await connector.resolve_size(cpu=2, memory_mib=8192)
@@ -232,7 +245,7 @@ async def test_image_lookup_by_owner_ignores_a_newer_lookalike(
     lookalike = boto_ec2.create_image(InstanceId=vm["InstanceId"], Name="amzn2-ami-hvm-2099.01.01-x86_64-gp2")
     connector = make_connector(ec2_endpoint)
 
-    unchecked = await connector.resolve_image(name_pattern=pattern)
+    unchecked = await connector.resolve_image(name_pattern=pattern, owner="*")  # any publisher, knowingly
     checked = await connector.resolve_image(name_pattern=pattern, owner=genuine_owner)
 
     assert unchecked.id == lookalike["ImageId"]  # newest name match, from the wrong account

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -21,9 +24,10 @@ from skyfleet.connectors import (
     OwnerTags,
     QuotaExceeded,
     Throttled,
+    vm_name,
 )
 from skyfleet.connectors.libcloud import LibcloudConnector
-from skyfleet.connectors.libcloud.adapters.gce import label_key
+from skyfleet.connectors.libcloud.adapters.gce import label_key, label_value
 from skyfleet.connectors.libcloud.resilience import RetryPolicy
 from tests.connector.conftest import CANARY, CLUSTER, owner
 from tests.connector.recorded import RecordedHttp, Reply, changes, release_refusals
@@ -44,7 +48,22 @@ class GoogleTokenMockHttp(RecordedHttp):
 
 
 class GCEMockHttp(RecordedHttp):
+    """Recorded answers for the fixtures' instances, and a stateful zone for new ones: names are
+    unique per zone and must follow GCE's rule, label filters are evaluated on what was made."""
+
     provider = "gce"
+    instances: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    @classmethod
+    def reset(cls, scenario: str | None = None) -> None:
+        super().reset(scenario)
+        cls.instances = {}
+
+    def _get_method_name(self, type: str | None, use_param: str | None, qs: Any, path: str) -> str:
+        name = super()._get_method_name(type, use_param, qs, path)
+        if not hasattr(self, name) and re.search(r"/zones/us-central1-a/instances/[^/]+$", path):
+            return "_made_instance"
+        return name
 
     def _filter(self) -> str:
         return self.sent[-1].query.get("filter", "")
@@ -55,7 +74,10 @@ class GCEMockHttp(RecordedHttp):
         if self._filter() == '(labels.skyfleet_cluster-id = "cluster-test")':
             page = 2 if self.sent[-1].query.get("pageToken") == "page-2" else 1
             return self.reply(200, f"aggregated_cluster_page_{page}.json")
-        return self.reply(200, "aggregated_empty.json")
+        wanted = dict(re.findall(r'labels\.([a-z0-9_-]+) = "([^"]*)"', self._filter()))
+        found = [i for i in self.instances.values() if all(i["labels"].get(k) == v for k, v in wanted.items())]
+        listing = {"items": {"zones/us-central1-a": {"instances": found}}} if found else {"items": {}}
+        return 200, json.dumps(listing), {"content-type": "application/json"}, "OK"
 
     def _compute_v1_projects_skyfleet_test_zones_us_central1_a_instances(
         self, method: str, url: str, body: str, headers: dict[str, str]
@@ -64,12 +86,25 @@ class GCEMockHttp(RecordedHttp):
             return self.reply(403, "error_rate_limit.json")
         if self.type == "QUOTA":
             return self.reply(403, "error_quota.json")
+        sent = json.loads(body)
+        name = sent["name"]
+        if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", name):
+            return gce_error(400, "invalid", f"Invalid value for field 'resource.name': '{name}'")
+        if name in self.instances:
+            return gce_error(409, "alreadyExists", f"The resource '{name}' already exists")
+        self.instances[name] = {
+            **json.loads(self.fixture("instance_new.json")),
+            "name": name,
+            "labels": sent["labels"],
+            "selfLink": f"{ZONE}/instances/{name}",
+        }
         return self.reply(200, "insert_operation.json")
 
-    def _compute_v1_projects_skyfleet_test_zones_us_central1_a_instances_shop_web_uid_3(
-        self, method: str, url: str, body: str, headers: dict[str, str]
-    ) -> Reply:
-        return self.reply(200, "instance_new.json")
+    def _made_instance(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
+        found = self.instances.get(urlsplit(url).path.rsplit("/", 1)[-1])
+        if found is None:
+            return self.reply(404, "error_not_found.json")
+        return 200, json.dumps(found), {"content-type": "application/json"}, "OK"
 
     def _compute_v1_projects_skyfleet_test_zones_us_central1_a_instances_shop_web_1(
         self, method: str, url: str, body: str, headers: dict[str, str]
@@ -98,6 +133,11 @@ class GCEMockHttp(RecordedHttp):
         self, method: str, url: str, body: str, headers: dict[str, str]
     ) -> Reply:
         return self.reply(404, "error_not_found.json")
+
+
+def gce_error(status: int, reason: str, message: str) -> Reply:
+    body = {"error": {"errors": [{"domain": "global", "reason": reason, "message": message}], "code": status}}
+    return status, json.dumps(body), {"content-type": "application/json"}, "Error"
 
 
 @pytest.fixture(scope="module")
@@ -136,13 +176,13 @@ async def connector(monkeypatch: pytest.MonkeyPatch, service_account: str) -> As
     await connector.close()
 
 
-def request(uid: str) -> CreateRequest:
+def request(uid: str, name: str | None = None, namespace: str = "team-a", cluster: str = CLUSTER) -> CreateRequest:
     return CreateRequest(
-        name=f"shop-web-{uid}",
+        name=name or f"shop-web-{uid}",
         image_id="projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts",
         size_id="e2-small",
         user_data="#cloud-config\n",
-        tags=owner(uid).to_tags(),
+        tags=OwnerTags(cluster, uid, namespace=namespace, deployment="shop", instance=name or uid).to_tags(),
     )
 
 
@@ -165,9 +205,48 @@ async def test_create_sends_labels_userdata_and_request_id(connector: LibcloudCo
     assert payload["machineType"] == "zones/us-central1-a/machineTypes/e2-small"
     assert uuid.UUID(insert.query["requestId"]).version == 5
     assert insert.headers["Authorization"] == "Bearer ya29.test-access-token"
-    assert node.provider_id == "us-central1-a/shop-web-uid-3"
+    name = vm_name("shop-web-uid-3", cluster_id=CLUSTER, namespace="team-a")
+    assert payload["name"] == name
+    assert node.provider_id == f"us-central1-a/{name}"
     assert node.state is NodeState.PENDING
     assert node.tags[OwnerTags.INSTANCE_UID] == "uid-3"
+
+
+async def test_same_deployment_name_in_two_namespaces_makes_two_vms(connector: LibcloudConnector) -> None:
+    first = await connector.create(request("uid-a", name="shop-web-0", namespace="team-a"))
+    second = await connector.create(request("uid-b", name="shop-web-0", namespace="team-b"))
+
+    assert first.provider_id != second.provider_id
+    assert {i["labels"]["skyfleet_namespace"] for i in GCEMockHttp.instances.values()} == {"team-a", "team-b"}
+
+
+async def test_a_deployment_name_starting_with_a_digit_makes_a_valid_gce_name(connector: LibcloudConnector) -> None:
+    node = await connector.create(request("uid-7", name="1shop-web-0"))
+
+    (made,) = GCEMockHttp.instances
+    assert re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", made)
+    assert node.provider_id == f"us-central1-a/{made}"
+    assert node.tags[OwnerTags.INSTANCE] == "1shop-web-0"
+
+
+@pytest.mark.parametrize(
+    ("mine", "theirs"),
+    [("prod.eu", "prod_eu"), ("Prod", "prod"), ("prod-eu", "prod.eu"), ("x" * 60 + "a", "x" * 60 + "b")],
+)
+async def test_cluster_ids_that_differ_never_share_a_label(
+    connector: LibcloudConnector, mine: str, theirs: str
+) -> None:
+    await connector.create(request("uid-8", name="shop-web-8", cluster=mine))
+
+    assert label_value(mine) != label_value(theirs)
+    assert len(label_value(mine)) <= 63
+    assert await connector.list_cluster(theirs) == []
+    (listed,) = await connector.list_cluster(mine)
+    assert listed.tags[OwnerTags.CLUSTER_ID] in (mine, label_value(mine))  # the digest spelling when too long
+    # What a VM's labels read back as identifies it again: an orphan is destroyed by those.
+    recovered = OwnerTags.from_tags(listed.tags)
+    assert recovered is not None
+    await connector.destroy(listed.provider_id, recovered)
 
 
 async def test_list_cluster_uses_label_filter_across_zones_and_pages(connector: LibcloudConnector) -> None:
@@ -241,7 +320,7 @@ async def test_error_mapping(
 
 async def test_closing_the_connector_removes_the_cached_access_token(connector: LibcloudConnector) -> None:
     await connector.create(request("uid-3"))  # authenticates, so libcloud caches a token
-    token_dir = Path(connector.adapter._token_dir)
+    token_dir = Path(connector.adapter.token_dir())
     assert (token_dir / "token.json").exists()
     await connector.close()
     assert not token_dir.exists()  # noqa: ASYNC240 - no access token is left behind on disk

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import AsyncIterator
+from typing import Any, ClassVar
 
 import pytest
 from libcloud.compute.drivers.linode import LinodeNodeDriverV4
@@ -28,12 +30,38 @@ pytestmark = pytest.mark.connector
 
 
 class LinodeMockHttp(RecordedHttp):
+    """Recorded answers; in the STATEFUL scenario an account that keeps what is created, with
+    Linode's rules: labels unique per account, tags of 3-50 characters, X-Filter on tags."""
+
     provider = "linode"
+    made: ClassVar[list[dict[str, Any]]] = []
+
+    @classmethod
+    def reset(cls, scenario: str | None = None) -> None:
+        super().reset(scenario)
+        cls.made = []
+
+    def _stateful(self, method: str, body: str) -> Reply:
+        if method == "POST":
+            sent = json.loads(body)
+            if any(not 3 <= len(t) <= 50 for t in sent["tags"]):
+                return linode_error(400, "tags", "Length must be 3-50 characters")
+            if any(m["label"] == sent["label"] for m in self.made):
+                return linode_error(400, "label", "Label must be unique among your linodes")
+            made = {**json.loads(self.fixture("instance_create.json")), "id": 8000 + len(self.made)}
+            made.update(label=sent["label"], tags=sent["tags"])
+            self.made.append(made)
+            return 200, json.dumps(made), {"content-type": "application/json"}, "OK"
+        wanted = [c["tags"] for c in json.loads(self.sent[-1].headers["X-Filter"])["+and"]]
+        found = [m for m in self.made if all(t in m["tags"] for t in wanted)]
+        return 200, json.dumps({"data": found, "page": 1, "pages": 1, "results": len(found)}), {}, "OK"
 
     def _v4_profile(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
         return self.reply(401, "error_unauthorized.json")
 
     def _v4_linode_instances(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
+        if self.type == "STATEFUL":
+            return self._stateful(method, body)
         if method == "POST":
             if self.type == "RATE_LIMITED":
                 return self.reply(429, "error_rate_limit.json")
@@ -58,6 +86,10 @@ class LinodeMockHttp(RecordedHttp):
         if fixture == "{}":
             return status, "{}", {"content-type": "application/json"}, "OK"
         return super().reply(status, fixture, headers)
+
+
+def linode_error(status: int, field: str, reason: str) -> Reply:
+    return status, json.dumps({"errors": [{"field": field, "reason": reason}]}), {}, "Bad Request"
 
 
 @pytest.fixture
@@ -126,11 +158,43 @@ async def test_release_puts_back_every_tag_but_the_identity(connector: LibcloudC
     assert put.json() == {"tags": ["sf-ns=team-a", "sf-deploy=shop", "sf-instance=uid-1", "prod"]}
 
 
-async def test_tag_too_long_for_linode_is_an_invalid_request(connector: LibcloudConnector) -> None:
-    long_uid = "u" * 60
-    with pytest.raises(InvalidRequest, match="50 characters"):
-        await connector.create(request(long_uid))
-    assert not [s for s in LinodeMockHttp.sent if s.method == "POST"]
+def named(uid: str, name: str, namespace: str = "team-a", cluster: str = CLUSTER) -> CreateRequest:
+    return CreateRequest(
+        name=name,
+        image_id="linode/ubuntu24.04",
+        size_id="g6-standard-1",
+        tags=OwnerTags(cluster, uid, namespace=namespace, deployment=name.rsplit("-", 2)[0], instance=name).to_tags(),
+    )
+
+
+async def test_names_over_38_characters_fit_linode_tags_and_are_found_again(connector: LibcloudConnector) -> None:
+    LinodeMockHttp.reset("STATEFUL")
+    # The longest name the CRD admits: a 40-character Deployment, a 16-character group, 5 digits.
+    long_name = f"{'d' * 40}-{'g' * 16}-99999"
+    other = f"{'d' * 40}-{'g' * 16}-99998"
+
+    node = await connector.create(named("uid-l", long_name))
+    again = await connector.create(named("uid-l", long_name))
+    await connector.create(named("uid-m", other))
+
+    assert again.provider_id == node.provider_id  # the owner-tag lookup found it: no second VM
+    assert len(LinodeMockHttp.made) == 2
+    tags = [t for m in LinodeMockHttp.made for t in m["tags"]]
+    assert all(3 <= len(t) <= 50 for t in tags)
+    instance_tags = {m["id"]: next(t for t in m["tags"] if t.startswith("sf-instance=")) for m in LinodeMockHttp.made}
+    assert len(set(instance_tags.values())) == 2  # two long names never share a tag
+    labels = [m["label"] for m in LinodeMockHttp.made]
+    assert all(re.fullmatch(r"[a-z0-9](-?[a-z0-9])*", label) and len(label) <= 64 for label in labels)
+
+
+async def test_same_deployment_name_in_two_namespaces_makes_two_vms(connector: LibcloudConnector) -> None:
+    LinodeMockHttp.reset("STATEFUL")
+
+    first = await connector.create(named("uid-a", "shop-web-0", namespace="team-a"))
+    second = await connector.create(named("uid-b", "shop-web-0", namespace="team-b"))
+
+    assert first.provider_id != second.provider_id
+    assert len({m["label"] for m in LinodeMockHttp.made}) == 2
 
 
 @pytest.mark.parametrize(

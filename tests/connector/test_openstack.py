@@ -72,8 +72,8 @@ async def connector(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LibcloudCo
         namespace="team-a",
         provider="openstack",
         region="RegionOne",
-        endpoint_url="http://keystone.test:5000",
-        parameters={"project": "shop", "compute_url": "http://nova.test:8774/v2.1/p-123", "page_size": "2"},
+        endpoint_url="https://keystone.test:5000",
+        parameters={"project": "shop", "compute_url": "https://nova.test:8774/v2.1/p-123", "page_size": "2"},
         secret={"token": CANARY},
     )
     connector = LibcloudConnector(config, retry=RetryPolicy(max_attempts=2, base_delay=0.01))

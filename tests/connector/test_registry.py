@@ -185,4 +185,4 @@ async def test_cache_reuses_a_connector_until_its_config_changes() -> None:
     assert b is not a
     await cache.aclose()
     assert isinstance(a, LibcloudConnector)
-    assert a._closed
+    assert a._closing

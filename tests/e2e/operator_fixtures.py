@@ -174,6 +174,9 @@ class Operator:
             # Not the served namespace: deleting that namespace must not take the Lease with it.
             "--lease-namespace",
             "default",
+            # The emulator and fault proxies listen on loopback, which credentials may not reach unlisted.
+            "--allow-endpoint",
+            "127.0.0.1",
             *extra,
         ]
         env = {

@@ -89,7 +89,7 @@ def test_image_without_a_match_is_reported_with_reason_and_event(world: World) -
     image = {
         **IMAGE,
         "metadata": {"name": "nowhere"},
-        "spec": {"clouds": [{"provider": "ec2", "lookup": {"namePattern": "no-such-image-*"}}]},
+        "spec": {"clouds": [{"provider": "ec2", "lookup": {"namePattern": "no-such-image-*", "owner": "self"}}]},
     }
     w.kube.apply(image, deployment("needs-image", "plain", image="nowhere", maxProvisioningFailures=1))
     eventually(

@@ -49,9 +49,23 @@ def test_empty_liveness_disables_it(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings().liveness_endpoint is None
 
 
+def test_allowed_endpoints_from_env_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SKYFLEET_ALLOWED_ENDPOINTS", "127.0.0.1, *.lab.example.org,10.0.0.0/8")
+    assert Settings().allowed_endpoints == ["127.0.0.1", "*.lab.example.org", "10.0.0.0/8"]
+    assert Settings(allowed_endpoints=["::1"]).allowed_endpoints == ["::1"]
+
+
 @pytest.mark.parametrize(
     "overrides",
-    [{"log_format": "xml"}, {"workers": 0}, {"cluster_id": "has spaces"}, {"metrics_port": 70000}, {"typo": 1}],
+    [
+        {"log_format": "xml"},
+        {"workers": 0},
+        {"cluster_id": "has spaces"},
+        {"metrics_port": 70000},
+        {"typo": 1},
+        {"allowed_endpoints": ["not a host!"]},
+        {"cloud_threads": 0},
+    ],
 )
 def test_bad_settings_are_rejected(overrides: dict[str, object]) -> None:
     with pytest.raises(ValidationError):

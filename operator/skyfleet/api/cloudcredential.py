@@ -36,15 +36,64 @@ class SecretRef(Model):
     )
 
 
+class KeyRef(Model):
+    name: str = ref_name("Name of the object in the same namespace.")
+    key: str = Field(description="Key in its data.", min_length=1, max_length=MEDIUM, pattern=r"^[-._a-zA-Z0-9]+$")
+
+
+class CABundle(Model):
+    """Where the PEM certificates that sign the endpoint's certificate are kept."""
+
+    model_config = Model.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.secretKeyRef) != has(self.configMapKeyRef)",
+                    "message": "exactly one of secretKeyRef or configMapKeyRef must be set",
+                }
+            ]
+        }
+    }
+
+    secret_key_ref: KeyRef | None = Field(default=None, description="A key of a Secret in the same namespace.")
+    config_map_key_ref: KeyRef | None = Field(default=None, description="A key of a ConfigMap in the same namespace.")
+
+
 class Endpoint(Model):
+    model_config = Model.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!(has(self.caBundle) && has(self.insecureSkipTlsVerify) && self.insecureSkipTlsVerify)",
+                    "message": "caBundle and insecureSkipTlsVerify exclude each other",
+                },
+                {
+                    "rule": "(!has(self.caBundle) && !(has(self.insecureSkipTlsVerify) && self.insecureSkipTlsVerify))"
+                    " || self.url.startsWith('https://')",
+                    "message": "caBundle and insecureSkipTlsVerify apply to https:// endpoints only",
+                },
+            ]
+        }
+    }
+
     url: str = Field(
         description="Base URL of the cloud API, overriding the provider's public endpoint "
-        "(private clouds, regional gateways, emulators). Scheme, host, optional port and path.",
+        "(private clouds, regional gateways, emulators). Scheme, host, optional port and path. "
+        "Plain http, loopback, link-local, private and cluster-internal hosts are refused unless "
+        "the operator's endpoint allow-list names them (Ready=False, EndpointNotAllowed); "
+        "redirects are never followed.",
         max_length=MEDIUM,
         pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
     )
     insecure_skip_tls_verify: bool | None = Field(
-        default=None, description="Skip TLS verification of the endpoint. Only for test clouds."
+        default=None,
+        description="Do not verify the endpoint's TLS certificate (it is still https). Only for test clouds; "
+        "prefer caBundle.",
+    )
+    ca_bundle: CABundle | None = Field(
+        default=None,
+        description="PEM certificates to verify the endpoint's certificate with, instead of the "
+        "operator's default trust store (private clouds with their own CA).",
     )
 
 

@@ -32,8 +32,11 @@ class ImageLookup(Model):
     )
     owner: str | None = Field(
         default=None,
-        description="Only images owned by this account (e.g. an AWS account id).",
+        description="Only images published by this account (an AWS account id, 'self' or 'amazon'). "
+        "Clouds that offer every public image to a lookup (EC2) refuse a lookup without owner, since "
+        "anyone can publish an image with a familiar name; '*' accepts any publisher, knowingly.",
         max_length=SHORT,
+        pattern=r"^(\*|[A-Za-z0-9][-A-Za-z0-9_.]*)$",
     )
 
 

@@ -20,10 +20,12 @@ from skyfleet.connectors.base import (
     OwnerTags,
     SecretData,
 )
+from skyfleet.connectors.endpoints import EndpointPolicy, TLSOptions
 from skyfleet.connectors.errors import (
     CapacityUnavailable,
     CircuitOpen,
     ConnectorError,
+    EndpointNotAllowed,
     InvalidCredentials,
     InvalidRequest,
     NotFound,
@@ -35,6 +37,7 @@ from skyfleet.connectors.errors import (
     UnknownConnector,
     Unsupported,
 )
+from skyfleet.connectors.naming import vm_name
 
 __all__ = [
     "CallObserver",
@@ -49,6 +52,8 @@ __all__ = [
     "ConnectorError",
     "CreateRequest",
     "CredentialConfig",
+    "EndpointNotAllowed",
+    "EndpointPolicy",
     "InvalidCredentials",
     "InvalidRequest",
     "Limits",
@@ -59,9 +64,11 @@ __all__ = [
     "Permanent",
     "QuotaExceeded",
     "SecretData",
+    "TLSOptions",
     "Throttled",
     "Transient",
     "UnknownConnector",
     "Unsupported",
     "registry",
+    "vm_name",
 ]

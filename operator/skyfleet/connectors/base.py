@@ -16,9 +16,11 @@ from datetime import datetime
 from types import MappingProxyType, TracebackType
 from typing import ClassVar, Protocol, Self
 
+from skyfleet.connectors.endpoints import EndpointPolicy, TLSOptions
 from skyfleet.connectors.errors import InvalidRequest, NotFound, Unsupported
 
 __all__ = [
+    "ANY_OWNER",
     "CallObserver",
     "Capabilities",
     "CloudImage",
@@ -35,6 +37,8 @@ __all__ = [
 ]
 
 _MASK = "***"
+# An image lookup's owner that opts into every publisher's images (see pick_image).
+ANY_OWNER = "*"
 
 
 class SecretData(Mapping[str, str]):
@@ -98,6 +102,9 @@ class Limits:
     max_instances: int | None = None
     read_requests_per_second: float | None = None
     read_burst: int | None = None
+    # Total seconds one call to the cloud may take, every request and retry of the HTTP layer
+    # included (socket timeouts bound single reads only; a dripping endpoint never trips them).
+    call_timeout: float = 120.0
 
     @property
     def read_rate(self) -> float:
@@ -108,10 +115,10 @@ class Limits:
         return self.read_burst or self.burst * 10
 
     def __post_init__(self) -> None:
-        if self.requests_per_second <= 0 or self.burst < 1 or self.max_concurrency < 1:
+        if self.requests_per_second <= 0 or self.burst < 1 or self.max_concurrency < 1 or self.call_timeout <= 0:
             raise ValueError(
-                "limits need requests_per_second > 0, burst >= 1 and max_concurrency >= 1, got "
-                f"{self.requests_per_second}, {self.burst}, {self.max_concurrency}"
+                "limits need requests_per_second > 0, burst >= 1, max_concurrency >= 1 and call_timeout > 0, got "
+                f"{self.requests_per_second}, {self.burst}, {self.max_concurrency}, {self.call_timeout}"
             )
 
 
@@ -128,6 +135,9 @@ class CredentialConfig:
     # Stored as SecretData whatever mapping is passed, so it is masked everywhere it travels.
     secret: Mapping[str, str] = field(default_factory=SecretData, repr=False)
     limits: Limits = field(default_factory=Limits)
+    # The operator's rules for where tenants' endpoints may point (default: public https only).
+    endpoint_policy: EndpointPolicy = field(default_factory=EndpointPolicy)
+    tls: TLSOptions = field(default_factory=TLSOptions)
 
     def __post_init__(self) -> None:
         if not isinstance(self.secret, SecretData):
@@ -332,7 +342,8 @@ def pick_image(
 ) -> CloudImage:
     """An id wins; otherwise the newest image whose name matches the glob ``name_pattern``,
     among those published by ``owner`` when one is given (anyone can publish an image with a
-    familiar name, so the owner check is what makes a name lookup safe)."""
+    familiar name, so the owner check is what makes a name lookup safe). ``ANY_OWNER`` takes
+    every publisher's images, knowingly."""
     if image_id:
         for image in images:
             if image.id == image_id:
@@ -341,6 +352,8 @@ def pick_image(
     if not name_pattern:
         raise InvalidRequest("an image needs an id or a name pattern")
     candidates = images
+    if owner == ANY_OWNER:
+        owner = None
     if owner is not None:
         if images and all(i.owner is None for i in images):
             raise InvalidRequest(f"the cloud does not say who owns its images, so owner {owner!r} cannot be checked")
@@ -453,7 +466,13 @@ class Connector(abc.ABC):
         raise Unsupported(f"{type(self).__name__} cannot remove tags from a VM", provider=self.config.provider)
 
     async def close(self) -> None:  # noqa: B027 - optional hook, most connectors hold nothing
-        """Release pools and connections."""
+        """Release pools and connections once the calls in progress are done.
+
+        Closing never fails work: the operator retires a connector when its credential changes,
+        while creates may still be queued on it. Calls in progress finish; a call made after
+        close (by a caller that held on to the connector) still works and releases what it
+        opened when it is done.
+        """
 
     async def __aenter__(self) -> Self:
         return self

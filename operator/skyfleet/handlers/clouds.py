@@ -1,8 +1,14 @@
 """Connectors per credential and region, built from a CloudCredential and its Secret.
 
-The Secret is read by name whenever a credential is (re)loaded, so rotating it takes effect at
-the next verification without a restart. A connector is rebuilt only when what it was built
-from changes: connectors hold rate limiters and pools that must outlive single calls.
+The Secret (and the ConfigMap or Secret holding the endpoint's CA bundle) is read by name
+whenever a credential is (re)loaded, so rotating it takes effect at the next verification
+without a restart. A connector is rebuilt only when what it was built from changes: connectors
+hold rate limiters and pools that must outlive single calls. The connector it replaces is
+closed gracefully: creates queued on it (or made by a handler that fetched it just before the
+change) finish there, and only then does it let go of its connections.
+
+Every connector gets the operator's endpoint rules (``--allow-endpoint``), its total deadline
+per cloud call, and the process-wide cap on cloud threads.
 """
 
 from __future__ import annotations
@@ -10,13 +16,28 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
-from skyfleet.api.cloudcredential import CloudCredential
-from skyfleet.connectors import CallObserver, Connector, CredentialConfig, Limits, SecretData, registry
+from kubernetes.client.exceptions import ApiException
+
+from skyfleet.api.cloudcredential import CABundle, CloudCredential
+from skyfleet.connectors import (
+    CallObserver,
+    Connector,
+    CredentialConfig,
+    EndpointPolicy,
+    InvalidRequest,
+    Limits,
+    SecretData,
+    TLSOptions,
+    registry,
+    workers,
+)
 from skyfleet.handlers.kube import Kube
 from skyfleet.reconcile.credentials import secret_aliases
+from skyfleet.settings import Settings
 
 __all__ = ["Clouds", "CredentialUnavailable"]
 
@@ -30,16 +51,18 @@ class CredentialUnavailable(Exception):
         self.message = message
 
 
-def limits_of(cred: CloudCredential) -> Limits:
+def limits_of(cred: CloudCredential, call_timeout: float | None = None) -> Limits:
     spec = cred.spec.limits
     defaults = Limits()
+    timeout = call_timeout or defaults.call_timeout
     if spec is None:
-        return defaults
+        return Limits(call_timeout=timeout)
     return Limits(
         requests_per_second=spec.requests_per_second or defaults.requests_per_second,
         burst=spec.burst or defaults.burst,
         max_concurrency=spec.max_concurrency or defaults.max_concurrency,
         max_instances=spec.max_instances,
+        call_timeout=timeout,
     )
 
 
@@ -51,8 +74,12 @@ class _Loaded:
 
 
 class Clouds:
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: Kube, settings: Settings | None = None) -> None:
         self.kube = kube
+        settings = settings or Settings()
+        self.policy = EndpointPolicy.parse(settings.allowed_endpoints)
+        self.call_timeout = settings.cloud_call_timeout
+        workers.configure(settings.cloud_threads)
         self._loaded: dict[tuple[str, str], _Loaded] = {}
         self._connectors: dict[tuple[str, str, str], tuple[str, Connector]] = {}
         self._flights: dict[tuple[int, str], asyncio.Lock] = {}
@@ -65,7 +92,7 @@ class Clouds:
         return self._flights.setdefault((id(connector), kind), asyncio.Lock())
 
     async def load(self, namespace: str, name: str) -> tuple[CloudCredential, CredentialConfig]:
-        """Read the CloudCredential and its Secret now."""
+        """Read the CloudCredential, its Secret and its CA bundle now."""
         raw = await self.kube.get("cloudcredentials", namespace, name)
         if raw is None:
             self._loaded.pop((namespace, name), None)
@@ -75,18 +102,66 @@ class Clouds:
         data = await self.kube.get_secret(namespace, secret_name)
         if data is None:
             raise CredentialUnavailable("SecretNotFound", f"Secret {secret_name!r} does not exist in {namespace}")
+        endpoint = cred.spec.endpoint
+        ca_bundle = None
+        if endpoint is not None and endpoint.ca_bundle is not None:
+            ca_bundle = await self._ca_bundle(namespace, endpoint.ca_bundle)
         config = CredentialConfig(
             name=name,
             namespace=namespace,
             provider=cred.spec.provider,
             region=cred.spec.region,
-            endpoint_url=cred.spec.endpoint.url if cred.spec.endpoint else None,
+            endpoint_url=endpoint.url if endpoint else None,
             parameters=dict(cred.spec.parameters or {}),
             secret=SecretData(secret_aliases(data)),
-            limits=limits_of(cred),
+            limits=limits_of(cred, self.call_timeout),
+            endpoint_policy=self.policy,
+            tls=TLSOptions(
+                ca_bundle=ca_bundle,
+                insecure_skip_verify=bool(endpoint and endpoint.insecure_skip_tls_verify and ca_bundle is None),
+            ),
         )
-        self._loaded[(namespace, name)] = _Loaded(_fingerprint(cred, data), cred, config)
+        self._loaded[(namespace, name)] = _Loaded(_fingerprint(cred, data, ca_bundle), cred, config)
         return cred, config
+
+    async def _ca_bundle(self, namespace: str, ref: CABundle) -> str:
+        """The PEM text a caBundle reference points to; ``InvalidRequest`` says what is missing."""
+        if ref.secret_key_ref is not None:
+            kind, key_ref = "Secret", ref.secret_key_ref
+            data = await self.kube.get_secret(namespace, key_ref.name)
+        else:
+            assert ref.config_map_key_ref is not None  # the CRD admits exactly one of both
+            kind, key_ref = "ConfigMap", ref.config_map_key_ref
+            data = await self._config_map(namespace, key_ref.name)
+        where = f"caBundle: {kind} {key_ref.name!r}"
+        if data is None:
+            raise InvalidRequest(f"{where} does not exist in {namespace}", code="CABundleNotFound")
+        pem = data.get(key_ref.key)
+        if not pem:
+            raise InvalidRequest(f"{where} has no key {key_ref.key!r}", code="CABundleNotFound")
+        try:
+            ssl.create_default_context(cadata=pem)
+        except (ssl.SSLError, ValueError):
+            raise InvalidRequest(
+                f"{where} key {key_ref.key!r} holds no PEM certificate", code="InvalidCABundle"
+            ) from None
+        return pem
+
+    async def _config_map(self, namespace: str, name: str) -> dict[str, str] | None:
+        def call() -> dict[str, str] | None:
+            try:
+                found = self.kube.core.read_namespaced_config_map(name, namespace)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                # Not the exception's text: it carries the API server's whole answer.
+                raise InvalidRequest(
+                    f"caBundle: ConfigMap {name!r} cannot be read ({exc.status} {exc.reason})",
+                    code="CABundleUnreadable",
+                ) from None
+            return dict(found.data or {})
+
+        return await asyncio.to_thread(call)
 
     async def credential(self, namespace: str, name: str) -> tuple[CloudCredential, CredentialConfig]:
         loaded = self._loaded.get((namespace, name))
@@ -103,8 +178,6 @@ class Clouds:
         cached = self._connectors.get(key)
         if cached is not None and cached[0] == loaded.fingerprint:
             return cached[1]
-        if cached is not None:
-            await cached[1].close()
         if region and region != config.region:
             config = CredentialConfig(
                 name=config.name,
@@ -115,16 +188,26 @@ class Clouds:
                 parameters=config.parameters,
                 secret=config.secret,
                 limits=config.limits,
+                endpoint_policy=config.endpoint_policy,
+                tls=config.tls,
             )
         connector = registry.create(cred.spec.connector or "libcloud", config)
         connector.observer = self.observer
         self._connectors[key] = (loaded.fingerprint, connector)
+        if cached is not None:
+            await self._retire(cached[1])
         return connector
+
+    async def _retire(self, connector: Connector) -> None:
+        """Let a replaced connector finish what it has started, then close (Connector.close)."""
+        for flight in [k for k in self._flights if k[0] == id(connector)]:
+            del self._flights[flight]
+        await connector.close()
 
     async def forget(self, namespace: str, name: str) -> None:
         self._loaded.pop((namespace, name), None)
         for key in [k for k in self._connectors if k[:2] == (namespace, name)]:
-            await self._connectors.pop(key)[1].close()
+            await self._retire(self._connectors.pop(key)[1])
 
     async def close(self) -> None:
         for _, connector in self._connectors.values():
@@ -132,7 +215,7 @@ class Clouds:
         self._connectors.clear()
 
 
-def _fingerprint(cred: CloudCredential, data: dict[str, str]) -> str:
-    """Changes when the spec or the Secret's values change; the values themselves never leave here."""
-    material: dict[str, Any] = {"spec": cred.spec.to_api(), "secret": sorted(data.items())}
+def _fingerprint(cred: CloudCredential, data: dict[str, str], ca_bundle: str | None) -> str:
+    """Changes when the spec, the Secret's values or the CA bundle change; the values never leave here."""
+    material: dict[str, Any] = {"spec": cred.spec.to_api(), "secret": sorted(data.items()), "ca": ca_bundle}
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()

@@ -23,6 +23,7 @@ class Verdict:
 
 
 _BY_ERROR: tuple[tuple[type[errors.ConnectorError], str, bool], ...] = (
+    (errors.EndpointNotAllowed, "EndpointNotAllowed", False),
     (errors.InvalidCredentials, "InvalidCredentials", False),
     (errors.UnknownConnector, "UnknownConnector", False),
     (errors.Unsupported, "UnsupportedProvider", False),

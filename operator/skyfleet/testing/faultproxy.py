@@ -20,6 +20,9 @@ backends:
 * Throttling shaped like EC2's: HTTP 503 ``RequestLimitExceeded`` from per-action token buckets.
 * Authentication: with ``faults.accepted_keys`` set, requests signed with any other access key
   id answer 401 ``AuthFailure`` (moto accepts every key).
+
+It also remembers the parameters of every request (``queries``), so tests can check what a
+client asked for, not only what it got.
 """
 
 from __future__ import annotations
@@ -129,6 +132,7 @@ class FaultProxy:
         self._tokens: dict[str, tuple[tuple[tuple[str, str], ...], int, bytes]] = {}
         self._token_locks: dict[str, threading.Lock] = {}
         self._launched: dict[str, float] = {}
+        self._queries: list[tuple[str, tuple[tuple[str, str], ...]]] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -169,10 +173,16 @@ class FaultProxy:
             self._tokens.clear()
             self._token_locks.clear()
             self._launched.clear()
+            self._queries.clear()
 
     def count(self, key: str) -> int:
         with self._lock:
             return self.stats[key]
+
+    def queries(self, action: str | None = None) -> list[dict[str, str]]:
+        """The parameters (query string and form body) of every request of ``action`` so far."""
+        with self._lock:
+            return [dict(params) for name, params in self._queries if action in (None, name)]
 
     # -- lifecycle ----------------------------------------------------------------------
     @property
@@ -347,6 +357,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         params = self._params(body)
         action = dict(params).get("Action", self.command)
+        with proxy._lock:
+            proxy._queries.append((action, tuple(params)))
         proxy._bump("requests")
         proxy._bump(f"requests:{action}")
 

@@ -1,24 +1,31 @@
 """The libcloud connector: an async facade over synchronous, thread-unsafe libcloud drivers.
 
-Each call runs in a bounded worker pool where every thread owns its driver object. Before a
-call reaches a thread it passes the credential's circuit breaker, concurrency cap and token
-bucket, in that order, so waiting calls hold neither a thread nor a token.
+Calls run in the process-wide pool of cloud threads (``skyfleet.connectors.workers``), each
+with a driver taken from this connector's own small pool (a driver serves one call at a time).
+Before a call reaches a thread it passes the credential's circuit breaker, token bucket and
+concurrency cap, so waiting calls hold neither a thread nor a slot.
+
+Every call has a total deadline (``Limits.call_timeout``): when it passes, or when the caller
+is cancelled, the sockets the call opened are shut down (``transport.CallScope``), so the
+thread returns at once instead of reading from a dripping endpoint for ever.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any, ClassVar, TypeVar
 
 from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_after_delay
 
+from skyfleet.connectors import workers
 from skyfleet.connectors.base import (
     Capabilities,
     CloudImage,
@@ -37,7 +44,6 @@ from skyfleet.connectors.errors import (
     InvalidRequest,
     NotFound,
     OwnershipMismatch,
-    Permanent,
     QuotaExceeded,
     Transient,
     Unsupported,
@@ -45,6 +51,7 @@ from skyfleet.connectors.errors import (
 from skyfleet.connectors.libcloud.adapters import ADAPTERS
 from skyfleet.connectors.libcloud.adapters.base import Driver, ProviderAdapter
 from skyfleet.connectors.libcloud.resilience import CircuitBreaker, RetryPolicy
+from skyfleet.connectors.libcloud.transport import CallScope, call_scope
 
 __all__ = ["LibcloudConnector"]
 
@@ -53,6 +60,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _CATALOGUE_TTL = 600.0
+# After the deadline, how long to wait for the thread whose sockets were just shut down.
+_ABORT_GRACE = 5.0
 
 
 class _TTLCache:
@@ -76,6 +85,12 @@ class _TTLCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+
+
+def _consume(future: asyncio.Future[Any] | Future[Any]) -> None:
+    """Mark a result nobody waits for any more as read (no 'exception never retrieved')."""
+    if not future.cancelled():
+        future.exception()
 
 
 class LibcloudConnector(Connector):
@@ -105,17 +120,17 @@ class LibcloudConnector(Connector):
         limits = config.limits
         self.retry = retry or RetryPolicy()
         self.breaker = breaker or CircuitBreaker(name=config.key)
-        # Pool size equals the concurrency cap: a thread per permitted call, none idle-waiting.
-        self._pool = ThreadPoolExecutor(
-            max_workers=limits.max_concurrency, thread_name_prefix=f"skyfleet-{config.provider}"
-        )
         self._slots = asyncio.Semaphore(limits.max_concurrency)
         # AsyncLimiter(max_rate, period) is a leaky bucket holding ``burst`` tokens refilled
         # at requests_per_second: the same shape as the clouds' own request buckets.
         self._write_bucket = AsyncLimiter(limits.burst, limits.burst / limits.requests_per_second)
         self._read_bucket = AsyncLimiter(limits.read_capacity, limits.read_capacity / limits.read_rate)
-        self._local = threading.local()
-        self._closed = False
+        # Idle drivers: at most one per concurrent call, whichever thread runs it.
+        self._drivers: list[Driver] = []
+        self._drivers_lock = threading.Lock()
+        # Public calls in progress, and whether close() asked to release everything once idle.
+        self._active = 0
+        self._closing = False
 
     @property
     def capabilities(self) -> Capabilities:
@@ -125,42 +140,75 @@ class LibcloudConnector(Connector):
     def _scrub(self, text: str) -> str:
         return self.config.scrub(text)
 
-    def _driver(self) -> Driver:
-        driver: Driver | None = getattr(self._local, "driver", None)
-        if driver is None:
-            driver = self.adapter.make_driver()
-            self._local.driver = driver
-        return driver
+    def _take_driver(self) -> Driver:
+        with self._drivers_lock:
+            if self._drivers:
+                return self._drivers.pop()
+        return self.adapter.make_driver()
 
-    def _in_thread(self, fn: Callable[[Driver], T]) -> T:
-        try:
-            return fn(self._driver())
-        except ConnectorError as exc:
-            exc.redact(self._scrub)
-            raise
-        except Exception as exc:
-            mapped = self.adapter.map_error(exc)
-            mapped.redact(self._scrub)
-            if isinstance(mapped, Transient):
+    def _give_back(self, driver: Driver) -> None:
+        with self._drivers_lock:
+            self._drivers.append(driver)
+
+    def _in_thread(self, fn: Callable[[Driver], T], scope: CallScope) -> T:
+        with call_scope(scope):
+            driver: Driver | None = None
+            reusable = False
+            try:
+                driver = self._take_driver()
+                result = fn(driver)
+                reusable = True
+                return result
+            except Exception as exc:
+                if scope.aborted:
+                    raise _deadline(self.config) from None
+                mapped = exc if isinstance(exc, ConnectorError) else self.adapter.map_error(exc)
+                mapped.redact(self._scrub)
                 # A reset or timed-out connection leaves the driver's socket in an unknown state.
-                self._local.driver = None
-            log.debug("mapped %s to %r", type(exc).__name__, mapped)
-            raise mapped from None
+                reusable = not isinstance(mapped, Transient)
+                if mapped is exc:
+                    raise
+                log.debug("mapped %s to %r", type(exc).__name__, mapped)
+                raise mapped from None
+            finally:
+                if driver is not None and reusable:
+                    self._give_back(driver)
+
+    async def _run(self, fn: Callable[[Driver], T]) -> T:
+        """Run ``fn`` in a cloud thread within the call deadline; on the deadline or on
+        cancellation, shut the call's sockets down so that its thread returns too."""
+        timeout = self.config.limits.call_timeout
+        scope = CallScope(
+            policy=self.config.endpoint_policy,
+            deadline=time.monotonic() + timeout,
+            verify=self.adapter.tls_verify(),
+        )
+        loop = asyncio.get_running_loop()
+        ctx = contextvars.copy_context()
+        future = loop.run_in_executor(workers.executor(), ctx.run, self._in_thread, fn, scope)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            scope.abort()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(future), _ABORT_GRACE)
+            future.add_done_callback(_consume)
+            raise _deadline(self.config) from None
+        except asyncio.CancelledError:
+            scope.abort()
+            future.add_done_callback(_consume)
+            raise
 
     async def _attempt(self, op: str, fn: Callable[[Driver], T], *, write: bool = False) -> T:
-        if self._closed:
-            raise Permanent(f"connector for {self.config.key} is closed", provider=self.config.provider)
         self.breaker.before_call()
         # The budget first, then a slot: a call waiting for its token must not hold one of the
         # few slots, or a queue of launches paced at 2/s would keep every listing waiting too
         # (a fleet's status would freeze while it is being created).
         await (self._write_bucket if write else self._read_bucket).acquire()
         async with self._slots:
-            loop = asyncio.get_running_loop()
-            ctx = contextvars.copy_context()
             started = time.monotonic()
             try:
-                result = await loop.run_in_executor(self._pool, ctx.run, self._in_thread, fn)
+                result = await self._run(fn)
             except ConnectorError as exc:
                 self.observe(op, exc.outcome, time.monotonic() - started)
                 self.breaker.record(exc)
@@ -184,10 +232,16 @@ class LibcloudConnector(Connector):
                 state.outcome.exception() if state.outcome else None,
             ),
         )
-        async for trial in retrying:
-            with trial:
-                return await attempt()
-        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+        self._active += 1
+        try:
+            async for trial in retrying:
+                with trial:
+                    return await attempt()
+            raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+        finally:
+            self._active -= 1
+            if self._closing and self._active == 0:
+                self._release()
 
     async def _call(self, op: str, fn: Callable[[Driver], T], *, write: bool = False) -> T:
         return await self._retrying(op, lambda: self._attempt(op, fn, write=write))
@@ -217,15 +271,23 @@ class LibcloudConnector(Connector):
     async def resolve_image(
         self, image_id: str | None = None, name_pattern: str | None = None, owner: str | None = None
     ) -> CloudImage:
-        if owner is None or image_id:
-            images = await self.list_images()
-        else:
-            # Where the cloud filters by owner (EC2), list that owner's images: its catalogue is
-            # not in the credential's default listing. Cached per owner like any catalogue.
-            images = list(
-                await self._cached("images", lambda d: self.adapter.list_images(d, owner=owner), variant=owner)
-            )
-        return pick_image(images, image_id=image_id, name_pattern=name_pattern, owner=owner)
+        """Ask the cloud for exactly what is needed: the image with this id, or the images of
+        this owner (whose name matches, where the cloud filters by name). Clouds whose
+        catalogue holds every public image refuse a name lookup without owner."""
+        if image_id:
+            found = await self._cached("image", lambda d: self.adapter.get_image(d, image_id), variant=f"id={image_id}")
+            if found is None:
+                raise NotFound(f"image {image_id!r} not found", provider=self.config.provider)
+            return pick_image([found], image_id=image_id)
+        if not name_pattern:
+            raise InvalidRequest("an image needs an id or a name pattern", provider=self.config.provider)
+        scope = self.adapter.lookup_owner(owner)
+        images = await self._cached(
+            "images",
+            lambda d: self.adapter.find_images(d, name_pattern, scope),
+            variant=f"owner={scope or ''} name={name_pattern}",
+        )
+        return pick_image(list(images), name_pattern=name_pattern, owner=scope)
 
     async def find_by_tags(self, tags: Mapping[str, str]) -> list[CloudNode]:
         if not tags:
@@ -278,7 +340,7 @@ class LibcloudConnector(Connector):
             node = self.adapter.describe(driver, provider_id)
             if node is None or node.state is NodeState.TERMINATED:
                 return
-            if not owner_tags.owns(node.tags):
+            if not self.adapter.owned_by(owner_tags, node.tags):
                 raise OwnershipMismatch(
                     f"refusing to destroy {provider_id}: it does not carry owner tags "
                     f"{owner_tags.identity()} (has {_owner_view(node.tags)})",
@@ -307,7 +369,7 @@ class LibcloudConnector(Connector):
             raise Unsupported(
                 f"{self.config.provider} cannot remove tags from an instance", provider=self.config.provider
             )
-        identity = owner_tags.identity()
+        identity = self.adapter.normalized(owner_tags.identity())
         sent = False
 
         def attempt(driver: Driver) -> None:
@@ -338,9 +400,33 @@ class LibcloudConnector(Connector):
         return await self._call("resize", lambda d: self.adapter.resize(d, provider_id, size_id), write=True)
 
     async def close(self) -> None:
-        self._closed = True
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Release drivers and adapter files once no call is in progress (see ``Connector.close``)."""
+        self._closing = True
+        if self._active == 0:
+            self._release()
+
+    def _release(self) -> None:
+        with self._drivers_lock:
+            idle, self._drivers = self._drivers, []
+        for driver in idle:
+            _close_driver(driver)
         self.adapter.close()
+
+
+def _deadline(config: CredentialConfig) -> Transient:
+    return Transient(
+        f"the call to the cloud did not finish within {config.limits.call_timeout:g} s",
+        provider=config.provider,
+        code="DeadlineExceeded",
+    )
+
+
+def _close_driver(driver: Driver) -> None:
+    """Close the driver's HTTP session (its kept-alive sockets); best effort."""
+    with contextlib.suppress(Exception):
+        session = getattr(getattr(driver.connection, "connection", None), "session", None)
+        if session is not None:
+            session.close()
 
 
 def _oldest(nodes: list[CloudNode]) -> CloudNode:

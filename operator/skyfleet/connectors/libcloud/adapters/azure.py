@@ -1,16 +1,22 @@
 """Microsoft Azure Resource Manager.
 
-A VM needs a network interface, so create is two idempotent PUTs (NIC, then VM) named after
-the Instance; PUT is create-or-update, so a retry after a lost response converges on the same
-resources instead of duplicating them. Both carry ``deleteOption: Delete`` so one DELETE of
-the VM also removes its NIC and OS disk. Tag names may not contain ``/``: ours travel as
+A VM needs a network interface, so create is two PUTs (NIC, then VM) named after the
+Instance, made unique per installation and namespace (``skyfleet.connectors.naming``). PUT is
+create-or-update: on a name someone else holds it would rewrite their resource. So before any
+write the adapter reads both names: a VM or NIC that is there and carries this Instance's
+identity is adopted (a retry after a lost response), one that does not is refused
+(``OwnershipMismatch``), and both PUTs carry ``If-None-Match: *`` so that ARM refuses to
+overwrite what appeared in between. Both carry ``deleteOption: Delete`` so one DELETE of the
+VM also removes its NIC and OS disk. Tag names may not contain ``/``: ours travel as
 ``skyfleet.io_instance-uid``. The VM list cannot filter by tag, so lookups page through
 ``nextLink`` and filter client-side. User data is the base64 ``customData`` cloud-init reads.
 Release PATCHes the VM with its tags minus our identity: tags in a PATCH replace the set.
 
 Provider ids are ARM resource ids. Secret keys: ``tenant_id``, ``subscription_id``,
 ``client_id``, ``client_secret``. Parameters: ``resource_group`` (required), ``subnet_id``
-(ARM id, required to create), ``admin_username`` (default ``skyfleet``), ``ssh_public_key``.
+(ARM id, required to create), ``admin_username`` (default ``skyfleet``), ``ssh_public_key``,
+and with an endpoint override ``login_endpoint`` (checked against the operator's endpoint
+rules like the endpoint), ``login_resource``, ``storage_suffix``.
 """
 
 from __future__ import annotations
@@ -24,13 +30,14 @@ from urllib.parse import urlsplit
 from libcloud.common.exceptions import BaseHTTPError
 from libcloud.compute.types import Provider
 
-from skyfleet.connectors.base import Capabilities, CloudNode, CreateRequest, NodeState
+from skyfleet.connectors.base import Capabilities, CloudNode, CreateRequest, NodeState, OwnerTags
 from skyfleet.connectors.errors import (
     CapacityUnavailable,
     ConnectorError,
     InvalidCredentials,
     InvalidRequest,
     NotFound,
+    OwnershipMismatch,
     QuotaExceeded,
     Throttled,
 )
@@ -68,6 +75,9 @@ class AzureARMAdapter(ProviderAdapter):
     capabilities = Capabilities(
         tags=True, user_data=True, resize=True, idempotency_token=False, tag_filtering=False, release=True
     )
+    url_parameters = ("login_endpoint",)
+    # Linux VM names and computer names: at most 64 characters.
+    name_max_length = 64
 
     def driver_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         tenant = first_secret(self.config, "tenant_id")
@@ -141,6 +151,40 @@ class AzureARMAdapter(ProviderAdapter):
             raise
         return self.vm(body)
 
+    def _read(self, driver: Driver, resource_id: str, api: str) -> dict[str, Any] | None:
+        try:
+            body: dict[str, Any] = driver.connection.request(resource_id, params={"api-version": api}).object
+        except BaseHTTPError as exc:
+            if http_status(exc) == 404:
+                return None
+            raise
+        return body
+
+    def _put_new(self, driver: Driver, resource_id: str, api: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """PUT that only creates: None when ARM answers that the resource exists already."""
+        try:
+            answer: dict[str, Any] = driver.connection.request(
+                resource_id, params={"api-version": api}, method="PUT", data=body, headers={"If-None-Match": "*"}
+            ).object
+        except BaseHTTPError as exc:
+            if http_status(exc) == 412:
+                return None
+            raise
+        return answer
+
+    def _claim(self, existing: Mapping[str, Any] | None, identity: Mapping[str, str], what: str) -> bool:
+        """True when ``existing`` is this Instance's (adopt it), False when there is none;
+        refuses a resource by that name that carries another identity."""
+        if existing is None:
+            return False
+        if self.carries(identity, self.decode_tags(existing.get("tags") or {})):
+            return True
+        raise OwnershipMismatch(
+            f"a {what} named {str(existing.get('name') or '?')!r} exists and is not this Instance's; "
+            "nothing was changed",
+            provider=self.provider,
+        )
+
     def create(self, driver: Driver, req: CreateRequest) -> CloudNode:
         params = self.config.parameters
         subnet = params.get("subnet_id")
@@ -148,12 +192,17 @@ class AzureARMAdapter(ProviderAdapter):
             raise InvalidRequest("Azure credentials need parameter 'subnet_id' to create VMs", provider=self.provider)
         location = req.region or self.config.region
         tags = self.encode_tags(req.tags)
-        nic_id = f"{self.group_path}/providers/Microsoft.Network/networkInterfaces/{req.name}-nic"
-        driver.connection.request(
-            nic_id,
-            params={"api-version": NETWORK_API},
-            method="PUT",
-            data={
+        identity = {k: req.tags[k] for k in (OwnerTags.CLUSTER_ID, OwnerTags.INSTANCE_UID) if k in req.tags}
+        name = self.cloud_name(req)
+        nic_id = f"{self.group_path}/providers/Microsoft.Network/networkInterfaces/{name}-nic"
+        vm_id = f"{self.group_path}/providers/Microsoft.Compute/virtualMachines/{name}"
+        # Read before writing: a PUT on a name that is not ours would take the resource over.
+        vm_found = self._read(driver, vm_id, COMPUTE_API)
+        if self._claim(vm_found, identity, "VM"):
+            assert vm_found is not None
+            return self.vm(vm_found)
+        if not self._claim(self._read(driver, nic_id, NETWORK_API), identity, "network interface"):
+            nic = {
                 "location": location,
                 "tags": tags,
                 "properties": {
@@ -164,11 +213,12 @@ class AzureARMAdapter(ProviderAdapter):
                         }
                     ]
                 },
-            },
-        )
+            }
+            if self._put_new(driver, nic_id, NETWORK_API, nic) is None:
+                self._claim(self._read(driver, nic_id, NETWORK_API), identity, "network interface")
         image = _image_reference(req.image_id)
         os_profile: dict[str, Any] = {
-            "computerName": req.name[:64],
+            "computerName": name[:64],
             "adminUsername": params.get("admin_username", "skyfleet"),
             "linuxConfiguration": {"disablePasswordAuthentication": True},
         }
@@ -196,8 +246,12 @@ class AzureARMAdapter(ProviderAdapter):
         }
         if req.zone:
             vm["zones"] = [req.zone]
-        vm_id = f"{self.group_path}/providers/Microsoft.Compute/virtualMachines/{req.name}"
-        body = driver.connection.request(vm_id, params={"api-version": COMPUTE_API}, method="PUT", data=vm).object
+        body = self._put_new(driver, vm_id, COMPUTE_API, vm)
+        if body is None:
+            # Created in between: ours (a racing retry) is adopted, anyone else's refused.
+            body = self._read(driver, vm_id, COMPUTE_API)
+            if not self._claim(body, identity, "VM") or body is None:
+                raise NotFound(f"VM {name} vanished while it was being created", provider=self.provider)
         return self.vm(body)
 
     def destroy(self, driver: Driver, provider_id: str) -> None:

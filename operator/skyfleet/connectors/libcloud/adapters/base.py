@@ -6,7 +6,11 @@ that belongs to that thread; they never touch asyncio.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
@@ -17,6 +21,7 @@ from libcloud.compute.providers import get_driver
 from libcloud.compute.types import NodeState as LibcloudState
 
 from skyfleet.connectors.base import (
+    ANY_OWNER,
     Capabilities,
     CloudImage,
     CloudLocation,
@@ -25,9 +30,12 @@ from skyfleet.connectors.base import (
     CreateRequest,
     CredentialConfig,
     NodeState,
+    OwnerTags,
 )
 from skyfleet.connectors.errors import ConnectorError, InvalidCredentials, NotFound, Unsupported
 from skyfleet.connectors.libcloud.errors import map_generic
+from skyfleet.connectors.libcloud.transport import STOCK_CONNECTIONS, GuardedConnection
+from skyfleet.connectors.naming import vm_name_for
 
 __all__ = ["Driver", "Endpoint", "ProviderAdapter", "parse_endpoint"]
 
@@ -60,12 +68,16 @@ class Endpoint:
         self.port = port
         self.path = path
 
+    @property
+    def netloc_host(self) -> str:
+        return f"[{self.host}]" if ":" in self.host else self.host
+
     def driver_kwargs(self) -> dict[str, Any]:
-        return {"secure": self.secure, "host": self.host, "port": self.port}
+        return {"secure": self.secure, "host": self.netloc_host, "port": self.port}
 
     @property
     def url(self) -> str:
-        return f"{'https' if self.secure else 'http'}://{self.host}:{self.port}{self.path}"
+        return f"{'https' if self.secure else 'http'}://{self.netloc_host}:{self.port}{self.path}"
 
 
 def parse_endpoint(url: str | None) -> Endpoint | None:
@@ -94,12 +106,45 @@ class ProviderAdapter:
     provider: ClassVar[str]
     libcloud_provider: ClassVar[str]
     capabilities: ClassVar[Capabilities] = Capabilities()
-    # Seconds a request may take before we call it lost; a lost create is resolved by tags.
+    # Seconds a single read may take; the connector bounds the whole call (Limits.call_timeout).
     request_timeout: ClassVar[float] = 30.0
+    # Parameters holding URLs the driver connects to: checked like the endpoint itself.
+    url_parameters: ClassVar[tuple[str, ...]] = ()
+    # The provider's rules for VM names (see skyfleet.connectors.naming).
+    name_max_length: ClassVar[int] = 63
+    name_letter_first: ClassVar[bool] = False
 
     def __init__(self, config: CredentialConfig) -> None:
         self.config = config
         self.endpoint = parse_endpoint(config.endpoint_url)
+        policy = config.endpoint_policy
+        if config.endpoint_url:
+            policy.check_url(self.endpoint.url if self.endpoint else config.endpoint_url, what="endpoint")
+        for name in self.url_parameters:
+            if config.parameters.get(name):
+                policy.check_url(config.parameters[name], what=f"parameter {name!r}")
+        self._ca_lock = threading.Lock()
+        self._ca_file: str | None = None
+
+    def tls_verify(self) -> bool | str:
+        """What the HTTP layer verifies the endpoint's certificate with: True (the default trust
+        store), False (insecureSkipTlsVerify) or the path of the credential's CA bundle."""
+        tls = self.config.tls
+        if tls.insecure_skip_verify:
+            return False
+        if not tls.ca_bundle:
+            return True
+        with self._ca_lock:
+            if self._ca_file is None or not os.path.exists(self._ca_file):
+                fd, path = tempfile.mkstemp(prefix="skyfleet-ca-", suffix=".pem")
+                with os.fdopen(fd, "w") as out:
+                    out.write(tls.ca_bundle)
+                self._ca_file = path
+            return self._ca_file
+
+    def cloud_name(self, req: CreateRequest) -> str:
+        """The VM's name in the cloud: the Instance name made unique per installation and namespace."""
+        return vm_name_for(req.name, req.tags, max_length=self.name_max_length, letter_first=self.name_letter_first)
 
     # -- driver ---------------------------------------------------------------------------
     def driver_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -110,10 +155,19 @@ class ProviderAdapter:
         args, kwargs = self.driver_args()
         driver = cls(*args, **kwargs)
         driver.connection.timeout = self.request_timeout
+        if driver.connection.conn_class in STOCK_CONNECTIONS:
+            # Sub-connections (Keystone's catalogue, logins) inherit the instance's class.
+            driver.connection.conn_class = GuardedConnection
         return driver
 
     def close(self) -> None:
-        """Release what the adapter holds outside the process (files, sessions)."""
+        """Release what the adapter holds outside the process (files); what is needed again
+        later is made again."""
+        with self._ca_lock:
+            if self._ca_file is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._ca_file)
+                self._ca_file = None
 
     # -- catalogue ------------------------------------------------------------------------
     def verify(self, driver: Driver) -> None:
@@ -126,6 +180,19 @@ class ProviderAdapter:
         """The catalogue; ``owner`` narrows it where the provider filters server-side (the
         caller filters by owner again either way)."""
         return [self.to_cloud_image(i) for i in driver.list_images()]
+
+    def get_image(self, driver: Driver, image_id: str) -> CloudImage | None:
+        """The image with exactly this id, or None."""
+        return next((i for i in self.list_images(driver) if i.id == image_id), None)
+
+    def lookup_owner(self, owner: str | None) -> str | None:
+        """The owner a name lookup keeps to (``ANY_OWNER`` for every publisher); providers
+        whose catalogue is the whole public's refuse a lookup that names none."""
+        return owner
+
+    def find_images(self, driver: Driver, name_pattern: str, owner: str | None) -> list[CloudImage]:
+        """Candidates for a name lookup: as few as the provider can filter to server-side."""
+        return self.list_images(driver, owner=None if owner == ANY_OWNER else owner)
 
     def list_locations(self, driver: Driver) -> list[CloudLocation]:
         return [
@@ -173,6 +240,18 @@ class ProviderAdapter:
         """Provider tags back to our keys; keys we did not write pass through unchanged."""
         return dict(raw)
 
+    def normalized(self, tags: Mapping[str, str]) -> dict[str, str]:
+        """What ``tags`` look like on a VM once read back: how to compare them with a VM's tags.
+        Equal to ``tags`` wherever the provider's encoding can be reversed."""
+        return self.decode_tags(self.encode_tags(tags))
+
+    def carries(self, tags: Mapping[str, str], node_tags: Mapping[str, str]) -> bool:
+        """Whether a VM with ``node_tags`` carries every one of ``tags``."""
+        return all(node_tags.get(k) == v for k, v in self.normalized(tags).items())
+
+    def owned_by(self, owner: OwnerTags, node_tags: Mapping[str, str]) -> bool:
+        return self.carries(owner.identity(), node_tags)
+
     def raw_tags(self, node: Node) -> Mapping[str, str]:
         extra = node.extra or {}
         for key in ("tags", "metadata", "labels"):
@@ -188,9 +267,7 @@ class ProviderAdapter:
 
     def find_by_tags(self, driver: Driver, tags: Mapping[str, str]) -> list[CloudNode]:
         found = [self.to_cloud_node(n) for n in self.list_all(driver)]
-        return [
-            n for n in found if n.state is not NodeState.TERMINATED and all(n.tags.get(k) == v for k, v in tags.items())
-        ]
+        return [n for n in found if n.state is not NodeState.TERMINATED and self.carries(tags, n.tags)]
 
     def describe(self, driver: Driver, provider_id: str) -> CloudNode | None:
         try:

@@ -1,10 +1,14 @@
 """DigitalOcean (API v2).
 
 Tags are bare strings limited to ``[A-Za-z0-9_:-]``, so ``skyfleet.io/instance-uid=abc``
-travels as ``skyfleet_instance-uid:abc``. The droplet list filters server-side by ONE tag
-(``tag_name``), so we filter by the most selective one and check the rest client-side.
-No idempotency token: duplicate protection is the owner-tag lookup before each create.
-Release takes our identity tags off the droplet, one untag request per tag.
+travels as ``skyfleet_instance-uid:abc``; values are spelt with ``LowercaseCodec`` (``prod.eu``
+is ``prod_-eu``, ``prod_eu`` is ``prod__eu``), so no two values share a tag. The droplet list
+filters server-side by ONE tag (``tag_name``), so we filter by the most selective one and check
+the rest client-side. No idempotency token: duplicate protection is the owner-tag lookup before
+each create. Release takes our identity tags off the droplet, one untag request per tag.
+
+libcloud's DigitalOcean driver refuses ``host``/``port`` arguments (its ``__new__`` passes them
+on to ``object``), so an endpoint override is set on the driver's connection afterwards.
 
 Secret keys: ``token`` (or ``api_token``).
 """
@@ -26,6 +30,7 @@ from libcloud.compute.types import Provider
 from skyfleet.connectors.base import Capabilities, CloudNode, CreateRequest, NodeState, OwnerTags
 from skyfleet.connectors.errors import ConnectorError, QuotaExceeded, Throttled
 from skyfleet.connectors.libcloud.adapters.base import Driver, ProviderAdapter, first_secret
+from skyfleet.connectors.libcloud.adapters.tagcodec import LowercaseCodec
 from skyfleet.connectors.libcloud.errors import describe, http_status, map_generic
 
 __all__ = ["DigitalOceanAdapter"]
@@ -34,6 +39,9 @@ _PREFIX = "skyfleet.io/"
 _ENCODED_PREFIX = "skyfleet_"
 _NOT_ALLOWED = re.compile(r"[^A-Za-z0-9_\-]")
 _PAGE_SIZE = 200
+_TAG_MAX = 255
+# The longest key is "skyfleet_instance-uid"; a value must leave room for it and the colon.
+_VALUES = LowercaseCodec(_TAG_MAX - len("skyfleet_instance-uid:"))
 
 
 class DigitalOceanAdapter(ProviderAdapter):
@@ -44,23 +52,32 @@ class DigitalOceanAdapter(ProviderAdapter):
     )
 
     def driver_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        kwargs: dict[str, Any] = {"api_version": "v2"}
+        return (first_secret(self.config, "token", "api_token"),), {"api_version": "v2"}
+
+    def make_driver(self) -> Driver:
+        driver = super().make_driver()
         if self.endpoint:
-            kwargs.update(self.endpoint.driver_kwargs())
-        return (first_secret(self.config, "token", "api_token"),), kwargs
+            connection = driver.connection
+            connection.host = self.endpoint.netloc_host
+            connection.port = self.endpoint.port
+            connection.secure = self.endpoint.secure
+            if self.endpoint.path.strip("/"):
+                connection.request_path = self.endpoint.path.rstrip("/")
+            connection.connect()  # the driver connected to the public endpoint on construction
+        return driver
 
     def verify(self, driver: Driver) -> None:
         driver.ex_account_info()
 
     # -- tags -----------------------------------------------------------------------------
     def encode_tags(self, tags: Mapping[str, str]) -> dict[str, str]:
-        return {_encode_key(k): _NOT_ALLOWED.sub("_", v) for k, v in tags.items()}
+        return {_encode_key(k): _VALUES.encode(v) for k, v in tags.items()}
 
     def tag_strings(self, tags: Mapping[str, str]) -> list[str]:
         return [f"{k}:{v}" for k, v in self.encode_tags(tags).items()]
 
     def decode_tags(self, raw: Mapping[str, str]) -> dict[str, str]:
-        return {_decode_key(k): v for k, v in raw.items()}
+        return {_decode_key(k): (_VALUES.decode(v) if k.startswith(_ENCODED_PREFIX) else v) for k, v in raw.items()}
 
     def raw_tags(self, node: Node) -> Mapping[str, str]:
         pairs = (str(t).split(":", 1) for t in (node.extra or {}).get("tags") or [])
@@ -79,15 +96,7 @@ class DigitalOceanAdapter(ProviderAdapter):
             if not (body.get("links") or {}).get("pages", {}).get("next"):
                 break
             page += 1
-        return [
-            n
-            for n in nodes
-            if n.state is not NodeState.TERMINATED and all(n.tags.get(k) == v for k, v in self.decoded(tags).items())
-        ]
-
-    def decoded(self, tags: Mapping[str, str]) -> dict[str, str]:
-        """What ``tags`` look like after a round trip through the provider."""
-        return self.decode_tags(self.encode_tags(tags))
+        return [n for n in nodes if n.state is not NodeState.TERMINATED and self.carries(tags, n.tags)]
 
     def describe(self, driver: Driver, provider_id: str) -> CloudNode | None:
         try:
@@ -102,7 +111,7 @@ class DigitalOceanAdapter(ProviderAdapter):
         # Posted directly rather than through create_node, which keeps only the region's
         # display name; the raw droplet has the slug the operator places by.
         payload = {
-            "name": req.name,
+            "name": self.cloud_name(req),
             "size": req.size_id,
             "image": req.image_id,
             "region": req.zone or req.region or self.config.region,
@@ -119,7 +128,7 @@ class DigitalOceanAdapter(ProviderAdapter):
         # identity lookups, and the connector's retry removes what is left.
         body = json.dumps({"resources": [{"resource_id": node.provider_id, "resource_type": "droplet"}]})
         for key in keys:
-            tag = f"{_encode_key(key)}:{node.tags[key]}"
+            (tag,) = self.tag_strings({key: node.tags[key]})
             driver.connection.request(f"/v2/tags/{quote(tag, safe=':')}/resources", data=body, method="DELETE")
 
     def droplet(self, driver: Driver, data: Mapping[str, Any]) -> CloudNode:

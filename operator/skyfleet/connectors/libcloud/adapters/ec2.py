@@ -8,14 +8,21 @@ Secret keys: ``accessKeyId`` and ``secretAccessKey`` (as the README documents; a
 ``aws_access_key_id``/``access_key_id`` and ``aws_secret_access_key``/``secret_access_key``),
 optional ``sessionToken``/``aws_session_token``/``session_token``.
 Parameters: ``architecture`` (``x86_64``, the default, or ``arm64``: which instance types a
-size given as cpu/memory is chosen from), ``image_owner`` (restricts image listing),
-``describe_page_size`` (MaxResults, 5-1000).
+size given as cpu/memory is chosen from), ``image_owner`` (the owner of name lookups that name
+none), ``describe_page_size`` (MaxResults, 5-1000).
+
+Images: EC2 lists every public AMI (the whole public catalogue, hundreds of MB) to anyone who
+does not say whose images they want, and anyone can publish an AMI with a familiar name. So an
+explicit id is asked for exactly (``ImageId.1``), a name lookup asks for one owner's images
+(``Owner.1``) whose name matches (``Filter name``), and a name lookup without owner is refused
+unless the Image says ``owner: "*"`` (any publisher, knowingly).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,7 +32,15 @@ from libcloud.compute.base import Node, NodeSize
 from libcloud.compute.drivers.ec2 import NAMESPACE, EC2NodeLocation, ExEC2AvailabilityZone, IdempotentParamError
 from libcloud.compute.types import Provider
 
-from skyfleet.connectors.base import Capabilities, CloudImage, CloudNode, CloudSize, CreateRequest, NodeState
+from skyfleet.connectors.base import (
+    ANY_OWNER,
+    Capabilities,
+    CloudImage,
+    CloudNode,
+    CloudSize,
+    CreateRequest,
+    NodeState,
+)
 from skyfleet.connectors.errors import (
     CapacityUnavailable,
     ConnectorError,
@@ -50,6 +65,8 @@ _TRANSIENT = {"InternalError", "InternalFailure", "ServiceUnavailable", "Unavail
 _QUOTA = {"InstanceLimitExceeded", "VcpuLimitExceeded", "MaxSpotInstanceCountExceeded", "ResourceLimitExceeded"}
 _CAPACITY = {"InsufficientInstanceCapacity", "InsufficientHostCapacity", "InsufficientCapacity"}
 _NOT_FOUND = {"InvalidInstanceID.NotFound"}
+# Owner aliases DescribeImages understands besides account ids.
+_OWNER_ALIASES = {"amazon", "aws-marketplace", "aws-backup-vault"}
 _AUTH = {"AuthFailure", "InvalidClientTokenId", "SignatureDoesNotMatch", "OptInRequired", "UnauthorizedOperation"}
 _BY_CODE: dict[str, type[ConnectorError]] = {
     **dict.fromkeys(_THROTTLING, Throttled),
@@ -108,9 +125,51 @@ class EC2Adapter(ProviderAdapter):
         return dataclasses.replace(super().to_cloud_size(size), architecture=_architecture(size.extra or {}))
 
     def list_images(self, driver: Driver, owner: str | None = None) -> list[CloudImage]:
-        # Without an owner EC2 lists every public AMI (tens of thousands); credentials name theirs.
-        owner = owner or self.config.parameters.get("image_owner")
+        # Without an owner EC2 lists every public AMI (tens of thousands): the account's own then.
+        owner = owner or self.config.parameters.get("image_owner") or "self"
         return [self.to_cloud_image(i) for i in driver.list_images(ex_owner=owner)]
+
+    def get_image(self, driver: Driver, image_id: str) -> CloudImage | None:
+        try:
+            found = driver.list_images(ex_image_ids=[image_id])
+        except Exception as exc:
+            # InvalidAMIID.NotFound, .Unavailable, .Malformed: there is no such image to boot.
+            if (self.map_error(exc).code or "").startswith("InvalidAMIID."):
+                return None
+            raise
+        return next((self.to_cloud_image(i) for i in found if str(i.id) == image_id), None)
+
+    def lookup_owner(self, owner: str | None) -> str | None:
+        owner = owner or self.config.parameters.get("image_owner")
+        if not owner:
+            raise InvalidRequest(
+                "EC2 offers every public image to a name lookup, and anyone can publish one with a "
+                "familiar name: give lookup.owner (an account id, 'self' or 'amazon'), or '*' to "
+                "accept any publisher",
+                provider=self.provider,
+                code="OwnerRequired",
+            )
+        return owner
+
+    def find_images(self, driver: Driver, name_pattern: str, owner: str | None) -> list[CloudImage]:
+        filters: dict[str, str] = {}
+        # EC2 name filters know * and ? as fnmatch does; a pattern with [] is matched client-side only.
+        if not re.search(r"[\[\]\\]", name_pattern):
+            filters["name"] = name_pattern
+        by = None if owner in (None, ANY_OWNER) else owner
+        images: list[CloudImage] = []
+        for image in driver.list_images(ex_owner=by, ex_filters=filters or None):
+            cloud = self.to_cloud_image(image)
+            if by in _OWNER_ALIASES:
+                # Asked for by alias, EC2 reports the account id: keep what carries the alias.
+                if (image.extra or {}).get("owner_alias") != by:
+                    continue
+                cloud = dataclasses.replace(cloud, owner=by)
+            elif by == "self":
+                # Only EC2 knows which account "self" is; its answer is taken as it is.
+                cloud = dataclasses.replace(cloud, owner=by)
+            images.append(cloud)
+        return images
 
     # -- listing: our own pagination ----------------------------------------------------
     def describe_instances(self, driver: Driver, params: Mapping[str, str]) -> list[Node]:
@@ -165,7 +224,7 @@ class EC2Adapter(ProviderAdapter):
             location = EC2NodeLocation(req.zone, req.zone, "", driver, zone)  # type: ignore[no-untyped-call]
         token = req.effective_token
         node = driver.create_node(
-            name=req.name,
+            name=self.cloud_name(req),
             size=self.size_stub(driver, req.size_id),
             image=self.image_stub(driver, req.image_id),
             location=location,

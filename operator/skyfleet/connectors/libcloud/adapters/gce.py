@@ -2,6 +2,9 @@
 
 Tags become labels (lowercase ``[a-z0-9_-]``, at most 63 characters), which the instance list
 filters server-side; the aggregated list covers every zone of the project in one paged call.
+Label values are spelt with ``LowercaseCodec`` (``Prod.EU`` is ``_prod_-_e_u``), so that case
+folding and replaced characters never make two values one. Instance names must start with a
+letter: a name starting with a digit gets a ``vm-`` prefix (see ``skyfleet.connectors.naming``).
 Instance inserts take a ``requestId`` (a UUID), GCE's idempotency key: we derive it from the
 idempotency token, so a retried insert after a lost response creates nothing new. User data
 goes into the ``user-data`` metadata item that cloud-init reads. Release sets the labels
@@ -47,6 +50,7 @@ from skyfleet.connectors.errors import (
     Transient,
 )
 from skyfleet.connectors.libcloud.adapters.base import Driver, ProviderAdapter
+from skyfleet.connectors.libcloud.adapters.tagcodec import LowercaseCodec
 from skyfleet.connectors.libcloud.errors import describe, map_generic
 
 __all__ = ["GCEAdapter", "label_key", "label_value"]
@@ -72,6 +76,9 @@ _CAPACITY = {"ZONE_RESOURCE_POOL_EXHAUSTED", "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_
 _TOKEN_NAMESPACE = uuid.UUID("8f0d8e38-3a55-4b8a-9a37-5b1d3c3f0a11")
 
 
+_VALUES = LowercaseCodec(_LABEL_MAX)
+
+
 def label_key(key: str) -> str:
     if key.startswith(_PREFIX):
         key = "skyfleet_" + key[len(_PREFIX) :]
@@ -79,7 +86,7 @@ def label_key(key: str) -> str:
 
 
 def label_value(value: str) -> str:
-    return _LABEL_INVALID.sub("_", value.lower())[:_LABEL_MAX]
+    return _VALUES.encode(value)
 
 
 def _unlabel_key(key: str) -> str:
@@ -92,16 +99,26 @@ class GCEAdapter(ProviderAdapter):
     capabilities = Capabilities(
         tags=True, user_data=True, resize=False, idempotency_token=True, tag_filtering=True, release=True
     )
+    name_letter_first = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # libcloud caches OAuth tokens in a file (by default under $HOME); keep ours private.
-        self._token_dir = tempfile.mkdtemp(prefix="skyfleet-gce-")
-        # close() removes the cached access token at once; the finalizer covers adapters never closed.
-        self._cleanup = weakref.finalize(self, shutil.rmtree, self._token_dir, True)
+        self._token_dir: str | None = None
+        self._cleanup: weakref.finalize[Any, GCEAdapter] | None = None
+
+    def token_dir(self) -> str:
+        """Where libcloud caches the OAuth token (by default under $HOME): a private directory,
+        made again when a closed adapter is used once more."""
+        if self._token_dir is None or not Path(self._token_dir).is_dir():
+            self._token_dir = tempfile.mkdtemp(prefix="skyfleet-gce-")
+            # close() removes the cached access token at once; the finalizer covers adapters never closed.
+            self._cleanup = weakref.finalize(self, shutil.rmtree, self._token_dir, True)
+        return self._token_dir
 
     def close(self) -> None:
-        self._cleanup()
+        super().close()
+        if self._cleanup is not None:
+            self._cleanup()
 
     def _service_account(self) -> dict[str, Any]:
         secret = self.config.secret
@@ -133,7 +150,7 @@ class GCEAdapter(ProviderAdapter):
         kwargs: dict[str, Any] = {
             "project": self.project,
             "auth_type": "SA",
-            "credential_file": str(Path(self._token_dir) / "token.json"),
+            "credential_file": str(Path(self.token_dir()) / "token.json"),
         }
         if self.endpoint:
             kwargs.update(self.endpoint.driver_kwargs())
@@ -160,7 +177,7 @@ class GCEAdapter(ProviderAdapter):
         return {label_key(k): label_value(v) for k, v in tags.items()}
 
     def decode_tags(self, raw: Mapping[str, str]) -> dict[str, str]:
-        return {_unlabel_key(k): v for k, v in raw.items()}
+        return {(_unlabel_key(k)): (_VALUES.decode(v) if k.startswith("skyfleet_") else v) for k, v in raw.items()}
 
     # -- nodes ----------------------------------------------------------------------------
     def _pages(self, driver: Driver, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -197,8 +214,9 @@ class GCEAdapter(ProviderAdapter):
     def create(self, driver: Driver, req: CreateRequest) -> CloudNode:
         zone = req.zone or self.config.parameters.get("zone") or f"{req.region or self.config.region}-a"
         image = req.image_id if "/" in req.image_id else f"global/images/{req.image_id}"
+        name = self.cloud_name(req)
         body: dict[str, Any] = {
-            "name": req.name,
+            "name": name,
             "machineType": f"zones/{zone}/machineTypes/{req.size_id}",
             "labels": self.encode_tags(req.tags),
             "disks": [{"boot": True, "autoDelete": True, "initializeParams": {"sourceImage": image}}],
@@ -218,12 +236,12 @@ class GCEAdapter(ProviderAdapter):
         # The Google connection JSON-encodes request bodies itself.
         driver.connection.request(f"/zones/{zone}/instances", method="POST", data=body, params=params)
         # Insert is asynchronous; describe what now exists rather than trusting the request.
-        created = self.describe(driver, f"{zone}/{req.name}")
+        created = self.describe(driver, f"{zone}/{name}")
         if created is not None:
             return created
         return CloudNode(
-            provider_id=f"{zone}/{req.name}",
-            name=req.name,
+            provider_id=f"{zone}/{name}",
+            name=name,
             state=NodeState.PENDING,
             size_id=req.size_id,
             image_id=req.image_id,

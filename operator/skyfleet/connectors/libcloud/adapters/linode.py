@@ -1,7 +1,9 @@
 """Linode (API v4).
 
 Tags are free strings of 3-50 characters, filterable server-side with ``X-Filter``. Our
-keys are abbreviated so an Instance UID fits (``sf-uid=<36 chars>``). Linode's metadata
+keys are abbreviated so an Instance UID fits (``sf-uid=<36 chars>``); a longer value (an
+Instance name over 38 characters) is spelt with ``LengthCodec``: its start, ``~`` and a digest
+of the whole, so it fits and still differs from every other value. Linode's metadata
 service takes user data on create, which libcloud's ``create_node`` does not expose, so we
 post the instance ourselves. No idempotency token. Release puts the instance's tag list back
 without our identity tags.
@@ -26,6 +28,7 @@ from libcloud.compute.types import Provider
 from skyfleet.connectors.base import Capabilities, CloudNode, CreateRequest, NodeState, OwnerTags
 from skyfleet.connectors.errors import ConnectorError, InvalidRequest, NotFound, Throttled, Transient
 from skyfleet.connectors.libcloud.adapters.base import Driver, ProviderAdapter, first_secret
+from skyfleet.connectors.libcloud.adapters.tagcodec import LengthCodec
 from skyfleet.connectors.libcloud.errors import describe, map_generic
 
 __all__ = ["LinodeAdapter"]
@@ -48,6 +51,8 @@ class LinodeAdapter(ProviderAdapter):
     capabilities = Capabilities(
         tags=True, user_data=True, resize=True, idempotency_token=False, tag_filtering=True, release=True
     )
+    # Labels: 3-64 characters, no two dashes in a row (vm_name never makes any).
+    name_max_length = 64
 
     def driver_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         kwargs: dict[str, Any] = {"api_version": "4.0"}
@@ -59,12 +64,20 @@ class LinodeAdapter(ProviderAdapter):
         driver.connection.request("/v4/profile")
 
     # -- tags -----------------------------------------------------------------------------
-    def tag_strings(self, tags: Mapping[str, str]) -> list[str]:
-        encoded = [f"{_KEYS.get(k, k)}={v}" for k, v in tags.items()]
-        too_long = [t for t in encoded if len(t) > _TAG_MAX]
-        if too_long:
-            raise InvalidRequest(f"Linode tags are at most {_TAG_MAX} characters: {too_long}", provider=self.provider)
+    def encode_tags(self, tags: Mapping[str, str]) -> dict[str, str]:
+        encoded = {}
+        for key, value in tags.items():
+            short = _KEYS.get(key, key)
+            room = _TAG_MAX - len(short) - 1
+            if room < 12:
+                raise InvalidRequest(
+                    f"the tag key {key!r} leaves no room for a value on Linode", provider=self.provider
+                )
+            encoded[short] = LengthCodec(room).encode(value)
         return encoded
+
+    def tag_strings(self, tags: Mapping[str, str]) -> list[str]:
+        return [f"{k}={v}" for k, v in self.encode_tags(tags).items()]
 
     def raw_tags(self, node: Node) -> Mapping[str, str]:
         pairs = (str(t).split("=", 1) for t in (node.extra or {}).get("tags") or [])
@@ -87,9 +100,7 @@ class LinodeAdapter(ProviderAdapter):
             nodes.extend(self.to_cloud_node(driver._to_node(d)) for d in body.get("data", []))
             pages = int(body.get("pages", 1))
             page += 1
-        return [
-            n for n in nodes if n.state is not NodeState.TERMINATED and all(n.tags.get(k) == v for k, v in tags.items())
-        ]
+        return [n for n in nodes if n.state is not NodeState.TERMINATED and self.carries(tags, n.tags)]
 
     def describe(self, driver: Driver, provider_id: str) -> CloudNode | None:
         try:
@@ -102,7 +113,7 @@ class LinodeAdapter(ProviderAdapter):
 
     def create(self, driver: Driver, req: CreateRequest) -> CloudNode:
         payload: dict[str, Any] = {
-            "label": req.name,
+            "label": self.cloud_name(req),
             "region": req.zone or req.region or self.config.region,
             "type": req.size_id,
             "image": req.image_id,

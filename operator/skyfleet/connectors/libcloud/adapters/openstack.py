@@ -7,7 +7,9 @@ Release writes the metadata back without our identity keys.
 
 ``endpoint_url`` is the Keystone URL. Parameters: ``project``, ``domain`` (default
 ``Default``), ``auth_version`` (default ``3.x_password``), ``compute_url`` (skip the service
-catalogue), ``page_size``. Secret keys: ``username`` + ``password``, or ``token``.
+catalogue; checked against the operator's endpoint rules like the endpoint), ``page_size``.
+Secret keys: ``username`` + ``password``, or ``token``. The compute URLs Keystone's catalogue
+hands out are checked when they are connected to.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class OpenStackAdapter(ProviderAdapter):
     capabilities = Capabilities(
         tags=True, user_data=True, resize=False, idempotency_token=False, tag_filtering=False, release=True
     )
+    url_parameters = ("compute_url",)
 
     def driver_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         params = self.config.parameters
@@ -94,7 +97,7 @@ class OpenStackAdapter(ProviderAdapter):
         if req.zone:
             kwargs["ex_availability_zone"] = req.zone
         node = driver.create_node(
-            name=req.name,
+            name=self.cloud_name(req),
             size=self.size_stub(driver, req.size_id),
             image=self.image_stub(driver, req.image_id),
             **kwargs,
