@@ -46,7 +46,13 @@ class LinodeAdapter(ProviderAdapter):
     provider = "linode"
     libcloud_provider = Provider.LINODE
     capabilities = Capabilities(
-        tags=True, user_data=True, resize=True, idempotency_token=False, tag_filtering=True, release=True
+        tags=True,
+        user_data=True,
+        resize=True,
+        idempotency_token=False,
+        tag_filtering=True,
+        release=True,
+        max_user_data_bytes=49149,  # Linode metadata user_data: 65,535 characters of base64
     )
 
     def driver_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
