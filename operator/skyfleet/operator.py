@@ -19,6 +19,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -187,12 +188,16 @@ def _hold_lease(elector: LeaseElector, stop: threading.Event, on_lost: Callable[
     """
     last_ok = time.monotonic()
     failures = 0
+    # Each attempt runs on its own thread and is waited for only until the deadline: whatever a
+    # dead connection does inside the client (retries, handshakes), the deadline is kept here.
+    attempts = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lease-renew")
     while not stop.wait(elector.retry_period if failures == 0 else min(0.5, elector.retry_period)):
         sent = time.monotonic()
+        deadline = last_ok + elector.renew_deadline
+        error: BaseException | None = None
         try:
-            held = elector.try_acquire_or_renew(deadline=last_ok + elector.renew_deadline)
-            error = None
-        except Exception as exc:
+            held = attempts.submit(elector.try_acquire_or_renew, deadline).result(timeout=max(0.0, deadline - sent))
+        except Exception as exc:  # the API's errors, and TimeoutError when the deadline came first
             held, error = False, exc
         if held:
             if failures:
@@ -218,8 +223,10 @@ def _hold_lease(elector: LeaseElector, stop: threading.Event, on_lost: Callable[
                 elector.name,
                 elector.holder if someone_else else "unknown, renew deadline passed",
             )
+            attempts.shutdown(wait=False, cancel_futures=True)
             on_lost()
             return
+    attempts.shutdown(wait=False, cancel_futures=True)
 
 
 def _acquire(elector: LeaseElector, stop: threading.Event | None = None) -> bool:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from urllib3.util.retry import Retry
 
 from skyfleet.api.common import GROUP, VERSION
 
@@ -91,6 +92,10 @@ def _load_config(pool_size: int) -> client.ApiClient:
     except config.ConfigException:
         config.load_kube_config(client_configuration=cfg)
     cfg.connection_pool_maxsize = pool_size
+    # urllib3 retries a timed-out read three times by default, each with the full timeout: a
+    # black-holed connection would then hold a call four times as long. A failed connect is
+    # retried once; a read that timed out is not (callers retry at their own pace).
+    cfg.retries = Retry(total=1, connect=1, read=0, status=0, other=0)
     return TimeoutApiClient(cfg)
 
 
