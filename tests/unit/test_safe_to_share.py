@@ -89,6 +89,13 @@ def test_the_rebuilt_diff_base_shows_exactly_which_fields_changed() -> None:
     }
 
 
+def test_label_and_annotation_keys_with_dots_are_tracked_exactly() -> None:
+    essence = {"metadata": {"labels": {"skyfleet.io/deployment": "shop"}}, "spec": {"a": 1}}
+    assert rebuild(digests(essence), essence) == essence
+    changed = {"metadata": {"labels": {"skyfleet.io/deployment": "other"}}, "spec": {"a": 1}}
+    assert rebuild(digests(essence), changed)["metadata"]["labels"]["skyfleet.io/deployment"] != "other"
+
+
 def test_the_diff_base_stays_bounded_with_a_thousand_labels() -> None:
     essence = {"metadata": {"labels": {f"l{i}": "v" for i in range(1000)}}, "spec": {"a": 1}}
     assert len(json.dumps(digests(essence))) <= 4096

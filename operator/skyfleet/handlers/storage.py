@@ -27,7 +27,7 @@ from skyfleet.reconcile.messages import safe_message
 
 __all__ = ["BoundedProgressStorage", "DigestDiffBaseStorage", "digests", "rebuild"]
 
-FORMAT = "skyfleet.io/digests-v1"
+FORMAT = "skyfleet.io/digests-v2"
 # Fields below these paths are digested one by one (so a field filter such as spec.region
 # matches exactly); deeper structure is digested whole.
 _DEPTH = 3
@@ -49,10 +49,11 @@ def _leaves(value: Any, path: tuple[str, ...], depth: int) -> Iterator[tuple[tup
         yield path, value
 
 
-def digests(essence: Mapping[str, Any]) -> dict[str, str]:
-    """``{"spec.region": "<digest>", ...}`` for an essence; bounded in size whatever it holds."""
+def digests(essence: Mapping[str, Any]) -> list[list[Any]]:
+    """``[[["spec", "region"], "<digest>"], ...]`` for an essence; bounded in size whatever it
+    holds. Paths are lists, not dotted strings: label and annotation keys contain dots."""
     for depth in (_DEPTH, 1):
-        out = {".".join(path): _digest(value) for path, value in _leaves(essence, (), depth) if path}
+        out: list[list[Any]] = [[list(path), _digest(value)] for path, value in _leaves(essence, (), depth) if path]
         if len(json.dumps(out)) <= _MAX_ENCODED or depth == 1:
             return out
     raise AssertionError("unreachable")
@@ -77,12 +78,11 @@ def _put(essence: dict[str, Any], path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
-def rebuild(stored: Mapping[str, str], current: Mapping[str, Any]) -> dict[str, Any]:
+def rebuild(stored: Iterable[list[Any]], current: Mapping[str, Any]) -> dict[str, Any]:
     """The old essence as far as digests tell it: unchanged fields as they are now, changed or
     removed ones as a marker that differs from any real value."""
     old: dict[str, Any] = {}
-    for dotted, digest in stored.items():
-        path = dotted.split(".")
+    for path, digest in stored:
         found, value = _get(current, path)
         _put(old, path, value if found and _digest(value) == digest else f"<changed {digest}>")
     return old
@@ -98,7 +98,9 @@ class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
                 continue
             decoded = json.loads(encoded)
             if isinstance(decoded, dict) and decoded.get("format") == FORMAT:
-                return rebuild(cast(dict[str, str], decoded.get("digests") or {}), self.build(body=body))
+                return rebuild(cast(list[list[Any]], decoded.get("digests") or []), self.build(body=body))
+            if isinstance(decoded, dict) and str(decoded.get("format", "")).startswith("skyfleet.io/digests"):
+                return None  # an older digest format: treated as never handled, like a new object
             return decoded  # a full essence written before digests: still a valid base
         return None
 
