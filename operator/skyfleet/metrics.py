@@ -74,6 +74,12 @@ class Metrics:
             "skyfleet_build_info", "Always 1; the version label says which.", ["version"], registry=r
         )
         self.build_info.labels(__version__).set(1)
+        self.cluster_info = Gauge(
+            "skyfleet_cluster_info",
+            "Always 1; cluster_id is the tag value marking this installation's VMs.",
+            ["cluster_id"],
+            registry=r,
+        )
         self.watch_last_event = Gauge(
             "skyfleet_watch_last_event_timestamp_seconds",
             "Unix time of the last watch event per resource: a stale value means a dead watch.",
@@ -127,21 +133,54 @@ class Metrics:
         if created is not None:
             self.time_to_ready.labels(provider).observe(max(0.0, (datetime.now(UTC) - created).total_seconds()))
 
+    def set_cluster_id(self, cluster_id: str) -> None:
+        self.cluster_info.clear()
+        self.cluster_info.labels(cluster_id).set(1)
+
     def set_orphans(self, namespace: str, credential: str, provider: str, count: int) -> None:
         self._orphans[(namespace, credential)] = (provider, count)
+        self._publish_orphans()
+
+    def set_instance_phases(self, namespace: str, credential: str, provider: str, phases: Mapping[str, int]) -> None:
+        self._phases[(namespace, credential)] = (provider, Tally(phases))
+        self._publish_phases()
+
+    def forget_credential(self, namespace: str, credential: str) -> None:
+        """A credential is gone: its share leaves the sums, and a provider no credential uses
+        any more loses its series altogether (a stale value would keep alerts firing)."""
+        self._orphans.pop((namespace, credential), None)
+        self._phases.pop((namespace, credential), None)
+        self._publish_orphans()
+        self._publish_phases()
+
+    def _publish_orphans(self) -> None:
         totals: Tally[str] = Tally()
         for prov, n in self._orphans.values():
             totals[prov] += n
         for prov, n in totals.items():
             self.orphaned_vms.labels(prov).set(n)
+        for (prov,) in [labels for labels in _label_sets(self.orphaned_vms) if labels[0] not in totals]:
+            self.orphaned_vms.remove(prov)
 
-    def set_instance_phases(self, namespace: str, credential: str, provider: str, phases: Mapping[str, int]) -> None:
-        self._phases[(namespace, credential)] = (provider, Tally(phases))
+    def _publish_phases(self) -> None:
         totals: Tally[tuple[str, str]] = Tally()
         for prov, tally in self._phases.values():
             for phase, n in tally.items():
                 totals[(prov, phase)] += n
-        # A phase nobody is in any more reads 0 rather than keeping its last value.
-        self._phase_labels |= set(totals)
+        providers = {prov for prov, _ in self._phases.values()}
+        # A phase nobody is in any more reads 0 rather than keeping its last value; a provider
+        # no credential reports on any more has no series at all.
+        self._phase_labels = {k for k in self._phase_labels | set(totals) if k[0] in providers}
         for prov, phase in self._phase_labels:
             self.instances.labels(prov, phase).set(totals.get((prov, phase), 0))
+        for prov, phase in [k for k in _label_sets(self.instances) if k not in self._phase_labels]:
+            self.instances.remove(prov, phase)
+
+
+def _label_sets(metric: Gauge) -> list[tuple[str, ...]]:
+    """The label values of every series a labelled gauge has."""
+    return [tuple(labels.values()) for labels in _samples_labels(metric)]
+
+
+def _samples_labels(metric: Gauge) -> list[dict[str, str]]:
+    return [sample.labels for family in metric.collect() for sample in family.samples]

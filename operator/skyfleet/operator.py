@@ -1,9 +1,11 @@
 """Run the operator: kopf configured for strict schemas, behind a Lease so only one acts.
 
 kopf's peering only pauses operators that see each other; it is not leader election (two with
-equal priority both pause). A ``coordination.k8s.io`` Lease is: the process waits until it
-holds the Lease, renews it while running, stops when it cannot renew within the lease
-duration, and releases it on a clean exit so a standby takes over at once.
+equal priority both pause). A ``coordination.k8s.io`` Lease is, with client-go's timings and
+semantics: the process waits (for the API server, then for the Lease) until it holds the
+Lease, renews it every retry period, stops when no renewal succeeded within the renew
+deadline (shorter than the lease duration, so it has stopped before a standby may take over),
+and releases it on a clean exit so a standby takes over at once.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ import asyncio
 import contextlib
 import http.server
 import logging
+import os
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -27,16 +31,27 @@ import skyfleet.handlers  # noqa: F401 - importing registers every handler
 from skyfleet.handlers.clouds import Clouds
 from skyfleet.handlers.context import Context, ctx_of
 from skyfleet.handlers.kube import Kube
+from skyfleet.handlers.storage import BoundedProgressStorage, DigestDiffBaseStorage
 from skyfleet.logs import install_object_refs
 from skyfleet.metrics import Metrics
+from skyfleet.reconcile.messages import safe_message
 from skyfleet.settings import Settings
 
-__all__ = ["FINALIZER", "LeaseElector", "run"]
+__all__ = ["FINALIZER", "ClusterIdUnavailable", "LeaseElector", "derived_cluster_id", "run"]
 
 log = logging.getLogger("skyfleet.operator")
 
 FINALIZER = "skyfleet.io/finalizer"
 PREFIX = "skyfleet.io"
+# Seconds kopf gets to stop after the Lease is lost before the process exits regardless
+# (well inside lease duration - renew deadline).
+LOST_EXIT_GRACE = 2.0
+
+
+def _exit_lost() -> None:
+    log.error("still running %.0f s after losing the lease; exiting now", LOST_EXIT_GRACE)
+    logging.shutdown()
+    os._exit(1)
 
 
 @kopf.on.startup()
@@ -44,10 +59,10 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     ctx = ctx_of(memo)
     settings.persistence.finalizer = FINALIZER
     # kopf's default progress storage writes into status, which structural schemas prune.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=PREFIX, key="last-handled-configuration"
-    )
+    # Both kept small whatever the object holds: annotations total at most 256 KiB, and one
+    # over it makes every patch kopf sends (finalizers included) fail (see handlers/storage.py).
+    settings.persistence.progress_storage = BoundedProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = DigestDiffBaseStorage(prefix=PREFIX, key="last-handled-configuration")
     settings.execution.max_workers = ctx.settings.workers
     # The Lease decides who acts; peering would only add writes and pause on lookalikes.
     settings.peering.standalone = True
@@ -55,6 +70,9 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
+    # kopf's own requests (patches, events) fail and retry instead of hanging on a dead connection.
+    settings.networking.request_timeout = 30
+    settings.networking.connect_timeout = 10
     settings.posting.level = logging.WARNING
 
 
@@ -64,7 +82,13 @@ async def close(memo: Any, **_: Any) -> None:
 
 
 class LeaseElector:
-    """Acquire and renew a Lease with optimistic concurrency (resourceVersion) on every write."""
+    """Leader election with client-go's semantics on a ``coordination.k8s.io`` Lease.
+
+    Every write carries the resourceVersion it was computed from. A Lease held by someone else
+    counts as expired only once it has not changed for its duration as seen from *here* (the
+    local clock since the last change observed), never by comparing the holder's timestamps
+    with ours: clocks of two machines disagree, the time between two observations does not.
+    """
 
     def __init__(self, api: client.CoordinationV1Api, settings: Settings) -> None:
         self.api = api
@@ -72,6 +96,11 @@ class LeaseElector:
         self.name = settings.lease_name
         self.identity = settings.identity
         self.duration = settings.lease_duration
+        self.renew_deadline = settings.lease_renew_deadline
+        self.retry_period = settings.lease_retry_period
+        self.holder: str | None = None
+        self._observed: tuple[Any, ...] | None = None
+        self._observed_at = 0.0
 
     def _spec(self, transitions: int, acquired: datetime | None) -> client.V1LeaseSpec:
         now = datetime.now(UTC)
@@ -83,66 +112,181 @@ class LeaseElector:
             lease_transitions=transitions,
         )
 
-    def try_acquire(self) -> tuple[bool, str | None]:
-        """(whether we hold the Lease now, who holds it otherwise)."""
+    def _observe(self, spec: client.V1LeaseSpec | None) -> None:
+        record = (spec.holder_identity, spec.renew_time, spec.acquire_time, spec.lease_transitions) if spec else None
+        if record != self._observed:
+            self._observed = record
+            self._observed_at = time.monotonic()
+        self.holder = spec.holder_identity if spec else None
+
+    def try_acquire_or_renew(self, deadline: float) -> bool:
+        """One attempt; True when we hold the Lease now. Every request ends by ``deadline``
+        (monotonic seconds), so no attempt outlives the time the caller has left.
+
+        Raises on API errors other than a lost race (409), which counts as not holding it.
+        """
+
+        def kw() -> dict[str, Any]:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no time left for the lease request")
+            return {"_request_timeout": (min(5.0, left), left)}
+
         try:
-            lease = self.api.read_namespaced_lease(self.name, self.namespace)
+            lease = self.api.read_namespaced_lease(self.name, self.namespace, **kw())
         except ApiException as exc:
             if exc.status != 404:
                 raise
             body = client.V1Lease(metadata=client.V1ObjectMeta(name=self.name), spec=self._spec(0, None))
             try:
-                self.api.create_namespaced_lease(self.namespace, body)
+                created = self.api.create_namespaced_lease(self.namespace, body, **kw())
             except ApiException as exc2:
                 if exc2.status == 409:
-                    return False, None
+                    return False
                 raise
-            return True, self.identity
+            self._observe(created.spec)
+            return True
         spec = lease.spec
-        holder = spec.holder_identity
-        renewed = spec.renew_time
-        duration = spec.lease_duration_seconds or self.duration
-        expired = renewed is None or renewed + timedelta(seconds=duration) < datetime.now(UTC)
-        if holder and holder != self.identity and not expired:
-            return False, holder
-        mine = holder == self.identity
+        self._observe(spec)
+        mine = spec.holder_identity == self.identity
+        if spec.holder_identity and not mine:
+            duration = spec.lease_duration_seconds or self.duration
+            if time.monotonic() - self._observed_at < duration:
+                return False
         transitions = (spec.lease_transitions or 0) + (0 if mine else 1)
         lease.spec = self._spec(transitions, spec.acquire_time if mine else None)
         try:
-            self.api.replace_namespaced_lease(self.name, self.namespace, lease)
+            replaced = self.api.replace_namespaced_lease(self.name, self.namespace, lease, **kw())
         except ApiException as exc:
             if exc.status == 409:  # someone else wrote first
-                return False, holder
+                return False
             raise
-        return True, self.identity
+        self._observe(replaced.spec)
+        return True
 
     def release(self) -> None:
         try:
-            lease = self.api.read_namespaced_lease(self.name, self.namespace)
+            kw = {"_request_timeout": (2.0, 5.0)}
+            lease = self.api.read_namespaced_lease(self.name, self.namespace, **kw)
             if lease.spec.holder_identity != self.identity:
                 return
             lease.spec.holder_identity = None
             lease.spec.renew_time = None
-            self.api.replace_namespaced_lease(self.name, self.namespace, lease)
-        except ApiException as exc:
-            log.warning("could not release the lease: %s", exc.reason)
+            self.api.replace_namespaced_lease(self.name, self.namespace, lease, **kw)
+        except Exception as exc:
+            log.warning("could not release the lease: %s", safe_message(getattr(exc, "reason", None) or exc))
 
 
 def _hold_lease(elector: LeaseElector, stop: threading.Event, on_lost: Callable[[], None]) -> None:
-    """Renew until ``stop``; set ``lost`` (which stops kopf) when renewal fails for a full duration."""
+    """Renew every retry period; call ``on_lost`` once the renew deadline passes without a
+    successful renewal, or as soon as someone else holds the Lease.
+
+    The deadline counts from when the last successful renewal was *sent*, which is no later
+    than the renew time the API server stored; a standby may take over only a full lease
+    duration after it saw that renewal, so with ``renew_deadline < duration`` this process has
+    stopped acting before a standby can start. Each request is bounded by the time left.
+    """
     last_ok = time.monotonic()
-    interval = elector.duration / 3
-    while not stop.wait(interval):
+    failures = 0
+    # Each attempt runs on its own thread and is waited for only until the deadline: whatever a
+    # dead connection does inside the client (retries, handshakes), the deadline is kept here.
+    attempts = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lease-renew")
+    while not stop.wait(elector.retry_period if failures == 0 else min(0.5, elector.retry_period)):
+        sent = time.monotonic()
+        deadline = last_ok + elector.renew_deadline
+        error: BaseException | None = None
         try:
-            held, holder = elector.try_acquire()
-        except Exception as exc:
-            held, holder = False, f"unknown ({type(exc).__name__})"
+            held = attempts.submit(elector.try_acquire_or_renew, deadline).result(timeout=max(0.0, deadline - sent))
+        except Exception as exc:  # the API's errors, and TimeoutError when the deadline came first
+            held, error = False, exc
         if held:
-            last_ok = time.monotonic()
-        elif holder not in (None, elector.identity) or time.monotonic() - last_ok > elector.duration:
-            log.error("lost the lease %s/%s (holder: %s); stopping", elector.namespace, elector.name, holder)
+            if failures:
+                log.info(
+                    "renewed the lease %s/%s again after %d failed attempts", elector.namespace, elector.name, failures
+                )
+            last_ok, failures = sent, 0
+            continue
+        failures += 1
+        someone_else = error is None and elector.holder not in (None, elector.identity)
+        if failures == 1 and not someone_else:
+            log.warning(
+                "renewing the lease %s/%s failed (%s); retrying until the renew deadline (%.0f s)",
+                elector.namespace,
+                elector.name,
+                type(error).__name__ if error else "conflict",
+                elector.renew_deadline,
+            )
+        if someone_else or time.monotonic() - last_ok >= elector.renew_deadline:
+            log.error(
+                "lost the lease %s/%s (holder: %s); stopping",
+                elector.namespace,
+                elector.name,
+                elector.holder if someone_else else "unknown, renew deadline passed",
+            )
+            attempts.shutdown(wait=False, cancel_futures=True)
             on_lost()
             return
+    attempts.shutdown(wait=False, cancel_futures=True)
+
+
+def _acquire(elector: LeaseElector, stop: threading.Event | None = None) -> bool:
+    """Block until this process holds the Lease, waiting for the API server as long as it takes."""
+    announced: str | None = None
+    unreachable = False
+    while stop is None or not stop.is_set():
+        try:
+            if elector.try_acquire_or_renew(deadline=time.monotonic() + max(1.0, elector.retry_period * 2)):
+                return True
+            if unreachable:
+                log.info("the API server answers again")
+                unreachable = False
+            if elector.holder != announced:
+                log.info("waiting for the lease %s/%s held by %s", elector.namespace, elector.name, elector.holder)
+                announced = elector.holder
+        except Exception as exc:
+            if not unreachable:
+                log.warning("waiting for the API server: %s", type(exc).__name__)
+                unreachable = True
+        time.sleep(elector.retry_period)
+    return False
+
+
+def _cluster_id(kube: Kube, settings: Settings) -> str:
+    """The configured cluster id, or one derived from this cluster's kube-system namespace UID.
+
+    A UID is unique per cluster and survives operator reinstalls, so two clusters that share
+    a cloud account never share an id by default. Waits for the API server; raises
+    ``ClusterIdUnavailable`` when the namespace cannot be read (then nothing may start).
+    """
+    if settings.cluster_id:
+        return settings.cluster_id
+    waited = False
+    while True:
+        try:
+            # list with a field selector needs only the list verb kopf needs anyway, not get.
+            found = kube.core.list_namespace(field_selector="metadata.name=kube-system", _request_timeout=(5.0, 10.0))
+        except ApiException as exc:
+            if exc.status in (401, 403, 404):
+                raise ClusterIdUnavailable(f"cannot read namespace kube-system ({exc.status} {exc.reason})") from None
+            found = None
+        except Exception:
+            found = None
+        if found is not None:
+            if not found.items:
+                raise ClusterIdUnavailable("namespace kube-system does not exist")
+            return derived_cluster_id(found.items[0].metadata.uid)
+        if not waited:
+            log.warning("waiting for the API server to derive the cluster id")
+            waited = True
+        time.sleep(settings.lease_retry_period)
+
+
+class ClusterIdUnavailable(Exception):
+    """No cluster id was given and none can be derived: starting would risk another cluster's VMs."""
+
+
+def derived_cluster_id(uid: str) -> str:
+    return f"k8s-{uid.lower()}"
 
 
 @contextlib.contextmanager
@@ -186,11 +330,20 @@ def run(settings: Settings) -> int:
     )
     install_object_refs()
     kube = Kube(pool_size=settings.workers)
+    try:
+        cluster_id = _cluster_id(kube, settings)
+    except ClusterIdUnavailable as exc:
+        log.error("no --cluster-id given and none can be derived: %s; refusing to start", exc)
+        kube.close()
+        return 2
+    if not settings.cluster_id:
+        log.info("no --cluster-id given: using %s, derived from the UID of namespace kube-system", cluster_id)
     metrics = Metrics()
+    metrics.set_cluster_id(cluster_id)
     metrics.serve(settings.metrics_host, settings.metrics_port)
     clouds = Clouds(kube, settings)
     clouds.observer = metrics.observe_cloud_call
-    ctx = Context(settings=settings, kube=kube, clouds=clouds, metrics=metrics)
+    ctx = Context(settings=settings, kube=kube, clouds=clouds, metrics=metrics, cluster_id=cluster_id)
 
     stop = threading.Event()
     # An asyncio flag on kopf's own loop: kopf waits for thread-side flags (threading.Event,
@@ -203,27 +356,23 @@ def run(settings: Settings) -> int:
     def on_lost() -> None:
         lost_flag.set()
         loop.call_soon_threadsafe(lost.set)
+        # Stopping kopf waits for handlers and API calls in flight, which a cut-off API server
+        # may never answer; a standby may take over once the Lease expires, so by then this
+        # process must have stopped acting whatever it was doing.
+        threading.Timer(LOST_EXIT_GRACE, _exit_lost).start()
 
     elector: LeaseElector | None = None
     if settings.leader_election:
-        elector = LeaseElector(client.CoordinationV1Api(kube.api_client), settings)
-        announced = None
+        elector = LeaseElector(kube.coordination, settings)
         # A standby is alive, just not leading: answer the liveness probe until kopf takes over
         # the endpoint, or the kubelet would restart every standby again and again.
         with _standby_liveness(settings.liveness_endpoint):
-            while True:
-                held, holder = elector.try_acquire()
-                if held:
-                    break
-                if holder != announced:
-                    log.info("waiting for the lease %s/%s held by %s", elector.namespace, elector.name, holder)
-                    announced = holder
-                time.sleep(elector.duration / 3)
+            _acquire(elector)
         log.info("acquired the lease %s/%s as %s", elector.namespace, elector.name, elector.identity)
         threading.Thread(target=_hold_lease, args=(elector, stop, on_lost), daemon=True, name="lease").start()
 
     scope = "cluster-wide" if settings.cluster_wide else f"namespaces {', '.join(settings.namespaces)}"
-    log.info("skyfleet operator starting (%s, cluster id %s)", scope, settings.cluster_id)
+    log.info("skyfleet operator starting (%s, cluster id %s)", scope, cluster_id)
     try:
         kopf.run(
             loop=loop,
@@ -239,4 +388,5 @@ def run(settings: Settings) -> int:
         if elector is not None and not lost_flag.is_set():
             elector.release()
         loop.close()
+        kube.close()
     return 1 if lost_flag.is_set() else 0

@@ -7,7 +7,7 @@ import os
 import socket
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -25,12 +25,13 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Namespaces to serve; empty means cluster-wide. Env: comma-separated or a JSON list.",
     )
-    cluster_id: str = Field(
-        default="skyfleet",
+    cluster_id: str | None = Field(
+        default=None,
         min_length=1,
         max_length=63,
         pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
-        description="Tag value that marks VMs of this installation; two installations must differ.",
+        description="Tag value that marks VMs of this installation; two installations must differ. Default: "
+        "derived from the UID of namespace kube-system, unique per cluster.",
     )
     metrics_port: int = Field(default=9090, ge=0, le=65535, description="Prometheus port; 0 disables.")
     metrics_host: str = "0.0.0.0"  # noqa: S104 - scraped from outside the pod
@@ -76,6 +77,10 @@ class Settings(BaseSettings):
         description="Namespace of the Lease; defaults to the pod's namespace.",
     )
     lease_duration: float = Field(default=15.0, gt=1, description="Seconds a Lease is valid without renewal.")
+    lease_renew_deadline: float = Field(
+        default=10.0, gt=0, description="Seconds the leader keeps trying to renew before it stops acting."
+    )
+    lease_retry_period: float = Field(default=2.0, gt=0, description="Seconds between attempts to renew or acquire.")
     identity: str = Field(default_factory=_default_identity, description="Holder identity in the Lease.")
 
     @field_validator("namespaces", "allowed_endpoints", mode="before")
@@ -99,6 +104,13 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _lease_timings(self) -> Settings:
+        # client-go's rule: the leader must have given up before a standby may take over.
+        if not self.lease_retry_period < self.lease_renew_deadline < self.lease_duration:
+            raise ValueError("lease timings need retry period < renew deadline < lease duration")
+        return self
 
     @property
     def cluster_wide(self) -> bool:

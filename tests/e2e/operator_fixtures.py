@@ -146,7 +146,7 @@ def tags(vm: dict[str, Any]) -> dict[str, str]:
 class Operator:
     """``skyfleet run`` as a subprocess, exactly as users start it."""
 
-    def __init__(self, kube: Kube, cluster_id: str, log_path: Path, lease: str) -> None:
+    def __init__(self, kube: Kube, cluster_id: str | None, log_path: Path, lease: str) -> None:
         self.kube = kube
         self.cluster_id = cluster_id
         self.log_path = log_path
@@ -161,8 +161,8 @@ class Operator:
             "run",
             "--namespace",
             self.kube.namespace,
-            "--cluster-id",
-            self.cluster_id,
+            # None: started without one, as an installation that relies on the derived default.
+            *(["--cluster-id", self.cluster_id] if self.cluster_id else []),
             "--metrics-port",
             "0",
             "--liveness",

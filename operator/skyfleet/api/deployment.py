@@ -29,6 +29,9 @@ MAX_DEPLOYMENT_NAME = 40
 MAX_GROUP_NAME = 16
 MAX_GROUPS = 16
 MAX_REPLICAS = 10000
+# Characters of userData over all node groups. Each Instance copies its group's (plus the image
+# recipe), and the whole Deployment must stay far below etcd's 1.5 MiB object limit.
+MAX_TOTAL_USER_DATA = 65536
 
 PlacementStrategy = Literal["Spread", "Ordered"]
 DeletionPolicy = Literal["Delete", "Orphan"]
@@ -75,6 +78,18 @@ class PlacementTarget(Model):
 
 
 class Placement(Model):
+    model_config = Model.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.targets.exists(t, !has(t.weight) || t.weight > 0)",
+                    "message": "at least one placement target needs a weight above 0 (weights default to 1)",
+                    "fieldPath": ".targets",
+                }
+            ]
+        }
+    }
+
     strategy: PlacementStrategy | None = Field(
         default=None,
         description="Spread: weighted round-robin over targets. Ordered: fill the first target, fall back to "
@@ -122,7 +137,8 @@ class NodeGroup(Model):
         default=None,
         description="User data template appended after the image recipe. '{{ groups.db.addresses }}' and "
         "'{{ groups.db.privateAddresses }}' expand to the addresses of another group (which must be listed in "
-        "dependsOn); '{{ deployment }}', '{{ group }}' and '{{ instance }}' to names.",
+        "dependsOn); '{{ deployment }}', '{{ group }}' and '{{ instance }}' to names. Text between '{{ raw }}' "
+        "and '{{ endraw }}' is passed through untouched (for literal braces, e.g. cloud-init's Jinja).",
         max_length=16384,
     )
     depends_on: list[str] | None = Field(
@@ -155,7 +171,13 @@ class DeploymentSpec(Model):
                     "self.nodeGroups.exists(o, o.name == d)))",
                     "message": "dependsOn must name other node groups of this Deployment",
                     "fieldPath": ".nodeGroups",
-                }
+                },
+                {
+                    "rule": "self.nodeGroups.map(g, has(g.userData) ? size(g.userData) : 0).sum() <= "
+                    f"{MAX_TOTAL_USER_DATA}",
+                    "message": f"userData of all node groups together must be at most {MAX_TOTAL_USER_DATA} characters",
+                    "fieldPath": ".nodeGroups",
+                },
             ]
         }
     }

@@ -24,6 +24,9 @@ from skyfleet.api.common import (
 )
 from skyfleet.api.deployment import MAX_GROUP_NAME, DriftPolicy, Size
 
+# Characters of rendered user data (image recipe plus the group's userData) one Instance holds.
+MAX_USER_DATA = 65536
+
 
 class InstanceSpec(Model):
     """The record of intent. Immutable: a different VM is a different Instance."""
@@ -43,7 +46,9 @@ class InstanceSpec(Model):
     image_id: str | None = Field(default=None, description="Native image id, once resolved.", max_length=MEDIUM)
     instance_type: str | None = Field(default=None, description="Native size, once resolved.", max_length=SHORT)
     size: Size | None = Field(default=None, description="Size of the VM when no native size is given.")
-    user_data: str | None = Field(default=None, description="Rendered user data (cloud-init).", max_length=65536)
+    user_data: str | None = Field(
+        default=None, description="Rendered user data (cloud-init).", max_length=MAX_USER_DATA
+    )
     template_hash: str = Field(
         description="Hash of the node group's size and image this Instance was made from; rollouts replace "
         "Instances whose hash is not the group's current one.",

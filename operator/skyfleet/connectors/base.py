@@ -166,6 +166,8 @@ class Capabilities:
     tag_filtering: bool = False
     # Owner tags can be removed from a running VM (see Connector.release).
     release: bool = False
+    # The most user data (bytes, before any encoding the API needs) a create accepts; None: unknown.
+    max_user_data_bytes: int | None = None
 
 
 class NodeState(enum.Enum):

@@ -13,7 +13,9 @@ import kopf
 from skyfleet.api.common import GROUP, VERSION
 from skyfleet.handlers.clouds import Clouds
 from skyfleet.handlers.kube import Kube
+from skyfleet.handlers.regions import RegionChecks
 from skyfleet.metrics import Metrics
+from skyfleet.reconcile.messages import safe_message
 from skyfleet.reconcile.patches import merge_patch
 from skyfleet.settings import Settings
 
@@ -26,6 +28,10 @@ class Context:
     kube: Kube
     clouds: Clouds
     metrics: Metrics
+    # The tag value marking this installation's VMs: the setting, or derived at start-up.
+    cluster_id: str
+    # Regions the cloud does not know, per credential (asked once, remembered).
+    regions: RegionChecks = field(default_factory=RegionChecks)
     # In-process wake-ups: an Instance event wakes its Deployment's loop without any API write.
     wakeups: dict[tuple[str, str, str], asyncio.Event] = field(default_factory=dict)
     # Last condition reason announced per object, so one transition makes one event even when
@@ -106,4 +112,4 @@ async def wait_or_wake(wake: asyncio.Event, seconds: float, stopped: Any = None)
 
 def event(body: Any, type_: str, reason: str, message: str) -> None:
     """Post a Kubernetes event; kopf queues and posts it without blocking the handler."""
-    kopf.event(body, type=type_, reason=reason, message=message[:1024])
+    kopf.event(body, type=type_, reason=reason, message=safe_message(message))

@@ -16,6 +16,7 @@ from skyfleet.handlers.context import GROUP, VERSION, ctx_of, event, now, wait_o
 from skyfleet.handlers.kube import Conflict
 from skyfleet.reconcile.conditions import find_condition, set_condition
 from skyfleet.reconcile.credentials import verdict_for
+from skyfleet.reconcile.messages import error_message
 
 RETRY_SOON = 30.0
 CONFLICT_DELAY = 1.0
@@ -78,16 +79,19 @@ async def verify_once(namespace: str, name: str, body: kopf.Body, memo: Any, log
         connector = await ctx.clouds.connector(namespace, name)
         await connector.verify()
         caps = connector.capabilities
-        capabilities = Capabilities(**dataclasses.asdict(caps))
+        # Only what the status schema shows (the connector may know more, e.g. size limits).
+        capabilities = Capabilities(
+            **{k: v for k, v in dataclasses.asdict(caps).items() if k in Capabilities.model_fields}
+        )
         message = f"{config.provider} accepted the credentials"
     except CredentialUnavailable as exc:
         secret_found = exc.reason != "SecretNotFound"
-        error, message = exc, exc.message
+        error, message = exc, error_message(exc)
     except ConnectorError as exc:
-        error, message = exc, str(exc)
+        error, message = exc, error_message(exc)
     except Exception as exc:  # a refused connection below the connector is still "unreachable"
         logger.warning("verifying %s/%s failed: %s", namespace, name, type(exc).__name__)
-        error, message = exc, f"{type(exc).__name__}: {exc}"
+        error, message = exc, f"{type(exc).__name__}: {error_message(exc)}"
     verdict = verdict_for(error, secret_found=secret_found)
     ts = now()
     gen = cred.metadata.generation or None
@@ -128,4 +132,5 @@ async def deleting(
     if in_use:
         raise kopf.TemporaryError(f"{in_use} Instances still use this credential", delay=5)
     await ctx.clouds.forget(namespace, name)
+    ctx.metrics.forget_credential(namespace, name)
     await asyncio.sleep(0)

@@ -18,9 +18,11 @@ from skyfleet.api.common import API_VERSION, ConditionStatus
 from skyfleet.api.deployment import Deployment
 from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of, event, wait_or_wake
 from skyfleet.handlers.context import now as utcnow
+from skyfleet.handlers.kube import Refused
 from skyfleet.reconcile.conditions import find_condition
-from skyfleet.reconcile.deployment import plan_deployment
+from skyfleet.reconcile.deployment import NewInstance, plan_deployment, refused_status
 from skyfleet.reconcile.images import EffectiveImage, ImageError, effective_image
+from skyfleet.reconcile.messages import error_message
 from skyfleet.reconcile.views import ORPHAN_ANNOTATION, CredentialView
 
 # After acting, give the watch a moment to bring our own writes back before planning again.
@@ -66,7 +68,7 @@ async def reconcile_loop(
             # One broken Deployment must not stop the others: report, and try again later.
             ctx.metrics.reconciled("deployment", started, error=True)
             logger.exception("reconciling deployment %s/%s failed", namespace, name)
-            event(body, "Warning", "ReconcileError", f"{type(exc).__name__}: {exc}")
+            event(body, "Warning", "ReconcileError", f"{type(exc).__name__}: {error_message(exc)}")
         else:
             ctx.metrics.reconciled("deployment", started)
         await wait_or_wake(wake, SETTLE if acted else ctx.settings.resync_period, stopped)
@@ -125,7 +127,50 @@ async def reconcile_once(
     indexed = {v.name for v in views}
     for key in [k for k, t in created.items() if t < cutoff or (k[0] == namespace and k[1] in indexed)]:
         del created[key]
-    for new in plan.creates:
+    refused = await _create_instances(
+        ctx, namespace, creates=plan.creates, owner=owner, created=created, changed=changed
+    )
+    status = plan.status
+    if refused is not None:
+        group = next(n.spec.group for n in plan.creates if (namespace, n.name) not in created)
+        status = refused_status(
+            status,
+            refused.reason,
+            f"group {group}: creating Instance refused: {error_message(refused)}",
+            now=utcnow(),
+            generation=dep.metadata.generation or None,
+        )
+    already_deleting = {v.name for v in views if v.deleting}
+    for victim in plan.deletes:
+        if await ctx.kube.delete("instances", namespace, victim) and victim not in already_deleting:
+            changed.add(victim)
+        recent[(namespace, victim)] = time.monotonic()
+    for e in plan.events:
+        if not e.names or changed.intersection(e.names):
+            event(body, e.type, e.reason, e.message)
+    old_status = dict(body.get("status") or {})
+    if await ctx.write_status("deployments", namespace, name, old_status, status.to_api()):
+        ready = find_condition(status.conditions, "Ready")
+        before = [c.get("reason") for c in old_status.get("conditions") or [] if c.get("type") == "Ready"]
+        transitioned = ready is not None and before != [ready.reason]
+        if ready is not None and transitioned and ctx.announce_once("deployment", namespace, name, ready.reason):
+            kind = "Normal" if ready.status == ConditionStatus.TRUE else "Warning"
+            event(body, kind, ready.reason, ready.message)
+    # A refusal stays until a person acts: plan again at the resync period, not at once.
+    return bool(plan.deletes) or bool(plan.creates and refused is None)
+
+
+async def _create_instances(
+    ctx: Context,
+    namespace: str,
+    *,
+    creates: list[NewInstance],
+    owner: dict[str, Any],
+    created: dict[tuple[str, str], float],
+    changed: set[str],
+) -> Refused | None:
+    """Create what the plan asks for; the first refusal (quota, policy) stops the rest."""
+    for new in creates:
         if (namespace, new.name) in created:
             continue
         manifest = {
@@ -139,26 +184,13 @@ async def reconcile_once(
             },
             "spec": new.spec.to_api(),
         }
-        if await ctx.kube.create("instances", namespace, manifest):
-            changed.add(new.name)
+        try:
+            if await ctx.kube.create("instances", namespace, manifest):
+                changed.add(new.name)
+        except Refused as exc:
+            return exc
         created[(namespace, new.name)] = time.monotonic()
-    already_deleting = {v.name for v in views if v.deleting}
-    for victim in plan.deletes:
-        if await ctx.kube.delete("instances", namespace, victim) and victim not in already_deleting:
-            changed.add(victim)
-        recent[(namespace, victim)] = time.monotonic()
-    for e in plan.events:
-        if not e.names or changed.intersection(e.names):
-            event(body, e.type, e.reason, e.message)
-    old_status = dict(body.get("status") or {})
-    if await ctx.write_status("deployments", namespace, name, old_status, plan.status.to_api()):
-        ready = find_condition(plan.status.conditions, "Ready")
-        before = [c.get("reason") for c in old_status.get("conditions") or [] if c.get("type") == "Ready"]
-        transitioned = ready is not None and before != [ready.reason]
-        if ready is not None and transitioned and ctx.announce_once("deployment", namespace, name, ready.reason):
-            kind = "Normal" if ready.status == ConditionStatus.TRUE else "Warning"
-            event(body, kind, ready.reason, ready.message)
-    return bool(plan.creates or plan.deletes)
+    return None
 
 
 def _references(

@@ -13,6 +13,7 @@ from skyfleet.handlers.clouds import CredentialUnavailable
 from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of, event, now, wait_or_wake
 from skyfleet.reconcile.conditions import find_condition, set_condition
 from skyfleet.reconcile.images import ImageError, effective_image, image_uses, select_source
+from skyfleet.reconcile.messages import error_message, safe_message
 
 
 @kopf.daemon(GROUP, VERSION, "images", id="resolve", cancellation_timeout=2.0)
@@ -93,7 +94,7 @@ async def resolve_once(
         eff = effective_image(name, lambda n: next(iter(images.get((namespace, n), [])), None))
     except ImageError as exc:
         eff = None
-        problems.append(("ParentNotFound" if "not found" in str(exc) else "InvalidImage", str(exc)))
+        problems.append(("ParentNotFound" if "not found" in str(exc) else "InvalidImage", error_message(exc)))
     if eff is not None:
         regions = {key[1]: view.region for key, store in credentials.items() if key[0] == namespace for view in store}
         uses = image_uses(name, deployments.get(namespace, []), regions)
@@ -120,10 +121,10 @@ async def resolve_once(
                 problems.append(("CredentialNotReady", f"{credential}: {exc.message}"))
             except ConnectorError as exc:
                 reason = "NoMatch" if type(exc).__name__ == "NotFound" else "ResolutionFailed"
-                problems.append((reason, f"{credential}/{region}: {exc}"))
+                problems.append((reason, f"{credential}/{region}: {error_message(exc)}"))
     if problems:
         reason, _ = problems[0]
-        message = "; ".join(m for _, m in problems)[:4096]
+        message = safe_message("; ".join(m for _, m in problems), limit=1024)
         conds = set_condition(old.conditions, "Ready", False, reason, message, now=ts, generation=gen)
         phase = "Unresolved"
     else:

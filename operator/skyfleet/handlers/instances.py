@@ -20,13 +20,20 @@ from skyfleet.handlers.clouds import CredentialUnavailable
 from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of, event, now
 from skyfleet.reconcile.conditions import set_condition
 from skyfleet.reconcile.images import ImageError, effective_image, select_source
-from skyfleet.reconcile.instances import classify_create_error, observed_status, unseen_vm_may_exist
+from skyfleet.reconcile.instances import (
+    classify_create_error,
+    never_called_the_cloud,
+    observed_status,
+    unseen_vm_may_exist,
+    user_data_too_large,
+)
+from skyfleet.reconcile.messages import error_message
 from skyfleet.reconcile.views import ORPHAN_ANNOTATION
 
 
 def owner_tags(ctx: Context, inst: Instance) -> OwnerTags:
     return OwnerTags(
-        cluster_id=ctx.settings.cluster_id,
+        cluster_id=ctx.cluster_id,
         instance_uid=inst.metadata.uid,
         namespace=inst.metadata.namespace,
         deployment=inst.spec.deployment,
@@ -60,7 +67,7 @@ async def _resolve_image(
     try:
         image = effective_image(inst.spec.image_ref, lambda n: next(iter(images.get((ns, n), [])), None))
     except ImageError as exc:
-        return None, str(exc)
+        return None, error_message(exc)
     source = select_source(
         image.sources,
         credential=inst.spec.credential,
@@ -100,14 +107,12 @@ async def provision(*, body: kopf.Body, memo: Any, logger: kopf.Logger, retry: i
         await ctx.write_status("instances", meta.namespace, meta.name, raw, new.to_api())
         raw = new.to_api()
 
-    try:
-        connector = await ctx.clouds.connector(meta.namespace, spec.credential, spec.region)
-    except CredentialUnavailable as exc:
-        await write(_with_ready(status, False, "CredentialNotReady", exc.message, phase="Pending"))
-        raise kopf.TemporaryError(exc.message, delay=15) from None
-    except ConnectorError as exc:
-        await write(_with_ready(status, False, "CredentialNotReady", str(exc), phase="Pending"))
-        raise kopf.TemporaryError(str(exc), delay=30) from None
+    def safe(exc: BaseException) -> str:
+        return error_message(exc, redact=[spec.user_data])
+
+    connector = await _usable_connector(ctx, body, inst, status, write)
+    if connector is None:
+        return
 
     # The cloud may be called from here on: say so before calling it.
     status = _with_ready(status, False, "Creating", "creating the VM", phase="Creating")
@@ -143,12 +148,13 @@ async def provision(*, body: kopf.Body, memo: Any, logger: kopf.Logger, retry: i
     except ConnectorError as exc:
         failure = classify_create_error(exc)
         ctx.metrics.create_failures.labels(connector.config.provider, failure.reason).inc()
-        event(body, "Warning", failure.reason, str(exc))
+        message = safe(exc)
+        event(body, "Warning", failure.reason, message)
         if failure.retry:
-            status = _with_ready(status, False, failure.reason, str(exc), phase="Creating")
+            status = _with_ready(status, False, failure.reason, message, phase="Creating")
             await write(status)
-            raise kopf.TemporaryError(str(exc), delay=min(60, 5 * (retry + 1))) from None
-        status = _with_ready(status, False, failure.reason, str(exc), phase="Failed")
+            raise kopf.TemporaryError(message, delay=min(60, 5 * (retry + 1))) from None
+        status = _with_ready(status, False, failure.reason, message, phase="Failed")
         status.provisioning_failures = (status.provisioning_failures or 0) + 1
         await write(status)
         return
@@ -159,6 +165,39 @@ async def provision(*, body: kopf.Body, memo: Any, logger: kopf.Logger, retry: i
     await write(status)
     ctx.metrics.vm_created(connector.config.provider, meta.creation_timestamp, running=status.phase == "Running")
     event(body, "Normal", "VMCreated", f"VM {node.provider_id} ({cloud_size.id}) on {spec.credential}")
+
+
+async def _usable_connector(
+    ctx: Context, body: kopf.Body, inst: Instance, status: InstanceStatus, write: Any
+) -> Connector | None:
+    """The connector to create with, after what can be checked without a create call:
+    None when the Instance failed for good, TemporaryError when it must wait."""
+    meta, spec = inst.metadata, inst.spec
+
+    def safe(exc: BaseException) -> str:
+        return error_message(exc, redact=[spec.user_data])
+
+    try:
+        connector = await ctx.clouds.connector(meta.namespace, spec.credential, spec.region)
+    except CredentialUnavailable as exc:
+        await write(_with_ready(status, False, "CredentialNotReady", exc.message, phase="Pending"))
+        raise kopf.TemporaryError(safe(exc), delay=15) from None
+    except ConnectorError as exc:
+        await write(_with_ready(status, False, "CredentialNotReady", safe(exc), phase="Pending"))
+        raise kopf.TemporaryError(safe(exc), delay=30) from None
+
+    # Checked before the cloud is ever called, so neither costs a failed create.
+    too_large = user_data_too_large(spec.user_data, connector.capabilities.max_user_data_bytes)
+    if too_large:
+        await write(_with_ready(status, False, "UserDataTooLarge", too_large, phase="Failed"))
+        event(body, "Warning", "UserDataTooLarge", too_large)
+        return None
+    region = await ctx.regions.check(connector)
+    if not region.known:
+        # Waits without spending the failure budget: the region may be fixed or opted into.
+        await write(_with_ready(status, False, "RegionUnknown", region.message, phase="Pending"))
+        raise kopf.TemporaryError(region.message, delay=60)
+    return connector
 
 
 @kopf.on.event(GROUP, VERSION, "instances")
@@ -179,10 +218,12 @@ async def destroy(*, body: kopf.Body, memo: Any, logger: kopf.Logger, runtime: t
     meta, spec = inst.metadata, inst.spec
     status = inst.status or InstanceStatus()
     orphan = meta.annotations.get(ORPHAN_ANNOTATION) == "true"
+    if never_called_the_cloud(status.phase, has_provider_id=bool(status.provider_id)):
+        return  # no create was ever sent: there is no VM to look for
     try:
         connector = await ctx.clouds.connector(meta.namespace, spec.credential, spec.region)
     except (CredentialUnavailable, ConnectorError) as exc:
-        message = exc.message if isinstance(exc, CredentialUnavailable) else str(exc)
+        message = error_message(exc, redact=[spec.user_data])
         # Kept VMs wait too: one still tagged as ours after its Instance is gone is an orphan.
         event(
             body,
@@ -191,6 +232,9 @@ async def destroy(*, body: kopf.Body, memo: Any, logger: kopf.Logger, runtime: t
             f"waiting for the credential: {message}",
         )
         raise kopf.TemporaryError(message, delay=15) from None
+    unknown = None if status.provider_id else ctx.regions.unknown(connector)
+    if unknown is not None:
+        return  # no VM can exist in a region the cloud does not know
     owner = owner_tags(ctx, inst)
     if orphan:
         await _release(body, connector, owner, status)
@@ -210,7 +254,7 @@ async def _destroy(
             try:
                 await connector.destroy(provider_id, owner)
             except OwnershipMismatch as exc:
-                event(body, "Warning", "OwnershipMismatch", str(exc))
+                event(body, "Warning", "OwnershipMismatch", error_message(exc))
                 ids.discard(provider_id)
             except NotFound:
                 ids.discard(provider_id)
@@ -222,8 +266,8 @@ async def _destroy(
                 if node.state is not NodeState.TERMINATED:
                     remaining.append(provider_id)
     except ConnectorError as exc:
-        event(body, "Warning", "DestroyFailed", str(exc))
-        raise kopf.TemporaryError(str(exc), delay=10) from None
+        event(body, "Warning", "DestroyFailed", error_message(exc))
+        raise kopf.TemporaryError(error_message(exc), delay=10) from None
     if remaining:
         raise kopf.TemporaryError(f"waiting for {', '.join(remaining)} to terminate", delay=3)
     if (
@@ -258,7 +302,7 @@ async def _release(body: kopf.Body, connector: Connector, owner: OwnerTags, stat
         )
         return
     except ConnectorError as exc:
-        event(body, "Warning", "ReleaseFailed", str(exc))
-        raise kopf.TemporaryError(str(exc), delay=10) from None
+        event(body, "Warning", "ReleaseFailed", error_message(exc))
+        raise kopf.TemporaryError(error_message(exc), delay=10) from None
     what = ", ".join(sorted(ids)) or "no VM"
     event(body, "Normal", "VMOrphaned", f"deletionPolicy Orphan: {what} keeps running, no longer tracked or tagged")

@@ -1,29 +1,88 @@
 """The few Kubernetes API calls handlers make beyond what kopf does for them.
 
-The official client is synchronous; every call runs in a worker thread so the event loop never
-blocks. Secrets are only ever read by name (``get``), never listed or watched.
+The official client is synchronous; every call runs on a pool of ``--workers`` threads so the
+event loop never blocks, and every call carries a request timeout: a connection the network
+black-holes fails within seconds instead of holding a thread (and whatever waits on it)
+forever. Secrets are only ever read by name (``get``), never listed or watched.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import re
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from urllib3.util.retry import Retry
 
 from skyfleet.api.common import GROUP, VERSION
 
-__all__ = ["Kube"]
+__all__ = ["REQUEST_TIMEOUT", "Conflict", "Kube", "Refused"]
 
 T = TypeVar("T")
 MERGE = "application/merge-patch+json"
+# (connect, read) seconds for every request: short writes and reads by name answer in
+# milliseconds; anything slower is a dead or black-holed connection.
+REQUEST_TIMEOUT = (5.0, 10.0)
 
 
 class Conflict(Exception):
     """The object changed since the version a write was computed from; compute it again."""
+
+
+class Refused(Exception):
+    """The API server refused to create an object for a reason a person must look at.
+
+    ``reason`` is a CamelCase condition reason: ``QuotaExceeded`` (a ResourceQuota),
+    ``AdmissionRefused`` (a webhook or policy said no), ``Invalid`` (the schema refused it),
+    ``Forbidden`` (RBAC).
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+_QUOTA = re.compile(r"exceeded quota", re.IGNORECASE)
+_WEBHOOK = re.compile(r"admission webhook|denied the request|ValidatingAdmissionPolicy", re.IGNORECASE)
+
+
+def _status_message(exc: ApiException) -> str:
+    try:
+        body = json.loads(exc.body or "{}")
+    except ValueError:
+        body = {}
+    message = body.get("message") if isinstance(body, dict) else None
+    return str(message or exc.reason or f"HTTP {exc.status}")
+
+
+def refusal(exc: ApiException) -> Refused | None:
+    """The refusal an API error means, or None for errors worth retrying (5xx, 429, timeouts)."""
+    if exc.status not in (400, 403, 422):
+        return None
+    message = _status_message(exc)
+    if _QUOTA.search(message):
+        return Refused("QuotaExceeded", message)
+    if _WEBHOOK.search(message):
+        return Refused("AdmissionRefused", message)
+    if exc.status == 403:
+        return Refused("Forbidden", message)
+    return Refused("Invalid", message)
+
+
+class TimeoutApiClient(client.ApiClient):  # type: ignore[misc]  # the client is untyped
+    """An API client whose every request has a timeout unless the call gives its own."""
+
+    timeout: tuple[float, float] = REQUEST_TIMEOUT
+
+    def request(self, *args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
+        return super().request(*args, _request_timeout=_request_timeout or self.timeout, **kwargs)
 
 
 def _load_config(pool_size: int) -> client.ApiClient:
@@ -33,7 +92,11 @@ def _load_config(pool_size: int) -> client.ApiClient:
     except config.ConfigException:
         config.load_kube_config(client_configuration=cfg)
     cfg.connection_pool_maxsize = pool_size
-    return client.ApiClient(cfg)
+    # urllib3 retries a timed-out read three times by default, each with the full timeout: a
+    # black-holed connection would then hold a call four times as long. A failed connect is
+    # retried once; a read that timed out is not (callers retry at their own pace).
+    cfg.retries = Retry(total=1, connect=1, read=0, status=0, other=0)
+    return TimeoutApiClient(cfg)
 
 
 class Kube:
@@ -41,9 +104,16 @@ class Kube:
         self.api_client = api_client or _load_config(pool_size)
         self.custom = client.CustomObjectsApi(self.api_client)
         self.core = client.CoreV1Api(self.api_client)
+        self.coordination = client.CoordinationV1Api(self.api_client)
+        # The pool --workers describes: blocking API calls never queue behind other work (or
+        # grow Python's default pool) and never exceed the connection pool's size.
+        self.pool = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="kube")
 
     async def _run(self, fn: Callable[[], T]) -> T:
-        return await asyncio.to_thread(fn)
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
     async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         def call() -> dict[str, Any] | None:
@@ -58,7 +128,10 @@ class Kube:
         return await self._run(call)
 
     async def create(self, plural: str, namespace: str, body: Mapping[str, Any]) -> bool:
-        """Create; False when an object of that name already exists (a repeated plan is harmless)."""
+        """Create; False when an object of that name already exists (a repeated plan is harmless).
+
+        ``Refused`` when a quota, an admission webhook, the schema or RBAC says no.
+        """
 
         def call() -> bool:
             try:
@@ -66,6 +139,9 @@ class Kube:
             except ApiException as exc:
                 if exc.status == 409:
                     return False
+                refused = refusal(exc)
+                if refused is not None:
+                    raise refused from None
                 raise
             return True
 
@@ -142,10 +218,19 @@ class Kube:
     async def get_lease(self, namespace: str, name: str) -> Any:
         def call() -> Any:
             try:
-                return client.CoordinationV1Api(self.api_client).read_namespaced_lease(name, namespace)
+                return self.coordination.read_namespaced_lease(name, namespace)
             except ApiException as exc:
                 if exc.status == 404:
                     return None
                 raise
+
+        return await self._run(call)
+
+    async def namespace_uid(self, name: str) -> str:
+        """The UID of a namespace (kube-system's identifies the cluster)."""
+
+        def call() -> str:
+            uid: str = self.core.read_namespace(name).metadata.uid
+            return uid
 
         return await self._run(call)

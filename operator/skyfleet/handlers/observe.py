@@ -24,9 +24,11 @@ from skyfleet.handlers.clouds import CredentialUnavailable
 from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of, event, now, wait_or_wake
 from skyfleet.handlers.indexes import ObservedInstance
 from skyfleet.handlers.kube import Conflict
-from skyfleet.reconcile.conditions import set_condition
+from skyfleet.reconcile.conditions import find_condition, set_condition
 from skyfleet.reconcile.instances import lost_for_good, observed_status
+from skyfleet.reconcile.messages import error_message
 from skyfleet.reconcile.orphans import plan_orphans
+from skyfleet.reconcile.regions import RegionFailure, regions_condition
 
 
 def instance_ref(m: ObservedInstance) -> dict[str, Any]:
@@ -65,6 +67,33 @@ async def observe_loop(
     instance_uids: kopf.Index[Any, Any] = kwargs["instance_uids"]
     assert namespace is not None  # every skyfleet.io kind is namespaced
     ctx = ctx_of(memo)
+    try:
+        await _observe_forever(
+            ctx=ctx,
+            namespace=namespace,
+            name=name,
+            body=body,
+            logger=logger,
+            stopped=stopped,
+            instances_by_credential=instances_by_credential,
+            instance_uids=instance_uids,
+        )
+    finally:
+        # Deleted (or the operator stopping): its figures leave the metrics, not linger there.
+        ctx.metrics.forget_credential(namespace, name)
+
+
+async def _observe_forever(
+    *,
+    ctx: Context,
+    namespace: str,
+    name: str,
+    body: kopf.Body,
+    logger: kopf.Logger,
+    stopped: kopf.DaemonStopped,
+    instances_by_credential: kopf.Index[Any, Any],
+    instance_uids: kopf.Index[Any, Any],
+) -> None:
     state = LoopState()
     wake = ctx.wakeup("observe", namespace, name)
     while not stopped:
@@ -82,7 +111,7 @@ async def observe_loop(
             )
         except (CredentialUnavailable, ConnectorError) as exc:
             # The verify loop reports the credential's state; observation just waits for it.
-            logger.info("observation of %s/%s skipped: %s", namespace, name, exc)
+            logger.info("observation of %s/%s skipped: %s", namespace, name, error_message(exc))
         except Exception:
             ctx.metrics.reconciled("observe", started, error=True)
             logger.exception("observation of %s/%s failed", namespace, name)
@@ -104,18 +133,14 @@ async def observe_once(
 ) -> None:
     cred = CloudCredential.model_validate(dict(body))
     members: list[ObservedInstance] = list(instances_by_credential.get((namespace, name), []))
-    regions = {m.region or cred.spec.region or "" for m in members} | {cred.spec.region or ""}
-    nodes: list[CloudNode] = []
-    region_of: dict[str, str] = {}
-    for region in sorted(regions):
-        connector = await ctx.clouds.connector(namespace, name, region or None)
-        listed = await connector.list_cluster(ctx.settings.cluster_id)
-        nodes += listed
-        region_of.update((n.provider_id, region) for n in listed)
+    home = cred.spec.region or ""
+    regions = {m.region or home for m in members} | {home}
+    nodes, region_of, failing = await _list_regions(ctx, namespace, name, regions, home)
     provider = cred.spec.provider
     ts = now()
     clock = time.monotonic()
-    await _observe_members(ctx=ctx, cred=cred, members=members, nodes=nodes, missing=state.missing, ts=ts, clock=clock)
+    observed = [m for m in members if (m.region or home) not in failing]
+    await _observe_members(ctx=ctx, cred=cred, members=observed, nodes=nodes, missing=state.missing, ts=ts, clock=clock)
 
     known = set(instance_uids.get(namespace, []))
     orphans = [
@@ -165,6 +190,17 @@ async def observe_once(
         now=ts,
         generation=cred.metadata.generation or None,
     )
+    regions_verdict = regions_condition(failing, observed=sorted(set(regions) - set(failing)))
+    before_regions = find_condition(old.conditions, "RegionsObserved")
+    conditions = set_condition(
+        conditions,
+        "RegionsObserved",
+        regions_verdict.ok,
+        regions_verdict.reason,
+        regions_verdict.message,
+        now=ts,
+        generation=cred.metadata.generation or None,
+    )
     wanted = {
         **old_raw,
         "instances": len(members),
@@ -175,6 +211,48 @@ async def observe_once(
         await ctx.write_status("cloudcredentials", namespace, name, old_raw, wanted, resource_version=version)
     except Conflict:
         logger.info("status of %s/%s changed meanwhile; writing it next period", namespace, name)
+        return
+    if (before_regions is None or before_regions.reason != regions_verdict.reason) and (
+        ctx.announce_once("regions", namespace, name, regions_verdict.message)
+    ):
+        if not regions_verdict.ok:
+            event(body, "Warning", regions_verdict.reason, regions_verdict.message)
+        elif before_regions is not None:
+            event(body, "Normal", regions_verdict.reason, regions_verdict.message)
+
+
+async def _list_regions(
+    ctx: Context, namespace: str, name: str, regions: set[str], home: str
+) -> tuple[list[CloudNode], dict[str, str], dict[str, RegionFailure]]:
+    """Every node of this cluster per region, which region each is in, and the regions that
+    failed. Each region on its own: one that fails (misspelt, not opted into, down) is
+    reported and skipped, and every other region is observed as usual."""
+    nodes: list[CloudNode] = []
+    region_of: dict[str, str] = {}
+    failing: dict[str, RegionFailure] = {}
+    for region in sorted(regions):
+        try:
+            connector = await ctx.clouds.connector(namespace, name, region or None)
+            listed = await connector.list_cluster(ctx.cluster_id)
+        except ConnectorError as exc:
+            if region == home and len(regions) == 1:
+                raise  # the credential's own region alone: the verify loop reports it
+            failing[region] = await _region_failure(ctx, namespace, name, region, exc)
+            continue
+        nodes += listed
+        region_of.update((n.provider_id, region) for n in listed)
+    return nodes, region_of, failing
+
+
+async def _region_failure(ctx: Context, namespace: str, name: str, region: str, exc: ConnectorError) -> RegionFailure:
+    try:
+        connector = await ctx.clouds.connector(namespace, name, region or None)
+        check = await ctx.regions.check(connector)
+    except (CredentialUnavailable, ConnectorError):
+        check = None
+    if check is not None and not check.known:
+        return RegionFailure("RegionUnknown", check.message)
+    return RegionFailure("RegionUnavailable", f"region {region or '(default)'}: {error_message(exc)}")
 
 
 async def _observe_members(
@@ -238,7 +316,7 @@ async def _delete_orphans(
         try:
             await connector.destroy(node.provider_id, owner)
         except ConnectorError as exc:
-            event(body, "Warning", "OrphanDeleteFailed", f"orphaned VM {node.provider_id}: {exc}")
+            event(body, "Warning", "OrphanDeleteFailed", f"orphaned VM {node.provider_id}: {error_message(exc)}")
             continue
         deleted.append(node.provider_id)
         ctx.metrics.orphans_deleted.labels(cred.spec.provider).inc()

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from skyfleet.api.common import Condition, ConditionStatus
+from skyfleet.reconcile.messages import safe_message
 
 __all__ = ["find_condition", "is_true", "set_condition"]
 
@@ -33,7 +34,12 @@ def set_condition(
     now: datetime,
     generation: int | None = None,
 ) -> list[Condition]:
-    """Return ``conditions`` with ``type_`` set; order is kept, a new type goes last."""
+    """Return ``conditions`` with ``type_`` set; order is kept, a new type goes last.
+
+    The message is made safe here (bounded, one line, no encoded payloads), so no caller can
+    write a status the schema refuses or copy a response body into it.
+    """
+    message = safe_message(message)
     if isinstance(status, bool):
         status = ConditionStatus.TRUE if status else ConditionStatus.FALSE
     old = find_condition(conditions, type_)

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from skyfleet.api.deployment import Deployment, DeploymentStatus, GroupStatus, NodeGroup
-from skyfleet.api.instance import InstanceSpec
+from skyfleet.api.instance import MAX_USER_DATA, InstanceSpec
 from skyfleet.reconcile.conditions import set_condition
 from skyfleet.reconcile.groups import DependencyError, creation_order
 from skyfleet.reconcile.images import EffectiveImage
 from skyfleet.reconcile.placement import Target, choose_targets, target_key, targets_of
 from skyfleet.reconcile.userdata import (
+    NoAddresses,
     TemplateError,
     combine,
     recipe_to_cloud_config,
@@ -42,12 +43,19 @@ __all__ = [
     "Plan",
     "instance_name",
     "plan_deployment",
+    "refused_status",
     "victims",
 ]
 
 DEFAULT_MAX_PROVISIONING_FAILURES = 3
 # Instance failure reasons after which the next placement target may succeed.
 FALLBACK_REASONS = frozenset({"QuotaExceeded", "CapacityUnavailable"})
+# Instance failure reasons a replacement would meet again: reported, not retried.
+FINAL_REASONS = frozenset({"UserDataTooLarge"})
+
+
+class UserDataTooLarge(ValueError):
+    """Recipe plus userData is more than an Instance can hold."""
 
 
 @dataclass(frozen=True)
@@ -191,7 +199,8 @@ def _plan_group(  # noqa: PLR0912, PLR0915 - one group's table of cases, kept in
     failures = prev.failed_provisions if prev else 0
     unavailable = set(prev.unavailable_targets or []) if prev else set()
     live = [i for i in mine if not i.deleting]
-    failed = sorted((i for i in live if i.failed), key=lambda i: i.ordinal)
+    final = sorted((i for i in live if i.failed and i.reason in FINAL_REASONS), key=lambda i: i.ordinal)
+    failed = sorted((i for i in live if i.failed and i.reason not in FINAL_REASONS), key=lambda i: i.ordinal)
     recreate_lost = group.drift_policy != "Report"
     # Gone or stopped behind our back: replace (the finalizer destroys a stopped VM), unless the
     # group only wants to hear about it.
@@ -233,6 +242,17 @@ def _plan_group(  # noqa: PLR0912, PLR0915 - one group's table of cases, kept in
     ready = sum(1 for i in active if i.ready)
 
     result = _GroupResult(GroupStatus(name=name), desired)
+    # Failed for good (a replacement would fail the same way): kept and reported while wanted,
+    # removed on scale-down like any other surplus.
+    surplus = max(0, len(active) + len(final) - desired)
+    dropped_final = final[len(final) - min(surplus, len(final)) :]
+    kept_final = final[: len(final) - len(dropped_final)]
+    if kept_final:
+        first = kept_final[0]
+        result.problem = (first.reason or "ProvisioningFailed", f"group {name}: {first.message or first.reason}")
+    stuck = _unknown_regions(live, credentials)
+    if stuck and result.problem is None:
+        result.problem = ("RegionUnknown", f"group {name}: {stuck}")
     if failures >= max_failures and any(i.failed and i.name not in removing_names for i in live):
         result.degraded = True
         result.problem = (
@@ -243,7 +263,7 @@ def _plan_group(  # noqa: PLR0912, PLR0915 - one group's table of cases, kept in
         if prev is None or prev.failed_provisions < max_failures:
             plan.events.append(Event("Warning", "ProvisioningFailuresExceeded", result.problem[1]))
 
-    deletes: list[InstanceView] = list(removing)
+    deletes: list[InstanceView] = [*removing, *dropped_final]
     creates = 0
     if not paused:
         rollout = group.rollout
@@ -262,7 +282,13 @@ def _plan_group(  # noqa: PLR0912, PLR0915 - one group's table of cases, kept in
     blockers = [d for d in group.depends_on or [] if not _group_available(results.get(d))]
     image = images.get(group.image_ref)
     if creates and blockers:
-        result.waiting = ("WaitingForDependencies", f"group {name} waits for {', '.join(blockers)} to be running")
+        empty = [d for d in blockers if (r := results.get(d)) is not None and r.desired == 0]
+        if empty:
+            # Nothing to wait for would ever come: say so rather than boot with a blank address.
+            message = f"group {name} waits for {', '.join(empty)}, which has 0 replicas"
+        else:
+            message = f"group {name} waits for {', '.join(blockers)} to be running"
+        result.waiting = ("WaitingForDependencies", message)
         creates = 0
     if creates and result.problem is not None:
         creates = 0
@@ -297,9 +323,12 @@ def _plan_group(  # noqa: PLR0912, PLR0915 - one group's table of cases, kept in
         assert isinstance(image, EffectiveImage)
         try:
             plan.creates += _new_instances(deployment, group, mine, chosen, current_hash, image, instances, credentials)
+        except NoAddresses as exc:
+            result.waiting = ("WaitingForAddresses", f"group {name}: {exc}")
         except TemplateError as exc:
             result.problem = ("InvalidUserData", f"group {name}: {exc}")
-            chosen = []
+        except UserDataTooLarge as exc:
+            result.problem = ("UserDataTooLarge", f"group {name}: {exc}")
         created = [c.name for c in plan.creates if c.spec.group == name]
         if created:
             reason = "RollingUpdate" if outdated else "ScalingUp"
@@ -333,10 +362,30 @@ def _plan_group(  # noqa: PLR0912, PLR0915 - one group's table of cases, kept in
 
 
 def _group_available(result: _GroupResult | None) -> bool:
-    if result is None:
+    """Whether a dependency is there for dependents: all its replicas running, and at least one
+    (a group scaled to 0 has no address to give)."""
+    if result is None or result.desired == 0:
         return False
     s = result.status
     return s.ready_replicas >= result.desired and s.updated_replicas >= result.desired
+
+
+def _unknown_regions(live: Sequence[InstanceView], credentials: Mapping[str, CredentialView]) -> str:
+    """Where Instances of the group wait because the cloud does not know the region, or ""."""
+    places = sorted(
+        {
+            (
+                i.credential,
+                i.region or (credentials[i.credential].region if i.credential in credentials else None) or "?",
+            )
+            for i in live
+            if i.reason == "RegionUnknown"
+        }
+    )
+    if not places:
+        return ""
+    where = ", ".join(f"region {region} of credential {cred}" for cred, region in places)
+    return f"{where} is not known to the cloud; fix the placement target"
 
 
 def _addresses(instances: Sequence[InstanceView], group: str) -> tuple[list[str], list[str]]:
@@ -378,6 +427,12 @@ def _new_instances(  # noqa: PLR0917 - private helper of plan_deployment
             if group.user_data
             else None
         )
+        user_data = combine(recipe, script)
+        if user_data is not None and len(user_data) > MAX_USER_DATA:
+            raise UserDataTooLarge(
+                f"the image recipe plus userData come to {len(user_data)} characters; an Instance holds at most "
+                f"{MAX_USER_DATA}"
+            )
         cred = credentials.get(target.credential)
         provider = cred.provider if cred else ""
         explicit_type = (group.size.instance_types or {}).get(provider)
@@ -390,7 +445,7 @@ def _new_instances(  # noqa: PLR0917 - private helper of plan_deployment
             image_ref=group.image_ref,
             instance_type=explicit_type,
             size=None if explicit_type else group.size.model_copy(update={"instance_types": None}),
-            user_data=combine(recipe, script),
+            user_data=user_data,
             template_hash=current_hash,
             drift_policy=group.drift_policy,
         )
@@ -474,3 +529,14 @@ def _status(  # noqa: PLR0912, PLR0917 - condition table, private helper of plan
         groups=[g.status for g in groups],
         message="; ".join(messages)[:4096] or None,
     )
+
+
+def refused_status(
+    status: DeploymentStatus, reason: str, message: str, *, now: datetime, generation: int | None
+) -> DeploymentStatus:
+    """The plan's status after the API server refused to create an Instance (a ResourceQuota,
+    an admission webhook): not Ready and not progressing, with the reason, until that changes."""
+    conds = set_condition(status.conditions, "Ready", False, reason, message, now=now, generation=generation)
+    conds = set_condition(conds, "Progressing", False, reason, message, now=now, generation=generation)
+    conds = set_condition(conds, "Degraded", True, reason, message, now=now, generation=generation)
+    return status.model_copy(update={"conditions": conds, "phase": "Degraded", "message": message})

@@ -9,7 +9,15 @@ from skyfleet.api.instance import Addresses, InstanceStatus
 from skyfleet.connectors import CloudNode, NodeState, errors
 from skyfleet.reconcile.conditions import set_condition
 
-__all__ = ["CreateFailure", "classify_create_error", "lost_for_good", "observed_status", "unseen_vm_may_exist"]
+__all__ = [
+    "CreateFailure",
+    "classify_create_error",
+    "lost_for_good",
+    "never_called_the_cloud",
+    "observed_status",
+    "unseen_vm_may_exist",
+    "user_data_too_large",
+]
 
 _PHASES = {
     NodeState.PENDING: ("Pending", False, "VMPending", "the VM is starting"),
@@ -68,6 +76,26 @@ def unseen_vm_may_exist(phase: str | None, *, has_provider_id: bool) -> bool:
     if phase == "Creating":
         return True
     return has_provider_id and phase not in ("Lost", "Failed")
+
+
+def never_called_the_cloud(phase: str | None, *, has_provider_id: bool) -> bool:
+    """On deletion: the Instance never got as far as calling the cloud to create its VM.
+
+    Every create attempt first records phase Creating; an Instance still without a phase or
+    Pending (waiting for its credential or region) has no VM anywhere, so deleting it needs no
+    cloud call, which matters when the cloud cannot be reached there at all.
+    """
+    return not has_provider_id and phase in (None, "Pending")
+
+
+def user_data_too_large(user_data: str | None, limit: int | None) -> str:
+    """Why the provider would refuse this user data (its size in bytes), or "" when it fits."""
+    if not user_data or limit is None:
+        return ""
+    size = len(user_data.encode())
+    if size <= limit:
+        return ""
+    return f"user data (image recipe plus userData) is {size} bytes; the provider accepts at most {limit}"
 
 
 @dataclass(frozen=True)

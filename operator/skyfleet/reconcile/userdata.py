@@ -3,7 +3,11 @@
 The template language is deliberately tiny (``{{ name.path }}`` substitution, nothing else):
 user data ends up on VMs, and a full template engine there would be an execution surface for
 whoever can edit a Deployment. Unknown references are errors, not empty strings, so a typo
-cannot boot a fleet with a blank database address.
+cannot boot a fleet with a blank database address; nor can a group whose addresses are not
+known yet (``NoAddresses``: the caller waits).
+
+``{{ raw }}`` ... ``{{ endraw }}`` passes its content through untouched, for text that needs
+literal double braces, such as cloud-init's own Jinja templates (``## template: jinja``).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 
@@ -20,14 +24,27 @@ import yaml
 from skyfleet.api.deployment import NodeGroup
 from skyfleet.api.image import Recipe
 
-__all__ = ["TemplateError", "combine", "recipe_to_cloud_config", "render_template", "template_hash"]
+__all__ = [
+    "NoAddresses",
+    "TemplateError",
+    "combine",
+    "recipe_to_cloud_config",
+    "render_template",
+    "template_hash",
+]
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+_RAW = re.compile(r"\{\{\s*raw\s*\}\}(.*?)\{\{\s*endraw\s*\}\}", re.DOTALL)
+_RAW_TAG = re.compile(r"\{\{\s*(end)?raw\s*\}\}")
 _GROUP_REF = re.compile(r"^groups\.([a-z0-9]([-a-z0-9]*[a-z0-9])?)\.(addresses|privateAddresses)$")
 
 
 class TemplateError(ValueError):
     """A userData template references something that does not exist or is not allowed."""
+
+
+class NoAddresses(TemplateError):
+    """A referenced group has no addresses of the wanted kind yet: wait rather than render blank."""
 
 
 def template_hash(group: NodeGroup) -> str:
@@ -41,7 +58,7 @@ def template_hash(group: NodeGroup) -> str:
 
 def referenced_groups(template: str | None) -> set[str]:
     out: set[str] = set()
-    for expr in _PLACEHOLDER.findall(template or ""):
+    for expr in _PLACEHOLDER.findall(_RAW.sub("", template or "")):
         m = _GROUP_REF.match(expr)
         if m:
             out.add(m.group(1))
@@ -72,9 +89,26 @@ def render_template(
         if other not in allowed_groups:
             raise TemplateError(f"{{{{ {expr} }}}} needs group {other!r} in dependsOn")
         source = addresses if kind == "addresses" else private_addresses
-        return ",".join(source.get(other, ()))
+        found = [a for a in source.get(other, ()) if a]
+        if not found:
+            raise NoAddresses(f"group {other!r} has no {kind} yet")
+        return ",".join(found)
 
-    return _PLACEHOLDER.sub(expand, template)
+    out: list[str] = []
+    pos = 0
+    for block in _RAW.finditer(template):
+        out.append(_expand_outside_raw(template[pos : block.start()], expand))
+        out.append(block.group(1))
+        pos = block.end()
+    out.append(_expand_outside_raw(template[pos:], expand))
+    return "".join(out)
+
+
+def _expand_outside_raw(text: str, expand: Callable[[re.Match[str]], str]) -> str:
+    stray = _RAW_TAG.search(text)
+    if stray:
+        raise TemplateError(f"{stray.group(0)} without its {'raw' if stray.group(1) else 'endraw'}")
+    return _PLACEHOLDER.sub(expand, text)
 
 
 def recipe_to_cloud_config(recipe: Recipe | None) -> str | None:

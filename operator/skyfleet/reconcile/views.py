@@ -46,6 +46,7 @@ class InstanceView:
     ready: bool = False
     # Reason of the Ready condition when the Instance failed: decides fallback and budgets.
     reason: str | None = None
+    message: str | None = None
     created: datetime | None = None
     deleting: bool = False
     delete_requested: bool = False
@@ -90,6 +91,7 @@ def instance_view(obj: Instance) -> InstanceView:
         phase=status.phase if status else None,
         ready=ready is not None and ready.status == ConditionStatus.TRUE,
         reason=ready.reason if ready is not None else None,
+        message=ready.message if ready is not None else None,
         created=obj.metadata.creation_timestamp,
         deleting=obj.metadata.deletion_timestamp is not None,
         delete_requested=obj.metadata.annotations.get(DELETE_ANNOTATION, "").lower() not in ("", "false", "0"),

@@ -73,7 +73,13 @@ class AzureARMAdapter(ProviderAdapter):
     provider = "azure_arm"
     libcloud_provider = Provider.AZURE_ARM
     capabilities = Capabilities(
-        tags=True, user_data=True, resize=True, idempotency_token=False, tag_filtering=False, release=True
+        tags=True,
+        user_data=True,
+        resize=True,
+        idempotency_token=False,
+        tag_filtering=False,
+        release=True,
+        max_user_data_bytes=49149,  # Azure customData: 65,535 characters of base64
     )
     url_parameters = ("login_endpoint",)
     # Linux VM names and computer names: at most 64 characters.

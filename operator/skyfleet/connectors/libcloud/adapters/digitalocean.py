@@ -48,7 +48,13 @@ class DigitalOceanAdapter(ProviderAdapter):
     provider = "digitalocean"
     libcloud_provider = Provider.DIGITAL_OCEAN
     capabilities = Capabilities(
-        tags=True, user_data=True, resize=False, idempotency_token=False, tag_filtering=True, release=True
+        tags=True,
+        user_data=True,
+        resize=False,
+        idempotency_token=False,
+        tag_filtering=True,
+        release=True,
+        max_user_data_bytes=65536,  # DigitalOcean: 64 KiB
     )
 
     def driver_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:

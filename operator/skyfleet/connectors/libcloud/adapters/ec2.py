@@ -89,7 +89,13 @@ class EC2Adapter(ProviderAdapter):
     provider = "ec2"
     libcloud_provider = Provider.EC2
     capabilities = Capabilities(
-        tags=True, user_data=True, resize=True, idempotency_token=True, tag_filtering=True, release=True
+        tags=True,
+        user_data=True,
+        resize=True,
+        idempotency_token=True,
+        tag_filtering=True,
+        release=True,
+        max_user_data_bytes=16384,  # EC2: 16 KB before base64
     )
 
     def driver_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:

@@ -97,7 +97,13 @@ class GCEAdapter(ProviderAdapter):
     provider = "gce"
     libcloud_provider = Provider.GCE
     capabilities = Capabilities(
-        tags=True, user_data=True, resize=False, idempotency_token=True, tag_filtering=True, release=True
+        tags=True,
+        user_data=True,
+        resize=False,
+        idempotency_token=True,
+        tag_filtering=True,
+        release=True,
+        max_user_data_bytes=262144,  # GCE: 256 KB per metadata value
     )
     name_letter_first = True
 

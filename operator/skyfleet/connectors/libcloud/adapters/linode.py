@@ -49,7 +49,13 @@ class LinodeAdapter(ProviderAdapter):
     provider = "linode"
     libcloud_provider = Provider.LINODE
     capabilities = Capabilities(
-        tags=True, user_data=True, resize=True, idempotency_token=False, tag_filtering=True, release=True
+        tags=True,
+        user_data=True,
+        resize=True,
+        idempotency_token=False,
+        tag_filtering=True,
+        release=True,
+        max_user_data_bytes=49149,  # Linode metadata user_data: 65,535 characters of base64
     )
     # Labels: 3-64 characters, no two dashes in a row (vm_name never makes any).
     name_max_length = 64

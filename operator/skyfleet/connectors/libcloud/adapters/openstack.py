@@ -35,7 +35,13 @@ class OpenStackAdapter(ProviderAdapter):
     provider = "openstack"
     libcloud_provider = Provider.OPENSTACK
     capabilities = Capabilities(
-        tags=True, user_data=True, resize=False, idempotency_token=False, tag_filtering=False, release=True
+        tags=True,
+        user_data=True,
+        resize=False,
+        idempotency_token=False,
+        tag_filtering=False,
+        release=True,
+        max_user_data_bytes=49149,  # Nova user_data: 65,535 characters of base64
     )
     url_parameters = ("compute_url",)
 
