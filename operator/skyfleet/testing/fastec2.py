@@ -53,7 +53,6 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
-import bisect
 import dataclasses
 import fnmatch
 import hashlib
@@ -65,7 +64,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -555,18 +554,30 @@ def _index_sets(region: Region, name: str, values: Sequence[str]) -> list[set[st
     return None
 
 
-def _page_token(seq: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"after": seq}).encode()).decode()
+Entry = tuple[int, list[str]]  # (reservation sequence, instance ids): one item of a listing
+_CURSOR_TTL = 600.0
+_CURSORS_KEPT = 256
 
 
-def _after(token: str) -> int:
+@dataclass
+class _Cursor:
+    query: str  # region and filters, so a token cannot continue another listing
+    entries: list[Entry]
+    expires: float
+
+
+def _encode_token(cursor_id: str, position: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps([cursor_id, position]).encode()).decode()
+
+
+def _decode_token(token: str) -> tuple[str, int]:
     try:
-        after = json.loads(base64.urlsafe_b64decode(token.encode()))["after"]
-    except (ValueError, KeyError, TypeError, binascii.Error):
+        cursor_id, position = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (ValueError, TypeError, binascii.Error):
         raise EC2Error("InvalidParameterValue", f"Invalid value '{token}' for NextToken") from None
-    if not isinstance(after, int):
+    if not isinstance(cursor_id, str) or not isinstance(position, int) or position < 0:
         raise EC2Error("InvalidParameterValue", f"Invalid value '{token}' for NextToken")
-    return after
+    return cursor_id, position
 
 
 @dataclass(frozen=True)
@@ -629,6 +640,7 @@ class FastEC2Backend:
         # Not cryptographic: ids only need to be unique, and a seed makes runs repeatable.
         self._random = random.Random(seed)  # noqa: S311
         self._regions: dict[str, Region] = {}
+        self._cursors: OrderedDict[str, _Cursor] = OrderedDict()
         self._ids: set[str] = set()
         self._seq = 0
         self._serial = 0
@@ -681,6 +693,7 @@ class FastEC2Backend:
         with self._lock:
             self._regions.clear()
             self._ids.clear()
+            self._cursors.clear()
             self.stats.clear()
             self.settings = dataclasses.replace(self._initial)
 
@@ -870,32 +883,63 @@ class FastEC2Backend:
             page_size = int(max_results)
         filters = _filters(params)
         predicates = [_instance_predicate(name, values) for name, values in filters]
-        candidates: Iterable[str]
-        if ids:
-            candidates = [inst.id for inst in self._instances(region, ids)]
-            page_size = len(candidates) or 1
-        else:
-            candidates = self._candidates(region, filters)
-        candidates = list(candidates)
-        self.stats["examined"] += len(candidates)
-        matched = [inst for inst in map(region.instances.__getitem__, candidates) if all(p(inst) for p in predicates)]
-        by_reservation: dict[int, list[Instance]] = {}
-        for inst in matched:
-            by_reservation.setdefault(inst.seq, []).append(inst)
-        order = sorted(by_reservation)
         token = params.get("NextToken")
-        start = bisect.bisect_right(order, _after(token)) if token else 0
-        page = order[start : start + page_size]
+        if ids:
+            entries = self._group(region, [inst.id for inst in self._instances(region, ids)], predicates)
+            page_size, position, query = len(entries) or 1, 0, ""
+        else:
+            query = json.dumps([region.name, filters])
+            if token:
+                entries, position = self._resume(token, query)
+            else:
+                entries, position = self._group(region, self._candidates(region, filters), predicates), 0
+        page = entries[position : position + page_size]
         parts = ["<reservationSet>"]
-        for seq in page:
-            members = sorted(by_reservation[seq], key=lambda i: i.launch_index)
-            parts.append(f"<item>{region.reservation_head(members[0])}<instancesSet>")
-            parts.extend(region.instance_xml(inst) for inst in members)
+        for _, members in page:
+            # Later pages come from the first page's answer: check again what changed since.
+            found = [region.instances[i] for i in members if i in region.instances]
+            if token:
+                self.stats["examined"] += len(found)
+                found = [inst for inst in found if all(p(inst) for p in predicates)]
+            if not found:
+                continue
+            parts.append(f"<item>{region.reservation_head(found[0])}<instancesSet>")
+            parts.extend(region.instance_xml(inst) for inst in found)
             parts.append("</instancesSet></item>")
         parts.append("</reservationSet>")
-        if start + page_size < len(order):
-            parts.append(f"<nextToken>{_page_token(page[-1])}</nextToken>")
+        if position + page_size < len(entries):
+            parts.append(f"<nextToken>{self._cursor(token, query, entries, position + page_size)}</nextToken>")
+        elif token:
+            self._cursors.pop(_decode_token(token)[0], None)
         return "".join(parts)
+
+    def _group(self, region: Region, candidates: list[str], predicates: list[Predicate]) -> list[Entry]:
+        """The matching instances as (reservation, instance ids), in launch order."""
+        self.stats["examined"] += len(candidates)
+        by_reservation: dict[int, list[Instance]] = {}
+        for inst in map(region.instances.__getitem__, candidates):
+            if all(p(inst) for p in predicates):
+                by_reservation.setdefault(inst.seq, []).append(inst)
+        return [
+            (seq, [i.id for i in sorted(by_reservation[seq], key=lambda i: i.launch_index)])
+            for seq in sorted(by_reservation)
+        ]
+
+    def _cursor(self, token: str | None, query: str, entries: list[Entry], position: int) -> str:
+        """A NextToken pointing into ``entries``: a listing costs its answer once, not once per page."""
+        cursor_id = _decode_token(token)[0] if token else self._new_id("cursor")
+        self._cursors[cursor_id] = _Cursor(query, entries, time.monotonic() + _CURSOR_TTL)
+        self._cursors.move_to_end(cursor_id)
+        while len(self._cursors) > _CURSORS_KEPT or next(iter(self._cursors.values())).expires < time.monotonic():
+            self._cursors.popitem(last=False)
+        return _encode_token(cursor_id, position)
+
+    def _resume(self, token: str, query: str) -> tuple[list[Entry], int]:
+        cursor_id, position = _decode_token(token)
+        cursor = self._cursors.get(cursor_id)
+        if cursor is None or cursor.query != query or cursor.expires < time.monotonic():
+            raise EC2Error("InvalidParameterValue", f"Invalid value '{token}' for NextToken")
+        return cursor.entries, position
 
     def _candidates(self, region: Region, filters: list[tuple[str, list[str]]]) -> list[str]:
         """The smallest index answer among the filters (every filter is checked again later).
