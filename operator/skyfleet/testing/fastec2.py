@@ -64,7 +64,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -305,7 +305,8 @@ class Region:
         self.images: dict[str, Image] = {}
         # (due, sequence, resource id, from state): transitions that happen by themselves.
         self.timers: list[tuple[float, int, str, str]] = []
-        self.purge: deque[tuple[float, str]] = deque()
+        # (wall-clock time, instance id): terminated instances to forget, soonest first.
+        self.purge: list[tuple[float, str]] = []
 
     # -- indexes ---------------------------------------------------------------------------
     def index_tag(self, inst: Instance, key: str, value: str) -> None:
@@ -758,7 +759,7 @@ class FastEC2Backend:
         purge = region.purge
         wall = time.time()
         while purge and purge[0][0] <= wall:
-            _, instance_id = purge.popleft()
+            _, instance_id = heapq.heappop(purge)
             inst = region.instances.get(instance_id)
             if inst is not None and inst.state == "terminated":
                 region.forget(inst)
@@ -767,7 +768,7 @@ class FastEC2Backend:
         following = {"pending": "running", "stopping": "stopped", "shutting-down": "terminated"}[inst.state]
         region.set_state(inst, following)
         if following == "terminated":
-            region.purge.append((time.time() + self.settings.terminated_ttl, inst.id))
+            heapq.heappush(region.purge, (time.time() + self.settings.terminated_ttl, inst.id))
 
     def _transition(self, region: Region, inst: Instance, state: str, delay: float) -> None:
         """Enter a transient state that settles by itself after ``delay`` (at once if 0)."""
