@@ -13,6 +13,7 @@ from skyfleet.connectors import CredentialConfig, EndpointPolicy, Limits, OwnerT
 from skyfleet.connectors.libcloud import LibcloudConnector
 from skyfleet.connectors.libcloud.resilience import CircuitBreaker, RetryPolicy
 from skyfleet.testing.ec2emulator import EC2Emulator
+from skyfleet.testing.fastec2 import FastEC2
 from skyfleet.testing.faultproxy import FaultProxy
 
 # Every test credential carries this value; it must never surface anywhere a human could read.
@@ -36,14 +37,20 @@ def _canary_never_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     assert not leaked, f"secret canary logged: {leaked[:1]}"
 
 
-@pytest.fixture(scope="session")
-def emulator() -> Iterator[EC2Emulator]:
-    with EC2Emulator() as emu:
+Emulator = EC2Emulator | FastEC2
+EMULATORS: dict[str, Callable[[], Emulator]] = {"moto": EC2Emulator, "fastec2": FastEC2}
+
+
+@pytest.fixture(scope="session", params=sorted(EMULATORS))
+def emulator(request: pytest.FixtureRequest) -> Iterator[Emulator]:
+    """Every EC2 test runs against both emulators: moto (the fidelity reference) and fastec2 (the
+    indexed one scale runs use), so the two are held to one contract and cannot drift apart."""
+    with EMULATORS[request.param]() as emu:
         yield emu
 
 
 @pytest.fixture
-def ec2_endpoint(emulator: EC2Emulator) -> str:
+def ec2_endpoint(emulator: Emulator) -> str:
     emulator.reset()
     LibcloudConnector.catalogue_cache.clear()
     return emulator.endpoint

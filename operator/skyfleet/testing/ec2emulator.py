@@ -30,26 +30,31 @@ left as they are here; ``skyfleet.testing.faultproxy`` emulates AWS's behaviour 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Any, Self
-
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from skyfleet.testing.net import free_port
 from skyfleet.testing.processes import die_with_parent
 
-__all__ = ["EC2Emulator", "EmulatorProcess", "NamespaceFix"]
+if TYPE_CHECKING:
+    from werkzeug.serving import BaseWSGIServer
+
+__all__ = ["RESET_PATH", "SEED_PATH", "EC2Emulator", "EmulatorProcess", "NamespaceFix"]
 
 _NAMESPACE = re.compile(rb'xmlns="(http://ec2\.amazonaws\.com/doc/\d{4}-\d{2}-\d{2})"')
 _ERROR_NAMESPACE = re.compile(rb'<Response xmlns="[^"]*">')
-_RESET_PATH = "/moto-api/reset"
+# Control endpoints every emulator in skyfleet.testing answers (moto's and fastec2's), so one
+# process runner serves both: forget everything; launch instances without the API's cost.
+RESET_PATH = "/moto-api/reset"
+SEED_PATH = "/skyfleet-emulator/seed"
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -58,15 +63,24 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 class NamespaceFix:
     """WSGI middleware adding AWS's trailing slash to moto's EC2 XML namespace."""
 
-    def __init__(self, app: WSGIApp, on_reset: Callable[[], None]) -> None:
+    def __init__(
+        self, app: WSGIApp, on_reset: Callable[[], None], on_seed: Callable[..., list[str]] | None = None
+    ) -> None:
         self.app = app
         self.on_reset = on_reset
+        self.on_seed = on_seed
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") == _RESET_PATH and environ.get("REQUEST_METHOD") == "POST":
+        path, method = environ.get("PATH_INFO"), environ.get("REQUEST_METHOD")
+        if path == RESET_PATH and method == "POST":
             self.on_reset()
             start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", "2")])
             return [b"{}"]
+        if path == SEED_PATH and method == "POST" and self.on_seed is not None:
+            request = json.loads(environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)) or b"{}")
+            answer = json.dumps({"ids": self.on_seed(**request)}).encode()
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(answer)))])
+            return [answer]
         captured: dict[str, Any] = {}
 
         def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
@@ -94,12 +108,6 @@ def _reset_moto() -> None:
     moto_api_backend.reset()
 
 
-class _QuietHandler(WSGIRequestHandler):
-    # Request lines carry query-auth parameters (access key ids); keep them out of test logs.
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
-
-
 class EC2Emulator:
     """moto's EC2 backend in a background thread of this process, on 127.0.0.1."""
 
@@ -120,9 +128,15 @@ class EC2Emulator:
         if self._server is not None:
             return self.endpoint
         from moto.moto_server.werkzeug_app import create_backend_app
+        from werkzeug.serving import WSGIRequestHandler, make_server
 
-        app = NamespaceFix(create_backend_app("ec2"), _reset_moto)
-        self._server = make_server(self.host, self.port, app, threaded=True, request_handler=_QuietHandler)
+        class QuietHandler(WSGIRequestHandler):
+            # Request lines carry query-auth parameters (access key ids); keep them out of test logs.
+            def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+                pass
+
+        app = NamespaceFix(create_backend_app("ec2"), _reset_moto, self.seed)
+        self._server = make_server(self.host, self.port, app, threaded=True, request_handler=QuietHandler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="ec2-emulator", daemon=True)
         self._thread.start()
         return self.endpoint
@@ -144,6 +158,7 @@ class EC2Emulator:
         count: int,
         tags: dict[str, str],
         *,
+        unique_tag: str | None = None,
         image_id: str = "ami-03cf127a",
         instance_type: str = "t3.micro",
         region: str = "us-east-1",
@@ -152,7 +167,8 @@ class EC2Emulator:
 
         Three times faster than going through the API, for building large accounts. One
         reservation per instance is how real fleets look (and what DescribeInstances pages
-        over). Relies on moto's backend signature, so it fails loudly if moto changes it.
+        over). With ``unique_tag`` every instance also carries that tag set to its own id.
+        Relies on moto's backend signature, so it fails loudly if moto changes it.
         """
         from moto.core import DEFAULT_ACCOUNT_ID  # type: ignore[attr-defined]
         from moto.ec2.models import ec2_backends
@@ -188,6 +204,9 @@ class EC2Emulator:
         for _ in range(count):
             reservation = backend.run_instances(image_id, 1, None, [], **options)
             ids.extend(instance.id for instance in reservation.instances)
+        if unique_tag:
+            for instance_id in ids:
+                backend.create_tags([instance_id], {unique_tag: instance_id})
         return ids
 
     def __enter__(self) -> Self:
@@ -202,13 +221,19 @@ class EC2Emulator:
 
 class EmulatorProcess:
     """The same emulator in a child process of its own, so it does not share the caller's GIL
-    (benchmarks); it dies with its parent. ``url`` answers once the constructor returns."""
+    (benchmarks); it dies with its parent. ``url`` answers once the constructor returns.
 
-    def __init__(self, timeout: float = 60.0) -> None:
+    Subclasses run another emulator module with the same command line (``--port``) and the
+    same control endpoints (``skyfleet.testing.fastec2.FastEC2Process``).
+    """
+
+    module: ClassVar[str] = "skyfleet.testing.ec2emulator"
+
+    def __init__(self, timeout: float = 60.0, *, args: Sequence[str] = ()) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "skyfleet.testing.ec2emulator", "--port", str(self.port)],
+            [sys.executable, "-m", self.module, "--port", str(self.port), *args],
             stdout=subprocess.DEVNULL,
             preexec_fn=die_with_parent(),  # noqa: PLW1509 - only prctl and getppid run between fork and exec
         )
@@ -222,10 +247,40 @@ class EmulatorProcess:
         self.stop()
         raise RuntimeError(f"the EC2 emulator did not answer within {timeout:g} s")
 
+    def _post(self, path: str, payload: dict[str, Any] | None = None, timeout: float = 5.0) -> Any:
+        url = f"{self.url}{path.lstrip('/')}"  # http://127.0.0.1:<port>/ only
+        data = json.dumps(payload or {}).encode()
+        headers = {"Content-Type": "application/json"}
+        request = urllib.request.Request(url, data=data, method="POST", headers=headers)  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return json.loads(response.read() or b"{}")
+
     def reset(self) -> None:
         """Forget all state, as EC2Emulator.reset does in-process."""
-        url = f"{self.url}{_RESET_PATH.lstrip('/')}"  # http://127.0.0.1:<port>/ only
-        urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=5).close()  # noqa: S310
+        self._post(RESET_PATH)
+
+    def seed(
+        self,
+        count: int,
+        tags: dict[str, str],
+        *,
+        unique_tag: str | None = None,
+        image_id: str = "ami-03cf127a",
+        instance_type: str = "t3.micro",
+        region: str = "us-east-1",
+        timeout: float = 3600.0,
+    ) -> list[str]:
+        """``EC2Emulator.seed`` in the child process: ``count`` running instances, one reservation each."""
+        request = {
+            "count": count,
+            "tags": tags,
+            "unique_tag": unique_tag,
+            "image_id": image_id,
+            "instance_type": instance_type,
+            "region": region,
+        }
+        ids: list[str] = self._post(SEED_PATH, request, timeout=timeout)["ids"]
+        return ids
 
     def stop(self) -> None:
         if self.process.poll() is None:
