@@ -336,7 +336,9 @@ class RuleStatus(Model):
 
 class ScalingDecision(Model):
     time: datetime = Field(description="When the decision was taken.")
+    previous_replicas: int | None = Field(default=None, ge=0, description="Replicas before the decision.")
     replicas: int = Field(ge=0, description="Replicas decided.")
+    previous_rung: int | None = Field(default=None, ge=0, description="Rung before the decision.")
     rung: int | None = Field(default=None, ge=0, description="Rung decided.")
     reason: str = Field(description="CamelCase reason, e.g. AboveTarget or ScaleDownStabilized.", max_length=SHORT)
     message: str = Field(default="", description="Why, for humans.", max_length=LONG)
@@ -365,7 +367,9 @@ class ScalingPolicyStatus(Model):
         max_length=MAX_RULES,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
-    last_decision: ScalingDecision | None = Field(default=None, description="The last change and why.")
+    last_decision: ScalingDecision | None = Field(
+        default=None, description="The last decision that changed the replicas or the rung, and why."
+    )
     last_scale_time: datetime | None = Field(default=None, description="When the replicas last changed.")
     last_size_change_time: datetime | None = Field(default=None, description="When the rung last changed.")
 
