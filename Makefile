@@ -11,7 +11,7 @@ help:
 	@echo "make test          lint, then every test tier (builds the Go tools on first use)"
 	@echo "make lint          ruff and mypy --strict"
 	@echo "make crds          regenerate crds/ from the API models"
-	@echo "make tools         build etcd, kube-apiserver, kube-controller-manager, kubectl and helm"
+	@echo "make tools         build etcd, kube-apiserver, kube-controller-manager, kubectl, helm and prometheus"
 	@echo "make cluster-up    start a local control plane in the background (prints KUBECONFIG and TOOLS_BIN)"
 	@echo "make cluster-down  stop it and remove its state"
 
@@ -25,6 +25,7 @@ install: $(STAMP)
 
 tools:
 	@bash tools/build.sh >/dev/null
+	@bash tools/prometheus/build.sh >/dev/null
 
 lint: $(STAMP)
 	$(BIN)/ruff check operator tests bench

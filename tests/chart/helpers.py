@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from skyfleet.api.crd import KINDS
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "skyfleet"
 
@@ -73,8 +75,8 @@ class Cluster:
 
 def adopt_existing_crds(cluster: Cluster, release: str, namespace: str) -> None:
     """CRDs applied earlier with kubectl (as docs/install.md describes) become the release's."""
-    for plural in ("cloudcredentials", "images", "deployments", "instances"):
-        name = f"crd/{plural}.skyfleet.io"
+    for kind in KINDS:
+        name = f"crd/{kind.crd.plural}.skyfleet.io"
         if cluster.kubectl("get", name, check=False).returncode != 0:
             continue
         cluster.kubectl("label", "--overwrite", name, "app.kubernetes.io/managed-by=Helm")

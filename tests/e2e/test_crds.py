@@ -115,6 +115,7 @@ def test_crds_become_established_and_listable(control_plane: Any, installed_crds
         "deployments.skyfleet.io",
         "images.skyfleet.io",
         "instances.skyfleet.io",
+        "scalingpolicies.skyfleet.io",
     ]
     # The category resolves: one command lists every Skyfleet kind in every namespace.
     assert control_plane.kubectl("get", "skyfleet", "-A").returncode == 0

@@ -66,7 +66,7 @@ def test_kinds_have_unique_short_names_in_the_skyfleet_category() -> None:
     for kind in KINDS:
         crd = crd_for(kind)
         assert crd["spec"]["names"]["categories"] == ["skyfleet"]
-        assert crd["spec"]["versions"][0]["subresources"] == {"status": {}}
+        assert crd["spec"]["versions"][0]["subresources"]["status"] == {}
         assert all(c["description"] for c in crd["spec"]["versions"][0]["additionalPrinterColumns"])
 
 

@@ -5,6 +5,7 @@ from skyfleet.api.common import API_VERSION, GROUP, VERSION, Condition, Conditio
 from skyfleet.api.deployment import Deployment, DeploymentSpec, DeploymentStatus, NodeGroup
 from skyfleet.api.image import Image, ImageSpec, ImageStatus
 from skyfleet.api.instance import Instance, InstanceSpec, InstanceStatus
+from skyfleet.api.scalingpolicy import ScalingPolicy, ScalingPolicySpec, ScalingPolicyStatus
 
 __all__ = [
     "API_VERSION",
@@ -27,4 +28,7 @@ __all__ = [
     "NodeGroup",
     "ObjectMeta",
     "Resource",
+    "ScalingPolicy",
+    "ScalingPolicySpec",
+    "ScalingPolicyStatus",
 ]

@@ -114,6 +114,15 @@ class PrinterColumn:
 
 
 @dataclass(frozen=True)
+class ScaleSubresource:
+    """Paths of a /scale subresource (what kubectl scale, KEDA and an HPA use)."""
+
+    spec_replicas_path: str
+    status_replicas_path: str
+    label_selector_path: str
+
+
+@dataclass(frozen=True)
 class CRDInfo:
     """What a kind needs besides its schema to become a CustomResourceDefinition."""
 
@@ -124,6 +133,7 @@ class CRDInfo:
     printer_columns: tuple[PrinterColumn, ...]
     # CEL rules at the root of the object (metadata.name limits and such).
     root_validations: tuple[dict[str, str], ...] = field(default_factory=tuple)
+    scale: ScaleSubresource | None = None
 
 
 def ready_column() -> PrinterColumn:

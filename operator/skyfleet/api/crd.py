@@ -19,8 +19,9 @@ from skyfleet.api.deployment import Deployment
 from skyfleet.api.image import Image
 from skyfleet.api.instance import Instance
 from skyfleet.api.policy import POLICY_FILENAME, secret_protection
+from skyfleet.api.scalingpolicy import ScalingPolicy
 
-KINDS: tuple[type[Resource], ...] = (CloudCredential, Image, Deployment, Instance)
+KINDS: tuple[type[Resource], ...] = (CloudCredential, Image, Deployment, Instance, ScalingPolicy)
 
 _DROPPED_KEYS = {"title", "default", "$defs", "examples"}
 _KEPT_KEYS = {
@@ -129,6 +130,13 @@ def crd_for(kind: type[Resource]) -> dict[str, Any]:
         if column.priority:
             entry["priority"] = column.priority
         columns.append(entry)
+    subresources: dict[str, Any] = {"status": {}}
+    if info.scale:
+        subresources["scale"] = {
+            "specReplicasPath": info.scale.spec_replicas_path,
+            "statusReplicasPath": info.scale.status_replicas_path,
+            "labelSelectorPath": info.scale.label_selector_path,
+        }
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -152,7 +160,7 @@ def crd_for(kind: type[Resource]) -> dict[str, Any]:
                     "name": VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}},
+                    "subresources": subresources,
                     "additionalPrinterColumns": columns,
                     "schema": {"openAPIV3Schema": openapi_schema(kind)},
                 }
