@@ -6,6 +6,7 @@ stay behind ``skyfleet.connectors.libcloud``.
 
 from skyfleet.connectors import registry
 from skyfleet.connectors.base import (
+    BakedImage,
     CallObserver,
     Capabilities,
     CloudImage,
@@ -15,6 +16,9 @@ from skyfleet.connectors.base import (
     Connector,
     CreateRequest,
     CredentialConfig,
+    ImageOwnerTags,
+    ImageRequest,
+    ImageState,
     Limits,
     NodeState,
     OwnerTags,
@@ -37,6 +41,7 @@ from skyfleet.connectors.errors import (
 )
 
 __all__ = [
+    "BakedImage",
     "CallObserver",
     "Capabilities",
     "CapacityUnavailable",
@@ -49,6 +54,9 @@ __all__ = [
     "ConnectorError",
     "CreateRequest",
     "CredentialConfig",
+    "ImageOwnerTags",
+    "ImageRequest",
+    "ImageState",
     "InvalidCredentials",
     "InvalidRequest",
     "Limits",
