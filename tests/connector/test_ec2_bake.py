@@ -298,3 +298,24 @@ async def test_console_output_of_a_builder(proxy: FaultProxy, make_connector: Co
 
     assert output is not None
     assert "Linux version" in output  # moto's canned boot log
+
+
+async def test_share_image_grants_launch_permission_to_ours_only(
+    proxy: FaultProxy, make_connector: ConnectorFactory, boto_ec2: Any
+) -> None:
+    connector = make_connector(proxy.endpoint)
+    assert connector.capabilities.image_share
+    builder = await stopped_builder(connector, boto_ec2)
+    made = await connector.create_image(image_request(builder))
+    foreign = boto_ec2.create_image(InstanceId=builder, Name="not-ours")["ImageId"]
+
+    await connector.share_image(made.id, ["123456789012", "210987654321"], owner())
+    with pytest.raises(OwnershipMismatch):
+        await connector.share_image(foreign, ["123456789012"], owner())
+
+    def permitted(image_id: str) -> list[str]:
+        found = boto_ec2.describe_image_attribute(ImageId=image_id, Attribute="launchPermission")
+        return sorted(p["UserId"] for p in found["LaunchPermissions"])
+
+    assert permitted(made.id) == ["123456789012", "210987654321"]
+    assert permitted(foreign) == []

@@ -10,7 +10,7 @@ import abc
 import enum
 import fnmatch
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType, TracebackType
@@ -165,6 +165,8 @@ class Capabilities:
     bake: bool = False
     # A native image can be copied from another region into this one.
     image_copy: bool = False
+    # A native image can be shared with other accounts (launch permissions).
+    image_share: bool = False
 
 
 class NodeState(enum.Enum):
@@ -622,6 +624,13 @@ class Connector(abc.ABC):
         (found by ``tags``). Supported where ``capabilities.image_copy`` is true.
         """
         raise Unsupported(f"{type(self).__name__} cannot copy images", provider=self.config.provider)
+
+    async def share_image(self, image_id: str, accounts: Sequence[str], owner: ImageOwnerTags) -> None:
+        """Let ``accounts`` launch ``image_id`` (only if it carries ``owner``'s identity).
+
+        Supported where ``capabilities.image_share`` is true; sharing again is harmless.
+        """
+        raise Unsupported(f"{type(self).__name__} cannot share images", provider=self.config.provider)
 
     async def console_output(self, provider_id: str) -> str | None:
         """The VM's serial console output as the provider keeps it (None when it has none yet).

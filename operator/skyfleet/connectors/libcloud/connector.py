@@ -12,7 +12,7 @@ import contextvars
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, TypeVar
 
@@ -430,6 +430,25 @@ class LibcloudConnector(Connector):
             )
 
         return await self._retrying("copy_image", attempt)
+
+    async def share_image(self, image_id: str, accounts: Sequence[str], owner: ImageOwnerTags) -> None:
+        self._require_bake("share images", self.capabilities.image_share)
+        wanted = list(accounts)
+        if not wanted:
+            return
+
+        def attempt(driver: Driver) -> None:
+            image = self.adapter.get_image(driver, image_id)
+            if image is None:
+                raise NotFound(f"cannot share image {image_id}: no such image", provider=self.config.provider)
+            if not owner.owns(image.tags):
+                raise OwnershipMismatch(
+                    f"refusing to share image {image_id}: it does not carry owner tags {owner.identity()}",
+                    provider=self.config.provider,
+                )
+            self.adapter.share_image(driver, image, wanted)
+
+        await self._call("share_image", attempt, write=True)
 
     async def console_output(self, provider_id: str) -> str | None:
         return await self._call("console_output", lambda d: self.adapter.console_output(d, provider_id))

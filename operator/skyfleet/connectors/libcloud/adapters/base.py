@@ -289,6 +289,9 @@ class ProviderAdapter:
     ) -> BakedImage:
         raise Unsupported(f"{self.provider} cannot copy images between regions", provider=self.provider)
 
+    def share_image(self, driver: Driver, image: BakedImage, accounts: Sequence[str]) -> None:
+        raise Unsupported(f"{self.provider} cannot share images", provider=self.provider)
+
     def console_output(self, driver: Driver, provider_id: str) -> str | None:
         raise Unsupported(f"{self.provider} offers no console output", provider=self.provider)
 

@@ -217,7 +217,7 @@ class EC2Adapter(ProviderAdapter):
     # Requests are sent by hand like DeleteTags above: libcloud's create_image cannot tag, its
     # copy_image takes (image, source_region) where the base class takes (source_region,
     # image), and neither pages nor reports an image's tags and snapshots together.
-    capabilities = dataclasses.replace(capabilities, bake=True, image_copy=True)
+    capabilities = dataclasses.replace(capabilities, bake=True, image_copy=True, image_share=True)
 
     def create_image(self, driver: Driver, req: ImageRequest) -> BakedImage:
         # TagSpecification tags the AMI in the same request: there is no moment in which it
@@ -299,6 +299,12 @@ class EC2Adapter(ProviderAdapter):
         tagging = {"Action": "CreateTags", "ResourceId.1": image_id, **_tag_params(self.encode_tags(tags))}
         driver.connection.request(driver.path, params=tagging)
         return BakedImage(id=image_id, name=name, state=ImageState.PENDING, tags=dict(tags), region=self.config.region)
+
+    def share_image(self, driver: Driver, image: BakedImage, accounts: Sequence[str]) -> None:
+        params = {"Action": "ModifyImageAttribute", "ImageId": image.id}
+        for i, account in enumerate(accounts, start=1):
+            params[f"LaunchPermission.Add.{i}.UserId"] = account
+        driver.connection.request(driver.path, params=params)
 
     def console_output(self, driver: Driver, provider_id: str) -> str | None:
         params = {"Action": "GetConsoleOutput", "InstanceId": provider_id}
