@@ -35,6 +35,8 @@ INSTANCE = manifest(
     {"deployment": "shop", "group": "web", "credential": "aws", "imageRef": "ubuntu", "templateHash": "h1"},
 )
 
+BUILD = {"builder": {"size": {"cpu": 2, "memoryMiB": 2048}}}
+
 
 def changed(base: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     """A copy of base with the dotted path set to value (None deletes; an int indexes a list)."""
@@ -100,6 +102,50 @@ INVALID = [
     ),
     ("image source for no cloud", changed(IMAGE, "spec.clouds.0.provider", None), "spec.clouds[0]"),
     ("image with no clouds and no parent", changed(IMAGE, "spec.clouds", None), "spec.clouds"),
+    # spec.build: bounded and checked at admission, like the rest.
+    ("build without a builder", changed(IMAGE, "spec.build", {"keep": 2}), "spec.build.builder"),
+    ("builder without a size", changed(IMAGE, "spec.build", {"builder": {}}), "spec.build.builder.size"),
+    (
+        "builder size with neither cpu nor types",
+        changed(IMAGE, "spec.build", {"builder": {"size": {"diskGiB": 20}}}),
+        "spec.build.builder.size",
+    ),
+    ("keep 0 generations", changed(changed(IMAGE, "spec.build", BUILD), "spec.build.keep", 0), "spec.build.keep"),
+    ("keep too many", changed(changed(IMAGE, "spec.build", BUILD), "spec.build.keep", 6), "spec.build.keep"),
+    (
+        "builder timeout under a minute",
+        changed(changed(IMAGE, "spec.build", BUILD), "spec.build.builder.timeoutSeconds", 10),
+        "spec.build.builder.timeoutSeconds",
+    ),
+    (
+        "builder timeout over six hours",
+        changed(changed(IMAGE, "spec.build", BUILD), "spec.build.builder.timeoutSeconds", 86400),
+        "spec.build.builder.timeoutSeconds",
+    ),
+    (
+        "unknown image deletionPolicy",
+        changed(changed(IMAGE, "spec.build", BUILD), "spec.build.deletionPolicy", "Keep"),
+        "spec.build.deletionPolicy",
+    ),
+    (
+        "builder cloud for both a credential and a provider",
+        changed(
+            changed(IMAGE, "spec.build", BUILD),
+            "spec.build.builder.clouds",
+            [{"credential": "aws", "provider": "ec2", "zone": "us-east-1a"}],
+        ),
+        "spec.build.builder.clouds[0]",
+    ),
+    (
+        "too many copy regions",
+        changed(changed(IMAGE, "spec.build", BUILD), "spec.build.copyToRegions", [f"r{i}" for i in range(17)]),
+        "spec.build.copyToRegions",
+    ),
+    (
+        "typo in a build field",
+        changed(changed(IMAGE, "spec.build", BUILD), "spec.build.keepGenerations", 2),
+        "spec.build.keepGenerations",
+    ),
 ]
 
 
@@ -156,6 +202,14 @@ def test_invalid_manifest_is_rejected_naming_the_field(
     result = kubectl_apply(control_plane, namespace, doc, check=False)
     assert result.returncode != 0, f"{case}: accepted"
     assert field in result.stderr, result.stderr
+
+
+def test_baked_image_is_stored_as_written(control_plane: Any, installed_crds: list[str], namespace: str) -> None:
+    doc = changed(IMAGE, "spec.build", BUILD)
+    kubectl_apply(control_plane, namespace, doc)
+    stored = json.loads(control_plane.kubectl("get", "-n", namespace, "sfimg", "ubuntu", "-o", "json").stdout)
+    # No defaults written into the object (keep, timeout, deletionPolicy live in code).
+    assert stored["spec"]["build"] == BUILD
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from datetime import datetime
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -21,6 +22,7 @@ from skyfleet.api.common import (
     ready_column,
     ref_name,
 )
+from skyfleet.api.deployment import Size
 
 
 class ImageLookup(Model):
@@ -103,6 +105,132 @@ class Recipe(Model):
     )
 
 
+# -- baking: spec.build and what status records of it ----------------------------------------
+MAX_KEEP = 5
+MAX_BAKE_TARGETS = 32
+MAX_TIMEOUT_SECONDS = 6 * 3600
+BakePhase = Literal["Launching", "Provisioning", "Snapshotting", "Available", "Failed"]
+ImageDeletionPolicy = Literal["Delete", "Orphan"]
+
+
+class BuilderCloud(Model):
+    """Where the builder VM goes on one cloud, when the cloud's default is not right."""
+
+    model_config = Model.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.credential) != has(self.provider)",
+                    "message": "exactly one of credential or provider must be set",
+                },
+            ]
+        }
+    }
+
+    credential: str | None = Field(
+        default=None,
+        description="CloudCredential this entry is for. Either credential or provider is set.",
+        min_length=1,
+        max_length=SHORT,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+    )
+    provider: str | None = Field(
+        default=None,
+        description="Provider this entry is for, on every credential of that provider.",
+        min_length=1,
+        max_length=SHORT,
+        pattern=r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$",
+    )
+    region: str | None = Field(
+        default=None, description="Region this entry is for. Default: every region.", max_length=SHORT
+    )
+    zone: str | None = Field(default=None, description="Availability zone of the builder VM.", max_length=SHORT)
+    subnet: str | None = Field(
+        default=None, description="Subnet (or network) id the builder VM is attached to.", max_length=MEDIUM
+    )
+
+
+class Builder(Model):
+    size: Size = Field(description="How big the builder VM is (it runs the recipe once, then powers off).")
+    timeout_seconds: int | None = Field(
+        default=None,
+        ge=60,
+        le=MAX_TIMEOUT_SECONDS,
+        description="How long the builder may take to run the recipe and power off before the bake fails with "
+        "BuildTimeout. Default: 1800.",
+    )
+    clouds: list[BuilderCloud] | None = Field(
+        default=None, description="Per-cloud zone or subnet for the builder VM.", max_length=64
+    )
+
+
+class ImageBuild(Model):
+    builder: Builder = Field(description="The temporary VM the recipe runs on; deleted after every bake.")
+    keep: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_KEEP,
+        description="Baked generations kept per cloud and region; older ones no Instance uses are deregistered "
+        "with their snapshots. Default: 2.",
+    )
+    copy_to_regions: list[str] | None = Field(
+        default=None,
+        description="Further regions of the same credentials to copy each baked image to, where the provider "
+        "copies images between regions (EC2).",
+        max_length=16,
+        json_schema_extra={"items": {"type": "string", "maxLength": SHORT}},
+    )
+    share_with: list[str] | None = Field(
+        default=None,
+        description="Accounts allowed to launch the baked images, where the provider shares images (EC2 account ids).",
+        max_length=32,
+        json_schema_extra={"items": {"type": "string", "maxLength": SHORT}},
+    )
+    deletion_policy: ImageDeletionPolicy | None = Field(
+        default=None,
+        description="Delete: baked images are deregistered when the Image is deleted, once no Instance uses "
+        "them. Orphan: they stay in the cloud. Default: Delete.",
+    )
+
+
+class BakeTarget(Model):
+    """The bake of one credential and region: enough to resume it after a restart."""
+
+    credential: str = Field(description="CloudCredential name.", max_length=SHORT)
+    region: str = Field(description="Region.", max_length=SHORT)
+    phase: BakePhase = Field(description="Launching, Provisioning, Snapshotting, Available or Failed.")
+    bake_key: str = Field(
+        description="Hash of the recipe, the base image's native id and the builder settings.", max_length=64
+    )
+    attempt: int = Field(default=0, ge=0, le=1000, description="Builders launched for this bake key so far.")
+    source_region: str | None = Field(
+        default=None, description="Set on copies: the region the image is copied from.", max_length=SHORT
+    )
+    builder_id: str | None = Field(default=None, description="Provider id of the builder VM.", max_length=MEDIUM)
+    image_id: str | None = Field(default=None, description="Native id of the baked image.", max_length=MEDIUM)
+    started_at: datetime | None = Field(default=None, description="When this bake began.")
+    snapshot_started_at: datetime | None = Field(default=None, description="When the image was requested.")
+    finished_at: datetime | None = Field(default=None, description="When the bake became Available or Failed.")
+    reason: str | None = Field(
+        default=None,
+        description="CamelCase reason of a failed bake, e.g. BuildTimeout.",
+        max_length=64,
+        pattern=r"^[A-Za-z][A-Za-z0-9]*$",
+    )
+    message: str | None = Field(default=None, description="What went wrong, for humans.", max_length=1024)
+
+
+class BakedGeneration(Model):
+    credential: str = Field(description="CloudCredential name.", max_length=SHORT)
+    region: str = Field(description="Region.", max_length=SHORT)
+    bake_key: str = Field(description="Bake key of this generation.", max_length=64)
+    image_id: str = Field(description="Native image id.", max_length=MEDIUM)
+    created_at: datetime | None = Field(default=None, description="When it became available.")
+
+
+# -- end of baking ----------------------------------------------------------------------------
+
+
 class ImageSpec(Model):
     model_config = Model.model_config | {
         "json_schema_extra": {
@@ -126,6 +254,11 @@ class ImageSpec(Model):
         default=None, description="Per-cloud native ids or lookup rules.", max_length=64
     )
     recipe: Recipe | None = Field(default=None, description="What to install and run at first boot (cloud-init).")
+    build: ImageBuild | None = Field(
+        default=None,
+        description="Bake the recipe into a native image per cloud and region the Image is used in, and boot "
+        "VMs from it instead of running the recipe at every boot.",
+    )
 
 
 class ResolvedImage(Model):
@@ -133,6 +266,9 @@ class ResolvedImage(Model):
     region: str = Field(description="Region.", max_length=SHORT)
     id: str = Field(description="Native image id.", max_length=MEDIUM)
     name: str | None = Field(default=None, description="Image name as the cloud reports it.", max_length=MEDIUM)
+    bake_key: str | None = Field(
+        default=None, description="Set when the id is a baked image: the bake key it was made for.", max_length=64
+    )
 
 
 class ImageStatus(Model):
@@ -143,6 +279,16 @@ class ImageStatus(Model):
         default=None, description="Native ids per credential and region in use.", max_length=256
     )
     message: str | None = Field(default=None, description="Why an id could not be resolved.", max_length=LONG)
+    bakes: list[BakeTarget] | None = Field(
+        default=None,
+        description="The current bake per credential and region (spec.build).",
+        max_length=MAX_BAKE_TARGETS,
+    )
+    generations: list[BakedGeneration] | None = Field(
+        default=None,
+        description="Baked images that exist per credential and region, current one included.",
+        max_length=MAX_BAKE_TARGETS * (MAX_KEEP + 2),
+    )
 
 
 class Image(Resource):

@@ -6,6 +6,7 @@ stay behind ``skyfleet.connectors.libcloud``.
 
 from skyfleet.connectors import registry
 from skyfleet.connectors.base import (
+    BakedImage,
     CallObserver,
     Capabilities,
     CloudImage,
@@ -15,6 +16,9 @@ from skyfleet.connectors.base import (
     Connector,
     CreateRequest,
     CredentialConfig,
+    ImageOwnerTags,
+    ImageRequest,
+    ImageState,
     Limits,
     NodeState,
     OwnerTags,
@@ -40,6 +44,7 @@ from skyfleet.connectors.errors import (
 from skyfleet.connectors.naming import vm_name
 
 __all__ = [
+    "BakedImage",
     "CallObserver",
     "Capabilities",
     "CapacityUnavailable",
@@ -54,6 +59,9 @@ __all__ = [
     "CredentialConfig",
     "EndpointNotAllowed",
     "EndpointPolicy",
+    "ImageOwnerTags",
+    "ImageRequest",
+    "ImageState",
     "InvalidCredentials",
     "InvalidRequest",
     "Limits",

@@ -10,7 +10,7 @@ import abc
 import enum
 import fnmatch
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType, TracebackType
@@ -21,6 +21,7 @@ from skyfleet.connectors.errors import InvalidRequest, NotFound, Unsupported
 
 __all__ = [
     "ANY_OWNER",
+    "BakedImage",
     "CallObserver",
     "Capabilities",
     "CloudImage",
@@ -30,6 +31,9 @@ __all__ = [
     "Connector",
     "CreateRequest",
     "CredentialConfig",
+    "ImageOwnerTags",
+    "ImageRequest",
+    "ImageState",
     "Limits",
     "NodeState",
     "OwnerTags",
@@ -168,6 +172,13 @@ class Capabilities:
     release: bool = False
     # The most user data (bytes, before any encoding the API needs) a create accepts; None: unknown.
     max_user_data_bytes: int | None = None
+    # -- baking (see the "baking" block of Connector) --
+    # Native images can be made from a stopped VM, read, found by tags and deregistered.
+    bake: bool = False
+    # A native image can be copied from another region into this one.
+    image_copy: bool = False
+    # A native image can be shared with other accounts (launch permissions).
+    image_share: bool = False
 
 
 class NodeState(enum.Enum):
@@ -367,6 +378,112 @@ def pick_image(
     return max(matches, key=lambda i: (i.created_at.timestamp() if i.created_at else -math.inf, i.name, i.id))
 
 
+# -- baking: native images made from a stopped builder VM ------------------------------------
+# Contract types for Connector's baking methods (Capabilities.bake / image_copy).
+
+
+class ImageState(enum.Enum):
+    PENDING = "pending"
+    AVAILABLE = "available"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class ImageOwnerTags:
+    """The tags that say a native image, or the builder VM baking it, belongs to one Image's bake.
+
+    The identity (cluster id + Image UID) must match before an image is deregistered, as the
+    owner tags must before a VM is destroyed; the bake key on top finds the image of one recipe
+    and base image again, so an unchanged bake costs no cloud write.
+    """
+
+    CLUSTER_ID: ClassVar[str] = OwnerTags.CLUSTER_ID
+    NAMESPACE: ClassVar[str] = OwnerTags.NAMESPACE
+    IMAGE: ClassVar[str] = "skyfleet.io/image"
+    IMAGE_UID: ClassVar[str] = "skyfleet.io/image-uid"
+    BAKE_KEY: ClassVar[str] = "skyfleet.io/bake-key"
+    # On builder VMs only: "builder", so the orphan sweep and the bake loop can tell them apart.
+    ROLE: ClassVar[str] = "skyfleet.io/role"
+    BUILDER: ClassVar[str] = "builder"
+    KEYS: ClassVar[tuple[str, ...]] = (CLUSTER_ID, NAMESPACE, IMAGE, IMAGE_UID, BAKE_KEY, ROLE)
+
+    cluster_id: str
+    image_uid: str
+    bake_key: str
+    namespace: str | None = None
+    image: str | None = None
+
+    def to_tags(self) -> dict[str, str]:
+        values = {
+            self.CLUSTER_ID: self.cluster_id,
+            self.NAMESPACE: self.namespace,
+            self.IMAGE: self.image,
+            self.IMAGE_UID: self.image_uid,
+            self.BAKE_KEY: self.bake_key,
+        }
+        return {k: v for k, v in values.items() if v is not None}
+
+    def identity(self) -> dict[str, str]:
+        """The two tags that must match before an image is deregistered."""
+        return {self.CLUSTER_ID: self.cluster_id, self.IMAGE_UID: self.image_uid}
+
+    def lookup(self) -> dict[str, str]:
+        """The tags of this very bake: identity plus bake key."""
+        return {**self.identity(), self.BAKE_KEY: self.bake_key}
+
+    def owns(self, tags: Mapping[str, str]) -> bool:
+        return all(tags.get(k) == v for k, v in self.identity().items())
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, str]) -> ImageOwnerTags | None:
+        if not all(k in tags for k in (cls.CLUSTER_ID, cls.IMAGE_UID, cls.BAKE_KEY)):
+            return None
+        return cls(
+            cluster_id=tags[cls.CLUSTER_ID],
+            image_uid=tags[cls.IMAGE_UID],
+            bake_key=tags[cls.BAKE_KEY],
+            namespace=tags.get(cls.NAMESPACE),
+            image=tags.get(cls.IMAGE),
+        )
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """Make a native image from the stopped VM ``source_id``.
+
+    ``name`` must be unique per bake (derive it from the bake key): several clouds refuse a
+    second image of the same name, which turns a retried create into a lookup, not a copy.
+    ``tags`` are the image's owner tags (``ImageOwnerTags.to_tags()``).
+    """
+
+    name: str
+    source_id: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class BakedImage:
+    """A native image as the cloud reports it.
+
+    ``snapshot_ids`` are the storage snapshots the provider keeps apart from the image (EC2's
+    EBS snapshots), which deregistering deletes too. ``reason`` is the provider's short code
+    for a failed image, never a response body.
+    """
+
+    id: str
+    name: str
+    state: ImageState
+    tags: Mapping[str, str] = field(default_factory=dict)
+    region: str | None = None
+    created_at: datetime | None = None
+    snapshot_ids: tuple[str, ...] = ()
+    reason: str | None = None
+
+
+# -- end of the baking types ----------------------------------------------------------------
+
+
 class CallObserver(Protocol):
     """Told about every single request a connector sends (each retry counts once)."""
 
@@ -483,3 +600,64 @@ class Connector(abc.ABC):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.close()
+
+    # -- baking: native images from stopped builder VMs (Capabilities.bake) ------------------
+    # The builder VM itself is an ordinary create()/describe()/destroy(): describe() tells when
+    # it has powered itself off (NodeState.STOPPED).
+
+    async def create_image(self, req: ImageRequest) -> BakedImage:
+        """Start making a native image from the stopped VM ``req.source_id``, tagged ``req.tags``.
+
+        Returns at once, usually with ``ImageState.PENDING``. An image carrying the identity and
+        bake key of ``req.tags`` made by an earlier attempt is returned instead of a second one.
+        The id may be provisional where a provider names the image only once it exists
+        (DigitalOcean: ``action/<id>`` until the snapshot is done): ``get_image`` then answers
+        with the final id, which callers record in place of the provisional one.
+        """
+        raise Unsupported(f"{type(self).__name__} cannot make images", provider=self.config.provider)
+
+    async def get_image(self, image_id: str, tags: Mapping[str, str] | None = None) -> BakedImage | None:
+        """The image ``image_id`` (None when it does not exist, or no longer does).
+
+        ``tags`` are the owner tags it must carry: where a provider can tag an image only once it
+        exists (DigitalOcean), the first call that finds it complete adds them (a write).
+        """
+        raise Unsupported(f"{type(self).__name__} cannot read images", provider=self.config.provider)
+
+    async def find_images(self, tags: Mapping[str, str]) -> list[BakedImage]:
+        """Every image of this account in this region carrying all of ``tags`` (any state)."""
+        raise Unsupported(f"{type(self).__name__} cannot find images by tags", provider=self.config.provider)
+
+    async def deregister_image(self, image_id: str, owner: ImageOwnerTags) -> None:
+        """Deregister ``image_id`` and delete its snapshots, only if it carries ``owner``'s identity.
+
+        Raises ``OwnershipMismatch`` otherwise; an image already gone is success (its snapshots
+        left behind by an interrupted earlier call are deleted where the provider can find them).
+        """
+        raise Unsupported(f"{type(self).__name__} cannot deregister images", provider=self.config.provider)
+
+    async def copy_image(
+        self, source_region: str, source_image_id: str, name: str, tags: Mapping[str, str]
+    ) -> BakedImage:
+        """Copy an image of this account from ``source_region`` into this connector's region.
+
+        Same semantics as ``create_image``: returns at once, adopts a copy an earlier attempt made
+        (found by ``tags``). Supported where ``capabilities.image_copy`` is true.
+        """
+        raise Unsupported(f"{type(self).__name__} cannot copy images", provider=self.config.provider)
+
+    async def share_image(self, image_id: str, accounts: Sequence[str], owner: ImageOwnerTags) -> None:
+        """Let ``accounts`` launch ``image_id`` (only if it carries ``owner``'s identity).
+
+        Supported where ``capabilities.image_share`` is true; sharing again is harmless.
+        """
+        raise Unsupported(f"{type(self).__name__} cannot share images", provider=self.config.provider)
+
+    async def console_output(self, provider_id: str) -> str | None:
+        """The VM's serial console output as the provider keeps it (None when it has none yet).
+
+        Optional: raises ``Unsupported`` where the provider offers no console output.
+        """
+        raise Unsupported(f"{type(self).__name__} offers no console output", provider=self.config.provider)
+
+    # -- end of baking -------------------------------------------------------------------------

@@ -17,6 +17,9 @@ backends:
   ``IdempotentParameterMismatch``.
 * Eventual consistency: new instances stay invisible to DescribeInstances for
   ``describe_lag`` seconds, and report ``pending`` for ``pending_delay`` seconds.
+* Images take time: a new AMI (CreateImage, CopyImage) reports ``pending`` for
+  ``image_pending_delay`` seconds (``math.inf``: it never becomes available), where moto makes
+  it ``available`` at once and EC2 takes minutes.
 * Throttling shaped like EC2's: HTTP 503 ``RequestLimitExceeded`` from per-action token buckets.
 * Authentication: with ``faults.accepted_keys`` set, requests signed with any other access key
   id answer 401 ``AuthFailure`` (moto accepts every key).
@@ -47,6 +50,8 @@ __all__ = ["FaultProxy", "Faults", "TokenBucket"]
 
 _EC2_NS = "http://ec2.amazonaws.com/doc/2016-11-15/"
 _INSTANCE_ID = re.compile(rb"<instanceId>(i-[0-9a-f]+)</instanceId>")
+_IMAGE_ID = re.compile(rb"<imageId>(ami-[0-9a-z]+)</imageId>")
+_IMAGE_MAKERS = {"CreateImage", "CopyImage"}
 # Parameters that differ between retries of the same logical request.
 _VOLATILE = re.compile(r"^(Signature.*|AWSAccessKeyId|Timestamp|Expires|X-Amz-.*|Version)$")
 _SIGV4_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
@@ -87,6 +92,7 @@ class Faults:
     throttle_rate: float = 0.0
     describe_lag: float = 0.0
     pending_delay: float = 0.0
+    image_pending_delay: float = 0.0
     dedup_client_token: bool = True
     # Access key ids the cloud accepts (None: any, as moto does); others get 401 AuthFailure.
     accepted_keys: frozenset[str] | None = None
@@ -133,6 +139,7 @@ class FaultProxy:
         self._token_locks: dict[str, threading.Lock] = {}
         self._launched: dict[str, float] = {}
         self._queries: list[tuple[str, tuple[tuple[str, str], ...]]] = []
+        self._images_made: dict[str, float] = {}
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -174,6 +181,7 @@ class FaultProxy:
             self._token_locks.clear()
             self._launched.clear()
             self._queries.clear()
+            self._images_made.clear()
 
     def count(self, key: str) -> int:
         with self._lock:
@@ -288,6 +296,31 @@ class FaultProxy:
             missing = ", ".join(requested_ids)
             return 400, _ec2_error("InvalidInstanceID.NotFound", f"The instance ID '{missing}' does not exist")
         return 200, ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+    # -- images: pending for a while, as EC2's are ------------------------------------------
+    def _remember_image(self, body: bytes) -> None:
+        match = _IMAGE_ID.search(body)
+        if match is not None:
+            with self._lock:
+                self._images_made.setdefault(match.group(1).decode(), time.monotonic())
+
+    def _rewrite_describe_images(self, body: bytes) -> bytes:
+        delay = self.faults.image_pending_delay
+        with self._lock:
+            made = dict(self._images_made)
+        if delay <= 0 or not made:
+            return body
+        ET.register_namespace("", _EC2_NS)
+        root = ET.fromstring(body)  # noqa: S314 - from the emulator this proxy fronts on loopback
+        ns = {"e": _EC2_NS}
+        now = time.monotonic()
+        for item in root.findall("e:imagesSet/e:item", ns):
+            started = made.get(item.findtext("e:imageId", default="", namespaces=ns))
+            state = item.find("e:imageState", ns)
+            if started is not None and now - started < delay and state is not None and state.text == "available":
+                state.text = "pending"
+        rewritten: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+        return rewritten
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -441,6 +474,10 @@ class _Handler(BaseHTTPRequestHandler):
             ids = [v for k, v in params if k.startswith("InstanceId.")]
             status, data = proxy._rewrite_describe(data, ids)
             headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        if action in _IMAGE_MAKERS and status == 200:
+            proxy._remember_image(data)
+        if action == "DescribeImages" and status == 200:
+            data = proxy._rewrite_describe_images(data)
         self._deliver(status, headers, data, one_shot)
 
     def _deliver(self, status: int, headers: list[tuple[str, str]], data: bytes, one_shot: _OneShot) -> None:

@@ -18,7 +18,7 @@ import contextvars
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any, ClassVar, TypeVar
 
@@ -27,6 +27,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop
 
 from skyfleet.connectors import workers
 from skyfleet.connectors.base import (
+    BakedImage,
     Capabilities,
     CloudImage,
     CloudLocation,
@@ -35,6 +36,9 @@ from skyfleet.connectors.base import (
     Connector,
     CreateRequest,
     CredentialConfig,
+    ImageOwnerTags,
+    ImageRequest,
+    ImageState,
     NodeState,
     OwnerTags,
     pick_image,
@@ -412,6 +416,115 @@ class LibcloudConnector(Connector):
             _close_driver(driver)
         self.adapter.close()
 
+    # -- baking (Capabilities.bake): every write through the write budget, retried like create
+    def _require_bake(self, what: str, flag: bool) -> None:
+        if not flag:
+            raise Unsupported(f"{self.config.provider} cannot {what}", provider=self.config.provider)
+
+    async def create_image(self, req: ImageRequest) -> BakedImage:
+        """Look for this bake's image first, before every attempt, as ``create`` does for VMs:
+        an attempt whose answer was lost may have made one, and a second would be a leak."""
+        self._require_bake("make images", self.capabilities.bake)
+        lookup = _bake_lookup(req.tags)
+
+        async def attempt() -> BakedImage:
+            if lookup:
+                existing = await self._attempt("image_lookup", lambda d: self.adapter.find_images(d, lookup))
+                if existing:
+                    log.info("adopting image %s for bake %s", _best(existing).id, lookup.get(ImageOwnerTags.BAKE_KEY))
+                    return _best(existing)
+            return await self._attempt("create_image", lambda d: self.adapter.create_image(d, req), write=True)
+
+        return await self._retrying("create_image", attempt)
+
+    async def get_image(self, image_id: str, tags: Mapping[str, str] | None = None) -> BakedImage | None:
+        self._require_bake("read images", self.capabilities.bake)
+        image = await self._call("get_image", lambda d: self.adapter.get_image(d, image_id))
+        if image is None or not tags or image.state is not ImageState.AVAILABLE:
+            return image
+        wanted = {k: v for k, v in tags.items() if k in ImageOwnerTags.KEYS}
+        if any(k in image.tags for k in (ImageOwnerTags.CLUSTER_ID, ImageOwnerTags.IMAGE_UID)):
+            # Tagged already (by create, or by an earlier call): tags are never overwritten here.
+            return image
+        # Only where create cannot tag (DigitalOcean): the image exists now, so tag it once.
+        await self._call("tag_image", lambda d: self.adapter.tag_image(d, image, wanted), write=True)
+        return await self._call("get_image", lambda d: self.adapter.get_image(d, image.id))
+
+    async def find_images(self, tags: Mapping[str, str]) -> list[BakedImage]:
+        self._require_bake("find images", self.capabilities.bake)
+        if not tags:
+            raise InvalidRequest("find_images needs at least one tag")
+        wanted = dict(tags)
+        return await self._call("find_images", lambda d: self.adapter.find_images(d, wanted))
+
+    async def deregister_image(self, image_id: str, owner: ImageOwnerTags) -> None:
+        """Describe, check ownership, deregister: in one attempt, retried as a whole like destroy."""
+        self._require_bake("deregister images", self.capabilities.bake)
+
+        def attempt(driver: Driver) -> None:
+            image = self.adapter.get_image(driver, image_id)
+            if image is None:
+                self.adapter.delete_image_leftovers(driver, image_id, owner)
+                return
+            if not owner.owns(image.tags):
+                raise OwnershipMismatch(
+                    f"refusing to deregister image {image_id}: it does not carry owner tags "
+                    f"{owner.identity()} (has {_image_owner_view(image.tags)})",
+                    provider=self.config.provider,
+                )
+            try:
+                self.adapter.deregister_image(driver, image, owner)
+            except Exception as exc:
+                if isinstance(self.adapter.map_error(exc), NotFound):
+                    return
+                raise
+
+        await self._call("deregister_image", attempt, write=True)
+
+    async def copy_image(
+        self, source_region: str, source_image_id: str, name: str, tags: Mapping[str, str]
+    ) -> BakedImage:
+        self._require_bake("copy images between regions", self.capabilities.image_copy)
+        lookup = _bake_lookup(tags)
+        wanted = dict(tags)
+
+        async def attempt() -> BakedImage:
+            if lookup:
+                existing = await self._attempt("image_lookup", lambda d: self.adapter.find_images(d, lookup))
+                if existing:
+                    return _best(existing)
+            return await self._attempt(
+                "copy_image",
+                lambda d: self.adapter.copy_image(d, source_region, source_image_id, name, wanted),
+                write=True,
+            )
+
+        return await self._retrying("copy_image", attempt)
+
+    async def share_image(self, image_id: str, accounts: Sequence[str], owner: ImageOwnerTags) -> None:
+        self._require_bake("share images", self.capabilities.image_share)
+        wanted = list(accounts)
+        if not wanted:
+            return
+
+        def attempt(driver: Driver) -> None:
+            image = self.adapter.get_image(driver, image_id)
+            if image is None:
+                raise NotFound(f"cannot share image {image_id}: no such image", provider=self.config.provider)
+            if not owner.owns(image.tags):
+                raise OwnershipMismatch(
+                    f"refusing to share image {image_id}: it does not carry owner tags {owner.identity()}",
+                    provider=self.config.provider,
+                )
+            self.adapter.share_image(driver, image, wanted)
+
+        await self._call("share_image", attempt, write=True)
+
+    async def console_output(self, provider_id: str) -> str | None:
+        return await self._call("console_output", lambda d: self.adapter.console_output(d, provider_id))
+
+    # -- end of baking ------------------------------------------------------------------------
+
 
 def _deadline(config: CredentialConfig) -> Transient:
     return Transient(
@@ -435,3 +548,25 @@ def _oldest(nodes: list[CloudNode]) -> CloudNode:
 
 def _owner_view(tags: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in tags.items() if k in OwnerTags.KEYS}
+
+
+# -- baking helpers -----------------------------------------------------------------------------
+_IMAGE_PREFERENCE = {ImageState.AVAILABLE: 0, ImageState.PENDING: 1, ImageState.FAILED: 2}
+
+
+def _bake_lookup(tags: Mapping[str, str]) -> dict[str, str]:
+    """The tags that find one bake's image again, or nothing when ``tags`` lack any of them."""
+    keys = (ImageOwnerTags.CLUSTER_ID, ImageOwnerTags.IMAGE_UID, ImageOwnerTags.BAKE_KEY)
+    return {k: tags[k] for k in keys} if all(k in tags for k in keys) else {}
+
+
+def _best(images: list[BakedImage]) -> BakedImage:
+    """An available image before a pending one before a failed one; then the oldest."""
+    return min(
+        images,
+        key=lambda i: (_IMAGE_PREFERENCE[i.state], i.created_at.timestamp() if i.created_at else 0.0, i.id),
+    )
+
+
+def _image_owner_view(tags: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in tags.items() if k in ImageOwnerTags.KEYS}

@@ -22,6 +22,7 @@ from libcloud.compute.types import NodeState as LibcloudState
 
 from skyfleet.connectors.base import (
     ANY_OWNER,
+    BakedImage,
     Capabilities,
     CloudImage,
     CloudLocation,
@@ -29,6 +30,8 @@ from skyfleet.connectors.base import (
     CloudSize,
     CreateRequest,
     CredentialConfig,
+    ImageOwnerTags,
+    ImageRequest,
     NodeState,
     OwnerTags,
 )
@@ -331,6 +334,45 @@ class ProviderAdapter:
             tags=self.decode_tags(self.raw_tags(node)),
             created_at=node.created_at if isinstance(node.created_at, datetime) else None,
         )
+
+    # -- baking (Capabilities.bake) ---------------------------------------------------------
+    # Every method runs in a worker thread with that thread's driver, like the node methods;
+    # the connector checks ownership and routes writes through the write budget.
+    def create_image(self, driver: Driver, req: ImageRequest) -> BakedImage:
+        """Start making an image from the stopped VM ``req.source_id``; do not wait for it."""
+        raise Unsupported(f"{self.provider} cannot make images", provider=self.provider)
+
+    def get_image(self, driver: Driver, image_id: str) -> BakedImage | None:
+        """The image, or None when it does not exist (or is being deleted)."""
+        raise Unsupported(f"{self.provider} cannot read images", provider=self.provider)
+
+    def find_images(self, driver: Driver, tags: Mapping[str, str]) -> list[BakedImage]:
+        """This account's images carrying all of ``tags`` (our spelling), any state."""
+        raise Unsupported(f"{self.provider} cannot find images by tags", provider=self.provider)
+
+    def tag_image(self, driver: Driver, image: BakedImage, tags: Mapping[str, str]) -> None:
+        """Add ``tags`` to an image made without them (only where create cannot tag)."""
+        raise Unsupported(f"{self.provider} cannot tag images", provider=self.provider)
+
+    def deregister_image(self, driver: Driver, image: BakedImage, owner: ImageOwnerTags) -> None:
+        """Deregister ``image`` (described moments ago, ownership checked) and its snapshots."""
+        raise Unsupported(f"{self.provider} cannot deregister images", provider=self.provider)
+
+    def delete_image_leftovers(self, driver: Driver, image_id: str, owner: ImageOwnerTags) -> None:
+        """The image is gone: delete what an interrupted deregister left of it (if anything)."""
+
+    def copy_image(
+        self, driver: Driver, source_region: str, source_image_id: str, name: str, tags: Mapping[str, str]
+    ) -> BakedImage:
+        raise Unsupported(f"{self.provider} cannot copy images between regions", provider=self.provider)
+
+    def share_image(self, driver: Driver, image: BakedImage, accounts: Sequence[str]) -> None:
+        raise Unsupported(f"{self.provider} cannot share images", provider=self.provider)
+
+    def console_output(self, driver: Driver, provider_id: str) -> str | None:
+        raise Unsupported(f"{self.provider} offers no console output", provider=self.provider)
+
+    # -- end of baking ----------------------------------------------------------------------
 
     # -- errors ---------------------------------------------------------------------------
     def map_error(self, exc: BaseException) -> ConnectorError:

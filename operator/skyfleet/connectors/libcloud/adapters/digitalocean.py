@@ -20,6 +20,7 @@ import json
 import re
 import time
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -27,7 +28,17 @@ from libcloud.common.exceptions import BaseHTTPError
 from libcloud.compute.base import Node
 from libcloud.compute.types import Provider
 
-from skyfleet.connectors.base import Capabilities, CloudNode, CreateRequest, NodeState, OwnerTags
+from skyfleet.connectors.base import (
+    BakedImage,
+    Capabilities,
+    CloudNode,
+    CreateRequest,
+    ImageOwnerTags,
+    ImageRequest,
+    ImageState,
+    NodeState,
+    OwnerTags,
+)
 from skyfleet.connectors.errors import ConnectorError, QuotaExceeded, Throttled
 from skyfleet.connectors.libcloud.adapters.base import Driver, ProviderAdapter, first_secret
 from skyfleet.connectors.libcloud.adapters.tagcodec import LowercaseCodec
@@ -146,6 +157,97 @@ class DigitalOceanAdapter(ProviderAdapter):
             image_id=str(image.get("slug") or image.get("id") or "") or cloud.image_id,
             zone=(data.get("region") or {}).get("slug") or cloud.zone,
         )
+
+    # -- baking: droplet snapshots -----------------------------------------------------------
+    # The snapshot action answers an action, not an image: until it completes the image is
+    # known as "action/<action id>/<droplet id>", and get_image answers the snapshot's own id
+    # once it exists. Snapshots cannot be tagged when made, so the connector tags them then.
+    capabilities = dataclasses.replace(capabilities, bake=True)
+
+    def create_image(self, driver: Driver, req: ImageRequest) -> BakedImage:
+        # A builder is snapshotted once: an earlier snapshot action on it (a lost answer) counts.
+        actions = driver.connection.request(f"/v2/droplets/{req.source_id}/actions", params={"per_page": 50}).object
+        earlier = [
+            a for a in actions.get("actions") or [] if a.get("type") == "snapshot" and a.get("status") != "errored"
+        ]
+        if earlier:
+            action = earlier[0]
+        else:
+            body = json.dumps({"type": "snapshot", "name": req.name})
+            action = driver.connection.request(
+                f"/v2/droplets/{req.source_id}/actions", data=body, method="POST"
+            ).object["action"]
+        return BakedImage(
+            id=f"action/{action['id']}/{req.source_id}",
+            name=req.name,
+            state=ImageState.PENDING,
+            region=self.config.region,
+        )
+
+    def get_image(self, driver: Driver, image_id: str) -> BakedImage | None:
+        if image_id.startswith("action/"):
+            _, action_id, droplet = image_id.split("/", 2)
+            action = driver.connection.request(f"/v2/actions/{action_id}").object["action"]
+            if action.get("status") == "errored":
+                return BakedImage(
+                    id=image_id, name="", state=ImageState.FAILED, region=self.config.region, reason="errored"
+                )
+            if action.get("status") != "completed":
+                return BakedImage(id=image_id, name="", state=ImageState.PENDING, region=self.config.region)
+            snapshots = driver.connection.request(f"/v2/droplets/{droplet}/snapshots").object.get("snapshots") or []
+            if not snapshots:
+                return None
+            image_id = str(max(snapshots, key=lambda i: str(i.get("created_at", "")))["id"])
+        try:
+            body = driver.connection.request(f"/v2/images/{image_id}").object
+        except BaseHTTPError as exc:
+            if http_status(exc) == 404:
+                return None
+            raise
+        return self._baked(body["image"])
+
+    def find_images(self, driver: Driver, tags: Mapping[str, str]) -> list[BakedImage]:
+        preferred = (ImageOwnerTags.BAKE_KEY, ImageOwnerTags.IMAGE_UID)
+        selective = next((k for k in preferred if k in tags), next(iter(tags)))
+        (tag_name,) = self.tag_strings({selective: tags[selective]})
+        images: list[BakedImage] = []
+        page = 1
+        while True:
+            params = {"private": "true", "tag_name": tag_name, "per_page": _PAGE_SIZE, "page": page}
+            body = driver.connection.request("/v2/images", params=params).object
+            images.extend(i for i in (self._baked(d) for d in body.get("images", [])) if i is not None)
+            if not (body.get("links") or {}).get("pages", {}).get("next"):
+                break
+            page += 1
+        wanted = self.decoded(tags)
+        return [i for i in images if all(i.tags.get(k) == v for k, v in wanted.items())]
+
+    def tag_image(self, driver: Driver, image: BakedImage, tags: Mapping[str, str]) -> None:
+        body = json.dumps({"resources": [{"resource_id": image.id, "resource_type": "image"}]})
+        for tag in self.tag_strings(tags):
+            # A tag must exist before it is attached; creating one that exists answers it as is.
+            driver.connection.request("/v2/tags", data=json.dumps({"name": tag}), method="POST")
+            driver.connection.request(f"/v2/tags/{quote(tag, safe=':')}/resources", data=body, method="POST")
+
+    def deregister_image(self, driver: Driver, image: BakedImage, owner: ImageOwnerTags) -> None:
+        driver.connection.request(f"/v2/images/{image.id}", method="DELETE")
+
+    def _baked(self, data: Mapping[str, Any]) -> BakedImage | None:
+        status = str(data.get("status") or "available")
+        if status in ("deleted", "retired"):
+            return None
+        pairs = (str(t).split(":", 1) for t in data.get("tags") or [])
+        created = data.get("created_at")
+        return BakedImage(
+            id=str(data["id"]),
+            name=str(data.get("name") or ""),
+            state=ImageState.AVAILABLE if status == "available" else ImageState.PENDING,
+            tags=self.decode_tags({p[0]: (p[1] if len(p) > 1 else "") for p in pairs}),
+            region=self.config.region,
+            created_at=datetime.fromisoformat(str(created).replace("Z", "+00:00")) if created else None,
+        )
+
+    # -- end of baking ------------------------------------------------------------------------
 
     # -- errors ---------------------------------------------------------------------------
     def map_error(self, exc: BaseException) -> ConnectorError:

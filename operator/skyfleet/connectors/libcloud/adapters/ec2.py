@@ -20,10 +20,12 @@ unless the Image says ``owner: "*"`` (any publisher, knowingly).
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from libcloud.common.exceptions import BaseHTTPError
@@ -34,11 +36,15 @@ from libcloud.compute.types import Provider
 
 from skyfleet.connectors.base import (
     ANY_OWNER,
+    BakedImage,
     Capabilities,
     CloudImage,
     CloudNode,
     CloudSize,
     CreateRequest,
+    ImageOwnerTags,
+    ImageRequest,
+    ImageState,
     NodeState,
 )
 from skyfleet.connectors.errors import (
@@ -265,6 +271,153 @@ class EC2Adapter(ProviderAdapter):
             params[f"Tag.{i}.Value"] = value
         driver.connection.request(driver.path, params=params)
 
+    # -- baking: AMIs from stopped builders ----------------------------------------------
+    # Requests are sent by hand like DeleteTags above: libcloud's create_image cannot tag, its
+    # copy_image takes (image, source_region) where the base class takes (source_region,
+    # image), and neither pages nor reports an image's tags and snapshots together.
+    capabilities = dataclasses.replace(capabilities, bake=True, image_copy=True, image_share=True)
+
+    def create_image(self, driver: Driver, req: ImageRequest) -> BakedImage:
+        # TagSpecification tags the AMI in the same request: there is no moment in which it
+        # exists untagged. The builder is stopped already, so NoReboot changes nothing.
+        params = {"Action": "CreateImage", "InstanceId": req.source_id, "Name": req.name, "NoReboot": "true"}
+        if req.description:
+            params["Description"] = req.description
+        params.update(_tag_specification("image", self.encode_tags(req.tags)))
+        try:
+            elem = driver.connection.request(driver.path, params=params).object
+        except BaseHTTPError as exc:
+            # AMI names are unique per account and region: a duplicate means an earlier attempt
+            # made it and its answer was lost. That one counts, if it is ours.
+            if _error_code(str(exc.message)) == "InvalidAMIName.Duplicate":
+                for image in self._describe_images(driver, {"Owner.1": "self", **_filters({"name": [req.name]})}):
+                    if all(image.tags.get(k) == v for k, v in req.tags.items()):
+                        return image
+            raise
+        return BakedImage(
+            id=str(elem.findtext(f"{_NS}imageId")),
+            name=req.name,
+            state=ImageState.PENDING,
+            tags=dict(req.tags),
+            region=self.config.region,
+        )
+
+    def get_image(self, driver: Driver, image_id: str) -> BakedImage | None:
+        try:
+            found = self._describe_images(driver, {"ImageId.1": image_id})
+        except BaseHTTPError as exc:
+            if (_error_code(str(exc.message)) or "").startswith("InvalidAMIID."):
+                return None
+            raise
+        return found[0] if found else None
+
+    def find_images(self, driver: Driver, tags: Mapping[str, str]) -> list[BakedImage]:
+        filters = {f"tag:{k}": [v] for k, v in self.encode_tags(tags).items()}
+        found = self._describe_images(driver, {"Owner.1": "self", **_filters(filters)})
+        return [i for i in found if all(i.tags.get(k) == v for k, v in tags.items())]
+
+    def deregister_image(self, driver: Driver, image: BakedImage, owner: ImageOwnerTags) -> None:
+        if image.snapshot_ids:
+            # Our identity goes on the snapshots first: should this call stop after the
+            # deregistration, the next one finds them by tags, the AMI that vouched for them gone.
+            params = {"Action": "CreateTags"}
+            for i, snapshot in enumerate(image.snapshot_ids, start=1):
+                params[f"ResourceId.{i}"] = snapshot
+            params.update(_tag_params(self.encode_tags(owner.identity())))
+            driver.connection.request(driver.path, params=params)
+        driver.connection.request(driver.path, params={"Action": "DeregisterImage", "ImageId": image.id})
+        for snapshot in image.snapshot_ids:
+            self._delete_snapshot(driver, snapshot)
+
+    def delete_image_leftovers(self, driver: Driver, image_id: str, owner: ImageOwnerTags) -> None:
+        filters = {f"tag:{k}": [v] for k, v in self.encode_tags(owner.identity()).items()}
+        # CreateImage describes its snapshots "Created by CreateImage(i-...) for ami-...", CopyImage
+        # "Copied for DestinationAmi ami-... from SourceAmi ...": the id ends the text or a word.
+        filters["description"] = [f"* {image_id}", f"* {image_id} *"]
+        params = {"Action": "DescribeSnapshots", "Owner.1": "self", **_filters(filters)}
+        elem = driver.connection.request(driver.path, params=params).object
+        for snapshot in elem.findall(f"{_NS}snapshotSet/{_NS}item"):
+            self._delete_snapshot(driver, str(snapshot.findtext(f"{_NS}snapshotId")))
+
+    def copy_image(
+        self, driver: Driver, source_region: str, source_image_id: str, name: str, tags: Mapping[str, str]
+    ) -> BakedImage:
+        # CopyImage runs in the destination region (this connector's). Its ClientToken makes a
+        # retry answer the copy already made, so a copy whose tagging was interrupted is found
+        # and tagged by the next attempt instead of copied again.
+        params = {
+            "Action": "CopyImage",
+            "SourceRegion": source_region,
+            "SourceImageId": source_image_id,
+            "Name": name,
+            "ClientToken": client_token(f"copy/{source_region}/{source_image_id}/{name}"),
+        }
+        elem = driver.connection.request(driver.path, params=params).object
+        image_id = str(elem.findtext(f"{_NS}imageId"))
+        tagging = {"Action": "CreateTags", "ResourceId.1": image_id, **_tag_params(self.encode_tags(tags))}
+        driver.connection.request(driver.path, params=tagging)
+        return BakedImage(id=image_id, name=name, state=ImageState.PENDING, tags=dict(tags), region=self.config.region)
+
+    def share_image(self, driver: Driver, image: BakedImage, accounts: Sequence[str]) -> None:
+        params = {"Action": "ModifyImageAttribute", "ImageId": image.id}
+        for i, account in enumerate(accounts, start=1):
+            params[f"LaunchPermission.Add.{i}.UserId"] = account
+        driver.connection.request(driver.path, params=params)
+
+    def console_output(self, driver: Driver, provider_id: str) -> str | None:
+        params = {"Action": "GetConsoleOutput", "InstanceId": provider_id}
+        encoded = driver.connection.request(driver.path, params=params).object.findtext(f"{_NS}output")
+        if not encoded:
+            return None
+        return base64.b64decode(encoded).decode("utf-8", errors="replace")
+
+    def _describe_images(self, driver: Driver, params: Mapping[str, str]) -> list[BakedImage]:
+        images: list[BakedImage] = []
+        token: str | None = None
+        while True:
+            page = {"Action": "DescribeImages", **params}
+            if token:
+                page["NextToken"] = token
+            elem = driver.connection.request(driver.path, params=page).object
+            images.extend(
+                image for item in elem.findall(f"{_NS}imagesSet/{_NS}item") if (image := self._baked(item)) is not None
+            )
+            token = elem.findtext(f"{_NS}nextToken")
+            if not token:
+                return images
+
+    def _baked(self, item: Any) -> BakedImage | None:
+        state = _IMAGE_STATES.get(str(item.findtext(f"{_NS}imageState")))
+        if state is None:  # deregistered: gone, whatever DescribeImages still shows
+            return None
+        raw = {
+            str(t.findtext(f"{_NS}key")): str(t.findtext(f"{_NS}value") or "")
+            for t in item.findall(f"{_NS}tagSet/{_NS}item")
+        }
+        snapshots = tuple(
+            str(e.text) for e in item.findall(f"{_NS}blockDeviceMapping/{_NS}item/{_NS}ebs/{_NS}snapshotId") if e.text
+        )
+        created = item.findtext(f"{_NS}creationDate")
+        return BakedImage(
+            id=str(item.findtext(f"{_NS}imageId")),
+            name=str(item.findtext(f"{_NS}name") or ""),
+            state=state,
+            tags=self.decode_tags(raw),
+            region=self.config.region,
+            created_at=datetime.fromisoformat(created.replace("Z", "+00:00")) if created else None,
+            snapshot_ids=snapshots,
+            reason=item.findtext(f"{_NS}stateReason/{_NS}code") if state is ImageState.FAILED else None,
+        )
+
+    def _delete_snapshot(self, driver: Driver, snapshot_id: str) -> None:
+        try:
+            driver.connection.request(driver.path, params={"Action": "DeleteSnapshot", "SnapshotId": snapshot_id})
+        except BaseHTTPError as exc:
+            if _error_code(str(exc.message)) != "InvalidSnapshot.NotFound":
+                raise
+
+    # -- end of baking ------------------------------------------------------------------
+
     # -- errors ---------------------------------------------------------------------------
     def map_error(self, exc: BaseException) -> ConnectorError:
         if isinstance(exc, IdempotentParamError):
@@ -296,3 +449,38 @@ def _error_code(message: str) -> str | None:
     # libcloud's EC2 error text is "Code: message" (several joined by newlines).
     head = message.split(":", 1)[0].strip()
     return head if head and " " not in head else None
+
+
+# -- baking helpers ---------------------------------------------------------------------------
+_IMAGE_STATES = {
+    "pending": ImageState.PENDING,
+    "transient": ImageState.PENDING,
+    "available": ImageState.AVAILABLE,
+    "failed": ImageState.FAILED,
+    "error": ImageState.FAILED,
+    "invalid": ImageState.FAILED,
+    "disabled": ImageState.FAILED,
+}
+
+
+def _filters(filters: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for i, (name, values) in enumerate(filters.items(), start=1):
+        params[f"Filter.{i}.Name"] = name
+        for j, value in enumerate(values, start=1):
+            params[f"Filter.{i}.Value.{j}"] = value
+    return params
+
+
+def _tag_params(tags: Mapping[str, str]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for i, (key, value) in enumerate(tags.items(), start=1):
+        params[f"Tag.{i}.Key"] = key
+        params[f"Tag.{i}.Value"] = value
+    return params
+
+
+def _tag_specification(resource_type: str, tags: Mapping[str, str]) -> dict[str, str]:
+    params = {"TagSpecification.1.ResourceType": resource_type}
+    params.update({f"TagSpecification.1.{k}": v for k, v in _tag_params(tags).items()})
+    return params

@@ -19,14 +19,25 @@ import json
 import re
 import secrets
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from libcloud.common.types import LibcloudError
 from libcloud.compute.base import Node
 from libcloud.compute.types import Provider
 
-from skyfleet.connectors.base import Capabilities, CloudNode, CreateRequest, NodeState, OwnerTags
-from skyfleet.connectors.errors import ConnectorError, InvalidRequest, NotFound, Throttled, Transient
+from skyfleet.connectors.base import (
+    BakedImage,
+    Capabilities,
+    CloudNode,
+    CreateRequest,
+    ImageOwnerTags,
+    ImageRequest,
+    ImageState,
+    NodeState,
+    OwnerTags,
+)
+from skyfleet.connectors.errors import ConnectorError, InvalidRequest, NotFound, QuotaExceeded, Throttled, Transient
 from skyfleet.connectors.libcloud.adapters.base import Driver, ProviderAdapter, first_secret
 from skyfleet.connectors.libcloud.adapters.tagcodec import LengthCodec
 from skyfleet.connectors.libcloud.errors import describe, map_generic
@@ -40,6 +51,15 @@ _KEYS = {
     OwnerTags.INSTANCE: "sf-instance",
     OwnerTags.INSTANCE_UID: "sf-uid",
 }
+# Baking's keys, abbreviated the same way so an Image UID and a bake key fit in 50 characters.
+_KEYS.update(
+    {
+        ImageOwnerTags.IMAGE: "sf-image",
+        ImageOwnerTags.IMAGE_UID: "sf-image-uid",
+        ImageOwnerTags.BAKE_KEY: "sf-bake",
+        ImageOwnerTags.ROLE: "sf-role",
+    }
+)
 _KEYS_BACK = {v: k for k, v in _KEYS.items()}
 _TAG_MAX = 50
 _STATUS = re.compile(r"Status code: (\d{3})")
@@ -165,6 +185,78 @@ class LinodeAdapter(ProviderAdapter):
             image_id=str(node.image) if isinstance(node.image, str) else cloud.image_id,
             zone=str(location) if location else cloud.zone,
         )
+
+    # -- baking: images from the builder's disk ----------------------------------------------
+    # Accounts hold few private images (a small quota), so running into it is QuotaExceeded,
+    # which the bake reports as such instead of retrying.
+    capabilities = dataclasses.replace(capabilities, bake=True)
+
+    def create_image(self, driver: Driver, req: ImageRequest) -> BakedImage:
+        disks = driver.connection.request(f"/v4/linode/instances/{req.source_id}/disks").object.get("data") or []
+        disk = next((d for d in disks if d.get("filesystem") != "swap"), None)
+        if disk is None:
+            raise InvalidRequest(f"instance {req.source_id} has no disk to image", provider=self.provider)
+        payload = {
+            "disk_id": disk["id"],
+            "label": req.name,
+            "description": req.description or f"baked by Skyfleet from {req.source_id}",
+            "tags": self.tag_strings(req.tags),
+        }
+        try:
+            body = driver.connection.request("/v4/images", data=json.dumps(payload), method="POST").object
+        except LibcloudError as exc:
+            mapped = self.map_error(exc)
+            text = describe(exc).lower()
+            if isinstance(mapped, InvalidRequest) and ("limit" in text or "quota" in text):
+                raise QuotaExceeded(describe(exc), provider=self.provider, code="ImageLimit") from None
+            raise
+        image = self._baked(body)
+        if image is None:
+            raise InvalidRequest(f"the new image of {req.source_id} is already gone", provider=self.provider)
+        return image
+
+    def get_image(self, driver: Driver, image_id: str) -> BakedImage | None:
+        try:
+            body = driver.connection.request(f"/v4/images/{image_id}").object
+        except Exception as exc:
+            if isinstance(self.map_error(exc), NotFound):
+                return None
+            raise
+        return self._baked(body)
+
+    def find_images(self, driver: Driver, tags: Mapping[str, str]) -> list[BakedImage]:
+        wanted = self.tag_strings(tags)
+        x_filter = json.dumps({"+and": [{"is_public": False}, *({"tags": t} for t in wanted)]})
+        images: list[BakedImage] = []
+        page, pages = 1, 1
+        while page <= pages:
+            body = driver.connection.request(
+                "/v4/images", params={"page": page, "page_size": 500}, headers={"X-Filter": x_filter}
+            ).object
+            images.extend(i for i in (self._baked(d) for d in body.get("data", [])) if i is not None)
+            pages = int(body.get("pages", 1))
+            page += 1
+        return [i for i in images if all(i.tags.get(k) == v for k, v in tags.items())]
+
+    def deregister_image(self, driver: Driver, image: BakedImage, owner: ImageOwnerTags) -> None:
+        driver.connection.request(f"/v4/images/{image.id}", method="DELETE")
+
+    def _baked(self, data: Mapping[str, Any]) -> BakedImage | None:
+        status = str(data.get("status") or "available")
+        if status == "deleted":
+            return None
+        pairs = (str(t).split("=", 1) for t in data.get("tags") or [])
+        created = data.get("created")
+        return BakedImage(
+            id=str(data["id"]),
+            name=str(data.get("label") or ""),
+            state=ImageState.AVAILABLE if status == "available" else ImageState.PENDING,
+            tags=self.decode_tags({p[0]: (p[1] if len(p) > 1 else "") for p in pairs}),
+            region=self.config.region,
+            created_at=datetime.fromisoformat(str(created)) if created else None,
+        )
+
+    # -- end of baking ------------------------------------------------------------------------
 
     # -- errors ---------------------------------------------------------------------------
     def map_error(self, exc: BaseException) -> ConnectorError:
