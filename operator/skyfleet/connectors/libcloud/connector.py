@@ -279,7 +279,9 @@ class LibcloudConnector(Connector):
         this owner (whose name matches, where the cloud filters by name). Clouds whose
         catalogue holds every public image refuse a name lookup without owner."""
         if image_id:
-            found = await self._cached("image", lambda d: self.adapter.get_image(d, image_id), variant=f"id={image_id}")
+            found = await self._cached(
+                "image", lambda d: self.adapter.image_by_id(d, image_id), variant=f"id={image_id}"
+            )
             if found is None:
                 raise NotFound(f"image {image_id!r} not found", provider=self.config.provider)
             return pick_image([found], image_id=image_id)
@@ -288,7 +290,7 @@ class LibcloudConnector(Connector):
         scope = self.adapter.lookup_owner(owner)
         images = await self._cached(
             "images",
-            lambda d: self.adapter.find_images(d, name_pattern, scope),
+            lambda d: self.adapter.images_named(d, name_pattern, scope),
             variant=f"owner={scope or ''} name={name_pattern}",
         )
         return pick_image(list(images), name_pattern=name_pattern, owner=scope)

@@ -184,7 +184,7 @@ class ProviderAdapter:
         caller filters by owner again either way)."""
         return [self.to_cloud_image(i) for i in driver.list_images()]
 
-    def get_image(self, driver: Driver, image_id: str) -> CloudImage | None:
+    def image_by_id(self, driver: Driver, image_id: str) -> CloudImage | None:
         """The image with exactly this id, or None."""
         return next((i for i in self.list_images(driver) if i.id == image_id), None)
 
@@ -193,7 +193,7 @@ class ProviderAdapter:
         whose catalogue is the whole public's refuse a lookup that names none."""
         return owner
 
-    def find_images(self, driver: Driver, name_pattern: str, owner: str | None) -> list[CloudImage]:
+    def images_named(self, driver: Driver, name_pattern: str, owner: str | None) -> list[CloudImage]:
         """Candidates for a name lookup: as few as the provider can filter to server-side."""
         return self.list_images(driver, owner=None if owner == ANY_OWNER else owner)
 

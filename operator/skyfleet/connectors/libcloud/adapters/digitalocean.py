@@ -219,7 +219,7 @@ class DigitalOceanAdapter(ProviderAdapter):
             if not (body.get("links") or {}).get("pages", {}).get("next"):
                 break
             page += 1
-        wanted = self.decoded(tags)
+        wanted = self.decode_tags(self.encode_tags(tags))
         return [i for i in images if all(i.tags.get(k) == v for k, v in wanted.items())]
 
     def tag_image(self, driver: Driver, image: BakedImage, tags: Mapping[str, str]) -> None:

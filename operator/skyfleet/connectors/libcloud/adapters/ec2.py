@@ -141,7 +141,7 @@ class EC2Adapter(ProviderAdapter):
         owner = owner or self.config.parameters.get("image_owner") or "self"
         return [self.to_cloud_image(i) for i in driver.list_images(ex_owner=owner)]
 
-    def get_image(self, driver: Driver, image_id: str) -> CloudImage | None:
+    def image_by_id(self, driver: Driver, image_id: str) -> CloudImage | None:
         try:
             found = driver.list_images(ex_image_ids=[image_id])
         except Exception as exc:
@@ -163,7 +163,7 @@ class EC2Adapter(ProviderAdapter):
             )
         return owner
 
-    def find_images(self, driver: Driver, name_pattern: str, owner: str | None) -> list[CloudImage]:
+    def images_named(self, driver: Driver, name_pattern: str, owner: str | None) -> list[CloudImage]:
         filters: dict[str, str] = {}
         # EC2 name filters know * and ? as fnmatch does; a pattern with [] is matched client-side only.
         if not re.search(r"[\[\]\\]", name_pattern):
