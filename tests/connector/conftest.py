@@ -10,7 +10,7 @@ import boto3  # type: ignore[import-untyped]
 import pytest
 
 from skyfleet.connectors import CredentialConfig, EndpointPolicy, Limits, OwnerTags
-from skyfleet.connectors.libcloud import LibcloudConnector
+from skyfleet.connectors.libcloud import LibcloudConnector, transport
 from skyfleet.connectors.libcloud.resilience import CircuitBreaker, RetryPolicy
 from skyfleet.testing.ec2emulator import EC2Emulator
 from skyfleet.testing.fastec2 import FastEC2
@@ -138,3 +138,13 @@ def instances_tagged(boto_ec2: Any, key: str, value: str) -> list[dict[str, Any]
         for reservation in page["Reservations"]:
             found.extend(reservation["Instances"])
     return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def raw_drivers_reach_loopback() -> Iterator[None]:
+    """Tests also drive libcloud directly (to seed an emulator, or to look behind the connector's
+    back); every libcloud connection goes through Skyfleet's guarded transport, which refuses
+    loopback unless allowed. Allow it for the whole run, as an operator with
+    ``--allow-endpoint 127.0.0.1`` would: the connector's own calls set their scope per call."""
+    with transport.call_scope(transport.CallScope(policy=LOOPBACK, track=False)):
+        yield
