@@ -75,7 +75,7 @@ class NovaImagesMockHttp(RecordedHttp):
 
     def _v2_1_p_123_servers_srv_1_action(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
         # HAND-WRITTEN like libcloud's own test: 202, no body, the image in the Location header.
-        return 202, "", {"location": "http://nova.test:8774/v2.1/p-123/images/img-baked"}, "Accepted"
+        return 202, "", {"location": "https://nova.test:8774/v2.1/p-123/images/img-baked"}, "Accepted"
 
     def _v2_1_p_123_images_img_baked(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
         if method == "DELETE":
@@ -106,8 +106,8 @@ async def nova(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LibcloudConnect
         namespace="team-a",
         provider="openstack",
         region="RegionOne",
-        endpoint_url="http://keystone.test:5000",
-        parameters={"project": "shop", "compute_url": "http://nova.test:8774/v2.1/p-123"},
+        endpoint_url="https://keystone.test:5000",
+        parameters={"project": "shop", "compute_url": "https://nova.test:8774/v2.1/p-123"},
         secret={"token": CANARY},
     )
     connector = connector_for(config)

@@ -19,7 +19,7 @@ from skyfleet.connectors import CloudNode, ConnectorError, CreateRequest, Creden
 from skyfleet.connectors.libcloud import LibcloudConnector
 from skyfleet.testing.ec2emulator import EC2Emulator
 from skyfleet.testing.fastec2 import FastEC2
-from tests.connector.conftest import AMI, CANARY_SECRET, CLUSTER, owner
+from tests.connector.conftest import AMI, CANARY_SECRET, CLUSTER, LOOPBACK, owner
 
 pytestmark = pytest.mark.connector
 
@@ -77,6 +77,7 @@ def config(endpoint: str, region: str) -> CredentialConfig:
         parameters={"describe_page_size": "5"},
         secret=CANARY_SECRET,
         limits=Limits(requests_per_second=500.0, burst=500, max_concurrency=4),
+        endpoint_policy=LOOPBACK,
     )
 
 
