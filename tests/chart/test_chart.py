@@ -175,7 +175,18 @@ def test_image_digest_pins_the_image(render: Render) -> None:
 
 @pytest.mark.parametrize(
     "values",
-    [{}, {"watchNamespaces": ["a", "b"], "operator": {"clusterId": "prod-eu", "logLevel": "DEBUG", "workers": 4}}],
+    [
+        {},
+        {
+            "watchNamespaces": ["a", "b"],
+            "operator": {
+                "clusterId": "prod-eu",
+                "logLevel": "DEBUG",
+                "workers": 4,
+                "allowedEndpoints": ["keystone.lab.example.org", "10.20.0.0/16"],
+            },
+        },
+    ],
     ids=["defaults", "custom"],
 )
 def test_operator_environment_is_valid_settings(render: Render, values: dict[str, Any]) -> None:
@@ -198,8 +209,11 @@ def test_operator_environment_is_valid_settings(render: Render, values: dict[str
     assert parsed.liveness_endpoint == "http://0.0.0.0:8081/healthz"
     if "operator" in values:
         assert parsed.cluster_id == "prod-eu"
+        assert parsed.allowed_endpoints == ["keystone.lab.example.org", "10.20.0.0/16"]
         assert parsed.log_level == "DEBUG"
         assert parsed.workers == 4
+    else:
+        assert parsed.allowed_endpoints == []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,7 +233,7 @@ def test_chart_crd_copies_are_identical_to_crds_folder() -> None:
     """
     source = {p.name: p.read_bytes() for p in crd_files()}
     copies = {p.name: p.read_bytes() for p in (CHART / "files" / "crds").glob("*.yaml")}
-    assert len(source) == len(KINDS)
+    assert len(source) == len(ALL_KINDS)
     assert sorted(copies) == sorted(source), "files/crds holds the CRDs and nothing else (every file renders as a CRD)"
     stale = [name for name in source if source[name] != copies[name]]
     assert not stale, (
@@ -267,6 +281,8 @@ NAMESPACED_RULES = [
     (("skyfleet.io",), ("deployments/finalizers",), ("update",)),
     # get by name, nothing else: an admission policy, not the operator, keeps a credential's Secret
     (("",), ("secrets",), ("get",)),
+    # a CloudCredential's endpoint.caBundle may come from a ConfigMap in its namespace
+    (("",), ("configmaps",), ("get",)),
     (("",), ("events",), ("create",)),
     (("events.k8s.io",), ("events",), ("create",)),
 ]
