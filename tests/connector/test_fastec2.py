@@ -11,7 +11,9 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
+import boto3  # type: ignore[import-untyped]
 import pytest
+from botocore.exceptions import ClientError  # type: ignore[import-untyped]
 from libcloud.common.exceptions import BaseHTTPError
 from libcloud.compute.base import NodeImage, NodeSize
 from libcloud.compute.drivers.ec2 import IdempotentParamError
@@ -59,6 +61,20 @@ def query(endpoint: str, params: dict[str, str], headers: dict[str, str] | None 
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
+
+
+def boto(endpoint: str, region: str = "us-east-1") -> Any:
+    """boto3 parses answers by AWS's own service model: a shape fastec2 gets wrong shows here."""
+    return boto3.client(
+        "ec2", region_name=region, endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
+
+
+def error_code(call: Any) -> str:
+    with pytest.raises(ClientError) as refused:
+        call()
+    code: str = refused.value.response["Error"]["Code"]
+    return code
 
 
 def create(uid: str, **overrides: Any) -> CreateRequest:
@@ -195,6 +211,13 @@ def test_paging_sees_every_reservation_once_while_the_fleet_changes(fast: FastEC
             "InvalidParameterValue",
         ),
         ({"Action": "RunInstances"}, "MissingParameter"),
+        ({"Action": "CreateImage", "InstanceId": "i-0123456789abcdef0", "Name": "ab"}, "InvalidAMIName.Malformed"),
+        ({"Action": "DeleteSnapshot", "SnapshotId": "snap-bogus"}, "InvalidSnapshotID.Malformed"),
+        ({"Action": "DeleteSnapshot", "SnapshotId": "snap-0123456789abcdef0"}, "InvalidSnapshot.NotFound"),
+        ({"Action": "CreateSnapshot", "VolumeId": "vol-0123456789abcdef0"}, "InvalidVolume.NotFound"),
+        ({"Action": "CreateVolume", "Size": "1"}, "MissingParameter"),
+        ({"Action": "DescribeImageAttribute", "ImageId": AMI, "Attribute": "launchPermission"}, "AuthFailure"),
+        ({"Action": "GetConsoleOutput"}, "MissingParameter"),
         ({"Action": "TerminateInstances"}, "MissingParameter"),
         ({"Action": "FrobnicateInstances"}, "InvalidAction"),
         ({}, "MissingAction"),
@@ -325,3 +348,108 @@ async def test_a_missing_instance_is_not_found_through_the_connector(
     connector = make_connector(fast.endpoint)
     with pytest.raises(NotFound):
         await connector.release("i-0123456789abcdef0", owner("nobody"))
+
+
+def test_a_baked_image_owns_its_snapshots_until_they_are_deleted(fast: FastEC2) -> None:
+    # moto cannot tag snapshots in CreateImage, deletes no snapshot it says an image uses, and
+    # lists a made-up snapshot per catalogue image as the account's own; EC2 does none of that.
+    ec2 = boto(fast.endpoint)
+    builder = ec2.run_instances(ImageId=AMI, MinCount=1, MaxCount=1, InstanceType="t3.micro")["Instances"][0]
+    image_id = ec2.create_image(
+        InstanceId=builder["InstanceId"],
+        Name="shop-web-2026.02",
+        TagSpecifications=[
+            {"ResourceType": "image", "Tags": [{"Key": "bake", "Value": "b1"}]},
+            {"ResourceType": "snapshot", "Tags": [{"Key": "bake", "Value": "b1-disk"}]},
+        ],
+    )["ImageId"]
+    (image,) = ec2.describe_images(Owners=["self"], Filters=[{"Name": "tag:bake", "Values": ["b1"]}])["Images"]
+    (snapshot_id,) = [m["Ebs"]["SnapshotId"] for m in image["BlockDeviceMappings"]]
+    (snapshot,) = ec2.describe_snapshots(SnapshotIds=[snapshot_id])["Snapshots"]
+
+    in_use = error_code(lambda: ec2.delete_snapshot(SnapshotId=snapshot_id))
+    ec2.deregister_image(ImageId=image_id)
+    kept = ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]
+    ec2.delete_snapshot(SnapshotId=snapshot_id)
+
+    assert image["ImageId"] == image_id
+    assert snapshot["Description"] == f"Created by CreateImage({builder['InstanceId']}) for {image_id}"
+    assert snapshot["Tags"] == [{"Key": "bake", "Value": "b1-disk"}]
+    assert in_use == "InvalidSnapshot.InUse"
+    assert [s["SnapshotId"] for s in kept] == [snapshot_id]  # deregistering keeps the snapshot
+    assert ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"] == []
+    assert ec2.describe_snapshots(OwnerIds=["amazon"])["Snapshots"] == []
+
+
+def test_copy_image_client_token_answers_the_first_copy(fast: FastEC2) -> None:
+    # moto makes a new copy for every retry of one CopyImage; EC2 answers the first one.
+    east, west = boto(fast.endpoint), boto(fast.endpoint, "eu-central-1")
+    builder = east.run_instances(ImageId=AMI, MinCount=1, MaxCount=1, InstanceType="t3.micro")["Instances"][0]
+    source = east.create_image(InstanceId=builder["InstanceId"], Name="shop-web-2026.03")["ImageId"]
+    request = {
+        "SourceRegion": "us-east-1",
+        "SourceImageId": source,
+        "Name": "shop-web-2026.03",
+        "ClientToken": "copy-1",
+        "TagSpecifications": [{"ResourceType": "image", "Tags": [{"Key": "bake", "Value": "b2"}]}],
+    }
+
+    first = west.copy_image(**request)["ImageId"]
+    retried = west.copy_image(**request)["ImageId"]
+    mismatch = error_code(lambda: west.copy_image(**{**request, "Name": "shop-web-other"}))
+
+    assert retried == first
+    assert mismatch == "IdempotentParameterMismatch"
+    (copy,) = west.describe_images(Owners=["self"])["Images"]
+    assert (copy["ImageId"], copy["Tags"]) == (first, [{"Key": "bake", "Value": "b2"}])
+    (snapshot,) = west.describe_snapshots(OwnerIds=["self"])["Snapshots"]
+    assert snapshot["Description"].startswith(f"Copied for DestinationAmi {first} from SourceAmi {source} ")
+
+
+def test_launch_permissions_are_the_owners_to_grant(fast: FastEC2) -> None:
+    # moto lets any account share, or read the sharing of, a catalogue image it does not own.
+    ec2 = boto(fast.endpoint)
+    builder = ec2.run_instances(ImageId=AMI, MinCount=1, MaxCount=1, InstanceType="t3.micro")["Instances"][0]
+    image_id = ec2.create_image(InstanceId=builder["InstanceId"], Name="shop-web-2026.04")["ImageId"]
+
+    def granted() -> list[dict[str, str]]:
+        found: list[dict[str, str]] = ec2.describe_image_attribute(ImageId=image_id, Attribute="launchPermission")[
+            "LaunchPermissions"
+        ]
+        return found
+
+    ec2.modify_image_attribute(
+        ImageId=image_id, LaunchPermission={"Add": [{"UserId": "210987654321"}, {"UserId": "111122223333"}]}
+    )
+    two = granted()
+    ec2.modify_image_attribute(ImageId=image_id, LaunchPermission={"Remove": [{"UserId": "111122223333"}]})
+    ec2.modify_image_attribute(ImageId=image_id, LaunchPermission={"Add": [{"Group": "all"}]})
+
+    assert two == [{"UserId": "111122223333"}, {"UserId": "210987654321"}]
+    assert granted() == [{"Group": "all"}, {"UserId": "210987654321"}]
+    assert ec2.describe_images(ImageIds=[image_id])["Images"][0]["Public"] is True
+    bad_account = error_code(
+        lambda: ec2.modify_image_attribute(ImageId=image_id, LaunchPermission={"Add": [{"UserId": "me"}]})
+    )
+    assert bad_account == "InvalidAMIAttributeItemValue"
+    stranger = error_code(
+        lambda: ec2.modify_image_attribute(ImageId=AMI, LaunchPermission={"Add": [{"UserId": "210987654321"}]})
+    )
+    assert stranger == "AuthFailure"
+
+
+def test_console_output_appears_once_the_instance_has_booted(fast: FastEC2) -> None:
+    # moto answers its canned log even for an instance still pending.
+    fast.configure(pending_delay=0.3)
+    ec2 = boto(fast.endpoint)
+    instance_id = ec2.run_instances(ImageId=AMI, MinCount=1, MaxCount=1, InstanceType="t3.micro")["Instances"][0][
+        "InstanceId"
+    ]
+
+    early = ec2.get_console_output(InstanceId=instance_id)
+    asyncio.run(asyncio.sleep(0.4))
+    booted = ec2.get_console_output(InstanceId=instance_id)
+
+    assert "Output" not in early
+    assert "Linux version" in booted["Output"]  # boto3 has decoded EC2's base64
+    assert instance_id in booted["Output"]

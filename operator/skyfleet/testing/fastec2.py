@@ -37,11 +37,42 @@ Behaviour, as on EC2:
 Deliberately closer to EC2 than moto is (each is a request moto accepts and EC2 refuses):
 unknown or malformed image ids, MaxResults outside 5-1000, changing the instance type of an
 instance that is not stopped (``IncorrectInstanceState``), unknown filters
-(``InvalidParameterValue``), unknown actions (``InvalidAction``). Network interfaces, security
-groups, volumes and addresses exist only as far as responses need them (DescribeAddresses is
-always empty). Images: moto's default catalogue (moto/ec2/resources/amis.json: same ids, owners
-and names, one fixed creation date) in every region, but not the latest Amazon Linux and ECS
-images moto adds per region; CreateImage, CopyImage, DeregisterImage, DescribeImages.
+(``InvalidParameterValue``), unknown actions (``InvalidAction``), a second AMI of a name the
+account uses in that region (``InvalidAMIName.Duplicate``), a malformed AMI name
+(``InvalidAMIName.Malformed``: 3-128 characters of EC2's set), deregistering, sharing or reading
+the launch permissions of an image the account does not own (moto lets anyone change a catalogue
+image; ``DescribeImageAttribute``/``ModifyImageAttribute`` answer ``AuthFailure: Not authorized
+for image:ami-...`` as EC2 does). Network interfaces, security groups and addresses exist only
+as far as responses need them (DescribeAddresses is always empty).
+
+Images: moto's default catalogue (moto/ec2/resources/amis.json: same ids, owners and names, one
+fixed creation date) in every region, but not the latest Amazon Linux and ECS images moto adds
+per region. CreateImage and CopyImage make images of this account with snapshots of their own,
+and as on EC2 (not moto):
+
+* ``TagSpecification`` tags the image and, with ResourceType ``snapshot``, its snapshots in the
+  same request (moto fails on snapshot tags); CopyImage takes ``TagSpecification`` too, and
+  ``CopyImageTags=true`` carries the source's tags over.
+* CopyImage deduplicates its ``ClientToken`` per region (moto makes another copy per retry):
+  the same token and parameters answer the first copy, other parameters
+  ``IdempotentParameterMismatch``.
+* snapshot descriptions are EC2's: ``Created by CreateImage(i-...) for ami-...`` and
+  ``Copied for DestinationAmi ami-... from SourceAmi ami-... for SourceSnapshot snap-...``;
+  a snapshot stays ``pending`` while its image does.
+* DeregisterImage keeps the snapshots; DeleteSnapshot refuses one a registered image still uses
+  (``InvalidSnapshot.InUse``) and deletes it afterwards. A deregistered image's id answers
+  ``InvalidAMIID.NotFound`` at once (EC2 shows it briefly, then answers empty, then NotFound).
+* DescribeSnapshots shows only the account's own snapshots (moto also lists one made-up
+  snapshot per catalogue image as the account's); CreateSnapshot answers ``pending`` and
+  completes at once.
+* Launch permissions: ``ModifyImageAttribute`` (``LaunchPermission.Add|Remove.N.UserId|Group``,
+  or the older ``OperationType`` with ``UserId.N``/``UserGroup.N``) and
+  ``DescribeImageAttribute`` (launchPermission, description, blockDeviceMapping, productCodes).
+* GetConsoleOutput answers a boot log (base64, as EC2 sends it) once an instance has left
+  ``pending``; before that it answers no output, as EC2 does for a VM that has not booted.
+
+Volumes: CreateVolume (by size or from a snapshot) makes a volume to snapshot; DescribeVolumes
+is not answered. An instance's root volume can be snapshotted too.
 
 Control endpoints (loopback, no auth): ``POST /moto-api/reset`` (the same path as the moto
 emulator, so ``EmulatorProcess.reset`` works on both), ``POST /skyfleet-emulator/seed`` and
@@ -89,6 +120,11 @@ _SIGV4_SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/([^/,\s]+)/ec2/")
 _HOST_REGION = re.compile(r"^ec2\.([a-z0-9-]+)\.amazonaws\.com")
 _INSTANCE_ID = re.compile(r"^i-([0-9a-f]{8}|[0-9a-f]{17})$")
 _IMAGE_ID = re.compile(r"^ami-[0-9a-z]{8,17}$")
+_SNAPSHOT_ID = re.compile(r"^snap-([0-9a-f]{8}|[0-9a-f]{17})$")
+_VOLUME_ID = re.compile(r"^vol-([0-9a-f]{8}|[0-9a-f]{17})$")
+_IMAGE_NAME = re.compile(r"^[A-Za-z0-9()\[\] ./'@_-]{3,128}$")
+_ACCOUNT = re.compile(r"^\d{12}$")
+_LAUNCH_PERMISSION = re.compile(r"^LaunchPermission\.(Add|Remove)\.\d+\.(UserId|Group)$")
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$")
 # Parameters that differ between retries of one logical RunInstances (signature, clock).
 _VOLATILE = re.compile(r"^(Signature.*|AWSAccessKeyId|Timestamp|Expires|X-Amz-.*|Version|Action)$")
@@ -257,24 +293,77 @@ class Image:
     description: str = ""
     source_instance: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    # The EBS snapshots behind the block devices (the account's own, for images made here).
+    snapshots: tuple[str, ...] = ()
+    # Accounts granted launch permission (ModifyImageAttribute); ``public`` is the group "all".
+    launch_users: set[str] = field(default_factory=set)
+
+    def snapshot_ids(self) -> tuple[str, ...]:
+        # A catalogue image's snapshot belongs to its publisher: an id that stays the same, no more.
+        return self.snapshots or ("snap-" + hashlib.sha256(self.id.encode()).hexdigest()[:17],)
 
     def xml(self) -> str:
         alias = "<imageOwnerAlias>amazon</imageOwnerAlias>" if self.owner in _AMAZON_OWNERS else ""
         platform = f"<platform>{self.platform}</platform>" if self.platform else ""
         description = f"<description>{escape(self.description)}</description>" if self.description else ""
-        snapshot = "snap-" + hashlib.sha256(self.id.encode()).hexdigest()[:17]
+        devices = "".join(
+            f"<item><deviceName>/dev/xvd{chr(ord('a') + n)}</deviceName>"
+            f"<ebs><snapshotId>{snapshot}</snapshotId><volumeSize>8</volumeSize>"
+            "<deleteOnTermination>true</deleteOnTermination><volumeType>gp2</volumeType>"
+            "<encrypted>false</encrypted></ebs></item>"
+            for n, snapshot in enumerate(self.snapshot_ids())
+        )
         return (
             f"<item><imageId>{self.id}</imageId><imageLocation>{self.owner}/{escape(self.name)}</imageLocation>"
             f"<imageState>{self.state}</imageState><imageOwnerId>{self.owner}</imageOwnerId>"
             f"<creationDate>{self.created}</creationDate><isPublic>{str(self.public).lower()}</isPublic>"
             f"<architecture>{self.architecture}</architecture><imageType>machine</imageType>{platform}"
             f"<name>{escape(self.name)}</name>{description}{alias}<rootDeviceType>ebs</rootDeviceType>"
-            "<rootDeviceName>/dev/xvda</rootDeviceName><blockDeviceMapping><item><deviceName>/dev/xvda</deviceName>"
-            f"<ebs><snapshotId>{snapshot}</snapshotId><volumeSize>8</volumeSize>"
-            "<deleteOnTermination>true</deleteOnTermination><volumeType>gp2</volumeType></ebs></item>"
-            "</blockDeviceMapping><virtualizationType>hvm</virtualizationType><hypervisor>xen</hypervisor>"
+            f"<rootDeviceName>/dev/xvda</rootDeviceName><blockDeviceMapping>{devices}</blockDeviceMapping>"
+            "<virtualizationType>hvm</virtualizationType><hypervisor>xen</hypervisor>"
             f"{_tag_set(self.tags)}</item>"
         )
+
+
+@dataclass
+class Snapshot:
+    id: str
+    volume_id: str
+    size: int
+    description: str
+    started: str
+    state: str = "completed"
+    tags: dict[str, str] = field(default_factory=dict)
+    image_id: str | None = None  # the registered image that uses it: EC2 refuses to delete it then
+
+    def fields(self, state: str | None = None) -> str:
+        """The snapshot's elements; ``state`` overrides the stored one (CreateSnapshot's answer)."""
+        state = state or self.state
+        progress = "100%" if state == "completed" else "0%"
+        return (
+            f"<snapshotId>{self.id}</snapshotId><volumeId>{self.volume_id}</volumeId>"
+            f"<status>{state}</status><startTime>{self.started}</startTime><progress>{progress}</progress>"
+            f"<ownerId>{ACCOUNT_ID}</ownerId><volumeSize>{self.size}</volumeSize>"
+            f"<description>{escape(self.description)}</description><encrypted>false</encrypted>"
+            f"<storageTier>standard</storageTier>{_tag_set(self.tags)}"
+        )
+
+    def xml(self) -> str:
+        return f"<item>{self.fields()}</item>"
+
+
+@dataclass
+class Volume:
+    """A volume made by CreateVolume: it exists to be snapshotted (instances' root volumes are
+    not Volume objects; ``Region.root_volumes`` finds their instance)."""
+
+    id: str
+    size: int
+    zone: str
+    snapshot_id: str
+    volume_type: str
+    created: str
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 _STOCK = {
@@ -303,6 +392,11 @@ class Region:
         self.by_state: dict[str, set[str]] = {state: set() for state in _STATE_CODES}
         self.tokens: dict[str, tuple[str, int]] = {}
         self.images: dict[str, Image] = {}
+        self.image_names: dict[str, str] = {}  # AMI names are unique per account and region
+        self.image_tokens: dict[str, tuple[str, str]] = {}  # CopyImage ClientToken: (fingerprint, image id)
+        self.snapshots: dict[str, Snapshot] = {}
+        self.volumes: dict[str, Volume] = {}
+        self.root_volumes: dict[str, str] = {}  # volume id -> instance id
         # (due, sequence, resource id, from state): transitions that happen by themselves.
         self.timers: list[tuple[float, int, str, str]] = []
         # (wall-clock time, instance id): terminated instances to forget, soonest first.
@@ -346,6 +440,7 @@ class Region:
             self.unindex_tag(inst, key)
         self.by_state[inst.state].discard(inst.id)
         del self.instances[inst.id]
+        self.root_volumes.pop(inst.volume_id, None)
         siblings = self.reservations.get(inst.seq)
         if siblings is not None:
             siblings.remove(inst)
@@ -481,6 +576,33 @@ def _image_predicate(name: str, values: Sequence[str]) -> Callable[[Image], bool
     return lambda i: match(getter(i))
 
 
+_SNAPSHOT_FILTERS: dict[str, Callable[[Snapshot], str | None]] = {
+    "snapshot-id": lambda s: s.id,
+    "volume-id": lambda s: s.volume_id,
+    "status": lambda s: s.state,
+    "description": lambda s: s.description,
+    "owner-id": lambda s: ACCOUNT_ID,
+    "volume-size": lambda s: str(s.size),
+    "start-time": lambda s: s.started,
+    "progress": lambda s: "100%" if s.state == "completed" else "0%",
+    "encrypted": lambda s: "false",
+    "storage-tier": lambda s: "standard",
+}
+
+
+def _snapshot_predicate(name: str, values: Sequence[str]) -> Callable[[Snapshot], bool]:
+    match = _matcher(values)
+    if name.startswith("tag:"):
+        key = name[4:]
+        return lambda s: match(s.tags.get(key))
+    if name == "tag-key":
+        return lambda s: any(match(k) for k in s.tags)
+    getter = _SNAPSHOT_FILTERS.get(name)
+    if getter is None:
+        raise EC2Error("InvalidParameterValue", f"The filter '{name}' is invalid")
+    return lambda s: match(getter(s))
+
+
 def _filters(params: Mapping[str, str]) -> list[tuple[str, list[str]]]:
     found: dict[int, tuple[str, list[tuple[int, str]]]] = {}
     for key, value in params.items():
@@ -526,6 +648,59 @@ def _tag_pairs(params: Mapping[str, str], prefix: str) -> list[tuple[str, str | 
             elif parts[1] == "Value":
                 values[int(parts[0])] = value
     return [(keys[n], values.get(n)) for n in sorted(keys)]
+
+
+def _image_name(params: Mapping[str, str]) -> str:
+    name = params.get("Name")
+    if not name:
+        raise EC2Error("MissingParameter", "The request must contain the parameter Name")
+    if not _IMAGE_NAME.match(name):
+        raise EC2Error(
+            "InvalidAMIName.Malformed",
+            "AMI names must be 3-128 characters of letters, numbers and ( ) [ ] . / - ' @ _ or space",
+        )
+    return name
+
+
+def _tag_specifications(params: Mapping[str, str], allowed: set[str]) -> dict[str, dict[str, str]]:
+    """``TagSpecification.N.ResourceType`` with its ``Tag.M.Key``/``Value``: tags per resource type."""
+    specs: dict[str, dict[str, str]] = {}
+    numbers = {int(part) for k in params if k.startswith("TagSpecification.") and (part := k.split(".")[1]).isdigit()}
+    for n in sorted(numbers):
+        prefix = f"TagSpecification.{n}"
+        kind = params.get(f"{prefix}.ResourceType")
+        if not kind:
+            raise EC2Error("MissingParameter", f"The request must contain the parameter {prefix}.ResourceType")
+        if kind not in allowed:
+            raise EC2Error(
+                "InvalidParameterValue", f"'{kind}' is not a valid taggable resource type for this operation."
+            )
+        specs.setdefault(kind, {}).update({k: v or "" for k, v in _tag_pairs(params, f"{prefix}.Tag")})
+    for tags in specs.values():
+        _check_tags(tags)
+    return specs
+
+
+def _launch_permission_changes(params: Mapping[str, str]) -> list[tuple[bool, str, str]]:
+    """(add?, "userId" or "group", value) from ``LaunchPermission.Add|Remove.N.UserId|Group``, or
+    from the older ``Attribute=launchPermission`` with ``OperationType`` and ``UserId.N``/``UserGroup.N``."""
+    changes: list[tuple[bool, str, str]] = []
+    for key in sorted(params, key=lambda k: [int(p) if p.isdigit() else 0 for p in k.split(".")]):
+        match = _LAUNCH_PERMISSION.match(key)
+        if match:
+            changes.append((match.group(1) == "Add", "userId" if match.group(2) == "UserId" else "group", params[key]))
+    if params.get("Attribute") == "launchPermission":
+        operation = params.get("OperationType")
+        if operation not in ("add", "remove"):
+            raise EC2Error("InvalidParameterValue", f"Value ({operation}) for parameter operationType is invalid.")
+        changes += [(operation == "add", "userId", u) for u in _numbered(params, "UserId")]
+        changes += [(operation == "add", "group", g) for g in _numbered(params, "UserGroup")]
+    for _, kind, value in changes:
+        if (kind == "userId" and not _ACCOUNT.match(value)) or (kind == "group" and value != "all"):
+            raise EC2Error(
+                "InvalidAMIAttributeItemValue", f'Invalid attribute item value "{value}" for {kind} item type.'
+            )
+    return changes
 
 
 def _check_tags(tags: Mapping[str, str]) -> None:
@@ -664,6 +839,13 @@ class FastEC2Backend:
             "CreateImage": self._create_image,
             "CopyImage": self._copy_image,
             "DeregisterImage": self._deregister_image,
+            "ModifyImageAttribute": self._modify_image_attribute,
+            "DescribeImageAttribute": self._describe_image_attribute,
+            "DescribeSnapshots": self._describe_snapshots,
+            "CreateSnapshot": self._create_snapshot,
+            "DeleteSnapshot": self._delete_snapshot,
+            "CreateVolume": self._create_volume,
+            "GetConsoleOutput": self._get_console_output,
         }
 
     # -- public ------------------------------------------------------------------------------
@@ -751,6 +933,9 @@ class FastEC2Backend:
                 image = region.images.get(resource_id)
                 if image is not None and image.state == "pending":
                     image.state = "available"
+                    for snapshot_id in image.snapshots:
+                        if snapshot_id in region.snapshots:
+                            region.snapshots[snapshot_id].state = "completed"
                 continue
             inst = region.instances.get(resource_id)
             if inst is None or inst.state != from_state:
@@ -847,6 +1032,7 @@ class FastEC2Backend:
                 volume_id=f"vol-{self._random.getrandbits(68):017x}",
             )
             region.instances[inst.id] = inst
+            region.root_volumes[inst.volume_id] = inst.id
             region.by_state["pending"].add(inst.id)
             for key, value in tags.items():
                 region.index_tag(inst, key, value)
@@ -1085,11 +1271,11 @@ class FastEC2Backend:
         return f"<instanceId>{inst.id}</instanceId>{value}"
 
     # -- tags ----------------------------------------------------------------------------------
-    def _tag_targets(self, region: Region, params: Mapping[str, str]) -> list[Instance | Image]:
+    def _tag_targets(self, region: Region, params: Mapping[str, str]) -> list[Instance | Image | Snapshot | Volume]:
         ids = _numbered(params, "ResourceId")
         if not ids:
             raise EC2Error("MissingParameter", "The request must contain the parameter ResourceId")
-        targets: list[Instance | Image] = []
+        targets: list[Instance | Image | Snapshot | Volume] = []
         for resource_id in ids:
             if resource_id.startswith("i-"):
                 targets.extend(self._instances(region, [resource_id]))
@@ -1098,6 +1284,12 @@ class FastEC2Backend:
                 if image.owner != ACCOUNT_ID:
                     raise EC2Error("UnauthorizedOperation", "You are not authorized to perform this operation.")
                 targets.append(image)
+            elif resource_id.startswith("snap-"):
+                targets.append(self._snapshot(region, resource_id))
+            elif resource_id.startswith("vol-") and resource_id in region.volumes:
+                targets.append(region.volumes[resource_id])
+            elif resource_id.startswith("vol-"):
+                raise EC2Error("InvalidVolume.NotFound", f"The volume '{resource_id}' does not exist.")
             else:
                 raise EC2Error("InvalidID", f'The ID "{resource_id}" is not valid')
         return targets
@@ -1170,54 +1362,284 @@ class FastEC2Backend:
 
         return f"<imagesSet>{''.join(i.xml() for i in images if visible(i))}</imagesSet>"
 
-    def _new_image(self, region: Region, name: str, source: Image, description: str, instance: str | None) -> str:
-        if any(i.name == name and i.owner == ACCOUNT_ID for i in region.images.values()):
-            raise EC2Error("InvalidAMIName.Duplicate", f"AMI name {name} is already in use by AMI")
+    def _register(
+        self,
+        region: Region,
+        name: str,
+        source: Image,
+        description: str,
+        *,
+        instance: Instance | None,
+        tags: Mapping[str, Mapping[str, str]],
+    ) -> Image:
+        """A new image of this account, with its own snapshots: one of ``instance``'s root volume
+        (CreateImage), or a copy of each of ``source``'s (CopyImage). Tags by resource type."""
+        if name in region.image_names:
+            raise EC2Error(
+                "InvalidAMIName.Duplicate", f"AMI name {name} is already in use by AMI {region.image_names[name]}"
+            )
         image_id = self._new_id("ami")
         pending = self.settings.image_delay > 0
-        region.images[image_id] = Image(
+        now = time.time()
+        if instance is not None:
+            origins = [(instance.volume_id, f"Created by CreateImage({instance.id}) for {image_id}")]
+        else:
+            stamp = f"{int(now * 1000):,}"
+            origins = [
+                (
+                    "vol-ffffffff",
+                    f"Copied for DestinationAmi {image_id} from SourceAmi {source.id} "
+                    f"for SourceSnapshot {snapshot_id}. Task created on {stamp}.",
+                )
+                for snapshot_id in source.snapshot_ids()
+            ]
+        snapshots = []
+        for volume_id, text in origins:
+            snapshot = Snapshot(
+                id=self._new_id("snap"),
+                volume_id=volume_id,
+                size=8,
+                description=text,
+                started=_iso(now),
+                state="pending" if pending else "completed",
+                tags=dict(tags.get("snapshot", {})),
+                image_id=image_id,
+            )
+            region.snapshots[snapshot.id] = snapshot
+            snapshots.append(snapshot.id)
+        image = region.images[image_id] = Image(
             id=image_id,
             owner=ACCOUNT_ID,
             name=name,
             platform=source.platform,
             architecture=source.architecture,
-            created=_iso(time.time()),
+            created=_iso(now),
             public=False,
             state="pending" if pending else "available",
             description=description,
-            source_instance=instance,
+            source_instance=instance.id if instance else None,
+            tags=dict(tags.get("image", {})),
+            snapshots=tuple(snapshots),
         )
+        region.image_names[name] = image_id
         if pending:
             self._later(region, self.settings.image_delay, image_id, "pending")
-        return f"<imageId>{image_id}</imageId>"
+        return image
 
     def _create_image(self, region: Region, params: Mapping[str, str]) -> str:
-        name = params.get("Name")
-        if not name:
-            raise EC2Error("MissingParameter", "The request must contain the parameter Name")
+        name = _image_name(params)
         inst = self._instances(region, [params.get("InstanceId", "")])[0]
         if inst.state not in ("running", "stopped", "stopping"):
             raise EC2Error("IncorrectInstanceState", f"The instance '{inst.id}' is not in a state to create an image")
+        tags = _tag_specifications(params, {"image", "snapshot"})
         source = region.images.get(inst.image_id) or _STOCK.get(inst.image_id)
         base = source or Image(inst.image_id, "", "", inst.platform, inst.architecture, "", public=False)
-        return self._new_image(region, name, base, params.get("Description", ""), inst.id)
+        image = self._register(region, name, base, params.get("Description", ""), instance=inst, tags=tags)
+        return f"<imageId>{image.id}</imageId>"
 
     def _copy_image(self, region: Region, params: Mapping[str, str]) -> str:
-        name = params.get("Name")
+        name = _image_name(params)
         source_region, source_id = params.get("SourceRegion"), params.get("SourceImageId")
-        if not name or not source_region or not source_id:
+        if not source_region or not source_id:
             raise EC2Error("MissingParameter", "CopyImage needs Name, SourceRegion and SourceImageId")
+        token = params.get("ClientToken", "")
+        if len(token) > 64 or not token.isascii():
+            raise EC2Error("InvalidParameterValue", "ClientToken must be at most 64 ASCII characters")
+        fingerprint = ""
+        if token and self.settings.client_token_dedup:
+            canonical = sorted((k, v) for k, v in params.items() if not _VOLATILE.match(k))
+            fingerprint = hashlib.sha256(json.dumps(canonical).encode()).hexdigest()
+            seen = region.image_tokens.get(token)
+            if seen is not None:
+                if seen[0] != fingerprint:
+                    raise EC2Error(
+                        "IdempotentParameterMismatch",
+                        "Arguments on this idempotent request are inconsistent with arguments used in previous "
+                        "request(s).",
+                    )
+                return f"<imageId>{seen[1]}</imageId>"  # the copy made for this token, as on EC2
+        tags = _tag_specifications(params, {"image", "snapshot"})
         source = self._image(self._region(source_region), source_id)
         if source.state != "available":
             raise EC2Error("InvalidAMIID.Unavailable", f"The image id '[{source_id}]' is not available")
-        return self._new_image(region, name, source, params.get("Description", source.description), None)
+        if params.get("CopyImageTags", "").lower() == "true":
+            tags = {**tags, "image": {**source.tags, **tags.get("image", {})}}
+            _check_tags(tags["image"])
+        image = self._register(
+            region, name, source, params.get("Description", source.description), instance=None, tags=tags
+        )
+        if fingerprint:
+            region.image_tokens[token] = (fingerprint, image.id)
+        return f"<imageId>{image.id}</imageId>"
+
+    def _own_image(self, region: Region, image_id: str) -> Image:
+        image = self._image(region, image_id)
+        if image.owner != ACCOUNT_ID or image.id not in region.images:
+            raise EC2Error("AuthFailure", f"Not authorized for image:{image.id}")
+        return image
 
     def _deregister_image(self, region: Region, params: Mapping[str, str]) -> str:
         image = self._image(region, params.get("ImageId", ""))
         if image.owner != ACCOUNT_ID or image.id not in region.images:
             raise EC2Error("UnauthorizedOperation", "You are not authorized to perform this operation.")
         del region.images[image.id]
+        region.image_names.pop(image.name, None)
+        # Deregistering keeps the snapshots (EC2 bills them until DeleteSnapshot), now deletable.
+        for snapshot_id in image.snapshots:
+            snapshot = region.snapshots.get(snapshot_id)
+            if snapshot is not None:
+                snapshot.image_id = None
         return "<return>true</return>"
+
+    def _modify_image_attribute(self, region: Region, params: Mapping[str, str]) -> str:
+        image = self._own_image(region, params.get("ImageId", ""))
+        changes = _launch_permission_changes(params)
+        description = params.get("Description.Value")
+        if description is None and params.get("Attribute") == "description":
+            description = params.get("Value")
+        if not changes and description is None:
+            raise EC2Error("MissingParameter", "ModifyImageAttribute needs a launch permission or a description")
+        for adding, kind, value in changes:
+            if kind == "group":
+                image.public = adding
+            elif adding:
+                image.launch_users.add(value)
+            else:
+                image.launch_users.discard(value)
+        if description is not None:
+            image.description = description
+        return "<return>true</return>"
+
+    def _describe_image_attribute(self, region: Region, params: Mapping[str, str]) -> str:
+        attribute = params.get("Attribute")
+        if not attribute:
+            raise EC2Error("MissingParameter", "The request must contain the parameter Attribute")
+        image = self._own_image(region, params.get("ImageId", ""))
+        if attribute == "launchPermission":
+            items = "<item><group>all</group></item>" if image.public else ""
+            items += "".join(f"<item><userId>{user}</userId></item>" for user in sorted(image.launch_users))
+            value = f"<launchPermission>{items}</launchPermission>"
+        elif attribute == "description":
+            text = f"<value>{escape(image.description)}</value>" if image.description else ""
+            value = f"<description>{text}</description>"
+        elif attribute == "productCodes":
+            value = "<productCodes/>"
+        elif attribute == "blockDeviceMapping":
+            mappings = re.search(r"<blockDeviceMapping>.*</blockDeviceMapping>", image.xml())
+            value = mappings.group(0) if mappings else "<blockDeviceMapping/>"
+        else:
+            raise EC2Error("InvalidParameterValue", f"Value ({attribute}) for parameter attribute is invalid.")
+        return f"<imageId>{image.id}</imageId>{value}"
+
+    # -- snapshots and volumes -------------------------------------------------------------
+    def _snapshot(self, region: Region, snapshot_id: str) -> Snapshot:
+        if not _SNAPSHOT_ID.match(snapshot_id):
+            raise EC2Error("InvalidSnapshotID.Malformed", f'Invalid id: "{snapshot_id}" (expecting "snap-...")')
+        snapshot = region.snapshots.get(snapshot_id)
+        if snapshot is None:
+            raise EC2Error("InvalidSnapshot.NotFound", f"The snapshot '{snapshot_id}' does not exist.")
+        return snapshot
+
+    def _describe_snapshots(self, region: Region, params: Mapping[str, str]) -> str:
+        ids = _numbered(params, "SnapshotId")
+        owners = {ACCOUNT_ID if o == "self" else o for o in _numbered(params, "Owner")}
+        checks = [_snapshot_predicate(name, values) for name, values in _filters(params)]
+        snapshots = [self._snapshot(region, i) for i in ids] if ids else list(region.snapshots.values())
+        # Every snapshot here is the account's own: an owner list without it (amazon, another
+        # account) sees none of them, and no publisher's public snapshots are emulated.
+        if owners and ACCOUNT_ID not in owners:
+            snapshots = []
+        items = "".join(s.xml() for s in snapshots if all(check(s) for check in checks))
+        return f"<snapshotSet>{items}</snapshotSet>"
+
+    def _create_snapshot(self, region: Region, params: Mapping[str, str]) -> str:
+        volume_id = params.get("VolumeId")
+        if not volume_id:
+            raise EC2Error("MissingParameter", "The request must contain the parameter VolumeId")
+        if not _VOLUME_ID.match(volume_id):
+            raise EC2Error("InvalidVolumeID.Malformed", f'Invalid id: "{volume_id}" (expecting "vol-...")')
+        volume = region.volumes.get(volume_id)
+        if volume is None and volume_id not in region.root_volumes:
+            raise EC2Error("InvalidVolume.NotFound", f"The volume '{volume_id}' does not exist.")
+        tags = _tag_specifications(params, {"snapshot"})
+        snapshot = Snapshot(
+            id=self._new_id("snap"),
+            volume_id=volume_id,
+            size=volume.size if volume is not None else 8,
+            description=params.get("Description", ""),
+            started=_iso(time.time()),
+            tags=dict(tags.get("snapshot", {})),
+        )
+        region.snapshots[snapshot.id] = snapshot
+        # EC2 answers "pending"; the emulator completes it at once (as instances settle at once).
+        return snapshot.fields(state="pending")
+
+    def _delete_snapshot(self, region: Region, params: Mapping[str, str]) -> str:
+        snapshot_id = params.get("SnapshotId")
+        if not snapshot_id:
+            raise EC2Error("MissingParameter", "The request must contain the parameter SnapshotId")
+        snapshot = self._snapshot(region, snapshot_id)
+        if snapshot.image_id is not None:
+            raise EC2Error(
+                "InvalidSnapshot.InUse", f"The snapshot {snapshot.id} is currently in use by {snapshot.image_id}"
+            )
+        del region.snapshots[snapshot.id]
+        return "<return>true</return>"
+
+    def _create_volume(self, region: Region, params: Mapping[str, str]) -> str:
+        zone = params.get("AvailabilityZone")
+        if not zone:
+            raise EC2Error("MissingParameter", "The request must contain the parameter AvailabilityZone")
+        if zone not in region.zones:
+            raise EC2Error("InvalidParameterValue", f"Invalid availability zone: [{zone}]")
+        snapshot_id = params.get("SnapshotId", "")
+        size_text = params.get("Size")
+        if size_text is None and not snapshot_id:
+            raise EC2Error("MissingParameter", "The request must contain the parameter size or snapshotId")
+        snapshot_size = self._snapshot(region, snapshot_id).size if snapshot_id else 0
+        if size_text is not None and (not size_text.isdigit() or not 1 <= int(size_text) <= 16384):
+            raise EC2Error("InvalidParameterValue", f"Volume of size {size_text} is not valid; 1-16384 GiB.")
+        size = int(size_text) if size_text is not None else snapshot_size
+        if size < snapshot_size:
+            raise EC2Error("InvalidParameterValue", f"Volume of {size}GiB is smaller than snapshot {snapshot_id}")
+        tags = _tag_specifications(params, {"volume"})
+        volume = Volume(
+            id=self._new_id("vol"),
+            size=size,
+            zone=zone,
+            snapshot_id=snapshot_id,
+            volume_type=params.get("VolumeType", "gp2"),
+            created=_iso(time.time()),
+            tags=dict(tags.get("volume", {})),
+        )
+        region.volumes[volume.id] = volume
+        return (
+            f"<volumeId>{volume.id}</volumeId><size>{volume.size}</size><snapshotId>{volume.snapshot_id}</snapshotId>"
+            f"<availabilityZone>{volume.zone}</availabilityZone><status>creating</status>"
+            f"<createTime>{volume.created}</createTime><volumeType>{escape(volume.volume_type)}</volumeType>"
+            f"<encrypted>false</encrypted><multiAttachEnabled>false</multiAttachEnabled>{_tag_set(volume.tags)}"
+        )
+
+    # -- console ---------------------------------------------------------------------------
+    def _get_console_output(self, region: Region, params: Mapping[str, str]) -> str:
+        instance_id = params.get("InstanceId")
+        if not instance_id:
+            raise EC2Error("MissingParameter", "The request must contain the parameter InstanceId")
+        inst = self._instances(region, [instance_id])[0]
+        head = f"<instanceId>{inst.id}</instanceId><timestamp>{_iso(time.time())}</timestamp>"
+        if inst.state == "pending":
+            return head  # nothing booted yet: EC2 answers without output
+        return head + f"<output>{base64.b64encode(_boot_log(inst).encode()).decode()}</output>"
+
+
+def _boot_log(inst: Instance) -> str:
+    """A short boot log as a Linux guest writes it to the serial console."""
+    return (
+        "[    0.000000] Linux version 6.1.0-fastec2 (builder@fastec2) (gcc 12.2.0) #1 SMP\n"
+        f"[    0.000000] Command line: BOOT_IMAGE=/boot/vmlinuz root=LABEL=/ console=ttyS0 ({inst.image_id})\n"
+        f"[    2.104000] cloud-init[512]: Cloud-init v. 23.1 running 'init' for {inst.id}\n"
+        f"[    9.871000] cloud-init[901]: Cloud-init v. 23.1 finished. Datasource DataSourceEc2Local.\n"
+    )
 
 
 def _now_text() -> str:
