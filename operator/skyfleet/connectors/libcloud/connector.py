@@ -207,8 +207,16 @@ class LibcloudConnector(Connector):
         self.breaker.before_call()
         # The budget first, then a slot: a call waiting for its token must not hold one of the
         # few slots, or a queue of launches paced at 2/s would keep every listing waiting too
-        # (a fleet's status would freeze while it is being created).
-        await (self._write_bucket if write else self._read_bucket).acquire()
+        # (a fleet's status would freeze while it is being created). A token is spent only on a
+        # call that goes out at once: one that finds every slot busy waits for a slot and pays
+        # again, or tokens saved up behind slow answers would all go out together when the
+        # slots free, over the cloud's own burst.
+        bucket = self._write_bucket if write else self._read_bucket
+        await bucket.acquire()
+        while self._slots.locked():
+            async with self._slots:
+                pass
+            await bucket.acquire()
         async with self._slots:
             started = time.monotonic()
             try:
