@@ -97,6 +97,19 @@ class Metrics:
         self.create_failures = Counter(
             "skyfleet_vm_create_failures_total", "Failed VM creations by reason.", ["provider", "reason"], registry=r
         )
+        self.image_builds = Counter(
+            "skyfleet_image_builds_total",
+            "Finished image bakes by outcome (success or the failure reason).",
+            ["provider", "outcome"],
+            registry=r,
+        )
+        self.image_build_duration = Histogram(
+            "skyfleet_image_build_duration_seconds",
+            "Seconds from a bake's start to its image being available.",
+            ["provider"],
+            buckets=(60, 120, 300, 600, 900, 1200, 1800, 3600, 7200),
+            registry=r,
+        )
         # Per-credential figures summed per provider, so two credentials of one provider add up.
         self._orphans: dict[tuple[str, str], tuple[str, int]] = {}
         self._phases: dict[tuple[str, str], tuple[str, Tally[str]]] = {}
