@@ -17,6 +17,7 @@ reported as such, with its reason, not with the console's content.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,9 +87,9 @@ class _Target:
 class _Status:
     """The Image's status as this pass last wrote it; ``save`` writes only what changed."""
 
-    def __init__(self, ctx: Context, namespace: str, name: str, body: kopf.Body) -> None:
+    def __init__(self, ctx: Context, namespace: str, name: str, body: kopf.Body, raw: Mapping[str, Any]) -> None:
         self.ctx, self.namespace, self.name, self.body = ctx, namespace, name, body
-        self.raw: dict[str, Any] = dict(body.get("status") or {})
+        self.raw: dict[str, Any] = dict(raw)
         self.status = ImageStatus.model_validate(self.raw) if self.raw else ImageStatus()
 
     def bake(self, credential: str, region: str) -> BakeTarget | None:
@@ -134,11 +135,18 @@ async def bake_once(
     in_use: kopf.Index[Any, Any] | None,
 ) -> float:
     """One pass of the bake loop for a baked Image; returns when to look again (seconds)."""
-    image = Image.model_validate(dict(body))
-    build = image.spec.build
-    assert build is not None
     resync = ctx.settings.resync_period
-    st = _Status(ctx, namespace, name, body)
+    # Read, not the watched body: the status this pass resumes from must include the last
+    # pass's writes, which the watch may not have brought back yet (every target's record is
+    # written as one list, so a stale copy would set another target back).
+    fresh = await ctx.kube.get("images", namespace, name)
+    if fresh is None:
+        return resync
+    image = Image.model_validate(fresh)
+    build = image.spec.build
+    if build is None or image.metadata.deletion_timestamp is not None:
+        return resync
+    st = _Status(ctx, namespace, name, body, fresh.get("status") or {})
     problems: list[tuple[str, str]] = []
     try:
         eff = effective_image(name, lambda n: next(iter(images.get((namespace, n), [])), None))
@@ -284,7 +292,8 @@ async def _advance(st: _Status, t: _Target, build: ImageBuild, *, deleting: bool
         if step.status is not None:
             await st.put(step.status, credential=t.credential, region=t.region)
             current = step.status
-            _count(st, t, current)
+            if step.action is not Do.REUSE:
+                _count(st, t, current)
         try:
             await _execute(st, t=t, build=build, step=step, current=current, source=source)
         except ConnectorError as exc:
