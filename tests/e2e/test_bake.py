@@ -127,6 +127,13 @@ def test_the_shop_waits_for_the_first_bake_then_boots_the_baked_ami(world: World
         what="the Deployment waiting for the bake",
     )
     assert w.kube.items("instances.skyfleet.io") == []
+    eventually(lambda: builders(w, ("pending", "running")), timeout=120, what="the builder launched")
+    # The credential's observation lists the builder (it carries the cluster id) every second:
+    # it is the bake loop's, never an orphan.
+    time.sleep(4)
+    cred = w.kube.get("cloudcredentials.skyfleet.io", "cloud")
+    assert condition(cred, "OrphanedVMs")[0] == "False"
+    assert not w.kube.events("OrphanedVMs")
     play_recipe(w, "recipe-v1")
 
     eventually(lambda: bake_of(w).get("phase") == "Available", timeout=120, what="the bake Available")
@@ -270,3 +277,69 @@ def test_deleting_the_image_deregisters_its_amis_and_snapshots(world: World, bak
     assert "Traceback" not in w.operator.log()
     assert "recipe-v" not in w.operator.log()
     assert json.dumps(w.kube.events()).count("recipe-v") == 0
+
+
+def test_an_image_deleted_mid_bake_leaves_no_builder_and_no_partial_image(world: World, baked: dict[str, Any]) -> None:
+    w, proxy = world, baked["proxy"]
+    proxy.faults.image_pending_delay = 600.0  # the image stays pending until the Image is gone
+    try:
+        deleted_mid_bake(w)
+    finally:
+        proxy.faults.image_pending_delay = 6.0
+
+
+def deleted_mid_bake(w: World) -> None:
+    doc = image("recipe-mid")
+    doc["metadata"]["name"] = "mid"
+    dep = deployment(1)
+    dep["metadata"]["name"] = "mid"
+    dep["spec"]["nodeGroups"][0]["imageRef"] = "mid"
+    w.kube.apply(doc, dep)
+    uid = eventually(lambda: (w.kube.get("images.skyfleet.io", "mid") or {}).get("metadata", {}).get("uid"))
+    play_recipe(w, "recipe-mid")
+    eventually(lambda: amis(w, uid), timeout=120, what="the image requested")
+    phase = ((w.kube.get("images.skyfleet.io", "mid") or {}).get("status") or {}).get("bakes", [{}])[0].get("phase")
+    assert phase == "Snapshotting"  # EC2 (the proxy) still says pending
+    w.kube("delete", "deployments.skyfleet.io", "mid", "--timeout=60s")
+    w.kube("delete", "images.skyfleet.io", "mid", "--timeout=120s")
+    assert amis(w, uid) == []
+    assert not [vm for vm in builders(w) if tags(vm).get(IMAGE_UID_TAG) == uid]
+
+
+def test_copy_to_regions_copies_each_bake_and_deleting_the_image_removes_the_copies(
+    world: World, baked: dict[str, Any]
+) -> None:
+    w = world
+    doc = image("recipe-copied", copyToRegions=["us-east-1"])
+    doc["metadata"]["name"] = "copied"
+    dep = deployment(0)  # a target, no VM needed
+    dep["metadata"]["name"] = "copied"
+    dep["spec"]["nodeGroups"][0]["imageRef"] = "copied"
+    w.kube.apply(doc, dep)
+    uid = eventually(lambda: (w.kube.get("images.skyfleet.io", "copied") or {}).get("metadata", {}).get("uid"))
+    play_recipe(w, "recipe-copied")
+
+    def status() -> dict[str, Any]:
+        return (w.kube.get("images.skyfleet.io", "copied") or {}).get("status") or {}
+
+    def both_available() -> bool:
+        bakes = {b["region"]: b for b in status().get("bakes") or []}
+        return set(bakes) == {REGION, "us-east-1"} and all(b["phase"] == "Available" for b in bakes.values())
+
+    eventually(both_available, timeout=180, what="the bake and its copy Available")
+    bakes = {b["region"]: b for b in status()["bakes"]}
+    assert bakes["us-east-1"]["sourceRegion"] == REGION
+    assert bakes["us-east-1"]["bakeKey"] == bakes[REGION]["bakeKey"]
+    copies = w.cloud.client("us-east-1").describe_images(
+        Owners=["self"], Filters=[{"Name": f"tag:{IMAGE_UID_TAG}", "Values": [uid]}]
+    )["Images"]
+    assert [i["ImageId"] for i in copies] == [bakes["us-east-1"]["imageId"]]
+    assert {t["Key"]: t["Value"] for t in copies[0]["Tags"]}[KEY_TAG] == bakes[REGION]["bakeKey"]
+
+    w.kube("delete", "deployments.skyfleet.io", "copied", "--timeout=60s")
+    w.kube("delete", "images.skyfleet.io", "copied", "--timeout=120s")
+    assert amis(w, uid) == []
+    left = w.cloud.client("us-east-1").describe_images(
+        Owners=["self"], Filters=[{"Name": f"tag:{IMAGE_UID_TAG}", "Values": [uid]}]
+    )["Images"]
+    assert [i for i in left if i.get("State") != "deregistered"] == []

@@ -152,7 +152,7 @@ async def bake_once(
         eff = effective_image(name, lambda n: next(iter(images.get((namespace, n), [])), None))
     except ImageError as exc:
         reason = "ParentNotFound" if "not found" in str(exc) else "InvalidImage"
-        await _finish(st, image, [], [(reason, error_message(exc))], [])
+        await _finish(st, image, [], [(reason, error_message(exc))], set())
         return resync
     regions = {key[1]: view.region for key, store in credentials.items() if key[0] == namespace for view in store}
     uses = [(c, r or "") for c, r in image_uses(name, deployments.get(namespace, []), regions)]
@@ -175,13 +175,21 @@ async def bake_once(
     requeue = resync
     for t in targets:
         requeue = min(requeue, await _advance(st, t, build))
-    wanted = {(t.credential, t.region) for t in targets}
+    # A target that could not be prepared this pass (a credential not ready, a lookup that
+    # failed) is still wanted: its bake waits, it is not torn down.
+    wanted = {*uses, *((c, r) for c, _ in uses for r in build.copy_to_regions or [])}
     for stale in [b for b in st.status.bakes or [] if (b.credential, b.region) not in wanted]:
         # No Deployment uses this target any more: finish its clean-up, then forget it.
         requeue = min(requeue, await _retire(ctx, st, image, stale))
     await _retention(ctx, st, image, build, _in_use(in_use, namespace))
     await _sweep_builders(ctx, st, image, targets)
-    await _finish(st, image, uses, problems, targets)
+    await _finish(st, image, uses, problems, wanted)
+    providers = {(t.credential, t.region): t.connector.config.provider for t in targets}
+    builders: dict[str, int] = {}
+    for b in st.status.bakes or []:
+        if b.builder_id and (b.credential, b.region) in providers:
+            builders[providers[(b.credential, b.region)]] = builders.get(providers[(b.credential, b.region)], 0) + 1
+    ctx.metrics.set_builders(namespace, name, builders)
     return max(1.0, requeue)
 
 
@@ -525,7 +533,11 @@ async def _sweep_builders(ctx: Context, st: _Status, image: Image, targets: list
 
 
 async def _finish(
-    st: _Status, image: Image, uses: list[tuple[str, str]], problems: list[tuple[str, str]], targets: list[_Target]
+    st: _Status,
+    image: Image,
+    uses: list[tuple[str, str]],
+    problems: list[tuple[str, str]],
+    wanted: set[tuple[str, str]],
 ) -> None:
     """status.resolved (what VMs boot per target), conditions, phase; one write when anything changed."""
     gen = image.metadata.generation or None
@@ -538,7 +550,6 @@ async def _finish(
             resolved.append(
                 ResolvedImage(credential=credential, region=region, id=source.image_id, bake_key=source.bake_key)
             )
-    wanted = {(t.credential, t.region) for t in targets}
     bakes = [b for b in status.bakes or [] if (b.credential, b.region) in wanted]
     summary = bake.bake_conditions(status.conditions, bakes, now=ts, generation=gen)
     conds, phase, message = summary.conditions, summary.phase, None
@@ -608,6 +619,7 @@ async def bake_cleanup(*, namespace: str | None, name: str, body: kopf.Body, mem
             message = f"{where}: {error_message(exc)}"
             event(body, "Warning", "CannotDeleteBakedImages", message)
             raise kopf.TemporaryError(message, delay=15) from None
+    ctx.metrics.set_builders(namespace, name, {})
     if gone:
         event(
             body,
