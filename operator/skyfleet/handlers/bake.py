@@ -23,7 +23,7 @@ from typing import Any
 
 import kopf
 
-from skyfleet.api.image import BakeTarget, Image, ImageBuild, ImageStatus, ResolvedImage
+from skyfleet.api.image import BakeTarget, BuilderCloud, Image, ImageBuild, ImageStatus, ResolvedImage
 from skyfleet.connectors import (
     BakedImage,
     Connector,
@@ -413,6 +413,16 @@ async def _launch(st: _Status, t: _Target, build: ImageBuild, current: BakeTarge
         )
         await put(failed, **where)
         return
+    place = _builder_cloud(build, t)
+    if place is not None and place.subnet:
+        # Said, not silently ignored: the connector contract has no subnet for a VM yet.
+        event(
+            st.body,
+            "Warning",
+            "BuilderSubnetIgnored",
+            f"{t.credential}/{t.region}: builder subnet {place.subnet} is not applied yet; the builder "
+            "goes to the provider's default network",
+        )
     size = build.builder.size
     cloud_size = await conn.resolve_size(
         cpu=size.cpu,
@@ -428,7 +438,7 @@ async def _launch(st: _Status, t: _Target, build: ImageBuild, current: BakeTarge
         base_image_id=t.base_image_id,
         size_id=cloud_size.id,
         user_data=t.user_data,
-        zone=_builder_zone(build, t),
+        zone=place.zone if place else None,
     )
     node = await conn.create(req)
     await put(bake.launched(current, node), **where)
@@ -447,13 +457,13 @@ async def _share(st: _Status, t: _Target, build: ImageBuild, target: BakeTarget)
     )
 
 
-def _builder_zone(build: ImageBuild, t: _Target) -> str | None:
+def _builder_cloud(build: ImageBuild, t: _Target) -> BuilderCloud | None:
     for c in build.builder.clouds or []:
         if c.credential not in (None, t.credential) or c.provider not in (None, t.connector.config.provider):
             continue
         if c.region not in (None, t.region):
             continue
-        return c.zone
+        return c
     return None
 
 
