@@ -343,3 +343,31 @@ def test_copy_to_regions_copies_each_bake_and_deleting_the_image_removes_the_cop
         Owners=["self"], Filters=[{"Name": f"tag:{IMAGE_UID_TAG}", "Values": [uid]}]
     )["Images"]
     assert [i for i in left if i.get("State") != "deregistered"] == []
+
+
+def test_deletion_policy_orphan_keeps_the_baked_ami(world: World, baked: dict[str, Any]) -> None:
+    w = world
+    doc = image("recipe-kept", deletionPolicy="Orphan")
+    doc["metadata"]["name"] = "kept"
+    dep = deployment(0)
+    dep["metadata"]["name"] = "kept"
+    dep["spec"]["nodeGroups"][0]["imageRef"] = "kept"
+    w.kube.apply(doc, dep)
+    uid = eventually(lambda: (w.kube.get("images.skyfleet.io", "kept") or {}).get("metadata", {}).get("uid"))
+    play_recipe(w, "recipe-kept")
+    eventually(
+        lambda: (
+            (((w.kube.get("images.skyfleet.io", "kept") or {}).get("status") or {}).get("bakes") or [{}])[0].get(
+                "phase"
+            )
+            == "Available"
+        ),
+        timeout=120,
+        what="the bake Available",
+    )
+    [ami] = amis(w, uid)
+    w.kube("delete", "deployments.skyfleet.io", "kept", "--timeout=60s")
+    w.kube("delete", "images.skyfleet.io", "kept", "--timeout=120s")
+    assert [i["ImageId"] for i in amis(w, uid)] == [ami["ImageId"]]
+    assert not [vm for vm in builders(w) if tags(vm).get(IMAGE_UID_TAG) == uid]
+    assert any(e["involvedObject"]["name"] == "kept" for e in w.kube.events("BakedImagesOrphaned"))
