@@ -97,6 +97,23 @@ class Metrics:
         self.create_failures = Counter(
             "skyfleet_vm_create_failures_total", "Failed VM creations by reason.", ["provider", "reason"], registry=r
         )
+        self.image_builds = Counter(
+            "skyfleet_image_builds_total",
+            "Finished image bakes by outcome (success or the failure reason).",
+            ["provider", "outcome"],
+            registry=r,
+        )
+        self.image_build_duration = Histogram(
+            "skyfleet_image_build_duration_seconds",
+            "Seconds from a bake's start to its image being available.",
+            ["provider"],
+            buckets=(60, 120, 300, 600, 900, 1200, 1800, 3600, 7200),
+            registry=r,
+        )
+        self.builder_vms = Gauge(
+            "skyfleet_builder_vms", "Builder VMs of bakes in progress, per provider.", ["provider"], registry=r
+        )
+        self._builders: dict[tuple[str, str], Tally[str]] = {}
         # Per-credential figures summed per provider, so two credentials of one provider add up.
         self._orphans: dict[tuple[str, str], tuple[str, int]] = {}
         self._phases: dict[tuple[str, str], tuple[str, Tally[str]]] = {}
@@ -140,6 +157,13 @@ class Metrics:
     def set_orphans(self, namespace: str, credential: str, provider: str, count: int) -> None:
         self._orphans[(namespace, credential)] = (provider, count)
         self._publish_orphans()
+
+    def set_builders(self, namespace: str, image: str, per_provider: Mapping[str, int]) -> None:
+        """One Image's builder VMs; empty when it has none (or is gone)."""
+        self._builders[(namespace, image)] = Tally(per_provider)
+        totals: Tally[str] = sum(self._builders.values(), Tally())
+        for prov in {labels[0] for labels in _label_sets(self.builder_vms)} | set(totals):
+            self.builder_vms.labels(prov).set(totals.get(prov, 0))
 
     def set_instance_phases(self, namespace: str, credential: str, provider: str, phases: Mapping[str, int]) -> None:
         self._phases[(namespace, credential)] = (provider, Tally(phases))

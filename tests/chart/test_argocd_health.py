@@ -15,8 +15,9 @@ import pytest
 from skyfleet.api.cloudcredential import CloudCredentialStatus
 from skyfleet.api.common import Condition, ConditionStatus
 from skyfleet.api.deployment import DeploymentStatus
-from skyfleet.api.image import ImageStatus
+from skyfleet.api.image import BakeTarget, ImageStatus
 from skyfleet.api.instance import InstanceStatus
+from skyfleet.reconcile.bake import bake_conditions
 from tests.chart.helpers import CHART, Render, one
 
 lua51 = pytest.importorskip("lupa.lua51")
@@ -298,6 +299,39 @@ case(
     make("Image", ImageStatus(observed_generation=2, phase="Pending", conditions=[cond("Ready", False, "Resolving")])),
     "Progressing",
     "Resolving",
+)
+
+
+# --- Image with spec.build: the conditions the bake loop writes (reconcile/bake.py)
+def _baked(*targets: BakeTarget) -> dict[str, Any]:
+    summary = bake_conditions([], list(targets), now=T0, generation=2)
+    return make(
+        "Image",
+        ImageStatus(observed_generation=2, phase=summary.phase, conditions=summary.conditions, bakes=list(targets)),
+    )
+
+
+def _target(phase: str, reason: str | None = None, message: str | None = None) -> BakeTarget:
+    return BakeTarget.model_validate(
+        {
+            "credential": "aws",
+            "region": "eu-central-1",
+            "phase": phase,
+            "bakeKey": "k1",
+            "reason": reason,
+            "message": message,
+        }
+    )
+
+
+case("Image-baked", "Image", _baked(_target("Available")), "Healthy", "baked on 1")
+case("Image-baking", "Image", _baked(_target("Provisioning")), "Progressing", "baking on aws/eu-central-1")
+case(
+    "Image-bake-timeout",
+    "Image",
+    _baked(_target("Failed", "BuildTimeout", "the builder did not power off within 1800 s")),
+    "Degraded",
+    "BuildTimeout",
 )
 
 # --- CloudCredential: healthy once verified

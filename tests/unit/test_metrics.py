@@ -78,3 +78,14 @@ def test_reconcile_results_and_time_to_ready() -> None:
     assert value(metrics, "skyfleet_reconcile_errors_total", controller="image") == 1
     assert value(metrics, "skyfleet_instance_time_to_ready_seconds_bucket", provider="ec2", le="30.0") == 0
     assert value(metrics, "skyfleet_instance_time_to_ready_seconds_bucket", provider="ec2", le="60.0") == 1
+
+
+def test_builder_vms_add_up_over_images_and_drop_to_zero_when_done() -> None:
+    metrics = Metrics()
+    metrics.set_builders("a", "web", {"ec2": 2})
+    metrics.set_builders("b", "db", {"ec2": 1, "gce": 1})
+    assert value(metrics, "skyfleet_builder_vms", provider="ec2") == 3
+    assert value(metrics, "skyfleet_builder_vms", provider="gce") == 1
+    metrics.set_builders("b", "db", {})
+    assert value(metrics, "skyfleet_builder_vms", provider="ec2") == 2
+    assert value(metrics, "skyfleet_builder_vms", provider="gce") == 0

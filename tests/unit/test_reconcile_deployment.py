@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from skyfleet.api.deployment import Deployment
-from skyfleet.api.image import Recipe
+from skyfleet.api.image import ImageBuild, ImageStatus, Recipe
 from skyfleet.reconcile.conditions import find_condition
 from skyfleet.reconcile.deployment import Plan, plan_deployment, victims
 from skyfleet.reconcile.images import EffectiveImage
@@ -457,3 +457,68 @@ def test_paused_deployment_takes_no_action_but_reports() -> None:
     assert p.status.phase == "Paused"
     assert cond(p, "Progressing") == ("False", "Paused")
     assert cond(p, "Ready") == ("False", "ReplicasNotReady")
+
+
+# --- baked Images (spec.build) ---------------------------------------------------------------------
+
+
+def baked(*bakes: dict[str, Any], generations: list[dict[str, Any]] | None = None) -> EffectiveImage:
+    """The Image "ubuntu" with a recipe and spec.build, and the bakes its status records."""
+    return EffectiveImage(
+        "ubuntu",
+        (),
+        Recipe(packages=["nginx"]),
+        "ubuntu",
+        build=ImageBuild.model_validate({"builder": {"size": {"cpu": 1, "memoryMiB": 1024}}}),
+        status=ImageStatus.model_validate({"bakes": list(bakes), "generations": generations}),
+    )
+
+
+def bake_of(phase: str, key: str, image_id: str | None, credential: str = "a") -> dict[str, Any]:
+    region = CREDS[credential].region
+    return {"credential": credential, "region": region, "phase": phase, "bakeKey": key, "imageId": image_id}
+
+
+def test_baked_image_vms_boot_the_baked_id_without_the_recipe() -> None:
+    dep = deployment(group(userData="#!/bin/sh\necho hi\n"))
+    p = plan(dep, [], images={"ubuntu": baked(bake_of("Available", "k1", "ami-baked1"))})
+    assert created(p) == ["shop-web-0", "shop-web-1"]
+    assert {c.spec.image_id for c in p.creates} == {"ami-baked1"}
+    user_data = p.creates[0].spec.user_data or ""
+    assert "echo hi" in user_data
+    assert "nginx" not in user_data  # the recipe ran on the builder, not at every boot
+
+
+@pytest.mark.parametrize("phase", ["Launching", "Provisioning", "Snapshotting", "Failed"])
+def test_no_baked_image_yet_means_wait_with_a_reason_not_the_base_image(phase: str) -> None:
+    dep = deployment()
+    p = plan(dep, [], images={"ubuntu": baked(bake_of(phase, "k1", None))})
+    assert created(p) == []
+    assert "WaitingForBakedImage" in {cond(p, "Ready")[1], cond(p, "Progressing")[1]}
+    assert "eu-central-1" in (p.status.message or "")
+
+
+def test_a_target_without_a_bake_takes_no_vms_the_baked_one_does() -> None:
+    dep = deployment(group(placement={"targets": [{"credential": "a"}, {"credential": "b"}]}))
+    images = {"ubuntu": baked(bake_of("Available", "k1", "ami-a"), bake_of("Provisioning", "k1", None, "b"))}
+    p = plan(dep, [], images=images)
+    assert [(c.spec.credential, c.spec.image_id) for c in p.creates] == [("a", "ami-a"), ("a", "ami-a")]
+
+
+def test_a_new_bake_rolls_the_group_within_its_rollout_limits() -> None:
+    dep = deployment(group(replicas=3))
+    gen1 = {"credential": "a", "region": "eu-central-1", "bakeKey": "k1", "imageId": "ami-1", "createdAt": T0}
+    first = baked(bake_of("Available", "k1", "ami-1"), generations=[gen1])
+    creates = plan(dep, [], images={"ubuntu": first}).creates
+    old = [inst(dep, i, template_hash=c.spec.template_hash) for i, c in enumerate(creates)]
+    # Converged on generation 1; a new bake in progress changes nothing (generation 1 serves).
+    baking = baked(bake_of("Provisioning", "k2", None), generations=[gen1])
+    p = plan(dep, old, images={"ubuntu": baking})
+    assert (created(p), p.deletes) == ([], [])
+    # Generation 2 is available: one new VM from it first (surge 1), nothing removed yet.
+    gen2 = {**gen1, "bakeKey": "k2", "imageId": "ami-2", "createdAt": T0 + timedelta(hours=1)}
+    landed = baked(bake_of("Available", "k2", "ami-2"), generations=[gen1, gen2])
+    p = plan(dep, old, images={"ubuntu": landed})
+    assert (created(p), p.deletes) == (["shop-web-3"], [])
+    assert p.creates[0].spec.image_id == "ami-2"
+    assert [e.reason for e in p.events] == ["RollingUpdate"]

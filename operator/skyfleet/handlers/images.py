@@ -9,6 +9,7 @@ import kopf
 
 from skyfleet.api.image import Image, ImageStatus, ResolvedImage
 from skyfleet.connectors import ConnectorError
+from skyfleet.handlers.bake import bake_once
 from skyfleet.handlers.clouds import CredentialUnavailable
 from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of, event, now, wait_or_wake
 from skyfleet.reconcile.conditions import find_condition, set_condition
@@ -36,22 +37,36 @@ async def resolve_loop(
     while not stopped:
         wake.clear()
         started = time.monotonic()
+        period = ctx.settings.resync_period
         try:
-            await resolve_once(
-                ctx=ctx,
-                namespace=namespace,
-                name=name,
-                body=body,
-                images=images,
-                deployments=deployments,
-                credentials=credentials,
-            )
+            if (body.get("spec") or {}).get("build"):
+                # A baked Image: the bake loop resolves (and bakes) instead; see handlers/bake.py.
+                period = await bake_once(
+                    ctx=ctx,
+                    namespace=namespace,
+                    name=name,
+                    body=body,
+                    images=images,
+                    deployments=deployments,
+                    credentials=credentials,
+                    in_use=kwargs.get("images_in_use"),
+                )
+            else:
+                await resolve_once(
+                    ctx=ctx,
+                    namespace=namespace,
+                    name=name,
+                    body=body,
+                    images=images,
+                    deployments=deployments,
+                    credentials=credentials,
+                )
         except Exception:
             ctx.metrics.reconciled("image", started, error=True)
             logger.exception("resolving image %s/%s failed", namespace, name)
         else:
             ctx.metrics.reconciled("image", started)
-        await wait_or_wake(wake, ctx.settings.resync_period, stopped)
+        await wait_or_wake(wake, period, stopped)
 
 
 @kopf.on.event(GROUP, VERSION, "images")
@@ -139,6 +154,9 @@ async def resolve_once(
         conditions=conds,
         resolved=resolved or None,
         message=message if problems else None,
+        # An Image whose spec.build was removed keeps the record of what it baked (finalizer).
+        bakes=old.bakes,
+        generations=old.generations,
     )
     before = find_condition(old.conditions, "Ready")
     if await ctx.write_status("images", namespace, name, dict(body.get("status") or {}), status.to_api()):

@@ -24,6 +24,7 @@ from skyfleet.handlers.clouds import CredentialUnavailable
 from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of, event, now, wait_or_wake
 from skyfleet.handlers.indexes import ObservedInstance
 from skyfleet.handlers.kube import Conflict
+from skyfleet.reconcile.bake import is_builder
 from skyfleet.reconcile.conditions import find_condition, set_condition
 from skyfleet.reconcile.instances import lost_for_good, observed_status
 from skyfleet.reconcile.messages import error_message
@@ -146,7 +147,10 @@ async def observe_once(
     orphans = [
         n
         for n in nodes
-        if n.tags.get(OwnerTags.NAMESPACE) == namespace and n.tags.get(OwnerTags.INSTANCE_UID) not in known
+        if n.tags.get(OwnerTags.NAMESPACE) == namespace
+        and n.tags.get(OwnerTags.INSTANCE_UID) not in known
+        # Builder VMs belong to the bake loop, which deletes them itself (handlers/bake.py).
+        and not is_builder(n.tags)
     ]
     policy = cred.spec.orphans
     plan = plan_orphans(

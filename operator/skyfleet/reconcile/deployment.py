@@ -9,12 +9,14 @@ crash anywhere in the handler that executes the plan just leads to the same plan
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from skyfleet.api.deployment import Deployment, DeploymentStatus, GroupStatus, NodeGroup
 from skyfleet.api.instance import MAX_USER_DATA, InstanceSpec
+from skyfleet.reconcile.bake import BootSource, boot_source
 from skyfleet.reconcile.conditions import set_condition
 from skyfleet.reconcile.groups import DependencyError, creation_order
 from skyfleet.reconcile.images import EffectiveImage
@@ -190,7 +192,9 @@ def _plan_group(  # noqa: PLR0912, PLR0915 - one group's table of cases, kept in
 ) -> _GroupResult:
     name = group.name
     desired = 1 if group.replicas is None else group.replicas
-    current_hash = template_hash(group)
+    image = images.get(group.image_ref)
+    boots = _boot_sources(group, image, credentials)
+    current_hash = _with_bakes(template_hash(group), boots)
     max_failures = (
         DEFAULT_MAX_PROVISIONING_FAILURES
         if group.max_provisioning_failures is None
@@ -280,7 +284,6 @@ def _plan_group(  # noqa: PLR0912, PLR0915 - one group's table of cases, kept in
             deletes += not_ready + victims([i for i in outdated if i.ready], removable)
 
     blockers = [d for d in group.depends_on or [] if not _group_available(results.get(d))]
-    image = images.get(group.image_ref)
     if creates and blockers:
         empty = [d for d in blockers if (r := results.get(d)) is not None and r.desired == 0]
         if empty:
@@ -298,6 +301,9 @@ def _plan_group(  # noqa: PLR0912, PLR0915 - one group's table of cases, kept in
 
     if creates:
         targets = targets_of(group.placement, credentials)
+        unbaked = [b.waiting for t in targets if (b := boots.get(t.key)) is not None and b.image_id is None]
+        # A baked Image's VMs boot only its baked image: targets still waiting for it take none.
+        targets = [t for t in targets if not (t.key in boots and boots[t.key].image_id is None)]
         staying = [target_key(i.credential, i.region) for i in active if i not in deletes]
         chosen = choose_targets(
             group.placement.strategy or "Spread",
@@ -314,6 +320,8 @@ def _plan_group(  # noqa: PLR0912, PLR0915 - one group's table of cases, kept in
                 "CredentialNotFound",
                 f"group {name}: CloudCredential {', '.join(map(repr, unknown))} does not exist",
             )
+        elif len(chosen) < creates and unbaked:
+            result.waiting = ("WaitingForBakedImage", f"group {name}: {'; '.join(w for w in unbaked if w)}")
         elif len(chosen) < creates:
             result.waiting = (
                 "NoPlacementAvailable",
@@ -322,7 +330,9 @@ def _plan_group(  # noqa: PLR0912, PLR0915 - one group's table of cases, kept in
             )
         assert isinstance(image, EffectiveImage)
         try:
-            plan.creates += _new_instances(deployment, group, mine, chosen, current_hash, image, instances, credentials)
+            plan.creates += _new_instances(
+                deployment, group, mine, chosen, current_hash, image, instances, credentials, boots
+            )
         except NoAddresses as exc:
             result.waiting = ("WaitingForAddresses", f"group {name}: {exc}")
         except TemplateError as exc:
@@ -359,6 +369,26 @@ def _plan_group(  # noqa: PLR0912, PLR0915 - one group's table of cases, kept in
         unavailable_targets=sorted(unavailable) or None,
     )
     return result
+
+
+def _boot_sources(
+    group: NodeGroup, image: EffectiveImage | str | None, credentials: Mapping[str, CredentialView]
+) -> dict[str, BootSource]:
+    """For a baked Image: what a new VM boots per placement target key (empty when not baked)."""
+    if not isinstance(image, EffectiveImage) or image.build is None:
+        return {}
+    return {
+        t.key: boot_source(image.status, baked=True, credential=t.credential, region=t.region or "", base_image_id=None)
+        for t in targets_of(group.placement, credentials)
+    }
+
+
+def _with_bakes(base: str, boots: Mapping[str, BootSource]) -> str:
+    """The template hash with the bake keys served per target: a new bake rolls the group."""
+    keys = sorted(f"{k}={b.bake_key}" for k, b in boots.items() if b.bake_key)
+    if not keys:
+        return base
+    return hashlib.sha256("\n".join([base, *keys]).encode()).hexdigest()[:16]
 
 
 def _group_available(result: _GroupResult | None) -> bool:
@@ -402,6 +432,7 @@ def _new_instances(  # noqa: PLR0917 - private helper of plan_deployment
     image: EffectiveImage,
     instances: Sequence[InstanceView],
     credentials: Mapping[str, CredentialView],
+    boots: Mapping[str, BootSource],
 ) -> list[NewInstance]:
     dep = deployment.metadata.name
     deps = list(group.depends_on or [])
@@ -409,7 +440,8 @@ def _new_instances(  # noqa: PLR0917 - private helper of plan_deployment
     private: dict[str, list[str]] = {}
     for d in deps:
         addresses[d], private[d] = _addresses(instances, d)
-    recipe = recipe_to_cloud_config(image.recipe)
+    # A baked Image's recipe ran on the builder; its VMs run only the group's own userData.
+    recipe = None if image.build is not None else recipe_to_cloud_config(image.recipe)
     ordinals = _free_ordinals({i.ordinal for i in mine}, len(chosen))
     out = []
     for ordinal, target in zip(ordinals, chosen, strict=True):
@@ -443,6 +475,7 @@ def _new_instances(  # noqa: PLR0917 - private helper of plan_deployment
             region=target.region,
             zone=target.zone,
             image_ref=group.image_ref,
+            image_id=boots[target.key].image_id if target.key in boots else None,
             instance_type=explicit_type,
             size=None if explicit_type else group.size.model_copy(update={"instance_types": None}),
             user_data=user_data,

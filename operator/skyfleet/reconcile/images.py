@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from skyfleet.api.deployment import Deployment
-from skyfleet.api.image import Image, ImageSource, Recipe
+from skyfleet.api.image import Image, ImageBuild, ImageSource, ImageStatus, Recipe
 
 __all__ = ["ImageError", "effective_image", "image_uses", "select_source"]
 
@@ -23,6 +23,9 @@ class EffectiveImage:
     sources: tuple[ImageSource, ...]
     recipe: Recipe | None
     login_user: str | None
+    # The named Image's own spec.build and status: a baked Image boots what its bakes made.
+    build: ImageBuild | None = None
+    status: ImageStatus | None = field(default=None, compare=False)
 
 
 def effective_image(name: str, lookup: Callable[[str], Image | None]) -> EffectiveImage:
@@ -57,7 +60,7 @@ def effective_image(name: str, lookup: Callable[[str], Image | None]) -> Effecti
         else None
     )
     login = next((img.spec.login_user for img in chain if img.spec.login_user), None)
-    return EffectiveImage(name, sources, recipe, login)
+    return EffectiveImage(name, sources, recipe, login, build=chain[0].spec.build, status=chain[0].status)
 
 
 def select_source(

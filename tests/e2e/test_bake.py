@@ -1,0 +1,373 @@
+"""Baking (issue 10) on the real control plane with moto's EC2 behind the fault proxy.
+
+moto cannot run cloud-init, so the test plays the recipe's last step: once the builder's user
+data is the rendered recipe (checked), it stops the instance as the recipe's power-off would.
+The fault proxy keeps every new AMI ``pending`` for a while, as EC2 does.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from tests.e2e.operator_fixtures import World, condition, eventually, tags, world
+
+pytestmark = pytest.mark.e2e
+__all__ = ["world"]
+
+REGION = "eu-central-1"
+BASE_AMI = "ami-785db401"
+IMAGE_UID_TAG = "skyfleet.io/image-uid"
+KEY_TAG = "skyfleet.io/bake-key"
+
+
+def image(marker: str, **build: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "skyfleet.io/v1alpha1",
+        "kind": "Image",
+        "metadata": {"name": "web"},
+        "spec": {
+            "clouds": [{"provider": "ec2", "id": BASE_AMI}],
+            "recipe": {"packages": ["nginx"], "scripts": [f"echo {marker} > /etc/motd"]},
+            "build": {
+                "builder": {"size": {"cpu": 1, "memoryMiB": 512, "instanceTypes": {"ec2": "t3.micro"}}},
+                "keep": 1,
+                **build,
+            },
+        },
+    }
+
+
+def deployment(replicas: int = 2) -> dict[str, Any]:
+    return {
+        "apiVersion": "skyfleet.io/v1alpha1",
+        "kind": "Deployment",
+        "metadata": {"name": "shop"},
+        "spec": {
+            "nodeGroups": [
+                {
+                    "name": "app",
+                    "replicas": replicas,
+                    "imageRef": "web",
+                    "size": {"cpu": 1, "memoryMiB": 512, "instanceTypes": {"ec2": "t3.micro"}},
+                    "placement": {"targets": [{"credential": "cloud"}]},
+                    "userData": "#!/bin/sh\necho group-own-user-data\n",
+                }
+            ]
+        },
+    }
+
+
+def builders(w: World, states: tuple[str, ...] = ("pending", "running", "stopping", "stopped")) -> list[dict[str, Any]]:
+    return [vm for vm in w.cloud.vms(w.cluster_id, REGION, states) if tags(vm).get("skyfleet.io/role") == "builder"]
+
+
+def app_vms(w: World) -> list[dict[str, Any]]:
+    return [vm for vm in w.cloud.vms(w.cluster_id, REGION) if tags(vm).get("skyfleet.io/role") != "builder"]
+
+
+def amis(w: World, uid: str) -> list[dict[str, Any]]:
+    found = w.cloud.client(REGION).describe_images(
+        Owners=["self"], Filters=[{"Name": f"tag:{IMAGE_UID_TAG}", "Values": [uid]}]
+    )["Images"]
+    return [i for i in found if i.get("State") != "deregistered"]
+
+
+def image_status(w: World) -> dict[str, Any]:
+    return (w.kube.get("images.skyfleet.io", "web") or {}).get("status") or {}
+
+
+def bake_of(w: World) -> dict[str, Any]:
+    bakes = image_status(w).get("bakes") or [{}]
+    return dict(bakes[0])
+
+
+def play_recipe(w: World, marker: str) -> str:
+    """Wait for the one builder running ``marker``'s recipe, check its user data, power it off."""
+
+    def running() -> list[dict[str, Any]]:
+        return [
+            vm for vm in builders(w, ("pending", "running")) if marker in w.cloud.user_data(REGION, vm["InstanceId"])
+        ]
+
+    found = eventually(running, timeout=120, what=f"a builder running the recipe {marker}")
+    assert len(found) == 1, f"two builders for one bake: {[v['InstanceId'] for v in found]}"
+    vm = found[0]
+    user_data = w.cloud.user_data(REGION, vm["InstanceId"])
+    assert user_data.startswith("#cloud-config")
+    assert "nginx" in user_data
+    assert "poweroff" in user_data  # the recipe ends by powering the builder off
+    assert "group-own-user-data" not in user_data
+    assert vm["ImageId"] == BASE_AMI
+    w.cloud.client(REGION).stop_instances(InstanceIds=[vm["InstanceId"]])
+    return str(vm["InstanceId"])
+
+
+@pytest.fixture(scope="module")
+def baked(world: World) -> dict[str, Any]:
+    """The credential through a fault proxy that keeps new AMIs pending for 6 s, the Image, the shop."""
+    w = world
+    proxy = w.cloud.proxy()
+    proxy.faults.image_pending_delay = 6.0
+    w.kube.apply(*w.credential("cloud", REGION, proxy.endpoint), image("recipe-v1"), deployment())
+    return {"proxy": proxy}
+
+
+def test_the_shop_waits_for_the_first_bake_then_boots_the_baked_ami(world: World, baked: dict[str, Any]) -> None:
+    w = world
+    # Before the bake: the Deployment waits, saying why, and no VM runs the recipe at boot.
+    eventually(
+        lambda: (
+            "waiting for the baked image" in str((w.kube.get("deployments.skyfleet.io", "shop") or {}).get("status"))
+        ),
+        timeout=90,
+        what="the Deployment waiting for the bake",
+    )
+    assert w.kube.items("instances.skyfleet.io") == []
+    eventually(lambda: builders(w, ("pending", "running")), timeout=120, what="the builder launched")
+    # The credential's observation lists the builder (it carries the cluster id) every second:
+    # it is the bake loop's, never an orphan.
+    time.sleep(4)
+    cred = w.kube.get("cloudcredentials.skyfleet.io", "cloud")
+    assert condition(cred, "OrphanedVMs")[0] == "False"
+    assert not w.kube.events("OrphanedVMs")
+    play_recipe(w, "recipe-v1")
+
+    eventually(lambda: bake_of(w).get("phase") == "Available", timeout=120, what="the bake Available")
+    done = bake_of(w)
+    uid = w.kube.get("images.skyfleet.io", "web")["metadata"]["uid"]
+    [ami] = amis(w, uid)
+    assert ami["ImageId"] == done["imageId"]
+    ami_tags = {t["Key"]: t["Value"] for t in ami.get("Tags", [])}
+    assert ami_tags["skyfleet.io/cluster-id"] == w.cluster_id
+    assert ami_tags[KEY_TAG] == done["bakeKey"]
+    resolved = image_status(w)["resolved"]
+    assert resolved == [{"credential": "cloud", "region": REGION, "id": ami["ImageId"], "bakeKey": done["bakeKey"]}]
+    eventually(lambda: condition(w.kube.get("images.skyfleet.io", "web")) == ("True", "Baked"), timeout=60)
+    # The builder is deleted once the image exists.
+    eventually(lambda: not builders(w), timeout=60, what="the builder deleted")
+
+    w.kube("wait", "--for=condition=Ready", "deployments.skyfleet.io/shop", "--timeout=120s")
+    vms = app_vms(w)
+    assert len(vms) == 2
+    assert {vm["ImageId"] for vm in vms} == {ami["ImageId"]}
+    for vm in vms:
+        user_data = w.cloud.user_data(REGION, vm["InstanceId"])
+        assert "group-own-user-data" in user_data
+        assert "recipe-v1" not in user_data  # baked in, not run at every boot
+    reasons = {e["reason"] for e in w.kube.events() if e["involvedObject"]["name"] == "web"}
+    assert {"BakeStarted", "BuilderLaunched", "Snapshotting", "BakeSucceeded", "BuilderDeleted"} <= reasons
+    assert not any("recipe-v1" in e["message"] for e in w.kube.events())
+
+
+def test_a_restart_with_an_unchanged_recipe_makes_no_cloud_write(world: World, baked: dict[str, Any]) -> None:
+    w, proxy = world, baked["proxy"]
+    w.operator.stop()
+    proxy.reset()
+    proxy.faults.image_pending_delay = 6.0
+    w.operator.start()
+    eventually(lambda: proxy.count("requests:DescribeImages") >= 1, timeout=60, what="the restarted operator looking")
+    time.sleep(10)
+    writes = ("RunInstances", "CreateImage", "DeregisterImage", "TerminateInstances", "CreateTags", "CopyImage")
+    assert {a: proxy.count(f"requests:{a}") for a in writes} == dict.fromkeys(writes, 0)
+
+
+def test_a_recipe_change_bakes_again_rolls_the_shop_and_retires_the_old_generation(
+    world: World, baked: dict[str, Any]
+) -> None:
+    w = world
+    old = bake_of(w)
+    old_snapshots = [
+        m["Ebs"]["SnapshotId"]
+        for i in w.cloud.client(REGION).describe_images(ImageIds=[old["imageId"]])["Images"]
+        for m in i.get("BlockDeviceMappings", [])
+        if "Ebs" in m
+    ]
+    w.kube.patch("images.skyfleet.io", "web", {"spec": {"recipe": {"scripts": ["echo recipe-v2 > /etc/motd"]}}})
+    play_recipe(w, "recipe-v2")
+    eventually(
+        lambda: bake_of(w).get("phase") == "Available" and bake_of(w)["bakeKey"] != old["bakeKey"],
+        timeout=120,
+        what="the second generation",
+    )
+    new = bake_of(w)["imageId"]
+    most = 0
+
+    def rolled() -> bool:
+        nonlocal most
+        vms = app_vms(w)
+        most = max(most, len(vms))
+        return len(vms) == 2 and {vm["ImageId"] for vm in vms} == {new}
+
+    eventually(rolled, timeout=240, interval=0.3, what="the shop on the new generation")
+    assert most <= 3  # replicas 2 + maxSurge 1: never all at once
+    w.kube("wait", "--for=condition=Ready", "deployments.skyfleet.io/shop", "--timeout=120s")
+
+    # keep: 1 -> the old AMI goes with its snapshots once no Instance boots it.
+    uid = w.kube.get("images.skyfleet.io", "web")["metadata"]["uid"]
+    eventually(lambda: [i["ImageId"] for i in amis(w, uid)] == [new], timeout=120, what="the old AMI deregistered")
+    snaps = w.cloud.client(REGION).describe_snapshots(OwnerIds=["self"])["Snapshots"]
+    assert not {s["SnapshotId"] for s in snaps} & set(old_snapshots)
+    assert [g["imageId"] for g in image_status(w)["generations"]] == [new]
+
+
+def test_a_sigkill_at_each_step_leaves_one_builder_and_one_image(world: World, baked: dict[str, Any]) -> None:
+    w, proxy = world, baked["proxy"]
+    proxy.faults.image_pending_delay = 20.0
+    uid = w.kube.get("images.skyfleet.io", "web")["metadata"]["uid"]
+    w.kube.patch("images.skyfleet.io", "web", {"spec": {"recipe": {"scripts": ["echo recipe-v3 > /etc/motd"]}}})
+
+    # Killed right after the builder launched: the restarted operator adopts it.
+    eventually(lambda: builders(w, ("pending", "running")), timeout=120, what="the builder launched")
+    w.operator.kill()
+    w.operator.start()
+    time.sleep(8)
+    builder = play_recipe(w, "recipe-v3")  # asserts there is exactly one
+
+    # Killed while the image is pending: the restarted operator finds it by its bake key.
+    eventually(lambda: len(amis(w, uid)) == 2, timeout=120, what="the third AMI requested")
+    w.operator.kill()
+    w.operator.start()
+    eventually(lambda: bake_of(w).get("phase") == "Available", timeout=120, what="the bake finished after restarts")
+    key = bake_of(w)["bakeKey"]
+    mine = [i for i in amis(w, uid) if {t["Key"]: t["Value"] for t in i.get("Tags", [])}.get(KEY_TAG) == key]
+    assert len(mine) == 1
+    eventually(lambda: not builders(w), timeout=60, what="no builder left")
+    every = w.cloud.vms(
+        w.cluster_id, REGION, ("pending", "running", "stopping", "stopped", "shutting-down", "terminated")
+    )
+    assert [vm["InstanceId"] for vm in every if tags(vm).get(KEY_TAG) == key] == [builder]
+    proxy.faults.image_pending_delay = 6.0
+
+
+def test_a_builder_that_never_stops_times_out_and_is_deleted(world: World, baked: dict[str, Any]) -> None:
+    w = world
+    w.kube.patch(
+        "images.skyfleet.io",
+        "web",
+        {"spec": {"recipe": {"scripts": ["echo recipe-hangs"]}, "build": {"builder": {"timeoutSeconds": 60}}}},
+    )
+    eventually(lambda: builders(w, ("pending", "running")), timeout=120, what="the builder launched")
+    eventually(lambda: bake_of(w).get("reason") == "BuildTimeout", timeout=150, what="BuildTimeout")
+    eventually(lambda: not builders(w), timeout=60, what="the timed-out builder deleted")
+    img = w.kube.get("images.skyfleet.io", "web")
+    assert condition(img, "Degraded") == ("True", "BuildTimeout")
+    failed = [e for e in w.kube.events("BakeFailed") if e["involvedObject"]["name"] == "web"]
+    assert failed
+    assert "BuildTimeout" in failed[-1]["message"]
+    # The previous generation keeps serving the shop meanwhile.
+    assert image_status(w)["resolved"][0]["id"] == (image_status(w)["generations"] or [{}])[-1]["imageId"]
+
+
+def test_deleting_the_image_deregisters_its_amis_and_snapshots(world: World, baked: dict[str, Any]) -> None:
+    w = world
+    uid = w.kube.get("images.skyfleet.io", "web")["metadata"]["uid"]
+    made = amis(w, uid)
+    assert made
+    snapshots = {m["Ebs"]["SnapshotId"] for i in made for m in i.get("BlockDeviceMappings", []) if "Ebs" in m}
+    w.kube("delete", "deployments.skyfleet.io", "shop", "--timeout=120s")
+    w.kube("delete", "images.skyfleet.io", "web", "--timeout=120s")
+    assert amis(w, uid) == []
+    left = {s["SnapshotId"] for s in w.cloud.client(REGION).describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+    assert not left & snapshots
+    assert not builders(w)
+    assert "Traceback" not in w.operator.log()
+    assert "recipe-v" not in w.operator.log()
+    assert json.dumps(w.kube.events()).count("recipe-v") == 0
+
+
+def test_an_image_deleted_mid_bake_leaves_no_builder_and_no_partial_image(world: World, baked: dict[str, Any]) -> None:
+    w, proxy = world, baked["proxy"]
+    proxy.faults.image_pending_delay = 600.0  # the image stays pending until the Image is gone
+    try:
+        deleted_mid_bake(w)
+    finally:
+        proxy.faults.image_pending_delay = 6.0
+
+
+def deleted_mid_bake(w: World) -> None:
+    doc = image("recipe-mid")
+    doc["metadata"]["name"] = "mid"
+    dep = deployment(1)
+    dep["metadata"]["name"] = "mid"
+    dep["spec"]["nodeGroups"][0]["imageRef"] = "mid"
+    w.kube.apply(doc, dep)
+    uid = eventually(lambda: (w.kube.get("images.skyfleet.io", "mid") or {}).get("metadata", {}).get("uid"))
+    play_recipe(w, "recipe-mid")
+    eventually(lambda: amis(w, uid), timeout=120, what="the image requested")
+    phase = ((w.kube.get("images.skyfleet.io", "mid") or {}).get("status") or {}).get("bakes", [{}])[0].get("phase")
+    assert phase == "Snapshotting"  # EC2 (the proxy) still says pending
+    w.kube("delete", "deployments.skyfleet.io", "mid", "--timeout=60s")
+    w.kube("delete", "images.skyfleet.io", "mid", "--timeout=120s")
+    assert amis(w, uid) == []
+    assert not [vm for vm in builders(w) if tags(vm).get(IMAGE_UID_TAG) == uid]
+
+
+def test_copy_to_regions_copies_each_bake_and_deleting_the_image_removes_the_copies(
+    world: World, baked: dict[str, Any]
+) -> None:
+    w = world
+    doc = image("recipe-copied", copyToRegions=["us-east-1"])
+    doc["metadata"]["name"] = "copied"
+    dep = deployment(0)  # a target, no VM needed
+    dep["metadata"]["name"] = "copied"
+    dep["spec"]["nodeGroups"][0]["imageRef"] = "copied"
+    w.kube.apply(doc, dep)
+    uid = eventually(lambda: (w.kube.get("images.skyfleet.io", "copied") or {}).get("metadata", {}).get("uid"))
+    play_recipe(w, "recipe-copied")
+
+    def status() -> dict[str, Any]:
+        return (w.kube.get("images.skyfleet.io", "copied") or {}).get("status") or {}
+
+    def both_available() -> bool:
+        bakes = {b["region"]: b for b in status().get("bakes") or []}
+        return set(bakes) == {REGION, "us-east-1"} and all(b["phase"] == "Available" for b in bakes.values())
+
+    eventually(both_available, timeout=180, what="the bake and its copy Available")
+    bakes = {b["region"]: b for b in status()["bakes"]}
+    assert bakes["us-east-1"]["sourceRegion"] == REGION
+    assert bakes["us-east-1"]["bakeKey"] == bakes[REGION]["bakeKey"]
+    copies = w.cloud.client("us-east-1").describe_images(
+        Owners=["self"], Filters=[{"Name": f"tag:{IMAGE_UID_TAG}", "Values": [uid]}]
+    )["Images"]
+    assert [i["ImageId"] for i in copies] == [bakes["us-east-1"]["imageId"]]
+    assert {t["Key"]: t["Value"] for t in copies[0]["Tags"]}[KEY_TAG] == bakes[REGION]["bakeKey"]
+
+    w.kube("delete", "deployments.skyfleet.io", "copied", "--timeout=60s")
+    w.kube("delete", "images.skyfleet.io", "copied", "--timeout=120s")
+    assert amis(w, uid) == []
+    left = w.cloud.client("us-east-1").describe_images(
+        Owners=["self"], Filters=[{"Name": f"tag:{IMAGE_UID_TAG}", "Values": [uid]}]
+    )["Images"]
+    assert [i for i in left if i.get("State") != "deregistered"] == []
+
+
+def test_deletion_policy_orphan_keeps_the_baked_ami(world: World, baked: dict[str, Any]) -> None:
+    w = world
+    doc = image("recipe-kept", deletionPolicy="Orphan")
+    doc["metadata"]["name"] = "kept"
+    dep = deployment(0)
+    dep["metadata"]["name"] = "kept"
+    dep["spec"]["nodeGroups"][0]["imageRef"] = "kept"
+    w.kube.apply(doc, dep)
+    uid = eventually(lambda: (w.kube.get("images.skyfleet.io", "kept") or {}).get("metadata", {}).get("uid"))
+    play_recipe(w, "recipe-kept")
+    eventually(
+        lambda: (
+            (((w.kube.get("images.skyfleet.io", "kept") or {}).get("status") or {}).get("bakes") or [{}])[0].get(
+                "phase"
+            )
+            == "Available"
+        ),
+        timeout=120,
+        what="the bake Available",
+    )
+    [ami] = amis(w, uid)
+    w.kube("delete", "deployments.skyfleet.io", "kept", "--timeout=60s")
+    w.kube("delete", "images.skyfleet.io", "kept", "--timeout=120s")
+    assert [i["ImageId"] for i in amis(w, uid)] == [ami["ImageId"]]
+    assert not [vm for vm in builders(w) if tags(vm).get(IMAGE_UID_TAG) == uid]
+    assert any(e["involvedObject"]["name"] == "kept" for e in w.kube.events("BakedImagesOrphaned"))
