@@ -195,14 +195,10 @@ def test_kubectl_scale_moves_a_policy_without_rules_clamped_and_a_second_policy_
     w.kube("scale", f"{SP}/api", "--replicas=9")
     eventually(lambda: status(w, "api").get("desiredReplicas") == 3 or None, 30, what="clamped to 3")
     eventually(lambda: len(live(w, "api")) == 3, 60, what="api at maxReplicas 3")
-    scale = json.loads(
-        w.kube(
-            "get",
-            "--raw",
-            f"/apis/skyfleet.io/v1alpha1/namespaces/{w.kube.namespace}/scalingpolicies/api/scale",
-            ns=False,
-        )
-    )
+    raw = f"/apis/skyfleet.io/v1alpha1/namespaces/{w.kube.namespace}/scalingpolicies/api/scale"
+    # status.replicas counts the group's Instances at the next evaluation (every second here).
+    eventually(lambda: json.loads(w.kube("get", "--raw", raw, ns=False))["status"]["replicas"] == 3, 10, what="3")
+    scale = json.loads(w.kube("get", "--raw", raw, ns=False))
     assert scale["spec"]["replicas"] == 9
     assert scale["status"]["replicas"] == 3
     assert scale["status"]["selector"] == "skyfleet.io/deployment=elastic,skyfleet.io/group=api"
