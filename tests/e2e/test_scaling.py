@@ -184,6 +184,55 @@ def test_prometheus_down_changes_nothing_and_says_so_then_recovers(
     assert manifest_unchanged(w)
 
 
+def desired_over(w: World, name: str, seconds: float) -> list[int]:
+    """The policy's desiredReplicas, sampled every half second for ``seconds``."""
+    seen: list[int] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        seen.append(status(w, name)["desiredReplicas"])
+        time.sleep(0.5)
+    return seen
+
+
+def test_a_noisy_signal_across_the_target_inside_the_window_causes_no_reversal(
+    elastic: tuple[World, LoadExporter, Prometheus],
+) -> None:
+    w, load, _ = elastic
+    load.set("web_load", 10.0)
+    eventually(lambda: status(w, "web").get("desiredReplicas") == 1 or None, 60, what="web at 1")
+    scaled_in = len(events(w, "ScaledIn", "web"))
+    # 25 wants 3 VMs, 12 wants 2: the signal crosses back and forth every 2 s, inside the 8 s window.
+    seen: list[int] = []
+    for value in (25.0, 12.0) * 4:
+        load.set("web_load", value)
+        seen += desired_over(w, "web", 2)
+    assert max(seen) == 3
+    assert seen == sorted(seen), f"the group went back down inside the window: {seen}"
+    assert len(events(w, "ScaledIn", "web")) == scaled_in
+
+
+def test_after_a_restart_scale_in_still_waits_for_the_window(elastic: tuple[World, LoadExporter, Prometheus]) -> None:
+    """The decision's memory is lost with the process; the next one rebuilds it from status so
+    that a restart can delay a scale-in but never hasten one."""
+    w, load, prom = elastic
+    w.kube.patch(SP, "web", {"spec": {"behavior": {"scaleDown": {"stabilizationWindowSeconds": 15}}}})
+    load.set("web_load", 25.0)
+    eventually(lambda: status(w, "web").get("desiredReplicas") == 3 or None, 30, what="web at 3")
+    time.sleep(2)  # the recommendations of 3 are in the old process's memory only
+    w.operator.stop()
+    load.set("web_load", 5.0)
+    prom.wait_for("sum(web_load)", lambda v: v == 5.0)
+    fell = time.monotonic()
+    w.operator.start("--prometheus-url", prom.url, "--scaling-period", "1")
+    held = desired_over(w, "web", 8)
+    assert set(held) == {3}, f"scaled in {time.monotonic() - fell:.0f}s after the load fell, inside the window"
+    eventually(lambda: status(w, "web").get("desiredReplicas") == 1 or None, 60, what="scale-in after the window")
+    assert time.monotonic() - fell >= 12
+    w.kube.patch(SP, "web", {"spec": {"behavior": {"scaleDown": {"stabilizationWindowSeconds": 8}}}})
+    load.set("web_load", 10.0)
+    assert manifest_unchanged(w)
+
+
 def test_kubectl_scale_moves_a_policy_without_rules_clamped_and_a_second_policy_conflicts(
     elastic: tuple[World, LoadExporter, Prometheus],
 ) -> None:
