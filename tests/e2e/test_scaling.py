@@ -291,6 +291,30 @@ def test_bad_query_target_and_url_are_conditions(elastic: tuple[World, LoadExpor
         w.kube("delete", SP, name)
 
 
+def test_scale_to_zero_and_back_from_zero(elastic: tuple[World, LoadExporter, Prometheus]) -> None:
+    w, _, _ = elastic
+    w.kube.apply(policy("api-zero", "api", minReplicas=0, maxReplicas=2, replicas=2))
+    eventually(lambda: len(live(w, "api")) == 2, 60, what="api at 2")
+    w.kube("scale", f"{SP}/api-zero", "--replicas=0")
+    eventually(lambda: not w.kube.items("instances.skyfleet.io", "skyfleet.io/group=api"), 90, what="api at 0")
+    # status.replicas counts Instances at the next evaluation.
+    s = eventually(lambda: (s := status(w, "api-zero")).get("replicas") == 0 and s, 10, what="replicas 0")
+    assert s["desiredReplicas"] == 0
+    # From 2 the way to zero passes through one replica.
+    assert [m for m in events(w, "ScaledIn", "api-zero") if "2 -> 1 replicas" in m]
+    assert [m for m in events(w, "ScaledIn", "api-zero") if "1 -> 0 replicas" in m]
+    w.kube("scale", f"{SP}/api-zero", "--replicas=1")
+    # Back from zero within seconds reuses the name of an Instance just deleted: still one VM.
+    most, deadline = 0, time.monotonic() + 90
+    while not (ready(w, "api") == 1 and len(live(w, "api")) == 1) and time.monotonic() < deadline:
+        most = max(most, len(live(w, "api")))
+        time.sleep(0.25)
+    assert ready(w, "api") == 1, "api did not come back from zero"
+    assert most <= 1, f"{most} Instances for one replica"
+    w.kube("delete", SP, "api-zero")
+    assert manifest_unchanged(w)
+
+
 def test_a_constraint_sizes_the_group_up_through_a_rollout_without_losing_capacity(
     elastic: tuple[World, LoadExporter, Prometheus],
 ) -> None:

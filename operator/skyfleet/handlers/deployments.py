@@ -111,8 +111,10 @@ async def reconcile_once(
     cutoff = time.monotonic() - RECENT
     for key in [k for k, t in recent.items() if t < cutoff]:
         del recent[key]
+    # Keyed by UID, not name: a scale-out soon after a scale-in reuses the freed name, and the new
+    # Instance must not count as the old one being deleted (it would be replaced by a second VM).
     views = [
-        dataclasses.replace(v, deleting=True) if (namespace, v.name) in recent else v
+        dataclasses.replace(v, deleting=True) if (namespace, v.uid or v.name) in recent else v
         for v in instances_by_deployment.get((namespace, name), [])
     ]
     creds, imgs = _references(dep, namespace, credentials, instances_by_credential, images)
@@ -147,10 +149,11 @@ async def reconcile_once(
             generation=dep.metadata.generation or None,
         )
     already_deleting = {v.name for v in views if v.deleting}
+    uids = {v.name: v.uid or v.name for v in views}
     for victim in plan.deletes:
         if await ctx.kube.delete("instances", namespace, victim) and victim not in already_deleting:
             changed.add(victim)
-        recent[(namespace, victim)] = time.monotonic()
+        recent[(namespace, uids.get(victim, victim))] = time.monotonic()
     for e in plan.events:
         if not e.names or changed.intersection(e.names):
             event(body, e.type, e.reason, e.message)
