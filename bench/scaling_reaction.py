@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -27,6 +28,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from kubernetes import client, config
@@ -193,7 +195,9 @@ def measure(args: argparse.Namespace, plane: ControlPlane, endpoint: str, load: 
             created.append(seen - crossed)
             up = wait(lambda: sum(running(i) for i in instances(api)) >= 2, 120, "the second VM running")
             ran.append(up - crossed)
-            print(f"trial {trial + 1:2d}: Instance after {created[-1]:5.2f} s, running after {ran[-1]:5.2f} s")
+            print(
+                f"trial {trial + 1:2d}: Instance after {created[-1]:5.2f} s, running after {ran[-1]:5.2f} s", flush=True
+            )
             load.set("load", 0.0)
             wait(lambda: len(instances(api)) == 1, 120, "the group back at one Instance")
     finally:
@@ -212,7 +216,12 @@ def measure(args: argparse.Namespace, plane: ControlPlane, endpoint: str, load: 
     )
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _interrupt)  # a terminated benchmark stops what it started
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--period", type=float, default=5.0, help="--scaling-period of the operator")
