@@ -6,13 +6,14 @@ exporter every second, and ``skyfleet run`` as a subprocess evaluating policies 
 for ``--for``: ScaleOut by 1" (max 2), and "below 1: ScaleIn" with a 0 s scale-down window so
 each trial starts from one VM again.
 
-A trial raises the load from 0 to 5 and measures from the moment Prometheus first answers 5 for
-``max(load)`` (polled every 50 ms) to the moment the second Instance exists (the API server
+A trial waits a random part of a period (seeded, so crossings fall anywhere in the evaluation
+period), raises the load from 0 to 5 and measures from the moment Prometheus first answers 5
+for ``max(load)`` (polled every 50 ms) to the moment the second Instance exists (the API server
 listed every 50 ms), and to the moment it runs. Then the load drops to 0 and the trial waits for
 the group to return to one Instance. The goal is under 2 periods plus ``for``: a crossing is seen
 at the next evaluation (at most one period later), which creates the Instance at once.
 
-Run:  .venv/bin/python bench/scaling_reaction.py [--trials 20] [--period 5] [--for 0s]
+Run:  .venv/bin/python bench/scaling_reaction.py [--trials 20] [--period 5] [--for 0s] [--seed 7]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -188,7 +190,11 @@ def measure(args: argparse.Namespace, plane: ControlPlane, endpoint: str, load: 
         wait(lambda: len(instances(api)) == 1 and running(instances(api)[0]), 120, "the first VM")
         created: list[float] = []
         ran: list[float] = []
+        rng = random.Random(args.seed)  # noqa: S311 - reproducible pauses, not a secret
         for trial in range(args.trials):
+            # A trial starts right after a scale-in evaluation; without a pause every crossing would
+            # fall at the same point of the evaluation period.
+            time.sleep(rng.uniform(0, args.period))
             load.set("load", 5.0)
             crossed = wait(lambda: prom.values("max(load)") == [5.0], 30, "Prometheus to see the load")
             seen = wait(lambda: len(instances(api)) >= 2, 60, "the second Instance")
@@ -226,6 +232,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--period", type=float, default=5.0, help="--scaling-period of the operator")
     parser.add_argument("--for", dest="for_", default="0s", help="the constraint's `for` (e.g. 0s, 10s)")
+    parser.add_argument("--seed", type=int, default=7, help="seeds the pause before each trial")
     run(parser.parse_args())
 
 
