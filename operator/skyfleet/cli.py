@@ -36,6 +36,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "cloud_threads": args.cloud_threads,
         "observe_period": args.observe_period,
         "resync_period": args.resync_period,
+        "prometheus_url": args.prometheus_url,
+        "scaling_period": args.scaling_period,
         "leader_election": False if args.no_leader_election else None,
         "lease_namespace": args.lease_namespace,
     }
@@ -90,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cloud-threads", type=int, help="threads for cloud calls, shared by every credential")
     run.add_argument("--observe-period", type=float, help="seconds between VM observations per credential")
     run.add_argument("--resync-period", type=float, help="seconds between reconciles of unchanged objects")
+    run.add_argument("--prometheus-url", help="Prometheus HTTP API ScalingPolicies query by default")
+    run.add_argument("--scaling-period", type=float, help="seconds between evaluations of a ScalingPolicy")
     run.add_argument("--lease-namespace", help="namespace of the leader-election Lease")
     run.add_argument(
         "--no-leader-election", action="store_true", help="do not take the Lease (only for a single replica)"

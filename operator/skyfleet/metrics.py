@@ -114,6 +114,19 @@ class Metrics:
             "skyfleet_builder_vms", "Builder VMs of bakes in progress, per provider.", ["provider"], registry=r
         )
         self._builders: dict[tuple[str, str], Tally[str]] = {}
+        # ScalingPolicies: labels from fixed vocabularies only (never a namespace, policy or query).
+        self.scaling_decisions = Counter(
+            "skyfleet_scaling_decisions_total",
+            "Group changes decided by ScalingPolicies, by direction (out, in, up, down).",
+            ["direction"],
+            registry=r,
+        )
+        self.metric_query_errors = Counter(
+            "skyfleet_metric_query_errors_total",
+            "Metric queries without a usable number, by reason (MetricUnavailable, QueryInvalid, NoData).",
+            ["reason"],
+            registry=r,
+        )
         # Per-credential figures summed per provider, so two credentials of one provider add up.
         self._orphans: dict[tuple[str, str], tuple[str, int]] = {}
         self._phases: dict[tuple[str, str], tuple[str, Tally[str]]] = {}
@@ -137,6 +150,12 @@ class Metrics:
         self.cloud_request_duration.labels(provider, operation).observe(seconds)
         if outcome == "throttled":
             self.cloud_throttled.labels(provider, operation).inc()
+
+    def scaling_decision(self, direction: str) -> None:
+        self.scaling_decisions.labels(direction).inc()
+
+    def metric_query_error(self, reason: str) -> None:
+        self.metric_query_errors.labels(reason).inc()
 
     def watch_event(self, resource: str) -> None:
         self.watch_last_event.labels(resource).set(time.time())

@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     resync_period: float = Field(
         default=60.0, gt=0, description="Seconds between reconciles of an unchanged Deployment or Image."
     )
+    prometheus_url: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="Prometheus HTTP API that ScalingPolicies query unless they name their own.",
+    )
+    scaling_period: float = Field(default=15.0, gt=0, description="Seconds between evaluations of a ScalingPolicy.")
     lost_grace: float = Field(
         default=60.0,
         ge=0,
@@ -100,7 +107,7 @@ class Settings(BaseSettings):
         parse_allow_list(value)  # a ValueError names the entry that is wrong
         return value
 
-    @field_validator("liveness_endpoint", mode="before")
+    @field_validator("liveness_endpoint", "prometheus_url", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value

@@ -17,6 +17,7 @@ from skyfleet.api.common import Condition, ConditionStatus
 from skyfleet.api.deployment import DeploymentStatus
 from skyfleet.api.image import BakeTarget, ImageStatus
 from skyfleet.api.instance import InstanceStatus
+from skyfleet.api.scalingpolicy import ScalingPolicyStatus
 from skyfleet.reconcile.bake import bake_conditions
 from tests.chart.helpers import CHART, Render, one
 
@@ -24,7 +25,7 @@ lua51 = pytest.importorskip("lupa.lua51")
 
 pytestmark = pytest.mark.chart
 
-KINDS = ("CloudCredential", "Deployment", "Image", "Instance")
+KINDS = ("CloudCredential", "Deployment", "Image", "Instance", "ScalingPolicy")
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -94,6 +95,7 @@ for _kind, _status in (
     ("Instance", InstanceStatus),
     ("Image", ImageStatus),
     ("CloudCredential", CloudCredentialStatus),
+    ("ScalingPolicy", ScalingPolicyStatus),
 ):
     case(f"{_kind}-no-status", _kind, make(_kind, None), "Progressing", "status")
     case(
@@ -380,6 +382,33 @@ case(
     "Verifying",
 )
 
+# --- ScalingPolicy: healthy when its last evaluation succeeded
+for _ok, _reason, _message, _expected, _says in (
+    (True, "AboveTarget", "requests is 250 for 2 replicas, target 50 each: 5 replicas", "Healthy", "5 replicas"),
+    (True, "FollowingReplicas", "spec.replicas is 3", "Healthy", "spec.replicas"),
+    (False, "MetricUnavailable", "no change without data (requests: cannot connect)", "Degraded", "cannot connect"),
+    (False, "QueryInvalid", "the query returned 2 series; a rule needs one", "Degraded", "QueryInvalid"),
+    (False, "Conflict", "group web of Deployment shop is governed by ScalingPolicy a", "Degraded", "Conflict"),
+    (False, "TargetNotFound", "Deployment shop does not exist", "Degraded", "does not exist"),
+):
+    case(
+        f"ScalingPolicy-{_reason}",
+        "ScalingPolicy",
+        make(
+            "ScalingPolicy",
+            ScalingPolicyStatus(observed_generation=2, conditions=[cond("Ready", _ok, _reason, _message, 2)]),
+        ),
+        _expected,
+        _says,
+    )
+case(
+    "ScalingPolicy-not-evaluated-yet",
+    "ScalingPolicy",
+    make("ScalingPolicy", ScalingPolicyStatus(observed_generation=2, selector="skyfleet.io/group=web")),
+    "Progressing",
+    "first evaluation",
+)
+
 
 @pytest.mark.parametrize(("kind", "obj", "expected", "says"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_health(kind: str, obj: dict[str, Any], expected: str, says: str) -> None:
@@ -418,6 +447,7 @@ def test_chart_ships_exactly_these_scripts(render: Render) -> None:
                 "Instance": InstanceStatus,
                 "Image": ImageStatus,
                 "CloudCredential": CloudCredentialStatus,
+                "ScalingPolicy": ScalingPolicyStatus,
             }[kind](observed_generation=2, conditions=[cond("Ready", True, "Fine", "fine", 2)]),
         )
         assert health(kind, healthy, source=shipped) == ("Healthy", "fine")

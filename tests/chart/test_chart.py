@@ -32,7 +32,13 @@ from tests.chart.helpers import (
 pytestmark = pytest.mark.chart
 
 MONITORING = ("monitoring.coreos.com/v1",)
-KINDS = ("cloudcredentials", "images", "deployments", "instances")  # what the operator and RBAC cover today
+KINDS = (
+    "cloudcredentials",
+    "images",
+    "deployments",
+    "instances",
+    "scalingpolicies",
+)  # what the operator and RBAC cover
 RBAC_KINDS = ("ClusterRole", "Role")
 
 
@@ -271,11 +277,21 @@ def test_crds_without_keep_are_deleted_on_uninstall(render: Render) -> None:
 
 # What the operator may do in the namespaces it serves; any change to this table must be deliberate.
 NAMESPACED_RULES = [
-    (("skyfleet.io",), ("cloudcredentials", "images", "deployments"), ("get", "list", "watch", "patch", "update")),
+    (
+        ("skyfleet.io",),
+        ("cloudcredentials", "images", "deployments", "scalingpolicies"),
+        ("get", "list", "watch", "patch", "update"),
+    ),
     (("skyfleet.io",), ("instances",), ("get", "list", "watch", "create", "patch", "update", "delete")),
     (
         ("skyfleet.io",),
-        ("cloudcredentials/status", "images/status", "deployments/status", "instances/status"),
+        (
+            "cloudcredentials/status",
+            "images/status",
+            "deployments/status",
+            "instances/status",
+            "scalingpolicies/status",
+        ),
         ("get", "patch", "update"),
     ),
     (("skyfleet.io",), ("deployments/finalizers",), ("update",)),
@@ -356,9 +372,14 @@ def test_aggregated_roles_extend_view_and_edit_without_creating_instances(render
     assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
     assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
     assert "rbac.authorization.k8s.io/aggregate-to-view" not in edit["metadata"]["labels"]
-    assert rules_of(view) == [(("skyfleet.io",), KINDS, ("get", "list", "watch"))]
+    assert rules_of(view) == [
+        (("skyfleet.io",), KINDS, ("get", "list", "watch")),
+        (("skyfleet.io",), ("scalingpolicies/scale",), ("get",)),
+    ]
     edit_rules = {res: set(verbs) for _, resources, verbs in rules_of(edit) for res in resources}
     assert {"create", "update", "patch", "delete"} <= edit_rules["deployments"]
+    assert {"create", "update", "patch", "delete"} <= edit_rules["scalingpolicies"]
+    assert {"update", "patch"} <= edit_rules["scalingpolicies/scale"], "editors may kubectl scale a policy"
     assert "create" not in edit_rules["instances"], "Instances are Skyfleet's records; users never create them"
     assert not by_kind(render({"rbac": {"aggregateToDefaultRoles": False}}), "ClusterRole")[1:]
 
@@ -536,9 +557,9 @@ def test_argocd_health_checks_and_dashboard_are_shipped_behind_values(render: Re
     health = one(objects, "ConfigMap", "sf-skyfleet-argocd-health")
     assert sorted(health["data"]) == [
         f"resource.customizations.health.skyfleet.io_{kind}"
-        for kind in ("CloudCredential", "Deployment", "Image", "Instance")
+        for kind in ("CloudCredential", "Deployment", "Image", "Instance", "ScalingPolicy")
     ]
-    for kind in ("CloudCredential", "Deployment", "Image", "Instance"):
+    for kind in ("CloudCredential", "Deployment", "Image", "Instance", "ScalingPolicy"):
         script = health["data"][f"resource.customizations.health.skyfleet.io_{kind}"]
         assert script.rstrip().endswith((CHART / "argocd" / f"{kind.lower()}.lua").read_text().rstrip())
     dashboard = one(objects, "ConfigMap", "sf-skyfleet-dashboard")

@@ -151,6 +151,20 @@ def test_operator_serves_the_shop_with_the_charts_permissions(
             )
             assert lease["spec"]["holderIdentity"]
 
+            # The example's ScalingPolicy governs the web tier, which this shop lacks: its status
+            # (written through scalingpolicies/status) says so.
+            deadline = time.monotonic() + 30
+            while True:
+                policy = json.loads(
+                    cluster.kubectl("get", "scalingpolicies.skyfleet.io", "shop-web", "-n", app, "-o", "json").stdout
+                )
+                reasons = [c["reason"] for c in policy.get("status", {}).get("conditions", []) if c["type"] == "Ready"]
+                if reasons:
+                    break
+                assert time.monotonic() < deadline, "the ScalingPolicy got no status"
+                time.sleep(1)
+            assert reasons == ["TargetNotFound"]
+
             # Deleting needs finalizer patches and Instance deletes (and no write to any Secret).
             cluster.kubectl("delete", "deployments.skyfleet.io", "shop", "-n", app, "--wait=false")
             deadline = time.monotonic() + 60

@@ -219,3 +219,20 @@ async def test_error_messages_never_carry_the_body(
     assert isinstance(result, Unavailable)  # not a Prometheus error vocabulary: not taken for a bad query
     assert CANARY not in result.message
     assert len(result.message) < 200
+
+
+async def test_a_name_resolving_to_a_refused_address_is_not_queried(prometheus: Prometheus) -> None:
+    """A tenant's URL passes the endpoint rules for every address its host resolves to: `localhost`
+    reaches this Prometheus only when the allow-list names loopback."""
+    from skyfleet.connectors.endpoints import EndpointPolicy
+
+    url = prometheus.url.replace("127.0.0.1", "localhost")
+    async with PrometheusClient(timeout=2.0, address_check=EndpointPolicy().check_address) as refusing:
+        result = await refusing.query(url, "shop_load")
+    assert isinstance(result, Unavailable), result
+    assert result.message == "the server's address is not allowed by the operator's endpoint allow-list"
+    allowing = EndpointPolicy.parse(["127.0.0.1", "::1"]).check_address
+    async with PrometheusClient(timeout=2.0, address_check=allowing) as allowed:
+        answer = await allowed.query(url, "shop_load")
+    assert isinstance(answer, Sample), answer
+    assert answer.value == 3.0

@@ -39,6 +39,8 @@ def test_every_metric_the_dashboard_and_alerts_use_is_exported() -> None:
     metrics.instance_ready("ec2", datetime.now(UTC))
     metrics.set_orphans("ns", "aws", "ec2", 0)
     metrics.watch_event("deployments")
+    metrics.scaling_decision("out")
+    metrics.metric_query_error("QueryInvalid")
     text = generate_latest(metrics.registry).decode()
     exported = {f"# TYPE {name}" for name in CONTRACT.read_text().split()}
     missing = [t for t in exported if t not in text]

@@ -9,17 +9,20 @@ from typing import Any
 
 import pytest
 
-from skyfleet.api.deployment import NodeGroup, Size
-from skyfleet.api.scalingpolicy import ScalingPolicy, ScalingPolicySpec, parse_duration
+from skyfleet.api.deployment import Deployment, DeploymentStatus, GroupStatus, NodeGroup, Size
+from skyfleet.api.scalingpolicy import RuleStatus, ScalingPolicy, ScalingPolicySpec, parse_duration
 from skyfleet.reconcile.scaling import (
     Decision,
     History,
     Reading,
     decide,
     describe_size,
+    effective_deployment,
     effective_group,
+    governed_status,
     governing_policy,
     initial_rung,
+    rule_statuses,
     selector,
 )
 
@@ -553,6 +556,55 @@ def test_the_oldest_policy_governs_and_the_others_are_in_conflict() -> None:
     leaving = policy_object("b-first", created=0)
     leaving.metadata.deletion_timestamp = at(20)
     assert governing_policy([leaving, second], "shop", "web") is second
+
+
+def test_effective_deployment_applies_the_governing_policy_per_group_and_names_it_in_status() -> None:
+    written = Deployment.model_validate(
+        {
+            "metadata": {"name": "shop"},
+            "spec": {"nodeGroups": [group(name="db", replicas=1).to_api(), group().to_api()]},
+        }
+    )
+    governing = policy_object("shop-web", created=0, status={"desiredReplicas": 7, "rung": 1})
+    conflicting = policy_object("later", created=5, status={"desiredReplicas": 1})
+    effective, governed = effective_deployment(written, [conflicting, governing])
+    assert [(g.name, g.replicas, g.size) for g in effective.spec.node_groups] == [
+        ("db", 1, Size.model_validate(SMALL)),
+        ("web", 7, Size.model_validate(MEDIUM)),
+    ]
+    assert written.spec.node_groups[1].replicas == 3  # what Git wrote is untouched
+    assert set(governed) == {"web"}
+    status = governed_status(
+        DeploymentStatus(groups=[GroupStatus(name="db", replicas=1), GroupStatus(name="web", replicas=5)]), governed
+    )
+    assert [(g.name, g.desired_replicas, g.scaling_policy) for g in status.groups or []] == [
+        ("db", None, None),
+        ("web", 7, "shop-web"),
+    ]
+    # Without any policy the Deployment and its status are exactly what they were.
+    same, none = effective_deployment(written, [])
+    assert same is written
+    assert none == {}
+
+
+def test_rule_statuses_keep_an_unchanged_value_and_its_time() -> None:
+    rules = spec(target("load", averageValue=10), target("cpu", value=0.5)).metrics or []
+    first = rule_statuses(rules, {"load": ok(123.456789, at(0)), "cpu": ok(0.5, at(0))}, None)
+    assert first == [
+        RuleStatus(name="load", value=123.5, timestamp=at(0)),
+        RuleStatus(name="cpu", value=0.5, timestamp=at(0)),
+    ]
+    again = rule_statuses(rules, {"load": ok(123.4501, at(15)), "cpu": ok(0.6, at(15))}, first)
+    assert again == [
+        RuleStatus(name="load", value=123.5, timestamp=at(0)),  # same to 4 digits: no write
+        RuleStatus(name="cpu", value=0.6, timestamp=at(15)),
+    ]
+    down = rule_statuses(
+        rules, {"load": Reading(None, at(30), "MetricUnavailable", "cannot connect"), "cpu": ok(0.6, at(30))}, again
+    )
+    assert down is not None
+    assert down[0] == RuleStatus(name="load", value=None, timestamp=at(30), reason="MetricUnavailable")
+    assert rule_statuses([], {}, None) is None
 
 
 def test_initial_rung_is_the_groups_own_size_when_the_ladder_has_it() -> None:

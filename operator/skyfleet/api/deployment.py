@@ -209,6 +209,14 @@ class GroupStatus(Model):
         max_length=16,
         json_schema_extra={"items": {"type": "string", "maxLength": 2 * SHORT + 1}},
     )
+    desired_replicas: int | None = Field(
+        default=None,
+        ge=0,
+        description="Replicas the group runs with when a ScalingPolicy governs it (its decision, not the spec's).",
+    )
+    scaling_policy: str | None = Field(
+        default=None, description="ScalingPolicy that governs the group's replicas and size.", max_length=SHORT
+    )
 
 
 class DeploymentStatus(Model):

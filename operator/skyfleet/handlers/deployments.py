@@ -23,6 +23,7 @@ from skyfleet.reconcile.conditions import find_condition
 from skyfleet.reconcile.deployment import NewInstance, plan_deployment, refused_status
 from skyfleet.reconcile.images import EffectiveImage, ImageError, effective_image
 from skyfleet.reconcile.messages import error_message
+from skyfleet.reconcile.scaling import effective_deployment, governed_status
 from skyfleet.reconcile.views import ORPHAN_ANNOTATION, CredentialView
 
 # After acting, give the watch a moment to bring our own writes back before planning again.
@@ -63,6 +64,7 @@ async def reconcile_loop(
                 instances_by_credential=instances_by_credential,
                 credentials=credentials,
                 images=images,
+                scaling_policies=kwargs.get("scaling_policies"),
             )
         except Exception as exc:
             # One broken Deployment must not stop the others: report, and try again later.
@@ -95,18 +97,24 @@ async def reconcile_once(
     instances_by_credential: kopf.Index[Any, Any],
     credentials: kopf.Index[Any, Any],
     images: kopf.Index[Any, Any],
+    scaling_policies: kopf.Index[Any, Any] | None = None,
 ) -> bool:
     dep = Deployment.model_validate(dict(body))
     if dep.metadata.deletion_timestamp is not None:
         return False
+    # Groups a ScalingPolicy governs run with its decision (from its status); the spec stays Git's.
+    policies = list(scaling_policies.get((namespace, name), [])) if scaling_policies is not None else []
+    dep, governed = effective_deployment(dep, policies)
     # Our own deletes reach the index a moment later; until then treat them as deleting, so a
     # pass in between neither deletes a second victim nor counts a failure twice.
     recent = ctx.recent_deletes
     cutoff = time.monotonic() - RECENT
     for key in [k for k, t in recent.items() if t < cutoff]:
         del recent[key]
+    # Keyed by UID, not name: a scale-out soon after a scale-in reuses the freed name, and the new
+    # Instance must not count as the old one being deleted (it would be replaced by a second VM).
     views = [
-        dataclasses.replace(v, deleting=True) if (namespace, v.name) in recent else v
+        dataclasses.replace(v, deleting=True) if (namespace, v.uid or v.name) in recent else v
         for v in instances_by_deployment.get((namespace, name), [])
     ]
     creds, imgs = _references(dep, namespace, credentials, instances_by_credential, images)
@@ -130,7 +138,7 @@ async def reconcile_once(
     refused = await _create_instances(
         ctx, namespace, creates=plan.creates, owner=owner, created=created, changed=changed
     )
-    status = plan.status
+    status = governed_status(plan.status, governed)
     if refused is not None:
         group = next(n.spec.group for n in plan.creates if (namespace, n.name) not in created)
         status = refused_status(
@@ -141,10 +149,11 @@ async def reconcile_once(
             generation=dep.metadata.generation or None,
         )
     already_deleting = {v.name for v in views if v.deleting}
+    uids = {v.name: v.uid or v.name for v in views}
     for victim in plan.deletes:
         if await ctx.kube.delete("instances", namespace, victim) and victim not in already_deleting:
             changed.add(victim)
-        recent[(namespace, victim)] = time.monotonic()
+        recent[(namespace, uids.get(victim, victim))] = time.monotonic()
     for e in plan.events:
         if not e.names or changed.intersection(e.names):
             event(body, e.type, e.reason, e.message)

@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -94,7 +96,12 @@ class PrometheusClient:
         timeout: float = DEFAULT_TIMEOUT,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         max_answer_bytes: int = MAX_ANSWER_BYTES,
+        address_check: Callable[[str, str], None] | None = None,
     ) -> None:
+        """``address_check(host, address)`` raises to refuse a connection to an address a host name
+        resolved to (URLs a tenant chose go through the operator's endpoint rules that way; an
+        address written in the URL itself is the caller's to check before querying)."""
+        self.address_check = address_check
         self.timeout = timeout
         self.connect_timeout = min(connect_timeout, timeout)
         self.max_answer_bytes = max_answer_bytes
@@ -140,7 +147,7 @@ class PrometheusClient:
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError, _TooLarge) as err:
             return self._failure(err)
 
-    def _failure(self, err: BaseException) -> QueryError:
+    def _failure(self, err: BaseException) -> QueryError:  # noqa: PLR0911 - one answer per kind of failure
         """What a failed exchange means, in fixed words."""
         if isinstance(err, TimeoutError):
             return Unavailable(f"no answer within {self.timeout:g}s")
@@ -148,6 +155,8 @@ class PrometheusClient:
             return QueryInvalid(
                 f"the answer exceeds {self.max_answer_bytes // 1024} KiB: a rule needs a scalar or one sample"
             )
+        if isinstance(err, aiohttp.ClientConnectorError) and isinstance(err.os_error, _AddressRefused):
+            return Unavailable("the server's address is not allowed by the operator's endpoint allow-list")
         if isinstance(err, aiohttp.ClientConnectorCertificateError):
             return Unavailable("TLS verification of the server's certificate failed")
         if isinstance(err, aiohttp.ClientSSLError):
@@ -159,9 +168,13 @@ class PrometheusClient:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
+            connector = None
+            if self.address_check is not None:
+                connector = aiohttp.TCPConnector(resolver=_CheckedResolver(self.address_check))
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout, sock_connect=self.connect_timeout),
                 trust_env=False,
+                connector=connector,
             )
         return self._session
 
@@ -187,6 +200,32 @@ class PrometheusClient:
 
 class _TooLarge(Exception):
     pass
+
+
+class _AddressRefused(OSError):
+    """A host name resolved to an address the address check refused (never says which)."""
+
+
+class _CheckedResolver(aiohttp.abc.AbstractResolver):
+    """The system resolver, whose every answer must pass ``check`` before aiohttp may connect to it."""
+
+    def __init__(self, check: Callable[[str, str], None]) -> None:
+        self._check = check
+        self._resolver = aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp.abc.ResolveResult]:
+        answers = await self._resolver.resolve(host, port, family)
+        for answer in answers:
+            try:
+                self._check(host.rstrip("."), answer["host"])
+            except Exception:
+                raise _AddressRefused("address refused") from None
+        return answers
+
+    async def close(self) -> None:
+        await self._resolver.close()
 
 
 def _interpret(status: int, body: bytes) -> QueryResult:

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from skyfleet.api.deployment import NodeGroup, Size
+from skyfleet.api.deployment import Deployment, DeploymentStatus, NodeGroup, Size
 from skyfleet.api.scalingpolicy import (
     DEFAULT_PERIOD_SECONDS,
     DEFAULT_SCALE_DOWN_WINDOW_SECONDS,
@@ -40,6 +40,7 @@ from skyfleet.api.scalingpolicy import (
     HORIZONTAL_ACTIONS,
     DirectionBehavior,
     MetricRule,
+    RuleStatus,
     ScalingPolicy,
     ScalingPolicySpec,
 )
@@ -54,9 +55,12 @@ __all__ = [
     "Reading",
     "decide",
     "describe_size",
+    "effective_deployment",
     "effective_group",
+    "governed_status",
     "governing_policy",
     "initial_rung",
+    "rule_statuses",
     "selector",
 ]
 
@@ -573,3 +577,65 @@ def effective_group(group: NodeGroup, policy: ScalingPolicy | None) -> Effective
     return EffectiveGroup(
         group.model_copy(update={"replicas": replicas, "size": size}), governed_by=policy.metadata.name
     )
+
+
+def effective_deployment(
+    deployment: Deployment, policies: Sequence[ScalingPolicy]
+) -> tuple[Deployment, dict[str, EffectiveGroup]]:
+    """The Deployment as its planner should run it: each group with its governing policy's decision.
+
+    Returns the effective Deployment (never written anywhere: the stored spec stays the user's)
+    and, per governed group, what the policy made of it.
+    """
+    governed: dict[str, EffectiveGroup] = {}
+    groups: list[NodeGroup] = []
+    for group in deployment.spec.node_groups:
+        effective = effective_group(group, governing_policy(policies, deployment.metadata.name, group.name))
+        if effective.governed_by is not None:
+            governed[group.name] = effective
+        groups.append(effective.group)
+    if not governed:
+        return deployment, governed
+    spec = deployment.spec.model_copy(update={"node_groups": groups})
+    return deployment.model_copy(update={"spec": spec}), governed
+
+
+def governed_status(status: DeploymentStatus, governed: Mapping[str, EffectiveGroup]) -> DeploymentStatus:
+    """The Deployment's status saying, per governed group, its effective replicas and which policy decided them."""
+    if not governed or not status.groups:
+        return status
+    groups = []
+    for group in status.groups:
+        effective = governed.get(group.name)
+        groups.append(
+            group
+            if effective is None
+            else group.model_copy(
+                update={"desired_replicas": effective.group.replicas, "scaling_policy": effective.governed_by}
+            )
+        )
+    return status.model_copy(update={"groups": groups})
+
+
+def rule_statuses(
+    rules: Sequence[MetricRule], readings: Mapping[str, Reading], previous: Sequence[RuleStatus] | None
+) -> list[RuleStatus] | None:
+    """The last value of every rule, to four significant digits, with when it was read.
+
+    A rule whose shown value (or reason) is unchanged keeps its entry and timestamp, so a steady
+    metric makes no status write; a value that moves is written with the time it was read.
+    """
+    before = {r.name: r for r in previous or []}
+    out: list[RuleStatus] = []
+    for rule in rules:
+        reading = readings.get(rule.name)
+        if reading is None:
+            continue
+        value = float(f"{reading.value:.4g}") if reading.usable and reading.value is not None else None
+        reason = None if reading.usable else (reading.problem or "NoData")
+        old = before.get(rule.name)
+        if old is not None and old.value == value and old.reason == reason:
+            out.append(old)
+            continue
+        out.append(RuleStatus(name=rule.name, value=value, timestamp=reading.at, reason=reason))
+    return out or None
