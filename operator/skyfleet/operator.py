@@ -30,6 +30,7 @@ from kubernetes.client.exceptions import ApiException
 import skyfleet.handlers  # noqa: F401 - importing registers every handler
 from skyfleet.handlers.clouds import Clouds
 from skyfleet.handlers.context import Context, ctx_of
+from skyfleet.handlers.events import COMPONENT
 from skyfleet.handlers.kube import Kube
 from skyfleet.handlers.storage import BoundedProgressStorage, DigestDiffBaseStorage
 from skyfleet.logs import install_object_refs
@@ -74,6 +75,11 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     settings.networking.request_timeout = 30
     settings.networking.connect_timeout = 10
     settings.posting.level = logging.WARNING
+    # kopf's own events (a handler failing, retrying) say who reports them, as ours do
+    # (handlers/events.py); their action stays kopf's.
+    settings.posting.reporting_component = COMPONENT
+    settings.posting.reporting_instance = ctx.events.instance
+    settings.posting.event_name_prefix = f"{COMPONENT}-"
 
 
 @kopf.on.cleanup()

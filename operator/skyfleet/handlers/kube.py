@@ -215,22 +215,10 @@ class Kube:
 
         return await self._run(call)
 
-    async def get_lease(self, namespace: str, name: str) -> Any:
-        def call() -> Any:
-            try:
-                return self.coordination.read_namespaced_lease(name, namespace)
-            except ApiException as exc:
-                if exc.status == 404:
-                    return None
-                raise
+    async def create_event(self, namespace: str, body: Mapping[str, Any]) -> None:
+        """Post a core/v1 Event (see handlers/events.py)."""
 
-        return await self._run(call)
+        def call() -> None:
+            self.core.create_namespaced_event(namespace, dict(body))
 
-    async def namespace_uid(self, name: str) -> str:
-        """The UID of a namespace (kube-system's identifies the cluster)."""
-
-        def call() -> str:
-            uid: str = self.core.read_namespace(name).metadata.uid
-            return uid
-
-        return await self._run(call)
+        await self._run(call)
