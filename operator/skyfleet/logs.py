@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
 
-from skyfleet.connectors.errors import clean_message
+from skyfleet.contract.errors import clean_message
 
 __all__ = ["ObjectRefFilter", "TransportFilter", "about", "current_object", "install_object_refs"]
 

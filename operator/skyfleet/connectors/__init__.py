@@ -5,7 +5,8 @@ stay behind ``skyfleet.connectors.libcloud``.
 """
 
 from skyfleet.connectors import registry
-from skyfleet.connectors.base import (
+from skyfleet.connectors.naming import vm_name
+from skyfleet.contract import (
     BakedImage,
     CallObserver,
     Capabilities,
@@ -24,8 +25,8 @@ from skyfleet.connectors.base import (
     OwnerTags,
     SecretData,
 )
-from skyfleet.connectors.endpoints import EndpointPolicy, TLSOptions
-from skyfleet.connectors.errors import (
+from skyfleet.contract.endpoints import EndpointPolicy, TLSOptions
+from skyfleet.contract.errors import (
     CapacityUnavailable,
     CircuitOpen,
     ConnectorError,
@@ -41,7 +42,6 @@ from skyfleet.connectors.errors import (
     UnknownConnector,
     Unsupported,
 )
-from skyfleet.connectors.naming import vm_name
 
 __all__ = [
     "BakedImage",

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from importlib.metadata import EntryPoint, entry_points
 
-from skyfleet.connectors.base import Connector, CredentialConfig
-from skyfleet.connectors.errors import UnknownConnector
+from skyfleet.contract import Connector, CredentialConfig
+from skyfleet.contract.errors import UnknownConnector
 
 __all__ = ["GROUP", "ConnectorCache", "available", "create", "load"]
 

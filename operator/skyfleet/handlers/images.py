@@ -8,7 +8,7 @@ import kopf
 
 from skyfleet.api.image import Image, ImageStatus, ResolvedImage
 from skyfleet.connectors import ConnectorError
-from skyfleet.connectors.errors import NotFound
+from skyfleet.contract.errors import NotFound
 from skyfleet.handlers.clouds import CredentialUnavailable
 from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of, now
 from skyfleet.handlers.loop import LoopSpec, run_loop

@@ -15,7 +15,7 @@ import kopf
 
 from skyfleet.api.instance import Instance, InstanceStatus
 from skyfleet.connectors import Connector, ConnectorError, CreateRequest, NodeState, OwnershipMismatch, OwnerTags
-from skyfleet.connectors.errors import NotFound, Unsupported
+from skyfleet.contract.errors import NotFound, Unsupported
 from skyfleet.handlers.clouds import CredentialUnavailable
 from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of, now
 from skyfleet.handlers.status import write_status

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from skyfleet.api.instance import Addresses, InstanceStatus
-from skyfleet.connectors import CloudNode, NodeState, errors
+from skyfleet.contract import CloudNode, NodeState, errors
 from skyfleet.reconcile.conditions import set_condition
 
 __all__ = [
