@@ -96,38 +96,29 @@ class InvalidCredentials(ConnectorError):
     """The cloud rejected who we are; a human must fix the credential."""
 
 
-class Throttled(ConnectorError):
+class _RetryLater(ConnectorError):
+    """An error the same call may outlive; ``retry_after`` is the cloud's hint in seconds."""
+
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        provider: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, code=code)
+        self.retry_after = retry_after
+
+
+class Throttled(_RetryLater):
     """The cloud asked us to slow down."""
 
-    retryable = True
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        retry_after: float | None = None,
-        provider: str | None = None,
-        code: str | None = None,
-    ) -> None:
-        super().__init__(message, provider=provider, code=code)
-        self.retry_after = retry_after
-
-
-class Transient(ConnectorError):
+class Transient(_RetryLater):
     """A fault that usually goes away: 5xx, timeouts, connection resets."""
-
-    retryable = True
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        retry_after: float | None = None,
-        provider: str | None = None,
-        code: str | None = None,
-    ) -> None:
-        super().__init__(message, provider=provider, code=code)
-        self.retry_after = retry_after
 
 
 class CircuitOpen(Transient):
