@@ -22,7 +22,7 @@ from urllib3.util.retry import Retry
 
 from skyfleet.api.common import GROUP, VERSION
 
-__all__ = ["REQUEST_TIMEOUT", "Conflict", "Kube", "Refused"]
+__all__ = ["REQUEST_TIMEOUT", "Conflict", "Kube", "Refused", "Unreadable"]
 
 T = TypeVar("T")
 MERGE = "application/merge-patch+json"
@@ -33,6 +33,10 @@ REQUEST_TIMEOUT = (5.0, 10.0)
 
 class Conflict(Exception):
     """The object changed since the version a write was computed from; compute it again."""
+
+
+class Unreadable(Exception):
+    """The API server answered that this object cannot be read (401, 403, 404): waiting will not help."""
 
 
 class Refused(Exception):
@@ -222,3 +226,59 @@ class Kube:
             self.core.create_namespaced_event(namespace, dict(body))
 
         await self._run(call)
+
+    # The Lease and the cluster id are handled before kopf starts and on the lease thread, so
+    # these calls are synchronous; each carries the caller's timeout (the time it has left).
+
+    def read_lease(self, namespace: str, name: str, timeout: tuple[float, float]) -> Any | None:
+        """The Lease (a V1Lease), or None when there is none."""
+        try:
+            return self.coordination.read_namespaced_lease(name, namespace, _request_timeout=timeout)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create_lease(self, namespace: str, lease: Any, timeout: tuple[float, float]) -> Any | None:
+        """The created Lease, or None when someone else created it first."""
+        try:
+            return self.coordination.create_namespaced_lease(namespace, lease, _request_timeout=timeout)
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise
+
+    def replace_lease(self, namespace: str, name: str, lease: Any, timeout: tuple[float, float]) -> Any | None:
+        """The Lease as written, or None when it changed since it was read (someone else wrote)."""
+        try:
+            return self.coordination.replace_namespaced_lease(name, namespace, lease, _request_timeout=timeout)
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise
+
+    @staticmethod
+    def lease(
+        name: str | None, *, holder: str | None, duration: int, acquired: Any, renewed: Any, transitions: int
+    ) -> Any:
+        """A V1Lease (spec only, plus the name for a create)."""
+        spec = client.V1LeaseSpec(
+            holder_identity=holder,
+            lease_duration_seconds=duration,
+            acquire_time=acquired,
+            renew_time=renewed,
+            lease_transitions=transitions,
+        )
+        return client.V1Lease(metadata=client.V1ObjectMeta(name=name) if name else None, spec=spec)
+
+    def namespace_uid(self, name: str, timeout: tuple[float, float] = REQUEST_TIMEOUT) -> str | None:
+        """The UID of a namespace (kube-system's identifies the cluster); None when it does not
+        exist, ``Unreadable`` when we may not read it. A list with a field selector needs only the
+        list verb kopf needs anyway, not get."""
+        try:
+            found = self.core.list_namespace(field_selector=f"metadata.name={name}", _request_timeout=timeout)
+        except ApiException as exc:
+            if exc.status in (401, 403, 404):
+                raise Unreadable(f"cannot read namespace {name} ({exc.status} {exc.reason})") from None
+            raise
+        return str(found.items[0].metadata.uid) if found.items else None
