@@ -1,4 +1,8 @@
-"""CloudCredential: verify, report capabilities, keep the Secret while Instances need it."""
+"""CloudCredential: verify, report capabilities, hold its deletion while Instances need it.
+
+Its Secret is kept by an admission policy (api/policy.py, the chart's secret-protection.yaml),
+not by anything here: the operator never writes Secrets.
+"""
 
 from __future__ import annotations
 
