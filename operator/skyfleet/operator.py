@@ -28,7 +28,7 @@ import kopf
 import skyfleet.handlers  # noqa: F401 - importing registers every handler
 from skyfleet.handlers.clouds import Clouds
 from skyfleet.handlers.context import Context, ctx_of
-from skyfleet.handlers.events import COMPONENT
+from skyfleet.handlers.events import ObjectLogEvents
 from skyfleet.handlers.kube import Kube, Unreadable
 from skyfleet.handlers.storage import BoundedProgressStorage, DigestDiffBaseStorage
 from skyfleet.logs import install_object_refs
@@ -73,11 +73,9 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     settings.networking.request_timeout = 30
     settings.networking.connect_timeout = 10
     settings.posting.level = logging.WARNING
-    # kopf's own events (a handler failing, retrying) say who reports them, as ours do
-    # (handlers/events.py); their action stays kopf's.
-    settings.posting.reporting_component = COMPONENT
-    settings.posting.reporting_instance = ctx.events.instance
-    settings.posting.event_name_prefix = f"{COMPONENT}-"
+    # kopf would post its per-object log lines as component kopf, instance dev, action Action?;
+    # handlers/events.py posts them instead (ObjectLogEvents, installed in run()).
+    settings.posting.enabled = False
 
 
 @kopf.on.cleanup()
@@ -340,6 +338,7 @@ def run(settings: Settings) -> int:
     # concurrent Future) in an executor thread that nothing releases on a normal exit, and the
     # loop's shutdown then hangs joining that thread.
     loop = asyncio.new_event_loop()
+    logging.getLogger("kopf.objects").addHandler(ObjectLogEvents(ctx.events, loop))
     lost = asyncio.Event()
     lost_flag = threading.Event()
 

@@ -6,6 +6,10 @@ here instead: ``reportingComponent``/``source.component`` ``skyfleet``, ``report
 pod's name (``POD_NAME``, else the host name), and ``action`` what Skyfleet was doing
 (``action_for``). Posting never blocks a handler: the call runs on the Kubernetes client's pool
 in the background, and a failed post is logged (reason only) and dropped, as kopf does.
+
+kopf also turns its per-object log records at WARNING and above (a handler failing or retrying)
+into events; ``ObjectLogEvents`` does that job in its place (kopf's poster is switched off in
+operator.py), so those events too say who reported them and what it was doing.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 from skyfleet.handlers.kube import Kube
 from skyfleet.reconcile.messages import safe_message
 
-__all__ = ["COMPONENT", "Events", "action_for", "reporting_instance"]
+__all__ = ["COMPONENT", "Events", "ObjectLogEvents", "action_for", "reporting_instance"]
 
 log = logging.getLogger(__name__)
 
@@ -104,3 +108,28 @@ class Events:
             await self.kube.create_event(body["metadata"]["namespace"], body)
         except Exception as exc:  # events are auxiliary: never fail a handler for one
             log.warning("could not post event %s: %s", body["reason"], type(exc).__name__)
+
+
+class ObjectLogEvents(logging.Handler):
+    """Posts kopf's per-object log records (``kopf.objects``, WARNING and above) as events."""
+
+    def __init__(self, events: Events, loop: asyncio.AbstractEventLoop, level: int = logging.WARNING) -> None:
+        super().__init__(level)
+        self.events = events
+        self.loop = loop
+
+    def emit(self, record: logging.LogRecord) -> None:
+        ref = getattr(record, "k8s_ref", None)
+        if not isinstance(ref, Mapping) or not ref.get("name") or getattr(record, "k8s_skip", False):
+            return
+        obj = {
+            "apiVersion": ref.get("apiVersion"),
+            "kind": ref.get("kind"),
+            "metadata": {"name": ref.get("name"), "namespace": ref.get("namespace"), "uid": ref.get("uid")},
+        }
+        type_ = "Normal" if record.levelno < logging.WARNING else "Warning"
+        try:
+            # Records come from kopf's event loop, or from a thread it started: post from the loop.
+            self.loop.call_soon_threadsafe(self.events.post, obj, type_, "Logging", record.getMessage())
+        except RuntimeError:  # the loop is closed: the operator is stopping
+            return
