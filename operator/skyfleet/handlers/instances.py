@@ -13,7 +13,7 @@ from typing import Any
 
 import kopf
 
-from skyfleet.api.instance import Instance, InstanceStatus
+from skyfleet.api.instance import Instance, InstanceSpec, InstanceStatus
 from skyfleet.connectors import Connector, ConnectorError, CreateRequest, NodeState, OwnershipMismatch, OwnerTags
 from skyfleet.contract.errors import NotFound, Unsupported
 from skyfleet.handlers.clouds import CredentialUnavailable
@@ -124,30 +124,29 @@ async def _provision(ctx: Context, body: kopf.Body, retry: int, images: kopf.Ind
     if connector is None:
         return
 
-    # The cloud may be called from here on: say so before calling it.
-    status = _with_ready(status, False, "Creating", "creating the VM", phase="Creating")
-    status.provider = connector.config.provider
-    await write(status)
     try:
-        image_id, why = await _resolve_image(ctx=ctx, inst=inst, connector=connector, images=images)
+        # Resolved once and recorded before the create: a retry, or a restart, creates from the
+        # same image and size even when the Image or the catalogue changed meanwhile.
+        image_id, why = (
+            (status.image_id, "")
+            if status.image_id
+            else await _resolve_image(ctx=ctx, inst=inst, connector=connector, images=images)
+        )
         if image_id is None:
             status = _with_ready(status, False, "ImageNotFound", why, phase="Failed")
             await write(status)
             ctx.event(body, "Warning", "ImageNotFound", why)
             return
-        size = spec.size
-        async with ctx.clouds.single_flight(connector, "sizes"):
-            cloud_size = await connector.resolve_size(
-                cpu=size.cpu if size else None,
-                memory_mib=size.memory_mib if size else None,
-                disk_gib=size.disk_gib if size else None,
-                instance_type=spec.instance_type,
-            )
+        size_id = status.instance_type or await _resolve_size(ctx, connector, spec)
+        # The cloud may create a VM from here on: say so (and from what) before asking it to.
+        status = _with_ready(status, False, "Creating", "creating the VM", phase="Creating")
+        status.provider, status.image_id, status.instance_type = connector.config.provider, image_id, size_id
+        await write(status)
         node = await connector.create(
             CreateRequest(
                 name=meta.name,
                 image_id=image_id,
-                size_id=cloud_size.id,
+                size_id=size_id,
                 region=spec.region,
                 zone=spec.zone,
                 user_data=spec.user_data,
@@ -169,12 +168,25 @@ async def _provision(ctx: Context, body: kopf.Body, retry: int, images: kopf.Ind
         await write(status)
         return
     # Record the provider id at once: from here on, deletion knows exactly what to destroy.
-    status = observed_status(status, node, provider=connector.config.provider, now=now())
-    status.instance_type = status.instance_type or cloud_size.id
+    status = observed_status(status, node, provider=connector.config.provider, now=now(), generation=meta.generation)
+    status.instance_type = status.instance_type or size_id
     status.image_id = status.image_id or image_id
     await write(status)
     ctx.metrics.vm_created(connector.config.provider, meta.creation_timestamp, running=status.phase == "Running")
-    ctx.event(body, "Normal", "VMCreated", f"VM {node.provider_id} ({cloud_size.id}) on {spec.credential}")
+    ctx.event(body, "Normal", "VMCreated", f"VM {node.provider_id} ({size_id}) on {spec.credential}")
+
+
+async def _resolve_size(ctx: Context, connector: Connector, spec: InstanceSpec) -> str:
+    """The native size: the explicit type, or the smallest that fits ``spec.size``."""
+    size = spec.size
+    async with ctx.clouds.single_flight(connector, "sizes"):
+        found = await connector.resolve_size(
+            cpu=size.cpu if size else None,
+            memory_mib=size.memory_mib if size else None,
+            disk_gib=size.disk_gib if size else None,
+            instance_type=spec.instance_type,
+        )
+    return found.id
 
 
 async def _usable_connector(
