@@ -104,6 +104,8 @@ async def observe_once(
     instance_uids: kopf.Index[Any, Any],
     state: LoopState,
 ) -> None:
+    """One period: list every region once, update the Instances from the listing, deal with
+    orphans, write the credential's observation status."""
     cred = CloudCredential.model_validate(dict(body))
     members: list[ObservedInstance] = list(instances_by_credential.get((namespace, name), []))
     home = cred.spec.region or ""
@@ -115,33 +117,11 @@ async def observe_once(
     observed = [m for m in members if (m.region or home) not in failing]
     await _observe_members(ctx=ctx, cred=cred, members=observed, nodes=nodes, missing=state.missing, ts=ts, clock=clock)
 
-    known = set(instance_uids.get(namespace, []))
-    orphans = [
-        n
-        for n in nodes
-        if n.tags.get(OwnerTags.NAMESPACE) == namespace and n.tags.get(OwnerTags.INSTANCE_UID) not in known
-    ]
-    policy = cred.spec.orphans
-    plan = plan_orphans(
-        [n.provider_id for n in orphans],
-        state.orphans_seen,
-        now=clock,
-        delete=bool(policy and policy.delete),
-        can_release=bool(cred.status and cred.status.capabilities and cred.status.capabilities.release),
-        grace=float(
-            policy.grace_period_seconds if policy and policy.grace_period_seconds else ctx.settings.orphan_grace
-        ),
-        provider=provider,
-    )
-    state.orphans_seen = plan.first_seen
+    orphans = _orphans(nodes, namespace, set(instance_uids.get(namespace, [])))
+    plan = _orphan_plan(ctx, cred, orphans, state, clock)
+    doomed = [n for n in orphans if n.provider_id in set(plan.delete)]
     deleted = await _delete_orphans(
-        ctx=ctx,
-        namespace=namespace,
-        name=name,
-        body=body,
-        cred=cred,
-        doomed=[n for n in orphans if n.provider_id in set(plan.delete)],
-        region_of=region_of,
+        ctx=ctx, namespace=namespace, name=name, body=body, cred=cred, doomed=doomed, region_of=region_of
     )
     remaining = len(orphans) - len(deleted)
     ctx.metrics.set_orphans(namespace, name, provider, remaining)
@@ -162,6 +142,35 @@ async def observe_once(
         remaining=remaining,
         logger=logger,
     )
+
+
+def _orphans(nodes: list[CloudNode], namespace: str, known: set[str]) -> list[CloudNode]:
+    """VMs of this namespace (by their tags) whose Instance no longer exists."""
+    return [
+        n
+        for n in nodes
+        if n.tags.get(OwnerTags.NAMESPACE) == namespace and n.tags.get(OwnerTags.INSTANCE_UID) not in known
+    ]
+
+
+def _orphan_plan(
+    ctx: Context, cred: CloudCredential, orphans: list[CloudNode], state: LoopState, clock: float
+) -> OrphanPlan:
+    """What to do about the orphans (reconcile/orphans.py decides); remembers when each was first seen."""
+    policy = cred.spec.orphans
+    plan = plan_orphans(
+        [n.provider_id for n in orphans],
+        state.orphans_seen,
+        now=clock,
+        delete=bool(policy and policy.delete),
+        can_release=bool(cred.status and cred.status.capabilities and cred.status.capabilities.release),
+        grace=float(
+            policy.grace_period_seconds if policy and policy.grace_period_seconds else ctx.settings.orphan_grace
+        ),
+        provider=cred.spec.provider,
+    )
+    state.orphans_seen = plan.first_seen
+    return plan
 
 
 async def _write_credential_status(
