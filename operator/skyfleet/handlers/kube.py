@@ -230,32 +230,33 @@ class Kube:
     # The Lease and the cluster id are handled before kopf starts and on the lease thread, so
     # these calls are synchronous; each carries the caller's timeout (the time it has left).
 
-    def read_lease(self, namespace: str, name: str, timeout: tuple[float, float]) -> Any | None:
-        """The Lease (a V1Lease), or None when there is none."""
+    @staticmethod
+    def _none_on(status: int, call: Callable[[], T]) -> T | None:
+        """``call()``, or None when the API server answers ``status``."""
         try:
-            return self.coordination.read_namespaced_lease(name, namespace, _request_timeout=timeout)
+            return call()
         except ApiException as exc:
-            if exc.status == 404:
+            if exc.status == status:
                 return None
             raise
+
+    def read_lease(self, namespace: str, name: str, timeout: tuple[float, float]) -> Any | None:
+        """The Lease (a V1Lease), or None when there is none."""
+        return self._none_on(
+            404, lambda: self.coordination.read_namespaced_lease(name, namespace, _request_timeout=timeout)
+        )
 
     def create_lease(self, namespace: str, lease: Any, timeout: tuple[float, float]) -> Any | None:
         """The created Lease, or None when someone else created it first."""
-        try:
-            return self.coordination.create_namespaced_lease(namespace, lease, _request_timeout=timeout)
-        except ApiException as exc:
-            if exc.status == 409:
-                return None
-            raise
+        return self._none_on(
+            409, lambda: self.coordination.create_namespaced_lease(namespace, lease, _request_timeout=timeout)
+        )
 
     def replace_lease(self, namespace: str, name: str, lease: Any, timeout: tuple[float, float]) -> Any | None:
         """The Lease as written, or None when it changed since it was read (someone else wrote)."""
-        try:
-            return self.coordination.replace_namespaced_lease(name, namespace, lease, _request_timeout=timeout)
-        except ApiException as exc:
-            if exc.status == 409:
-                return None
-            raise
+        return self._none_on(
+            409, lambda: self.coordination.replace_namespaced_lease(name, namespace, lease, _request_timeout=timeout)
+        )
 
     @staticmethod
     def lease(
