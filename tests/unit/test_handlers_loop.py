@@ -154,7 +154,7 @@ async def run_passes(ctx: Context, spec: LoopSpec, outcomes: list[Any], wake_bet
 
 async def test_the_loop_retries_a_conflict_soon_and_a_failure_after_retry_with_one_event() -> None:
     ctx, kube = context()
-    spec = LoopSpec("deployment", "team", "shop", period=5.0, retry=0.3, report_errors=True)
+    spec = LoopSpec("deployment", "team", "shop", period=5.0, retry=0.3, error_event="ReconcileError")
     waits = await run_passes(ctx, spec, [Conflict("changed"), RuntimeError("boom\nline two"), 0.1, None])
     await settle()
     # Each wait is far below the 5 s period: after a conflict CONFLICT_DELAY, after a failure

@@ -58,7 +58,7 @@ async def reconcile_loop(
         acted = await reconcile_once(ctx=ctx, namespace=namespace, name=name, body=body, indexes=indexes)
         return SETTLE if acted else ctx.settings.resync_period
 
-    spec = LoopSpec("deployment", namespace, name, period=ctx.settings.resync_period, report_errors=True)
+    spec = LoopSpec("deployment", namespace, name, period=ctx.settings.resync_period, error_event="ReconcileError")
     await run_loop(ctx, spec, body=body, stopped=stopped, logger=logger, once=once)
 
 

@@ -10,8 +10,8 @@ ScalingPolicy and image bakes) is a kopf daemon handler that calls ``run_loop`` 
 - records ``skyfleet_reconcile_*`` metrics under ``kind`` for every pass;
 - retries soon after ``Conflict`` (another writer got there first: not an error);
 - logs passes that fail with ``quiet`` errors at INFO (expected, reported elsewhere), others
-  with their traceback, counts them as errors and, with ``report_errors``, posts one
-  ``ReconcileError`` event (message bounded and cleaned), then waits ``retry`` seconds;
+  with their traceback, counts them as errors and, with ``error_event``, posts one Warning
+  event of that reason (message bounded and cleaned), then waits ``retry`` seconds;
 - names the object in every log record made inside (``skyfleet.logs.about``).
 
 A new daemon is then::
@@ -51,8 +51,8 @@ class LoopSpec:
     period: float
     # Seconds to the next pass after a failed one (default: ``period``).
     retry: float | None = None
-    # Post a ReconcileError event on the object for a failed pass.
-    report_errors: bool = False
+    # Reason of the Warning event posted on the object for a failed pass (None: no event).
+    error_event: str | None = None
     # Errors that only skip a pass: logged at INFO, not counted as failures.
     quiet: tuple[type[BaseException], ...] = ()
 
@@ -92,8 +92,8 @@ async def _pass(
         # One broken object must not stop the others: report, and try again later.
         ctx.metrics.reconciled(spec.kind, started, error=True)
         logger.exception("%s failed", what)
-        if spec.report_errors:
-            ctx.event(body, "Warning", "ReconcileError", f"{type(exc).__name__}: {error_message(exc)}")
+        if spec.error_event:
+            ctx.event(body, "Warning", spec.error_event, f"{type(exc).__name__}: {error_message(exc)}")
         return spec.retry
     ctx.metrics.reconciled(spec.kind, started)
     return delay
