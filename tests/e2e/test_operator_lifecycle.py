@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from skyfleet.testing.faultproxy import Faults
-from tests.chart.test_argocd_health import health
+from tests.argocd import health
 from tests.e2e.operator_fixtures import World, condition, eventually, example_docs, tags, world
 from tests.kstatus import compute
 
