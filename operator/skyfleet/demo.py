@@ -9,6 +9,7 @@ starts is stopped, and its temporary state removed, however it ends.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -230,7 +231,34 @@ def wait_until_ready(
         time.sleep(options.poll_seconds)
 
 
+# What the demo runs that a plain ``pip install skyfleet`` does not bring: the EC2 emulator (moto)
+# and the local control plane's certificates (cryptography). ``pip install 'skyfleet[demo]'``.
+DEMO_PACKAGES = {"moto": "moto[server]", "cryptography": "cryptography"}
+
+
+def missing_demo_packages(find: Callable[[str], object | None] = importlib.util.find_spec) -> list[str]:
+    """The packages of the ``skyfleet[demo]`` extra that are not installed."""
+    return [dist for module, dist in DEMO_PACKAGES.items() if find(module) is None]
+
+
+def _demo_extra_installed() -> bool:
+    missing = missing_demo_packages()
+    if missing:
+        print(
+            f"skyfleet demo needs {', '.join(missing)}, which a plain install does not bring: "
+            "pip install 'skyfleet[demo]'",
+            file=sys.stderr,
+        )
+    return not missing
+
+
 def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> int:
+    """Run the demo (see the module doc); 2 when the ``skyfleet[demo]`` extra is missing."""
+    return _run_demo(options, out) if _demo_extra_installed() else 2
+
+
+def _run_demo(options: DemoOptions, out: TextIO) -> int:
+    # Imported here, not at module level: they need the demo extra (see DEMO_PACKAGES).
     from skyfleet.testing.controlplane import ControlPlane
     from skyfleet.testing.ec2emulator import EC2Emulator
     from skyfleet.testing.tools import tools_bin

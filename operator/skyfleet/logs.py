@@ -3,8 +3,9 @@ and no log line carries what HTTP libraries would print at DEBUG.
 
 kopf's JSON format adds an ``object`` reference to records from its per-object loggers only.
 Our own modules (connectors, the Kubernetes client wrapper) log through plain module loggers,
-so a filter fills the reference in from the object kopf is handling in the current context,
-which asyncio tasks and our executor calls (copy_context) carry along.
+so a filter fills the reference in from ``current_object``: a context variable the handlers set
+(``about``) for the object they work on, which asyncio tasks and our executor calls
+(copy_context) carry along.
 
 HTTP libraries log whole request lines at DEBUG: urllib3 prints every URL with its query string,
 and EC2's RunInstances sends the user data (base64) in the query string of a GET; the
@@ -16,29 +17,50 @@ down to scheme and host (urllib3 warns with the full URL of a request it cannot 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any
 
-from kopf._core.actions.execution import cause_var  # pinned kopf 1.x: the handler's cause
+from skyfleet.contract.errors import clean_message
 
-from skyfleet.connectors.errors import clean_message
+__all__ = ["ObjectRefFilter", "TransportFilter", "about", "current_object", "install_object_refs"]
 
-__all__ = ["ObjectRefFilter", "TransportFilter", "install_object_refs"]
+# The object the current handler or loop works on, as a log reference (kopf's ``k8s_ref`` shape).
+current_object: ContextVar[Mapping[str, Any] | None] = ContextVar("skyfleet_current_object", default=None)
+
+
+def object_ref(body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The log reference of a Kubernetes object, or None for something without a name."""
+    meta = body.get("metadata") or {}
+    if not meta.get("name"):
+        return None
+    return {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "name": meta.get("name"),
+        "uid": meta.get("uid"),
+        "namespace": meta.get("namespace"),
+    }
+
+
+@contextlib.contextmanager
+def about(body: Mapping[str, Any]) -> Iterator[None]:
+    """Every log record made inside names ``body`` (unless it names an object already)."""
+    token = current_object.set(object_ref(body))
+    try:
+        yield
+    finally:
+        current_object.reset(token)
 
 
 class ObjectRefFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "k8s_ref"):
-            body: Any = getattr(cause_var.get(None), "body", None)
-            meta = body.get("metadata", {}) if body is not None else {}
-            if meta.get("name"):
-                record.k8s_ref = {
-                    "apiVersion": body.get("apiVersion"),
-                    "kind": body.get("kind"),
-                    "name": meta.get("name"),
-                    "uid": meta.get("uid"),
-                    "namespace": meta.get("namespace"),
-                }
+            ref = current_object.get()
+            if ref is not None:
+                record.k8s_ref = dict(ref)
         return True
 
 

@@ -24,13 +24,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 import skyfleet.handlers  # noqa: F401 - importing registers every handler
 from skyfleet.handlers.clouds import Clouds
 from skyfleet.handlers.context import Context, ctx_of
-from skyfleet.handlers.kube import Kube
+from skyfleet.handlers.events import ObjectLogEvents
+from skyfleet.handlers.kube import Kube, Unreadable
 from skyfleet.handlers.storage import BoundedProgressStorage, DigestDiffBaseStorage
 from skyfleet.logs import install_object_refs
 from skyfleet.metrics import Metrics
@@ -74,6 +73,9 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     settings.networking.request_timeout = 30
     settings.networking.connect_timeout = 10
     settings.posting.level = logging.WARNING
+    # kopf would post its per-object log lines as component kopf, instance dev, action Action?;
+    # handlers/events.py posts them instead (ObjectLogEvents, installed in run()).
+    settings.posting.enabled = False
 
 
 @kopf.on.cleanup()
@@ -90,8 +92,8 @@ class LeaseElector:
     with ours: clocks of two machines disagree, the time between two observations does not.
     """
 
-    def __init__(self, api: client.CoordinationV1Api, settings: Settings) -> None:
-        self.api = api
+    def __init__(self, kube: Kube, settings: Settings) -> None:
+        self.kube = kube
         self.namespace = settings.lease_namespace
         self.name = settings.lease_name
         self.identity = settings.identity
@@ -102,17 +104,18 @@ class LeaseElector:
         self._observed: tuple[Any, ...] | None = None
         self._observed_at = 0.0
 
-    def _spec(self, transitions: int, acquired: datetime | None) -> client.V1LeaseSpec:
+    def _lease(self, transitions: int, acquired: datetime | None, name: str | None = None) -> Any:
         now = datetime.now(UTC)
-        return client.V1LeaseSpec(
-            holder_identity=self.identity,
-            lease_duration_seconds=int(self.duration),
-            acquire_time=acquired or now,
-            renew_time=now,
-            lease_transitions=transitions,
+        return Kube.lease(
+            name,
+            holder=self.identity,
+            duration=int(self.duration),
+            acquired=acquired or now,
+            renewed=now,
+            transitions=transitions,
         )
 
-    def _observe(self, spec: client.V1LeaseSpec | None) -> None:
+    def _observe(self, spec: Any) -> None:
         record = (spec.holder_identity, spec.renew_time, spec.acquire_time, spec.lease_transitions) if spec else None
         if record != self._observed:
             self._observed = record
@@ -126,24 +129,17 @@ class LeaseElector:
         Raises on API errors other than a lost race (409), which counts as not holding it.
         """
 
-        def kw() -> dict[str, Any]:
-            left = deadline - time.monotonic()
-            if left <= 0:
+        def left() -> tuple[float, float]:
+            seconds = deadline - time.monotonic()
+            if seconds <= 0:
                 raise TimeoutError("no time left for the lease request")
-            return {"_request_timeout": (min(5.0, left), left)}
+            return (min(5.0, seconds), seconds)
 
-        try:
-            lease = self.api.read_namespaced_lease(self.name, self.namespace, **kw())
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            body = client.V1Lease(metadata=client.V1ObjectMeta(name=self.name), spec=self._spec(0, None))
-            try:
-                created = self.api.create_namespaced_lease(self.namespace, body, **kw())
-            except ApiException as exc2:
-                if exc2.status == 409:
-                    return False
-                raise
+        lease = self.kube.read_lease(self.namespace, self.name, left())
+        if lease is None:
+            created = self.kube.create_lease(self.namespace, self._lease(0, None, name=self.name), left())
+            if created is None:  # someone else created it first
+                return False
             self._observe(created.spec)
             return True
         spec = lease.spec
@@ -154,25 +150,21 @@ class LeaseElector:
             if time.monotonic() - self._observed_at < duration:
                 return False
         transitions = (spec.lease_transitions or 0) + (0 if mine else 1)
-        lease.spec = self._spec(transitions, spec.acquire_time if mine else None)
-        try:
-            replaced = self.api.replace_namespaced_lease(self.name, self.namespace, lease, **kw())
-        except ApiException as exc:
-            if exc.status == 409:  # someone else wrote first
-                return False
-            raise
+        lease.spec = self._lease(transitions, spec.acquire_time if mine else None).spec
+        replaced = self.kube.replace_lease(self.namespace, self.name, lease, left())
+        if replaced is None:  # someone else wrote first
+            return False
         self._observe(replaced.spec)
         return True
 
     def release(self) -> None:
         try:
-            kw = {"_request_timeout": (2.0, 5.0)}
-            lease = self.api.read_namespaced_lease(self.name, self.namespace, **kw)
-            if lease.spec.holder_identity != self.identity:
+            lease = self.kube.read_lease(self.namespace, self.name, (2.0, 5.0))
+            if lease is None or lease.spec.holder_identity != self.identity:
                 return
             lease.spec.holder_identity = None
             lease.spec.renew_time = None
-            self.api.replace_namespaced_lease(self.name, self.namespace, lease, **kw)
+            self.kube.replace_lease(self.namespace, self.name, lease, (2.0, 5.0))
         except Exception as exc:
             log.warning("could not release the lease: %s", safe_message(getattr(exc, "reason", None) or exc))
 
@@ -263,21 +255,17 @@ def _cluster_id(kube: Kube, settings: Settings) -> str:
     waited = False
     while True:
         try:
-            # list with a field selector needs only the list verb kopf needs anyway, not get.
-            found = kube.core.list_namespace(field_selector="metadata.name=kube-system", _request_timeout=(5.0, 10.0))
-        except ApiException as exc:
-            if exc.status in (401, 403, 404):
-                raise ClusterIdUnavailable(f"cannot read namespace kube-system ({exc.status} {exc.reason})") from None
-            found = None
-        except Exception:
-            found = None
-        if found is not None:
-            if not found.items:
+            uid = kube.namespace_uid("kube-system")
+        except Unreadable as exc:
+            raise ClusterIdUnavailable(str(exc)) from None
+        except Exception as exc:  # the API server is not answering (yet): wait for it
+            if not waited:
+                log.warning("waiting for the API server to derive the cluster id (%s)", type(exc).__name__)
+                waited = True
+        else:
+            if uid is None:
                 raise ClusterIdUnavailable("namespace kube-system does not exist")
-            return derived_cluster_id(found.items[0].metadata.uid)
-        if not waited:
-            log.warning("waiting for the API server to derive the cluster id")
-            waited = True
+            return derived_cluster_id(uid)
         time.sleep(settings.lease_retry_period)
 
 
@@ -350,6 +338,7 @@ def run(settings: Settings) -> int:
     # concurrent Future) in an executor thread that nothing releases on a normal exit, and the
     # loop's shutdown then hangs joining that thread.
     loop = asyncio.new_event_loop()
+    logging.getLogger("kopf.objects").addHandler(ObjectLogEvents(ctx.events, loop))
     lost = asyncio.Event()
     lost_flag = threading.Event()
 
@@ -363,7 +352,7 @@ def run(settings: Settings) -> int:
 
     elector: LeaseElector | None = None
     if settings.leader_election:
-        elector = LeaseElector(kube.coordination, settings)
+        elector = LeaseElector(kube, settings)
         # A standby is alive, just not leading: answer the liveness probe until kopf takes over
         # the endpoint, or the kubelet would restart every standby again and again.
         with _standby_liveness(settings.liveness_endpoint):

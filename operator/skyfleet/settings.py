@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     @field_validator("allowed_endpoints")
     @classmethod
     def _valid_endpoints(cls, value: list[str]) -> list[str]:
-        from skyfleet.connectors.endpoints import parse_allow_list
+        from skyfleet.contract.endpoints import parse_allow_list
 
         parse_allow_list(value)  # a ValueError names the entry that is wrong
         return value

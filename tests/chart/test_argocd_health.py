@@ -19,9 +19,8 @@ from skyfleet.api.image import BakeTarget, ImageStatus
 from skyfleet.api.instance import InstanceStatus
 from skyfleet.api.scalingpolicy import ScalingPolicyStatus
 from skyfleet.reconcile.bake import bake_conditions
-from tests.chart.helpers import CHART, Render, one
-
-lua51 = pytest.importorskip("lupa.lua51")
+from tests.argocd import health, lua51, script
+from tests.chart.helpers import Render, one
 
 pytestmark = pytest.mark.chart
 
@@ -38,35 +37,6 @@ def cond(type_: str, status: bool, reason: str, message: str = "", generation: i
         observed_generation=generation,
         last_transition_time=T0,
     )
-
-
-def script(kind: str) -> str:
-    return (CHART / "argocd" / "lib.lua").read_text() + "\n" + (CHART / "argocd" / f"{kind.lower()}.lua").read_text()
-
-
-def to_lua(runtime: Any, value: Any) -> Any:
-    if isinstance(value, dict):
-        return runtime.table_from({k: to_lua(runtime, v) for k, v in value.items()})
-    if isinstance(value, list):
-        return runtime.table_from([to_lua(runtime, v) for v in value])
-    return value
-
-
-def health(kind: str, obj: dict[str, Any], source: str | None = None) -> tuple[str, str]:
-    runtime = lua51.LuaRuntime(register_eval=False, register_builtins=False)
-    assert runtime.lua_version == (5, 1)
-    g = runtime.globals()
-    # Argo CD's sandbox: no os, io, package loading or code loading.
-    for name in ("os", "io", "require", "package", "dofile", "loadfile", "load", "loadstring", "debug"):
-        g[name] = None
-    g.obj = to_lua(runtime, obj)
-    result = runtime.execute(source or script(kind))
-    assert result is not None, f"the {kind} check returned nothing"
-    status, message = result["status"], result["message"]
-    assert isinstance(status, str)
-    assert isinstance(message, str)
-    assert message, "Argo CD shows the message; it must say something"
-    return status, message
 
 
 def make(kind: str, status: Any | None, *, generation: int = 2, spec: dict[str, Any] | None = None) -> dict[str, Any]:

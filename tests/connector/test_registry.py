@@ -170,19 +170,3 @@ async def test_out_of_tree_connector_is_used_through_the_registry(installed_plug
 def test_broken_plugin_reports_an_import_failure_not_a_missing_name(installed_plugin: Path) -> None:
     with pytest.raises(UnknownConnector, match="failed to import"):
         registry.load("broken")
-
-
-async def test_cache_reuses_a_connector_until_its_config_changes() -> None:
-    cache = registry.ConnectorCache()
-    first = config("ec2")
-    changed = CredentialConfig(
-        name="c", namespace="ns", provider="ec2", secret={**CANARY_SECRET, "aws_secret_access_key": "rotated"}
-    )
-
-    a = cache.get("libcloud", first)
-    assert cache.get("libcloud", config("ec2")) is a
-    b = cache.get("libcloud", changed)
-    assert b is not a
-    await cache.aclose()
-    assert isinstance(a, LibcloudConnector)
-    assert a._closing

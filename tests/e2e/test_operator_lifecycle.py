@@ -6,6 +6,7 @@ file order and each starts by making sure the shop is in the state it needs.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections import Counter
 from typing import Any
@@ -13,7 +14,9 @@ from typing import Any
 import pytest
 
 from skyfleet.testing.faultproxy import Faults
+from tests.argocd import health
 from tests.e2e.operator_fixtures import World, condition, eventually, example_docs, tags, world
+from tests.kstatus import compute
 
 pytestmark = pytest.mark.e2e
 __all__ = ["world"]
@@ -86,6 +89,33 @@ def test_example_shop_reaches_ready_with_matching_vms(shop: World) -> None:
     dep = w.kube.get(DEP, "shop")
     assert dep["status"]["phase"] == "Running"
     assert {g["name"]: g["readyReplicas"] for g in dep["status"]["groups"]} == {"db": 1, "web": 3}
+
+
+def test_live_objects_read_healthy_in_argocd_and_current_in_kstatus(shop: World) -> None:
+    """The shipped Argo CD health checks (charts/skyfleet/argocd), run on the live objects of the
+    converged shop, say Healthy for every one; kstatus's rules say Current."""
+    w = shop
+    eventually(lambda: shop_converged(w, web=3), timeout=120, what="the shop converged")
+    kinds = ("cloudcredentials", "images", "deployments", "instances")
+    objects = [o for kind in kinds for o in w.kube.items(f"{kind}.skyfleet.io")]
+    assert Counter(o["kind"] for o in objects) == {"CloudCredential": 2, "Image": 1, "Deployment": 1, "Instance": 4}
+    verdicts = {f"{o['kind']}/{o['metadata']['name']}": (health(o["kind"], o), compute(o)) for o in objects}
+    assert {k: (argo[0], kstatus[0]) for k, (argo, kstatus) in verdicts.items()} == dict.fromkeys(
+        verdicts, ("Healthy", "Current")
+    ), verdicts
+    for o in objects:
+        assert o["status"]["observedGeneration"] == o["metadata"]["generation"]
+
+
+def test_events_name_skyfleet_this_pod_and_an_action(shop: World) -> None:
+    w = shop
+    ours = [e for e in w.kube.events() if e["involvedObject"].get("apiVersion", "").startswith("skyfleet.io/")]
+    assert {e["reason"] for e in ours} >= {"VMCreated", "Verified", "AllReplicasReady"}
+    assert {(e["reportingComponent"], e["source"]["component"]) for e in ours} == {("skyfleet", "skyfleet")}
+    # Started outside a pod, the operator reports its host name (in a pod: POD_NAME).
+    assert {e["reportingInstance"] for e in ours} == {socket.gethostname()}
+    actions = {e["reason"]: e["action"] for e in ours}
+    assert (actions["VMCreated"], actions["Verified"], actions["AllReplicasReady"]) == ("Create", "Verify", "Reconcile")
 
 
 def test_web_tier_user_data_carries_the_database_address(shop: World) -> None:

@@ -70,3 +70,39 @@ def test_demo_points_every_credential_at_the_emulator_and_keeps_the_rest() -> No
 def test_no_kubeconfig_means_no_configured_cluster(tmp_path: Path) -> None:
     env = {"KUBECONFIG": str(tmp_path / "missing"), "PATH": "/usr/bin:/bin"}
     assert configured_cluster_reachable(env) is False
+
+
+def test_demo_without_its_extra_says_which_install_brings_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    import skyfleet.demo
+    from skyfleet.demo import DEMO_PACKAGES, DemoOptions, missing_demo_packages, run_demo
+
+    assert missing_demo_packages() == []  # the test environment has the extra
+    assert missing_demo_packages(lambda module: None) == list(DEMO_PACKAGES.values())
+    # As after a plain `pip install skyfleet`: moto cannot be found (a stand-in for its absence).
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        skyfleet.demo,
+        "missing_demo_packages",
+        lambda: missing_demo_packages(lambda m: None if m == "moto" else real(m)),
+    )
+    assert run_demo(DemoOptions(once=True)) == 2
+    err = capsys.readouterr().err
+    assert "moto[server]" in err
+    assert "pip install 'skyfleet[demo]'" in err
+
+
+def test_the_cli_and_the_demo_module_import_no_test_only_package() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, skyfleet.cli, skyfleet.demo; skyfleet.cli.build_parser().format_help();"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('moto', 'cryptography', 'boto3', 'pytest'));"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,82 +1,14 @@
 """Cloud connectors: the only code that talks to clouds.
 
 The operator depends on this package's public names only; provider libraries (libcloud)
-stay behind ``skyfleet.connectors.libcloud``.
+stay behind ``skyfleet.connectors.libcloud``. The vocabulary they speak (types, errors, the
+``Connector`` interface) is ``skyfleet.contract``, re-exported here for code written against
+this package.
 """
 
 from skyfleet.connectors import registry
-from skyfleet.connectors.base import (
-    BakedImage,
-    CallObserver,
-    Capabilities,
-    CloudImage,
-    CloudLocation,
-    CloudNode,
-    CloudSize,
-    Connector,
-    CreateRequest,
-    CredentialConfig,
-    ImageOwnerTags,
-    ImageRequest,
-    ImageState,
-    Limits,
-    NodeState,
-    OwnerTags,
-    SecretData,
-)
-from skyfleet.connectors.endpoints import EndpointPolicy, TLSOptions
-from skyfleet.connectors.errors import (
-    CapacityUnavailable,
-    CircuitOpen,
-    ConnectorError,
-    EndpointNotAllowed,
-    InvalidCredentials,
-    InvalidRequest,
-    NotFound,
-    OwnershipMismatch,
-    Permanent,
-    QuotaExceeded,
-    Throttled,
-    Transient,
-    UnknownConnector,
-    Unsupported,
-)
 from skyfleet.connectors.naming import vm_name
+from skyfleet.contract import *  # noqa: F403
+from skyfleet.contract import __all__ as _contract
 
-__all__ = [
-    "BakedImage",
-    "CallObserver",
-    "Capabilities",
-    "CapacityUnavailable",
-    "CircuitOpen",
-    "CloudImage",
-    "CloudLocation",
-    "CloudNode",
-    "CloudSize",
-    "Connector",
-    "ConnectorError",
-    "CreateRequest",
-    "CredentialConfig",
-    "EndpointNotAllowed",
-    "EndpointPolicy",
-    "ImageOwnerTags",
-    "ImageRequest",
-    "ImageState",
-    "InvalidCredentials",
-    "InvalidRequest",
-    "Limits",
-    "NodeState",
-    "NotFound",
-    "OwnerTags",
-    "OwnershipMismatch",
-    "Permanent",
-    "QuotaExceeded",
-    "SecretData",
-    "TLSOptions",
-    "Throttled",
-    "Transient",
-    "UnknownConnector",
-    "Unsupported",
-    "registry",
-    "vm_name",
-]
+__all__ = [*_contract, "registry", "vm_name"]  # noqa: PLE0604

@@ -20,7 +20,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 
-from skyfleet.connectors.base import OwnerTags
+from skyfleet.contract import OwnerTags
 
 __all__ = ["scope_digest", "vm_name", "vm_name_for"]
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from importlib.metadata import EntryPoint, entry_points
 
-from skyfleet.connectors.base import Connector, CredentialConfig
-from skyfleet.connectors.errors import UnknownConnector
+from skyfleet.contract import Connector, CredentialConfig
+from skyfleet.contract.errors import UnknownConnector
 
-__all__ = ["GROUP", "ConnectorCache", "available", "create", "load"]
+__all__ = ["GROUP", "available", "create", "load"]
 
 GROUP = "skyfleet.connectors"
 
@@ -47,34 +47,3 @@ def load(name: str) -> type[Connector]:
 
 def create(name: str, config: CredentialConfig) -> Connector:
     return load(name)(config)
-
-
-class ConnectorCache:
-    """One live connector per (connector name, credential+region), rebuilt when the config changes.
-
-    Rate budgets, circuit breakers and worker pools live in connector objects; creating a
-    connector per call would give every call a fresh, full budget. Keep one of these in the
-    operator's memo and ask it for connectors.
-    """
-
-    def __init__(self) -> None:
-        self._connectors: dict[tuple[str, str], tuple[CredentialConfig, Connector]] = {}
-        # Replaced connectors may still have calls in flight; they are closed on aclose().
-        self._retired: list[Connector] = []
-
-    def get(self, name: str, config: CredentialConfig) -> Connector:
-        key = (name, config.key)
-        cached = self._connectors.get(key)
-        if cached is not None and cached[0] == config:
-            return cached[1]
-        connector = create(name, config)
-        self._connectors[key] = (config, connector)
-        if cached is not None:
-            self._retired.append(cached[1])
-        return connector
-
-    async def aclose(self) -> None:
-        for connector in [c for _, c in self._connectors.values()] + self._retired:
-            await connector.close()
-        self._connectors.clear()
-        self._retired.clear()

@@ -38,7 +38,8 @@ from skyfleet.connectors import (
     Unsupported,
 )
 from skyfleet.handlers.clouds import CredentialUnavailable
-from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of, event, now
+from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of, now
+from skyfleet.handlers.status import write_status
 from skyfleet.reconcile import bake
 from skyfleet.reconcile.bake import Do, Observed, Step
 from skyfleet.reconcile.conditions import set_condition
@@ -112,12 +113,11 @@ class _Status:
                 message = f"{what}: baked image {target.image_id} is available (key {target.bake_key[:12]})"
             else:
                 message = f"{what}: {target.phase.lower()} (key {target.bake_key[:12]}, attempt {target.attempt})"
-            event(self.body, kind, reason, message)
+            self.ctx.event(self.body, kind, reason, message)
 
     async def save(self) -> None:
-        new = self.status.to_api()
-        if await self.ctx.write_status("images", self.namespace, self.name, self.raw, new):
-            self.raw = new
+        # The Ready change is announced by the pass's end (``_finish``), not by every step's save.
+        self.raw = await write_status(self.ctx, self.body, self.raw, self.status, announce=False)
 
 
 # -- one pass ---------------------------------------------------------------------------------
@@ -374,9 +374,11 @@ async def _execute(
         except NotFound:
             pass
         except OwnershipMismatch as exc:
-            event(st.body, "Warning", "OwnershipMismatch", f"{t.credential}/{t.region}: {error_message(exc)}")
+            st.ctx.event(st.body, "Warning", "OwnershipMismatch", f"{t.credential}/{t.region}: {error_message(exc)}")
         await put(bake.builder_deleted(current), **where)
-        event(st.body, "Normal", "BuilderDeleted", f"{t.credential}/{t.region}: builder VM {step.builder_id} deleted")
+        st.ctx.event(
+            st.body, "Normal", "BuilderDeleted", f"{t.credential}/{t.region}: builder VM {step.builder_id} deleted"
+        )
     elif step.action is Do.DELETE_IMAGE:
         assert step.image_id is not None
         key = current.bake_key if current is not None else t.key
@@ -384,12 +386,12 @@ async def _execute(
         await conn.deregister_image(step.image_id, owner)
         if current is not None and current.image_id == step.image_id:
             await put(bake.image_deleted(current), **where)
-        event(
+        st.ctx.event(
             st.body, "Normal", "PartialImageDeleted", f"{t.credential}/{t.region}: image {step.image_id} deregistered"
         )
     elif step.action is Do.REUSE:
         assert current is not None
-        event(
+        st.ctx.event(
             st.body, "Normal", "BakedImageReused", f"{t.credential}/{t.region}: image {current.image_id} already baked"
         )
     if step.status is not None and step.status.phase == "Available" and build.share_with and current is not None:
@@ -416,7 +418,7 @@ async def _launch(st: _Status, t: _Target, build: ImageBuild, current: BakeTarge
     place = _builder_cloud(build, t)
     if place is not None and place.subnet:
         # Said, not silently ignored: the connector contract has no subnet for a VM yet.
-        event(
+        st.ctx.event(
             st.body,
             "Warning",
             "BuilderSubnetIgnored",
@@ -446,10 +448,12 @@ async def _launch(st: _Status, t: _Target, build: ImageBuild, current: BakeTarge
 
 async def _share(st: _Status, t: _Target, build: ImageBuild, target: BakeTarget) -> None:
     if not t.connector.capabilities.image_share or target.image_id is None:
-        event(st.body, "Warning", "ShareUnsupported", f"{t.credential}/{t.region}: the provider does not share images")
+        st.ctx.event(
+            st.body, "Warning", "ShareUnsupported", f"{t.credential}/{t.region}: the provider does not share images"
+        )
         return
     await t.connector.share_image(target.image_id, list(build.share_with or []), t.owner)
-    event(
+    st.ctx.event(
         st.body,
         "Normal",
         "ImageShared",
@@ -496,13 +500,13 @@ async def _retention(ctx: Context, st: _Status, image: Image, build: ImageBuild,
             connector = await ctx.clouds.connector(image.metadata.namespace, g.credential, g.region or None)
             await connector.deregister_image(g.image_id, _owner(ctx, image, g.bake_key))
         except OwnershipMismatch as exc:
-            event(st.body, "Warning", "OwnershipMismatch", f"{g.credential}/{g.region}: {error_message(exc)}")
+            st.ctx.event(st.body, "Warning", "OwnershipMismatch", f"{g.credential}/{g.region}: {error_message(exc)}")
         except (CredentialUnavailable, ConnectorError):
             continue
         gens = [x for x in gens if x.image_id != g.image_id or (x.credential, x.region) != (g.credential, g.region)]
         st.status = st.status.model_copy(update={"generations": gens or None})
         await st.save()
-        event(
+        st.ctx.event(
             st.body,
             "Normal",
             "ImageDeregistered",
@@ -530,7 +534,7 @@ async def _sweep_builders(ctx: Context, st: _Status, image: Image, targets: list
             for node in bake.stray_builders(builders, referenced, now=now()):
                 uid = node.tags.get(OwnerTags.INSTANCE_UID, "")
                 await t.connector.destroy(node.provider_id, OwnerTags(ctx.cluster_id, uid, image.metadata.namespace))
-                event(
+                st.ctx.event(
                     st.body,
                     "Normal",
                     "StrayBuilderDeleted",
@@ -590,7 +594,9 @@ async def _finish(
         and after.reason != before
         and st.ctx.announce_once("image", st.namespace, st.name, after.reason)
     ):
-        event(st.body, "Normal" if after.status == "True" else "Warning", after.reason, after.message or after.reason)
+        st.ctx.event(
+            st.body, "Normal" if after.status == "True" else "Warning", after.reason, after.message or after.reason
+        )
 
 
 # -- deletion -----------------------------------------------------------------------------------
@@ -623,15 +629,15 @@ async def bake_cleanup(*, namespace: str | None, name: str, body: kopf.Body, mem
             conn = await ctx.clouds.connector(namespace, credential, region or None)
             await _clean_place(conn, identity, orphan=orphan, used=used, gone=gone, waiting=waiting)
         except CredentialUnavailable as exc:
-            event(body, "Warning", "CannotDeleteBakedImages", f"{where}: {exc.message}")
+            ctx.event(body, "Warning", "CannotDeleteBakedImages", f"{where}: {exc.message}")
             raise kopf.TemporaryError(exc.message, delay=30) from None
         except ConnectorError as exc:
             message = f"{where}: {error_message(exc)}"
-            event(body, "Warning", "CannotDeleteBakedImages", message)
+            ctx.event(body, "Warning", "CannotDeleteBakedImages", message)
             raise kopf.TemporaryError(message, delay=15) from None
     ctx.metrics.set_builders(namespace, name, {})
     if gone:
-        event(
+        ctx.event(
             body,
             "Normal",
             "BakedImagesDeleted",
@@ -640,10 +646,10 @@ async def bake_cleanup(*, namespace: str | None, name: str, body: kopf.Body, mem
     if waiting:
         message = f"waiting for Instances booting {', '.join(sorted(waiting)[:5])} to go before deregistering them"
         if ctx.announce_once("image-deletion", namespace, name, "WaitingForInstances"):
-            event(body, "Normal", "WaitingForInstances", message)
+            ctx.event(body, "Normal", "WaitingForInstances", message)
         raise kopf.TemporaryError(message, delay=10)
     if orphan and status.generations:
-        event(
+        ctx.event(
             body, "Normal", "BakedImagesOrphaned", f"deletionPolicy Orphan: {len(status.generations)} baked images stay"
         )
 

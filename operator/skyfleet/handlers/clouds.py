@@ -14,6 +14,7 @@ per cloud call, and the process-wide cap on cloud threads.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import ssl
@@ -179,18 +180,7 @@ class Clouds:
         if cached is not None and cached[0] == loaded.fingerprint:
             return cached[1]
         if region and region != config.region:
-            config = CredentialConfig(
-                name=config.name,
-                namespace=config.namespace,
-                provider=config.provider,
-                region=region,
-                endpoint_url=config.endpoint_url,
-                parameters=config.parameters,
-                secret=config.secret,
-                limits=config.limits,
-                endpoint_policy=config.endpoint_policy,
-                tls=config.tls,
-            )
+            config = dataclasses.replace(config, region=region)
         connector = registry.create(cred.spec.connector or "libcloud", config)
         connector.observer = self.observer
         self._connectors[key] = (loaded.fingerprint, connector)

@@ -8,15 +8,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import kopf
-
 from skyfleet.api.common import GROUP, VERSION
 from skyfleet.handlers.clouds import Clouds
+from skyfleet.handlers.events import Events
 from skyfleet.handlers.kube import Kube
 from skyfleet.handlers.regions import RegionChecks
 from skyfleet.metrics import Metrics
-from skyfleet.reconcile.messages import safe_message
-from skyfleet.reconcile.patches import merge_patch
 from skyfleet.settings import Settings
 
 __all__ = ["GROUP", "VERSION", "Context", "ctx_of", "now", "wait_or_wake"]
@@ -41,6 +38,10 @@ class Context:
     recent_deletes: dict[tuple[str, str], float] = field(default_factory=dict)
     # Instances this operator created that its index may not show yet: (namespace, name) -> when.
     recent_creates: dict[tuple[str, str], float] = field(default_factory=dict)
+    events: Events = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.events = Events(self.kube)
 
     def announce_once(self, kind: str, namespace: str, name: str, reason: str) -> bool:
         key = (kind, namespace, name)
@@ -57,27 +58,9 @@ class Context:
         if event is not None:
             event.set()
 
-    async def write_status(
-        self,
-        plural: str,
-        namespace: str,
-        name: str,
-        old: Mapping[str, Any] | None,
-        new: Mapping[str, Any],
-        *,
-        resource_version: str | None = None,
-    ) -> bool:
-        """Patch status only where it differs; a converged object gets no write at all.
-
-        Two loops that write one object's conditions pass the ``resource_version`` their
-        ``old`` was read at: a merge patch replaces the whole list, so a write computed from a
-        stale copy would silently drop the other loop's condition (``Conflict`` instead).
-        """
-        patch = merge_patch(old, new)
-        if not patch:
-            return False
-        await self.kube.patch_status(plural, namespace, name, patch, resource_version=resource_version)
-        return True
+    def event(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """Post a Kubernetes event about ``obj`` in the background (see handlers/events.py)."""
+        self.events.post(obj, type_, reason, message)
 
 
 def ctx_of(memo: Any) -> Context:
@@ -108,8 +91,3 @@ async def wait_or_wake(wake: asyncio.Event, seconds: float, stopped: Any = None)
         for task in tasks:
             task.cancel()
     wake.clear()
-
-
-def event(body: Any, type_: str, reason: str, message: str) -> None:
-    """Post a Kubernetes event; kopf queues and posts it without blocking the handler."""
-    kopf.event(body, type=type_, reason=reason, message=safe_message(message))

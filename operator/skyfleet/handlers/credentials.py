@@ -1,10 +1,13 @@
-"""CloudCredential: verify, report capabilities, keep the Secret while Instances need it."""
+"""CloudCredential: verify, report capabilities, hold its deletion while Instances need it.
+
+Its Secret is kept by an admission policy (api/policy.py, the chart's secret-protection.yaml),
+not by anything here: the operator never writes Secrets.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 from typing import Any
 
 import kopf
@@ -12,14 +15,14 @@ import kopf
 from skyfleet.api.cloudcredential import Capabilities, CloudCredential, CloudCredentialStatus
 from skyfleet.connectors import ConnectorError
 from skyfleet.handlers.clouds import CredentialUnavailable
-from skyfleet.handlers.context import GROUP, VERSION, ctx_of, event, now, wait_or_wake
-from skyfleet.handlers.kube import Conflict
-from skyfleet.reconcile.conditions import find_condition, set_condition
+from skyfleet.handlers.context import GROUP, VERSION, ctx_of, now
+from skyfleet.handlers.loop import LoopSpec, run_loop
+from skyfleet.handlers.status import write_status
+from skyfleet.reconcile.conditions import set_condition
 from skyfleet.reconcile.credentials import verdict_for
 from skyfleet.reconcile.messages import error_message
 
 RETRY_SOON = 30.0
-CONFLICT_DELAY = 1.0
 
 
 def _in_use(index: kopf.Index[Any, Any], namespace: str, name: str) -> int:
@@ -40,22 +43,15 @@ async def verify_loop(
     """Verify now, then every verifyIntervalSeconds, and whenever the spec changes."""
     assert namespace is not None  # every skyfleet.io kind is namespaced
     ctx = ctx_of(memo)
-    wake = ctx.wakeup("cloudcredential", namespace, name)
-    while not stopped:
-        started = time.monotonic()
-        try:
-            delay = await verify_once(namespace, name, body, memo, logger)
-        except Conflict:
-            # The observation loop wrote meanwhile; verify again from the fresh object.
-            ctx.metrics.reconciled("cloudcredential", started)
-            delay = CONFLICT_DELAY
-        except Exception:
-            ctx.metrics.reconciled("cloudcredential", started, error=True)
-            logger.exception("verifying %s/%s failed", namespace, name)
-            delay = RETRY_SOON
-        else:
-            ctx.metrics.reconciled("cloudcredential", started)
-        await wait_or_wake(wake, delay, stopped)
+    spec = LoopSpec("cloudcredential", namespace, name, period=ctx.settings.verify_period, retry=RETRY_SOON)
+    await run_loop(
+        ctx,
+        spec,
+        body=body,
+        stopped=stopped,
+        logger=logger,
+        once=lambda: verify_once(namespace, name, body, memo, logger),
+    )
 
 
 @kopf.on.update(GROUP, VERSION, "cloudcredentials", field="spec")
@@ -67,7 +63,6 @@ async def verify_once(namespace: str, name: str, body: kopf.Body, memo: Any, log
     ctx = ctx_of(memo)
     cred = CloudCredential.model_validate(dict(body))
     old_raw = dict(body.get("status") or {})
-    version = body.metadata.get("resourceVersion")
     old = cred.status or CloudCredentialStatus()
     period = float(cred.spec.verify_interval_seconds or ctx.settings.verify_period)
     error: BaseException | None = None
@@ -93,25 +88,18 @@ async def verify_once(namespace: str, name: str, body: kopf.Body, memo: Any, log
         logger.warning("verifying %s/%s failed: %s", namespace, name, type(exc).__name__)
         error, message = exc, f"{type(exc).__name__}: {error_message(exc)}"
     verdict = verdict_for(error, secret_found=secret_found)
-    ts = now()
     gen = cred.metadata.generation or None
-    before = find_condition(old.conditions, "Ready")
-    status = CloudCredentialStatus(
-        observed_generation=gen,
-        phase=verdict.phase,
-        conditions=set_condition(
-            old.conditions, "Ready", verdict.ready, verdict.reason, message, now=ts, generation=gen
-        ),
-        capabilities=capabilities,
-        instances=old.instances,
-        orphaned_vms=old.orphaned_vms,
+    status = old.model_copy(
+        update={
+            "phase": verdict.phase,
+            "conditions": set_condition(
+                old.conditions, "Ready", verdict.ready, verdict.reason, message, now=now(), generation=gen
+            ),
+            "capabilities": capabilities,
+        }
     )
-    written = await ctx.write_status(
-        "cloudcredentials", namespace, name, old_raw, status.to_api(), resource_version=version
-    )
-    changed = before is None or before.reason != verdict.reason
-    if written and changed and ctx.announce_once("cloudcredential", namespace, name, verdict.reason):
-        event(body, "Normal" if verdict.ready else "Warning", verdict.reason, message)
+    # The observe loop writes this status too (its own conditions): write only over what was read.
+    await write_status(ctx, body, old_raw, status, resource_version=body.metadata.get("resourceVersion"))
     return min(RETRY_SOON, period) if verdict.retry_soon else period
 
 

@@ -10,21 +10,24 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
 
-from skyfleet.api.common import API_VERSION, ConditionStatus
-from skyfleet.api.deployment import Deployment
-from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of, event, wait_or_wake
+from skyfleet.api.common import API_VERSION
+from skyfleet.api.deployment import Deployment, DeploymentStatus
+from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of
 from skyfleet.handlers.context import now as utcnow
 from skyfleet.handlers.kube import Refused
-from skyfleet.reconcile.conditions import find_condition
+from skyfleet.handlers.loop import LoopSpec, run_loop
+from skyfleet.handlers.status import write_status
 from skyfleet.reconcile.deployment import NewInstance, plan_deployment, refused_status
 from skyfleet.reconcile.images import EffectiveImage, ImageError, effective_image
 from skyfleet.reconcile.messages import error_message
 from skyfleet.reconcile.scaling import effective_deployment, governed_status
-from skyfleet.reconcile.views import ORPHAN_ANNOTATION, CredentialView
+from skyfleet.reconcile.views import ORPHAN_ANNOTATION, CredentialView, InstanceView
 
 # After acting, give the watch a moment to bring our own writes back before planning again.
 SETTLE = 0.5
@@ -43,37 +46,34 @@ async def reconcile_loop(
     stopped: kopf.DaemonStopped,
     **kwargs: Any,
 ) -> None:
-    instances_by_deployment: kopf.Index[Any, Any] = kwargs["instances_by_deployment"]
-    instances_by_credential: kopf.Index[Any, Any] = kwargs["instances_by_credential"]
-    credentials: kopf.Index[Any, Any] = kwargs["credentials"]
-    images: kopf.Index[Any, Any] = kwargs["images"]
     assert namespace is not None  # every skyfleet.io kind is namespaced
     ctx = ctx_of(memo)
-    wake = ctx.wakeup("deployment", namespace, name)
-    while not stopped:
-        wake.clear()
-        acted = False
-        started = time.monotonic()
-        try:
-            acted = await reconcile_once(
-                ctx=ctx,
-                namespace=namespace,
-                name=name,
-                body=body,
-                instances_by_deployment=instances_by_deployment,
-                instances_by_credential=instances_by_credential,
-                credentials=credentials,
-                images=images,
-                scaling_policies=kwargs.get("scaling_policies"),
-            )
-        except Exception as exc:
-            # One broken Deployment must not stop the others: report, and try again later.
-            ctx.metrics.reconciled("deployment", started, error=True)
-            logger.exception("reconciling deployment %s/%s failed", namespace, name)
-            event(body, "Warning", "ReconcileError", f"{type(exc).__name__}: {error_message(exc)}")
-        else:
-            ctx.metrics.reconciled("deployment", started)
-        await wait_or_wake(wake, SETTLE if acted else ctx.settings.resync_period, stopped)
+    indexes = Indexes(
+        instances_by_deployment=kwargs["instances_by_deployment"],
+        instances_by_credential=kwargs["instances_by_credential"],
+        credentials=kwargs["credentials"],
+        images=kwargs["images"],
+        scaling_policies=kwargs.get("scaling_policies"),
+    )
+
+    async def once() -> float:
+        acted = await reconcile_once(ctx=ctx, namespace=namespace, name=name, body=body, indexes=indexes)
+        return SETTLE if acted else ctx.settings.resync_period
+
+    spec = LoopSpec("deployment", namespace, name, period=ctx.settings.resync_period, error_event="ReconcileError")
+    await run_loop(ctx, spec, body=body, stopped=stopped, logger=logger, once=once)
+
+
+@dataclass(frozen=True)
+class Indexes:
+    """kopf's in-memory indexes a Deployment pass reads (handlers/indexes.py)."""
+
+    instances_by_deployment: kopf.Index[Any, Any]
+    instances_by_credential: kopf.Index[Any, Any]
+    credentials: kopf.Index[Any, Any]
+    images: kopf.Index[Any, Any]
+    # ScalingPolicies by governed Deployment (absent in handler tests that do not need it)
+    scaling_policies: kopf.Index[Any, Any] | None = None
 
 
 @kopf.on.event(GROUP, VERSION, "deployments")
@@ -87,60 +87,25 @@ def _first(index: kopf.Index[Any, Any], key: Any) -> Any:
     return next(iter(index.get(key, [])), None)
 
 
-async def reconcile_once(
-    *,
-    ctx: Context,
-    namespace: str,
-    name: str,
-    body: kopf.Body,
-    instances_by_deployment: kopf.Index[Any, Any],
-    instances_by_credential: kopf.Index[Any, Any],
-    credentials: kopf.Index[Any, Any],
-    images: kopf.Index[Any, Any],
-    scaling_policies: kopf.Index[Any, Any] | None = None,
-) -> bool:
+async def reconcile_once(*, ctx: Context, namespace: str, name: str, body: kopf.Body, indexes: Indexes) -> bool:
+    """One pass: plan, create and delete Instances, post the plan's events, write status.
+    True when it acted (the loop then looks again soon)."""
     dep = Deployment.model_validate(dict(body))
     if dep.metadata.deletion_timestamp is not None:
         return False
     # Groups a ScalingPolicy governs run with its decision (from its status); the spec stays Git's.
-    policies = list(scaling_policies.get((namespace, name), [])) if scaling_policies is not None else []
+    policies = list(indexes.scaling_policies.get((namespace, name), [])) if indexes.scaling_policies is not None else []
     dep, governed = effective_deployment(dep, policies)
-    # Our own deletes reach the index a moment later; until then treat them as deleting, so a
-    # pass in between neither deletes a second victim nor counts a failure twice.
-    recent = ctx.recent_deletes
-    cutoff = time.monotonic() - RECENT
-    for key in [k for k, t in recent.items() if t < cutoff]:
-        del recent[key]
-    # Keyed by UID, not name: a scale-out soon after a scale-in reuses the freed name, and the new
-    # Instance must not count as the old one being deleted (it would be replaced by a second VM).
-    views = [
-        dataclasses.replace(v, deleting=True) if (namespace, v.uid or v.name) in recent else v
-        for v in instances_by_deployment.get((namespace, name), [])
-    ]
-    creds, imgs = _references(dep, namespace, credentials, instances_by_credential, images)
-
+    views = _current_views(ctx, namespace, indexes.instances_by_deployment.get((namespace, name), []))
+    creds, imgs = _references(dep, namespace, indexes)
     plan = plan_deployment(dep, views, creds, imgs, now=utcnow())
-    owner = {
-        "apiVersion": API_VERSION,
-        "kind": "Deployment",
-        "name": name,
-        "uid": dep.metadata.uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
     changed: set[str] = set()
-    # Our own creates reach the index a moment later; until then the plan asks for the same
-    # names again. Sending them would only earn 409s (hundreds while a large fleet is created).
-    created = ctx.recent_creates
-    indexed = {v.name for v in views}
-    for key in [k for k, t in created.items() if t < cutoff or (k[0] == namespace and k[1] in indexed)]:
-        del created[key]
     refused = await _create_instances(
-        ctx, namespace, creates=plan.creates, owner=owner, created=created, changed=changed
+        ctx, namespace, creates=plan.creates, owner=_owner(dep), indexed={v.name for v in views}, changed=changed
     )
     status = governed_status(plan.status, governed)
     if refused is not None:
-        group = next(n.spec.group for n in plan.creates if (namespace, n.name) not in created)
+        group = next(n.spec.group for n in plan.creates if (namespace, n.name) not in ctx.recent_creates)
         status = refused_status(
             status,
             refused.reason,
@@ -148,25 +113,48 @@ async def reconcile_once(
             now=utcnow(),
             generation=dep.metadata.generation or None,
         )
-    already_deleting = {v.name for v in views if v.deleting}
-    uids = {v.name: v.uid or v.name for v in views}
-    for victim in plan.deletes:
-        if await ctx.kube.delete("instances", namespace, victim) and victim not in already_deleting:
-            changed.add(victim)
-        recent[(namespace, uids.get(victim, victim))] = time.monotonic()
+    await _delete_instances(ctx, namespace, plan.deletes, views, changed)
     for e in plan.events:
         if not e.names or changed.intersection(e.names):
-            event(body, e.type, e.reason, e.message)
-    old_status = dict(body.get("status") or {})
-    if await ctx.write_status("deployments", namespace, name, old_status, status.to_api()):
-        ready = find_condition(status.conditions, "Ready")
-        before = [c.get("reason") for c in old_status.get("conditions") or [] if c.get("type") == "Ready"]
-        transitioned = ready is not None and before != [ready.reason]
-        if ready is not None and transitioned and ctx.announce_once("deployment", namespace, name, ready.reason):
-            kind = "Normal" if ready.status == ConditionStatus.TRUE else "Warning"
-            event(body, kind, ready.reason, ready.message)
+            ctx.event(body, e.type, e.reason, e.message)
+    await write_status(ctx, body, body.get("status"), status)
     # A refusal stays until a person acts: plan again at the resync period, not at once.
     return bool(plan.deletes) or bool(plan.creates and refused is None)
+
+
+def _current_views(ctx: Context, namespace: str, indexed: Iterable[InstanceView]) -> list[InstanceView]:
+    """The Deployment's Instances as the index shows them, with our own deletes of the last
+    moments marked: they reach the index a moment later, and until then a pass must neither
+    delete a second victim nor count a failure twice."""
+    recent = ctx.recent_deletes
+    cutoff = time.monotonic() - RECENT
+    for key in [k for k, t in recent.items() if t < cutoff]:
+        del recent[key]
+    # Keyed by UID, not name: a scale-out soon after a scale-in reuses the freed name, and the new
+    # Instance must not count as the old one being deleted (it would be replaced by a second VM).
+    return [dataclasses.replace(v, deleting=True) if (namespace, v.uid or v.name) in recent else v for v in indexed]
+
+
+def _owner(dep: Deployment) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Deployment",
+        "name": dep.metadata.name,
+        "uid": dep.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+async def _delete_instances(
+    ctx: Context, namespace: str, victims: list[str], views: list[InstanceView], changed: set[str]
+) -> None:
+    already_deleting = {v.name for v in views if v.deleting}
+    uids = {v.name: v.uid or v.name for v in views}
+    for victim in victims:
+        if await ctx.kube.delete("instances", namespace, victim) and victim not in already_deleting:
+            changed.add(victim)
+        ctx.recent_deletes[(namespace, uids.get(victim, victim))] = time.monotonic()
 
 
 async def _create_instances(
@@ -175,10 +163,18 @@ async def _create_instances(
     *,
     creates: list[NewInstance],
     owner: dict[str, Any],
-    created: dict[tuple[str, str], float],
+    indexed: set[str],
     changed: set[str],
 ) -> Refused | None:
-    """Create what the plan asks for; the first refusal (quota, policy) stops the rest."""
+    """Create what the plan asks for; the first refusal (quota, policy) stops the rest.
+
+    Our own creates reach the index a moment later; until then the plan asks for the same
+    names again. Sending them would only earn 409s (hundreds while a large fleet is created).
+    """
+    created = ctx.recent_creates
+    cutoff = time.monotonic() - RECENT
+    for key in [k for k, t in created.items() if t < cutoff or (k[0] == namespace and k[1] in indexed)]:
+        del created[key]
     for new in creates:
         if (namespace, new.name) in created:
             continue
@@ -203,24 +199,20 @@ async def _create_instances(
 
 
 def _references(
-    dep: Deployment,
-    namespace: str,
-    credentials: kopf.Index[Any, Any],
-    instances_by_credential: kopf.Index[Any, Any],
-    images: kopf.Index[Any, Any],
+    dep: Deployment, namespace: str, indexes: Indexes
 ) -> tuple[dict[str, CredentialView], dict[str, EffectiveImage | str]]:
     """The credentials and Images the Deployment refers to, as the planner wants them."""
     creds: dict[str, CredentialView] = {}
     for group in dep.spec.node_groups:
         for target in group.placement.targets:
-            view = _first(credentials, (namespace, target.credential))
+            view = _first(indexes.credentials, (namespace, target.credential))
             if view is not None:
-                in_use = sum(1 for _ in instances_by_credential.get((namespace, target.credential), []))
+                in_use = sum(1 for _ in indexes.instances_by_credential.get((namespace, target.credential), []))
                 creds[target.credential] = dataclasses.replace(view, in_use=in_use)
     imgs: dict[str, EffectiveImage | str] = {}
     for group in dep.spec.node_groups:
         try:
-            imgs[group.image_ref] = effective_image(group.image_ref, lambda n: _first(images, (namespace, n)))
+            imgs[group.image_ref] = effective_image(group.image_ref, lambda n: _first(indexes.images, (namespace, n)))
         except ImageError as exc:
             imgs[group.image_ref] = str(exc)
 
@@ -255,8 +247,9 @@ async def cleanup(
         await ctx.kube.delete("instances", namespace, view.name)
     old = dict(body.get("status") or {})
     if old.get("phase") != "Deleting":
-        await ctx.write_status("deployments", namespace, name, old, {**old, "phase": "Deleting"})
-        event(
+        status = DeploymentStatus.model_validate(old).model_copy(update={"phase": "Deleting"})
+        await write_status(ctx, body, old, status, announce=False)
+        ctx.event(
             body,
             "Normal",
             "Deleting",

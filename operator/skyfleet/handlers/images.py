@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import kopf
 
 from skyfleet.api.image import Image, ImageStatus, ResolvedImage
 from skyfleet.connectors import ConnectorError
+from skyfleet.contract.errors import NotFound
 from skyfleet.handlers.bake import bake_once
 from skyfleet.handlers.clouds import CredentialUnavailable
-from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of, event, now, wait_or_wake
-from skyfleet.reconcile.conditions import find_condition, set_condition
-from skyfleet.reconcile.images import ImageError, effective_image, image_uses, select_source
+from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of, now
+from skyfleet.handlers.loop import LoopSpec, run_loop
+from skyfleet.handlers.status import write_status
+from skyfleet.reconcile.conditions import set_condition
+from skyfleet.reconcile.images import EffectiveImage, ImageError, effective_image, image_uses, select_source
 from skyfleet.reconcile.messages import error_message, safe_message
 
 
@@ -28,45 +30,35 @@ async def resolve_loop(
     stopped: kopf.DaemonStopped,
     **kwargs: Any,
 ) -> None:
-    images: kopf.Index[Any, Any] = kwargs["images"]
-    deployments: kopf.Index[Any, Any] = kwargs["deployments"]
-    credentials: kopf.Index[Any, Any] = kwargs["credentials"]
     assert namespace is not None  # every skyfleet.io kind is namespaced
     ctx = ctx_of(memo)
-    wake = ctx.wakeup("image", namespace, name)
-    while not stopped:
-        wake.clear()
-        started = time.monotonic()
-        period = ctx.settings.resync_period
-        try:
-            if (body.get("spec") or {}).get("build"):
-                # A baked Image: the bake loop resolves (and bakes) instead; see handlers/bake.py.
-                period = await bake_once(
-                    ctx=ctx,
-                    namespace=namespace,
-                    name=name,
-                    body=body,
-                    images=images,
-                    deployments=deployments,
-                    credentials=credentials,
-                    in_use=kwargs.get("images_in_use"),
-                )
-            else:
-                await resolve_once(
-                    ctx=ctx,
-                    namespace=namespace,
-                    name=name,
-                    body=body,
-                    images=images,
-                    deployments=deployments,
-                    credentials=credentials,
-                )
-        except Exception:
-            ctx.metrics.reconciled("image", started, error=True)
-            logger.exception("resolving image %s/%s failed", namespace, name)
-        else:
-            ctx.metrics.reconciled("image", started)
-        await wait_or_wake(wake, period, stopped)
+
+    async def once() -> float:
+        if (body.get("spec") or {}).get("build"):
+            # A baked Image: the bake loop resolves (and bakes) instead; see handlers/bake.py.
+            return await bake_once(
+                ctx=ctx,
+                namespace=namespace,
+                name=name,
+                body=body,
+                images=kwargs["images"],
+                deployments=kwargs["deployments"],
+                credentials=kwargs["credentials"],
+                in_use=kwargs.get("images_in_use"),
+            )
+        await resolve_once(
+            ctx=ctx,
+            namespace=namespace,
+            name=name,
+            body=body,
+            images=kwargs["images"],
+            deployments=kwargs["deployments"],
+            credentials=kwargs["credentials"],
+        )
+        return ctx.settings.resync_period
+
+    spec = LoopSpec("image", namespace, name, period=ctx.settings.resync_period)
+    await run_loop(ctx, spec, body=body, stopped=stopped, logger=logger, once=once)
 
 
 @kopf.on.event(GROUP, VERSION, "images")
@@ -99,68 +91,75 @@ async def resolve_once(
     deployments: kopf.Index[Any, Any],
     credentials: kopf.Index[Any, Any],
 ) -> None:
+    """Resolve the Image on every (credential, region) a Deployment uses it with; write status."""
     image = Image.model_validate(dict(body))
     old = image.status or ImageStatus()
-    gen = image.metadata.generation or None
-    ts = now()
     resolved: list[ResolvedImage] = []
     problems: list[tuple[str, str]] = []
     try:
         eff = effective_image(name, lambda n: next(iter(images.get((namespace, n), [])), None))
     except ImageError as exc:
-        eff = None
-        problems.append(("ParentNotFound" if "not found" in str(exc) else "InvalidImage", error_message(exc)))
-    if eff is not None:
+        problems.append((exc.reason, error_message(exc)))
+    else:
         regions = {key[1]: view.region for key, store in credentials.items() if key[0] == namespace for view in store}
-        uses = image_uses(name, deployments.get(namespace, []), regions)
-        for credential, region in uses:
-            view = regions.get(credential, "?")
-            if view == "?":
+        for credential, region in image_uses(name, deployments.get(namespace, []), regions):
+            if credential not in regions:
                 problems.append(("CredentialNotFound", f"CloudCredential {credential!r} does not exist"))
                 continue
-            try:
-                connector = await ctx.clouds.connector(namespace, credential, region)
-                source = select_source(
-                    eff.sources, credential=credential, provider=connector.config.provider, region=region
-                )
-                if source is None:
-                    problems.append(("NoMatch", f"no entry for credential {credential!r} in region {region}"))
-                    continue
-                found = await connector.resolve_image(
-                    image_id=source.id,
-                    name_pattern=source.lookup.name_pattern if source.lookup else None,
-                    owner=source.lookup.owner if source.lookup else None,
-                )
-                resolved.append(ResolvedImage(credential=credential, region=region or "", id=found.id, name=found.name))
-            except CredentialUnavailable as exc:
-                problems.append(("CredentialNotReady", f"{credential}: {exc.message}"))
-            except ConnectorError as exc:
-                reason = "NoMatch" if type(exc).__name__ == "NotFound" else "ResolutionFailed"
-                problems.append((reason, f"{credential}/{region}: {error_message(exc)}"))
+            found = await _resolve_on(ctx, namespace, eff, credential, region)
+            if isinstance(found, ResolvedImage):
+                resolved.append(found)
+            else:
+                problems.append(found)
+    status = _status(old, resolved, problems, generation=image.metadata.generation or None)
+    await write_status(ctx, body, body.get("status"), status)
+
+
+async def _resolve_on(
+    ctx: Context, namespace: str, eff: EffectiveImage, credential: str, region: str | None
+) -> ResolvedImage | tuple[str, str]:
+    """The native image on one credential and region, or (reason, message) why there is none."""
+    try:
+        connector = await ctx.clouds.connector(namespace, credential, region)
+        source = select_source(eff.sources, credential=credential, provider=connector.config.provider, region=region)
+        if source is None:
+            return "NoMatch", f"no entry for credential {credential!r} in region {region}"
+        found = await connector.resolve_image(
+            image_id=source.id,
+            name_pattern=source.lookup.name_pattern if source.lookup else None,
+            owner=source.lookup.owner if source.lookup else None,
+        )
+    except CredentialUnavailable as exc:
+        return "CredentialNotReady", f"{credential}: {exc.message}"
+    except NotFound as exc:
+        return "NoMatch", f"{credential}/{region}: {error_message(exc)}"
+    except ConnectorError as exc:
+        # OwnerRequired: a name lookup on a public catalogue (EC2) that names no publisher.
+        reason = "OwnerRequired" if exc.code == "OwnerRequired" else "ResolutionFailed"
+        return reason, f"{credential}/{region}: {error_message(exc)}"
+    return ResolvedImage(credential=credential, region=region or "", id=found.id, name=found.name)
+
+
+def _status(
+    old: ImageStatus, resolved: list[ResolvedImage], problems: list[tuple[str, str]], *, generation: int | None
+) -> ImageStatus:
+    ts = now()
     if problems:
         reason, _ = problems[0]
         message = safe_message("; ".join(m for _, m in problems), limit=1024)
-        conds = set_condition(old.conditions, "Ready", False, reason, message, now=ts, generation=gen)
+        conds = set_condition(old.conditions, "Ready", False, reason, message, now=ts, generation=generation)
         phase = "Unresolved"
     else:
         message = (
             f"resolved on {len(resolved)} credential/region pairs" if resolved else "not used by any Deployment yet"
         )
-        conds = set_condition(old.conditions, "Ready", True, "Resolved", message, now=ts, generation=gen)
+        conds = set_condition(old.conditions, "Ready", True, "Resolved", message, now=ts, generation=generation)
         phase = "Resolved"
-    status = ImageStatus(
-        observed_generation=gen,
-        phase=phase,
-        conditions=conds,
-        resolved=resolved or None,
-        message=message if problems else None,
-        # An Image whose spec.build was removed keeps the record of what it baked (finalizer).
-        bakes=old.bakes,
-        generations=old.generations,
+    return old.model_copy(
+        update={
+            "phase": phase,
+            "conditions": conds,
+            "resolved": resolved or None,
+            "message": message if problems else None,
+        }
     )
-    before = find_condition(old.conditions, "Ready")
-    if await ctx.write_status("images", namespace, name, dict(body.get("status") or {}), status.to_api()):
-        after = find_condition(conds, "Ready")
-        changed = before is None or before.reason != (after.reason if after else None)
-        if after is not None and changed and ctx.announce_once("image", namespace, name, after.reason):
-            event(body, "Normal" if not problems else "Warning", after.reason, message)

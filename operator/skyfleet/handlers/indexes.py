@@ -34,6 +34,7 @@ class ObservedInstance:
     status_raw: dict[str, Any] | None
     deleting: bool
     created: datetime | None = None
+    generation: int | None = None
 
 
 @kopf.index(GROUP, VERSION, "instances")
@@ -59,6 +60,7 @@ def instances_by_credential(
             status_raw=dict(raw) if raw else None,
             deleting=inst.metadata.deletion_timestamp is not None,
             created=inst.metadata.creation_timestamp,
+            generation=inst.metadata.generation or None,
         )
     }
 

@@ -13,11 +13,13 @@ from typing import Any
 
 import kopf
 
-from skyfleet.api.instance import Instance, InstanceStatus
+from skyfleet.api.instance import Instance, InstanceSpec, InstanceStatus
 from skyfleet.connectors import Connector, ConnectorError, CreateRequest, NodeState, OwnershipMismatch, OwnerTags
-from skyfleet.connectors.errors import NotFound, Unsupported
+from skyfleet.contract.errors import NotFound, Unsupported
 from skyfleet.handlers.clouds import CredentialUnavailable
-from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of, event, now
+from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of, now
+from skyfleet.handlers.status import write_status
+from skyfleet.logs import about
 from skyfleet.reconcile.conditions import set_condition
 from skyfleet.reconcile.images import ImageError, effective_image, select_source
 from skyfleet.reconcile.instances import (
@@ -41,11 +43,16 @@ def owner_tags(ctx: Context, inst: Instance) -> OwnerTags:
     )
 
 
-def _with_ready(status: InstanceStatus, ready: bool, reason: str, message: str, *, phase: str) -> InstanceStatus:
+def _with_ready(
+    status: InstanceStatus, ready: bool, reason: str, message: str, *, phase: str, generation: int | None = 1
+) -> InstanceStatus:
+    """``status`` with phase and Ready set; an Instance's spec never changes (generation 1)."""
     status = status.model_copy(deep=True)
     status.phase = phase
     status.message = message or None
-    status.conditions = set_condition(status.conditions, "Ready", ready, reason, message, now=now())
+    status.conditions = set_condition(
+        status.conditions, "Ready", ready, reason, message, now=now(), generation=generation
+    )
     return status
 
 
@@ -93,8 +100,11 @@ def _unprovisioned(status: Any) -> bool:
 @kopf.on.create(GROUP, VERSION, "instances", id="provision")
 @kopf.on.resume(GROUP, VERSION, "instances", id="provision", when=lambda status, **_: _unprovisioned(status))
 async def provision(*, body: kopf.Body, memo: Any, logger: kopf.Logger, retry: int, **kwargs: Any) -> None:
-    images: kopf.Index[Any, Any] = kwargs["images"]
-    ctx = ctx_of(memo)
+    with about(body):
+        await _provision(ctx_of(memo), body, retry, kwargs["images"])
+
+
+async def _provision(ctx: Context, body: kopf.Body, retry: int, images: kopf.Index[Any, Any]) -> None:
     inst = Instance.model_validate(dict(body))
     meta, spec = inst.metadata, inst.spec
     status = inst.status or InstanceStatus()
@@ -104,8 +114,8 @@ async def provision(*, body: kopf.Body, memo: Any, logger: kopf.Logger, retry: i
 
     async def write(new: InstanceStatus) -> None:
         nonlocal raw
-        await ctx.write_status("instances", meta.namespace, meta.name, raw, new.to_api())
-        raw = new.to_api()
+        # Instance events say what happened to the VM, not every Ready reason.
+        raw = await write_status(ctx, body, raw, new, announce=False)
 
     def safe(exc: BaseException) -> str:
         return error_message(exc, redact=[spec.user_data])
@@ -114,30 +124,29 @@ async def provision(*, body: kopf.Body, memo: Any, logger: kopf.Logger, retry: i
     if connector is None:
         return
 
-    # The cloud may be called from here on: say so before calling it.
-    status = _with_ready(status, False, "Creating", "creating the VM", phase="Creating")
-    status.provider = connector.config.provider
-    await write(status)
     try:
-        image_id, why = await _resolve_image(ctx=ctx, inst=inst, connector=connector, images=images)
+        # Resolved once and recorded before the create: a retry, or a restart, creates from the
+        # same image and size even when the Image or the catalogue changed meanwhile.
+        image_id, why = (
+            (status.image_id, "")
+            if status.image_id
+            else await _resolve_image(ctx=ctx, inst=inst, connector=connector, images=images)
+        )
         if image_id is None:
             status = _with_ready(status, False, "ImageNotFound", why, phase="Failed")
             await write(status)
-            event(body, "Warning", "ImageNotFound", why)
+            ctx.event(body, "Warning", "ImageNotFound", why)
             return
-        size = spec.size
-        async with ctx.clouds.single_flight(connector, "sizes"):
-            cloud_size = await connector.resolve_size(
-                cpu=size.cpu if size else None,
-                memory_mib=size.memory_mib if size else None,
-                disk_gib=size.disk_gib if size else None,
-                instance_type=spec.instance_type,
-            )
+        size_id = status.instance_type or await _resolve_size(ctx, connector, spec)
+        # The cloud may create a VM from here on: say so (and from what) before asking it to.
+        status = _with_ready(status, False, "Creating", "creating the VM", phase="Creating")
+        status.provider, status.image_id, status.instance_type = connector.config.provider, image_id, size_id
+        await write(status)
         node = await connector.create(
             CreateRequest(
                 name=meta.name,
                 image_id=image_id,
-                size_id=cloud_size.id,
+                size_id=size_id,
                 region=spec.region,
                 zone=spec.zone,
                 user_data=spec.user_data,
@@ -149,7 +158,7 @@ async def provision(*, body: kopf.Body, memo: Any, logger: kopf.Logger, retry: i
         failure = classify_create_error(exc)
         ctx.metrics.create_failures.labels(connector.config.provider, failure.reason).inc()
         message = safe(exc)
-        event(body, "Warning", failure.reason, message)
+        ctx.event(body, "Warning", failure.reason, message)
         if failure.retry:
             status = _with_ready(status, False, failure.reason, message, phase="Creating")
             await write(status)
@@ -159,12 +168,25 @@ async def provision(*, body: kopf.Body, memo: Any, logger: kopf.Logger, retry: i
         await write(status)
         return
     # Record the provider id at once: from here on, deletion knows exactly what to destroy.
-    status = observed_status(status, node, provider=connector.config.provider, now=now())
-    status.instance_type = status.instance_type or cloud_size.id
+    status = observed_status(status, node, provider=connector.config.provider, now=now(), generation=meta.generation)
+    status.instance_type = status.instance_type or size_id
     status.image_id = status.image_id or image_id
     await write(status)
     ctx.metrics.vm_created(connector.config.provider, meta.creation_timestamp, running=status.phase == "Running")
-    event(body, "Normal", "VMCreated", f"VM {node.provider_id} ({cloud_size.id}) on {spec.credential}")
+    ctx.event(body, "Normal", "VMCreated", f"VM {node.provider_id} ({size_id}) on {spec.credential}")
+
+
+async def _resolve_size(ctx: Context, connector: Connector, spec: InstanceSpec) -> str:
+    """The native size: the explicit type, or the smallest that fits ``spec.size``."""
+    size = spec.size
+    async with ctx.clouds.single_flight(connector, "sizes"):
+        found = await connector.resolve_size(
+            cpu=size.cpu if size else None,
+            memory_mib=size.memory_mib if size else None,
+            disk_gib=size.disk_gib if size else None,
+            instance_type=spec.instance_type,
+        )
+    return found.id
 
 
 async def _usable_connector(
@@ -190,7 +212,7 @@ async def _usable_connector(
     too_large = user_data_too_large(spec.user_data, connector.capabilities.max_user_data_bytes)
     if too_large:
         await write(_with_ready(status, False, "UserDataTooLarge", too_large, phase="Failed"))
-        event(body, "Warning", "UserDataTooLarge", too_large)
+        ctx.event(body, "Warning", "UserDataTooLarge", too_large)
         return None
     region = await ctx.regions.check(connector)
     if not region.known:
@@ -213,7 +235,11 @@ async def wake_deployment(*, namespace: str | None, spec: kopf.Spec, memo: Any, 
 @kopf.on.delete(GROUP, VERSION, "instances", id="destroy")
 async def destroy(*, body: kopf.Body, memo: Any, logger: kopf.Logger, runtime: timedelta, **_: Any) -> None:
     """Destroy the VM (only if it carries our owner tags) and wait until the cloud says it is gone."""
-    ctx = ctx_of(memo)
+    with about(body):
+        await _destroy_or_release(ctx_of(memo), body, runtime)
+
+
+async def _destroy_or_release(ctx: Context, body: kopf.Body, runtime: timedelta) -> None:
     inst = Instance.model_validate(dict(body))
     meta, spec = inst.metadata, inst.spec
     status = inst.status or InstanceStatus()
@@ -225,7 +251,7 @@ async def destroy(*, body: kopf.Body, memo: Any, logger: kopf.Logger, runtime: t
     except (CredentialUnavailable, ConnectorError) as exc:
         message = error_message(exc, redact=[spec.user_data])
         # Kept VMs wait too: one still tagged as ours after its Instance is gone is an orphan.
-        event(
+        ctx.event(
             body,
             "Warning",
             "CannotReleaseVM" if orphan else "CannotDestroyVM",
@@ -237,7 +263,7 @@ async def destroy(*, body: kopf.Body, memo: Any, logger: kopf.Logger, runtime: t
         return  # no VM can exist in a region the cloud does not know
     owner = owner_tags(ctx, inst)
     if orphan:
-        await _release(body, connector, owner, status)
+        await _release(ctx, body, connector, owner, status)
     else:
         await _destroy(body, ctx, connector, owner, status, waited=runtime.total_seconds())
 
@@ -254,7 +280,7 @@ async def _destroy(
             try:
                 await connector.destroy(provider_id, owner)
             except OwnershipMismatch as exc:
-                event(body, "Warning", "OwnershipMismatch", error_message(exc))
+                ctx.event(body, "Warning", "OwnershipMismatch", error_message(exc))
                 ids.discard(provider_id)
             except NotFound:
                 ids.discard(provider_id)
@@ -266,7 +292,7 @@ async def _destroy(
                 if node.state is not NodeState.TERMINATED:
                     remaining.append(provider_id)
     except ConnectorError as exc:
-        event(body, "Warning", "DestroyFailed", error_message(exc))
+        ctx.event(body, "Warning", "DestroyFailed", error_message(exc))
         raise kopf.TemporaryError(error_message(exc), delay=10) from None
     if remaining:
         raise kopf.TemporaryError(f"waiting for {', '.join(remaining)} to terminate", delay=3)
@@ -280,10 +306,12 @@ async def _destroy(
         raise kopf.TemporaryError(f"the cloud does not list {what} yet; looking again", delay=3)
     if ids:
         ctx.metrics.vms_destroyed.labels(connector.config.provider).inc(len(seen or ids))
-        event(body, "Normal", "VMDestroyed", f"VM {', '.join(sorted(seen or ids))} is gone")
+        ctx.event(body, "Normal", "VMDestroyed", f"VM {', '.join(sorted(seen or ids))} is gone")
 
 
-async def _release(body: kopf.Body, connector: Connector, owner: OwnerTags, status: InstanceStatus) -> None:
+async def _release(
+    ctx: Context, body: kopf.Body, connector: Connector, owner: OwnerTags, status: InstanceStatus
+) -> None:
     """deletionPolicy Orphan: the VM stays running, untagged, so no orphan sweep ever deletes it."""
     try:
         ids = {status.provider_id} if status.provider_id else set()
@@ -294,7 +322,7 @@ async def _release(body: kopf.Body, connector: Connector, owner: OwnerTags, stat
             except (NotFound, OwnershipMismatch):
                 ids.discard(provider_id)
     except Unsupported:
-        event(
+        ctx.event(
             body,
             "Warning",
             "VMNotReleased",
@@ -302,7 +330,7 @@ async def _release(body: kopf.Body, connector: Connector, owner: OwnerTags, stat
         )
         return
     except ConnectorError as exc:
-        event(body, "Warning", "ReleaseFailed", error_message(exc))
+        ctx.event(body, "Warning", "ReleaseFailed", error_message(exc))
         raise kopf.TemporaryError(error_message(exc), delay=10) from None
     what = ", ".join(sorted(ids)) or "no VM"
-    event(body, "Normal", "VMOrphaned", f"deletionPolicy Orphan: {what} keeps running, no longer tracked or tagged")
+    ctx.event(body, "Normal", "VMOrphaned", f"deletionPolicy Orphan: {what} keeps running, no longer tracked or tagged")

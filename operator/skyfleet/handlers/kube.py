@@ -22,7 +22,7 @@ from urllib3.util.retry import Retry
 
 from skyfleet.api.common import GROUP, VERSION
 
-__all__ = ["REQUEST_TIMEOUT", "Conflict", "Kube", "Refused"]
+__all__ = ["REQUEST_TIMEOUT", "Conflict", "Kube", "Refused", "Unreadable"]
 
 T = TypeVar("T")
 MERGE = "application/merge-patch+json"
@@ -33,6 +33,10 @@ REQUEST_TIMEOUT = (5.0, 10.0)
 
 class Conflict(Exception):
     """The object changed since the version a write was computed from; compute it again."""
+
+
+class Unreadable(Exception):
+    """The API server answered that this object cannot be read (401, 403, 404): waiting will not help."""
 
 
 class Refused(Exception):
@@ -215,22 +219,67 @@ class Kube:
 
         return await self._run(call)
 
-    async def get_lease(self, namespace: str, name: str) -> Any:
-        def call() -> Any:
-            try:
-                return self.coordination.read_namespaced_lease(name, namespace)
-            except ApiException as exc:
-                if exc.status == 404:
-                    return None
-                raise
+    async def create_event(self, namespace: str, body: Mapping[str, Any]) -> None:
+        """Post a core/v1 Event (see handlers/events.py)."""
 
-        return await self._run(call)
+        def call() -> None:
+            self.core.create_namespaced_event(namespace, dict(body))
 
-    async def namespace_uid(self, name: str) -> str:
-        """The UID of a namespace (kube-system's identifies the cluster)."""
+        await self._run(call)
 
-        def call() -> str:
-            uid: str = self.core.read_namespace(name).metadata.uid
-            return uid
+    # The Lease and the cluster id are handled before kopf starts and on the lease thread, so
+    # these calls are synchronous; each carries the caller's timeout (the time it has left).
 
-        return await self._run(call)
+    @staticmethod
+    def _none_on(status: int, call: Callable[[], T]) -> T | None:
+        """``call()``, or None when the API server answers ``status``."""
+        try:
+            return call()
+        except ApiException as exc:
+            if exc.status == status:
+                return None
+            raise
+
+    def read_lease(self, namespace: str, name: str, timeout: tuple[float, float]) -> Any | None:
+        """The Lease (a V1Lease), or None when there is none."""
+        return self._none_on(
+            404, lambda: self.coordination.read_namespaced_lease(name, namespace, _request_timeout=timeout)
+        )
+
+    def create_lease(self, namespace: str, lease: Any, timeout: tuple[float, float]) -> Any | None:
+        """The created Lease, or None when someone else created it first."""
+        return self._none_on(
+            409, lambda: self.coordination.create_namespaced_lease(namespace, lease, _request_timeout=timeout)
+        )
+
+    def replace_lease(self, namespace: str, name: str, lease: Any, timeout: tuple[float, float]) -> Any | None:
+        """The Lease as written, or None when it changed since it was read (someone else wrote)."""
+        return self._none_on(
+            409, lambda: self.coordination.replace_namespaced_lease(name, namespace, lease, _request_timeout=timeout)
+        )
+
+    @staticmethod
+    def lease(
+        name: str | None, *, holder: str | None, duration: int, acquired: Any, renewed: Any, transitions: int
+    ) -> Any:
+        """A V1Lease (spec only, plus the name for a create)."""
+        spec = client.V1LeaseSpec(
+            holder_identity=holder,
+            lease_duration_seconds=duration,
+            acquire_time=acquired,
+            renew_time=renewed,
+            lease_transitions=transitions,
+        )
+        return client.V1Lease(metadata=client.V1ObjectMeta(name=name) if name else None, spec=spec)
+
+    def namespace_uid(self, name: str, timeout: tuple[float, float] = REQUEST_TIMEOUT) -> str | None:
+        """The UID of a namespace (kube-system's identifies the cluster); None when it does not
+        exist, ``Unreadable`` when we may not read it. A list with a field selector needs only the
+        list verb kopf needs anyway, not get."""
+        try:
+            found = self.core.list_namespace(field_selector=f"metadata.name={name}", _request_timeout=timeout)
+        except ApiException as exc:
+            if exc.status in (401, 403, 404):
+                raise Unreadable(f"cannot read namespace {name} ({exc.status} {exc.reason})") from None
+            raise
+        return str(found.items[0].metadata.uid) if found.items else None

@@ -21,23 +21,25 @@ from skyfleet.api.common import API_VERSION
 from skyfleet.api.instance import InstanceStatus
 from skyfleet.connectors import CloudNode, ConnectorError, NodeState, OwnerTags
 from skyfleet.handlers.clouds import CredentialUnavailable
-from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of, event, now, wait_or_wake
+from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of, now
 from skyfleet.handlers.indexes import ObservedInstance
 from skyfleet.handlers.kube import Conflict
+from skyfleet.handlers.loop import LoopSpec, run_loop
+from skyfleet.handlers.status import write_status
 from skyfleet.reconcile.bake import is_builder
 from skyfleet.reconcile.conditions import find_condition, set_condition
 from skyfleet.reconcile.instances import lost_for_good, observed_status
 from skyfleet.reconcile.messages import error_message
-from skyfleet.reconcile.orphans import plan_orphans
+from skyfleet.reconcile.orphans import OrphanPlan, plan_orphans
 from skyfleet.reconcile.regions import RegionFailure, regions_condition
 
 
 def instance_ref(m: ObservedInstance) -> dict[str, Any]:
-    """Enough of an Instance for kopf to address an event to it."""
+    """Enough of an Instance to address an event to it and write its status."""
     return {
         "apiVersion": API_VERSION,
         "kind": "Instance",
-        "metadata": {"name": m.name, "namespace": m.namespace, "uid": m.uid},
+        "metadata": {"name": m.name, "namespace": m.namespace, "uid": m.uid, "generation": m.generation},
     }
 
 
@@ -68,57 +70,28 @@ async def observe_loop(
     instance_uids: kopf.Index[Any, Any] = kwargs["instance_uids"]
     assert namespace is not None  # every skyfleet.io kind is namespaced
     ctx = ctx_of(memo)
-    try:
-        await _observe_forever(
+    state = LoopState()
+
+    async def once() -> None:
+        await observe_once(
             ctx=ctx,
             namespace=namespace,
             name=name,
             body=body,
             logger=logger,
-            stopped=stopped,
             instances_by_credential=instances_by_credential,
             instance_uids=instance_uids,
+            state=state,
         )
+
+    # The verify loop reports the credential's state; observation skips a pass until it works.
+    quiet = (CredentialUnavailable, ConnectorError)
+    spec = LoopSpec("observe", namespace, name, period=ctx.settings.observe_period, quiet=quiet)
+    try:
+        await run_loop(ctx, spec, body=body, stopped=stopped, logger=logger, once=once)
     finally:
         # Deleted (or the operator stopping): its figures leave the metrics, not linger there.
         ctx.metrics.forget_credential(namespace, name)
-
-
-async def _observe_forever(
-    *,
-    ctx: Context,
-    namespace: str,
-    name: str,
-    body: kopf.Body,
-    logger: kopf.Logger,
-    stopped: kopf.DaemonStopped,
-    instances_by_credential: kopf.Index[Any, Any],
-    instance_uids: kopf.Index[Any, Any],
-) -> None:
-    state = LoopState()
-    wake = ctx.wakeup("observe", namespace, name)
-    while not stopped:
-        started = time.monotonic()
-        try:
-            await observe_once(
-                ctx=ctx,
-                namespace=namespace,
-                name=name,
-                body=body,
-                logger=logger,
-                instances_by_credential=instances_by_credential,
-                instance_uids=instance_uids,
-                state=state,
-            )
-        except (CredentialUnavailable, ConnectorError) as exc:
-            # The verify loop reports the credential's state; observation just waits for it.
-            logger.info("observation of %s/%s skipped: %s", namespace, name, error_message(exc))
-        except Exception:
-            ctx.metrics.reconciled("observe", started, error=True)
-            logger.exception("observation of %s/%s failed", namespace, name)
-        else:
-            ctx.metrics.reconciled("observe", started)
-        await wait_or_wake(wake, ctx.settings.observe_period, stopped)
 
 
 async def observe_once(
@@ -132,6 +105,8 @@ async def observe_once(
     instance_uids: kopf.Index[Any, Any],
     state: LoopState,
 ) -> None:
+    """One period: list every region once, update the Instances from the listing, deal with
+    orphans, write the credential's observation status."""
     cred = CloudCredential.model_validate(dict(body))
     members: list[ObservedInstance] = list(instances_by_credential.get((namespace, name), []))
     home = cred.spec.region or ""
@@ -143,8 +118,36 @@ async def observe_once(
     observed = [m for m in members if (m.region or home) not in failing]
     await _observe_members(ctx=ctx, cred=cred, members=observed, nodes=nodes, missing=state.missing, ts=ts, clock=clock)
 
-    known = set(instance_uids.get(namespace, []))
-    orphans = [
+    orphans = _orphans(nodes, namespace, set(instance_uids.get(namespace, [])))
+    plan = _orphan_plan(ctx, cred, orphans, state, clock)
+    doomed = [n for n in orphans if n.provider_id in set(plan.delete)]
+    deleted = await _delete_orphans(
+        ctx=ctx, namespace=namespace, name=name, body=body, cred=cred, doomed=doomed, region_of=region_of
+    )
+    remaining = len(orphans) - len(deleted)
+    ctx.metrics.set_orphans(namespace, name, provider, remaining)
+    ctx.metrics.set_instance_phases(
+        namespace, name, provider, Counter((m.status.phase if m.status else None) or "Pending" for m in members)
+    )
+    if len(orphans) > (state.reported_orphans or 0):
+        ctx.event(body, "Warning", "OrphanedVMs", plan.message)
+    state.reported_orphans = len(orphans)
+    await _write_credential_status(
+        ctx,
+        body,
+        cred,
+        plan=plan,
+        failing=failing,
+        regions=regions,
+        members=len(members),
+        remaining=remaining,
+        logger=logger,
+    )
+
+
+def _orphans(nodes: list[CloudNode], namespace: str, known: set[str]) -> list[CloudNode]:
+    """VMs of this namespace (by their tags) whose Instance no longer exists."""
+    return [
         n
         for n in nodes
         if n.tags.get(OwnerTags.NAMESPACE) == namespace
@@ -152,6 +155,12 @@ async def observe_once(
         # Builder VMs belong to the bake loop, which deletes them itself (handlers/bake.py).
         and not is_builder(n.tags)
     ]
+
+
+def _orphan_plan(
+    ctx: Context, cred: CloudCredential, orphans: list[CloudNode], state: LoopState, clock: float
+) -> OrphanPlan:
+    """What to do about the orphans (reconcile/orphans.py decides); remembers when each was first seen."""
     policy = cred.spec.orphans
     plan = plan_orphans(
         [n.provider_id for n in orphans],
@@ -162,67 +171,60 @@ async def observe_once(
         grace=float(
             policy.grace_period_seconds if policy and policy.grace_period_seconds else ctx.settings.orphan_grace
         ),
-        provider=provider,
+        provider=cred.spec.provider,
     )
     state.orphans_seen = plan.first_seen
-    deleted = await _delete_orphans(
-        ctx=ctx,
-        namespace=namespace,
-        name=name,
-        body=body,
-        cred=cred,
-        doomed=[n for n in orphans if n.provider_id in set(plan.delete)],
-        region_of=region_of,
-    )
-    remaining = len(orphans) - len(deleted)
-    ctx.metrics.set_orphans(namespace, name, provider, remaining)
-    ctx.metrics.set_instance_phases(
-        namespace, name, provider, Counter((m.status.phase if m.status else None) or "Pending" for m in members)
-    )
-    if len(orphans) > (state.reported_orphans or 0):
-        event(body, "Warning", "OrphanedVMs", plan.message)
-    state.reported_orphans = len(orphans)
+    return plan
+
+
+async def _write_credential_status(
+    ctx: Context,
+    body: kopf.Body,
+    cred: CloudCredential,
+    *,
+    plan: OrphanPlan,
+    failing: dict[str, RegionFailure],
+    regions: set[str],
+    members: int,
+    remaining: int,
+    logger: kopf.Logger,
+) -> None:
+    """The credential's observation figures and its OrphanedVMs and RegionsObserved conditions;
+    an event when the regions verdict changes."""
+    namespace, name = cred.metadata.namespace, cred.metadata.name
     old_raw = dict(body.get("status") or {})
-    version = body.metadata.get("resourceVersion")
     old = CloudCredentialStatus.model_validate(old_raw)
+    ts, gen = now(), cred.metadata.generation or None
     conditions = set_condition(
-        old.conditions,
-        "OrphanedVMs",
-        plan.found,
-        plan.reason,
-        plan.message,
-        now=ts,
-        generation=cred.metadata.generation or None,
+        old.conditions, "OrphanedVMs", plan.found, plan.reason, plan.message, now=ts, generation=gen
     )
-    regions_verdict = regions_condition(failing, observed=sorted(set(regions) - set(failing)))
-    before_regions = find_condition(old.conditions, "RegionsObserved")
+    verdict = regions_condition(failing, observed=sorted(set(regions) - set(failing)))
+    before = find_condition(old.conditions, "RegionsObserved")
     conditions = set_condition(
-        conditions,
-        "RegionsObserved",
-        regions_verdict.ok,
-        regions_verdict.reason,
-        regions_verdict.message,
-        now=ts,
-        generation=cred.metadata.generation or None,
+        conditions, "RegionsObserved", verdict.ok, verdict.reason, verdict.message, now=ts, generation=gen
     )
-    wanted = {
-        **old_raw,
-        "instances": len(members),
-        "orphanedVms": remaining,
-        "conditions": [c.to_api() for c in conditions],
-    }
+    status = old.model_copy(update={"instances": members, "orphaned_vms": remaining, "conditions": conditions})
     try:
-        await ctx.write_status("cloudcredentials", namespace, name, old_raw, wanted, resource_version=version)
+        # Shared with the verify loop: written only over the version read; Ready is its to announce.
+        await write_status(
+            ctx,
+            body,
+            old_raw,
+            status,
+            resource_version=body.metadata.get("resourceVersion"),
+            announce=False,
+            observes_spec=False,
+        )
     except Conflict:
         logger.info("status of %s/%s changed meanwhile; writing it next period", namespace, name)
         return
-    if (before_regions is None or before_regions.reason != regions_verdict.reason) and (
-        ctx.announce_once("regions", namespace, name, regions_verdict.message)
+    if (before is None or before.reason != verdict.reason) and ctx.announce_once(
+        "regions", namespace, name, verdict.message
     ):
-        if not regions_verdict.ok:
-            event(body, "Warning", regions_verdict.reason, regions_verdict.message)
-        elif before_regions is not None:
-            event(body, "Normal", regions_verdict.reason, regions_verdict.message)
+        if not verdict.ok:
+            ctx.event(body, "Warning", verdict.reason, verdict.message)
+        elif before is not None:
+            ctx.event(body, "Normal", verdict.reason, verdict.message)
 
 
 async def _list_regions(
@@ -320,11 +322,11 @@ async def _delete_orphans(
         try:
             await connector.destroy(node.provider_id, owner)
         except ConnectorError as exc:
-            event(body, "Warning", "OrphanDeleteFailed", f"orphaned VM {node.provider_id}: {error_message(exc)}")
+            ctx.event(body, "Warning", "OrphanDeleteFailed", f"orphaned VM {node.provider_id}: {error_message(exc)}")
             continue
         deleted.append(node.provider_id)
         ctx.metrics.orphans_deleted.labels(cred.spec.provider).inc()
-        event(
+        ctx.event(
             body,
             "Normal",
             "OrphanDeleted",
@@ -336,10 +338,11 @@ async def _delete_orphans(
 async def _update(
     *, ctx: Context, m: ObservedInstance, status: InstanceStatus, node: CloudNode | None, provider: str, ts: datetime
 ) -> None:
-    new = observed_status(status, node, provider=provider, now=ts, generation=status.observed_generation)
+    new = observed_status(status, node, provider=provider, now=ts, generation=m.generation)
     if new == status:
         return
-    await ctx.write_status("instances", m.namespace, m.name, m.status_raw, new.to_api())
+    # Instance events say what happened to the VM (below), not every Ready reason.
+    await write_status(ctx, instance_ref(m), m.status_raw, new, announce=False)
     if new.phase != status.phase:
         if new.phase == "Running" and status.phase in (None, "Pending", "Creating"):
             ctx.metrics.instance_ready(provider, m.created)
@@ -347,5 +350,5 @@ async def _update(
         reason = {"Running": "VMRunning", "Lost": "VMLost", "Stopped": "VMStopped"}.get(
             new.phase or "", "VMStateChanged"
         )
-        event(instance_ref(m), kind, reason, new.message or f"VM {new.provider_id} is {new.phase}")
+        ctx.event(instance_ref(m), kind, reason, new.message or f"VM {new.provider_id} is {new.phase}")
     ctx.wake("deployment", m.namespace, m.deployment)

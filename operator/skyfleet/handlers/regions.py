@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from skyfleet.connectors import Connector, ConnectorError
-from skyfleet.connectors.errors import InvalidCredentials, InvalidRequest
+from skyfleet.contract.errors import InvalidCredentials, InvalidRequest
 from skyfleet.reconcile.messages import error_message
 
 __all__ = ["RegionCheck", "RegionChecks"]

@@ -13,7 +13,6 @@ a restart it is rebuilt conservatively from status (``History.after_restart``).
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,8 +24,10 @@ from skyfleet.api.common import ConditionStatus
 from skyfleet.api.deployment import NodeGroup
 from skyfleet.api.scalingpolicy import DEFAULT_TOKEN_KEY, ScalingDecision, ScalingPolicy, ScalingPolicyStatus
 from skyfleet.connectors.endpoints import EndpointPolicy
-from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of, event, wait_or_wake
+from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of
 from skyfleet.handlers.context import now as utcnow
+from skyfleet.handlers.loop import LoopSpec, run_loop
+from skyfleet.handlers.status import write_status
 from skyfleet.metricsources import PrometheusClient, QueryError, Sample
 from skyfleet.reconcile.conditions import find_condition, set_condition
 from skyfleet.reconcile.messages import error_message, safe_message
@@ -138,31 +139,24 @@ async def evaluate_loop(
     ctx = ctx_of(memo)
     sources = memo[MEMO_KEY]
     assert isinstance(sources, Sources)
-    wake = ctx.wakeup("scalingpolicy", namespace, name)
     memory: list[History] = []  # this policy's History, in memory only
-    while not stopped:
-        wake.clear()
-        started = time.monotonic()
-        try:
-            await evaluate_once(
-                ctx,
-                sources,
-                namespace=namespace,
-                name=name,
-                body=body,
-                policies=kwargs["scaling_policies"],
-                deployments=kwargs["deployments"],
-                instances=kwargs["instances_by_deployment"],
-                memory=memory,
-            )
-        except Exception as exc:
-            # One broken policy must not stop the others: report, and try again next period.
-            ctx.metrics.reconciled("scalingpolicy", started, error=True)
-            logger.exception("evaluating scalingpolicy %s/%s failed", namespace, name)
-            event(body, "Warning", "EvaluationError", f"{type(exc).__name__}: {error_message(exc)}")
-        else:
-            ctx.metrics.reconciled("scalingpolicy", started)
-        await wait_or_wake(wake, ctx.settings.scaling_period, stopped)
+
+    async def once() -> None:
+        await evaluate_once(
+            ctx,
+            sources,
+            namespace=namespace,
+            name=name,
+            body=body,
+            policies=kwargs["scaling_policies"],
+            deployments=kwargs["deployments"],
+            instances=kwargs["instances_by_deployment"],
+            memory=memory,
+        )
+
+    # One broken policy must not stop the others: the loop reports it and tries next period.
+    spec = LoopSpec("scalingpolicy", namespace, name, period=ctx.settings.scaling_period, error_event="EvaluationError")
+    await run_loop(ctx, spec, body=body, stopped=stopped, logger=logger, once=once)
 
 
 async def evaluate_once(
@@ -206,7 +200,9 @@ async def evaluate_once(
         memory.clear()
     else:
         await _govern(ctx, sources, policy, group, body=body, status=status, memory=memory, now=now)
-    if await ctx.write_status("scalingpolicies", namespace, name, dict(body.get("status") or {}), status.to_api()):
+    old_raw = body.get("status")
+    # The Ready reason is announced here (only TargetNotFound and Conflict), not by the writer.
+    if await write_status(ctx, body, old_raw, status, announce=False) != dict(old_raw or {}):
         before = find_condition(old.conditions, "Ready")
         after = find_condition(status.conditions, "Ready")
         if after is not None and after.status == ConditionStatus.TRUE:
@@ -217,7 +213,7 @@ async def evaluate_once(
             and (before is None or before.reason != after.reason)
             and ctx.announce_once("scalingpolicy", namespace, name, after.reason)
         ):
-            event(body, "Warning", after.reason, after.message)
+            ctx.event(body, "Warning", after.reason, after.message)
 
 
 def _ready(status: ScalingPolicyStatus, policy: ScalingPolicy, why: tuple[bool, str, str], now: datetime) -> None:
@@ -265,9 +261,9 @@ async def _govern(
         _ready(status, policy, (not decision.data_problem, decision.reason, decision.message or decision.reason), now)
     for e in decision.events:
         if problem is not None and e.reason in DATA_PROBLEMS:
-            event(body, "Warning", problem.reason, problem.message)
+            ctx.event(body, "Warning", problem.reason, problem.message)
         else:
-            event(body, e.type, e.reason, e.message)
+            ctx.event(body, e.type, e.reason, e.message)
         if e.reason in DIRECTIONS:
             ctx.metrics.scaling_decision(DIRECTIONS[e.reason])
     memory[:] = [decision.history]

@@ -30,7 +30,7 @@ import yaml
 from skyfleet.api.common import Condition
 from skyfleet.api.deployment import Size
 from skyfleet.api.image import BakedGeneration, BakeTarget, ImageBuild, ImageStatus, Recipe
-from skyfleet.connectors import BakedImage, CloudNode, CreateRequest, ImageOwnerTags, ImageState, NodeState, OwnerTags
+from skyfleet.contract import BakedImage, CloudNode, CreateRequest, ImageOwnerTags, ImageState, NodeState, OwnerTags
 from skyfleet.reconcile.conditions import set_condition
 from skyfleet.reconcile.userdata import combine, recipe_to_cloud_config
 

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from skyfleet.connectors import errors
+from skyfleet.contract import errors
 
 __all__ = ["SECRET_NOT_FOUND", "Verdict", "secret_aliases", "verdict_for"]
 

@@ -12,7 +12,14 @@ __all__ = ["ImageError", "effective_image", "image_uses", "select_source"]
 
 
 class ImageError(ValueError):
-    """The Image cannot be used: a parent is missing or parents form a cycle."""
+    """The Image cannot be used: a parent is missing or parents form a cycle.
+
+    ``reason`` is the Image's condition reason: ``ParentNotFound`` or ``InvalidImage``.
+    """
+
+    def __init__(self, message: str, reason: str = "InvalidImage") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -39,7 +46,8 @@ def effective_image(name: str, lookup: Callable[[str], Image | None]) -> Effecti
         image = lookup(current)
         if image is None:
             raise ImageError(
-                f"Image {current!r} not found" + (f" (parent of {chain[-1].metadata.name!r})" if chain else "")
+                f"Image {current!r} not found" + (f" (parent of {chain[-1].metadata.name!r})" if chain else ""),
+                reason="ParentNotFound",
             )
         chain.append(image)
         current = image.spec.parent

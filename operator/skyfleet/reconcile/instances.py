@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from skyfleet.api.instance import Addresses, InstanceStatus
-from skyfleet.connectors import CloudNode, NodeState, errors
+from skyfleet.contract import CloudNode, NodeState, errors
 from skyfleet.reconcile.conditions import set_condition
 
 __all__ = [
@@ -101,25 +101,25 @@ def user_data_too_large(user_data: str | None, limit: int | None) -> str:
 @dataclass(frozen=True)
 class CreateFailure:
     reason: str
-    # Retry the same create later (throttling, 5xx) instead of failing the Instance.
+    # Retry the same create later (throttling, 5xx) instead of failing the Instance. Whether a
+    # replacement goes to the next target is the Deployment's to decide from ``reason``
+    # (reconcile/deployment.py FALLBACK_REASONS).
     retry: bool
-    # The Deployment may place the replacement on its next target.
-    fallback: bool
 
 
 def classify_create_error(error: BaseException) -> CreateFailure:  # noqa: PLR0911 - a lookup table
     if isinstance(error, errors.QuotaExceeded):
-        return CreateFailure("QuotaExceeded", retry=False, fallback=True)
+        return CreateFailure("QuotaExceeded", retry=False)
     if isinstance(error, errors.CapacityUnavailable):
-        return CreateFailure("CapacityUnavailable", retry=False, fallback=True)
+        return CreateFailure("CapacityUnavailable", retry=False)
     if isinstance(error, errors.ConnectorError) and error.retryable:
-        return CreateFailure("CloudUnavailable", retry=True, fallback=False)
+        return CreateFailure("CloudUnavailable", retry=True)
     if isinstance(error, errors.InvalidCredentials):
-        return CreateFailure("InvalidCredentials", retry=True, fallback=False)
+        return CreateFailure("InvalidCredentials", retry=True)
     if isinstance(error, errors.NotFound):
-        return CreateFailure("ImageNotFound", retry=False, fallback=False)
+        return CreateFailure("ImageNotFound", retry=False)
     if isinstance(error, errors.InvalidRequest):
-        return CreateFailure("InvalidRequest", retry=False, fallback=False)
+        return CreateFailure("InvalidRequest", retry=False)
     if isinstance(error, errors.ConnectorError):
-        return CreateFailure("ProvisioningFailed", retry=False, fallback=False)
-    return CreateFailure("CloudUnavailable", retry=True, fallback=False)
+        return CreateFailure("ProvisioningFailed", retry=False)
+    return CreateFailure("CloudUnavailable", retry=True)

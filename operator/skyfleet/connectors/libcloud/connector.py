@@ -26,7 +26,11 @@ from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_after_delay
 
 from skyfleet.connectors import workers
-from skyfleet.connectors.base import (
+from skyfleet.connectors.libcloud.adapters import ADAPTERS
+from skyfleet.connectors.libcloud.adapters.base import Driver, ProviderAdapter
+from skyfleet.connectors.libcloud.resilience import CircuitBreaker, RetryPolicy
+from skyfleet.connectors.libcloud.transport import CallScope, call_scope
+from skyfleet.contract import (
     BakedImage,
     Capabilities,
     CloudImage,
@@ -43,7 +47,7 @@ from skyfleet.connectors.base import (
     OwnerTags,
     pick_image,
 )
-from skyfleet.connectors.errors import (
+from skyfleet.contract.errors import (
     ConnectorError,
     InvalidRequest,
     NotFound,
@@ -52,10 +56,6 @@ from skyfleet.connectors.errors import (
     Transient,
     Unsupported,
 )
-from skyfleet.connectors.libcloud.adapters import ADAPTERS
-from skyfleet.connectors.libcloud.adapters.base import Driver, ProviderAdapter
-from skyfleet.connectors.libcloud.resilience import CircuitBreaker, RetryPolicy
-from skyfleet.connectors.libcloud.transport import CallScope, call_scope
 
 __all__ = ["LibcloudConnector"]
 

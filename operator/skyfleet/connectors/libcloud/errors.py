@@ -21,7 +21,7 @@ import requests
 from libcloud.common.exceptions import BaseHTTPError
 from libcloud.common.types import InvalidCredsError, LibcloudError, MalformedResponseError
 
-from skyfleet.connectors.errors import (
+from skyfleet.contract.errors import (
     ConnectorError,
     InvalidCredentials,
     InvalidRequest,

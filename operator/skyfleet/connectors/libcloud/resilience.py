@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from tenacity import RetryCallState
 
-from skyfleet.connectors.errors import CircuitOpen, ConnectorError, Throttled, Transient
+from skyfleet.contract.errors import CircuitOpen, ConnectorError, Throttled, Transient
 
 __all__ = ["CircuitBreaker", "RetryPolicy"]
 

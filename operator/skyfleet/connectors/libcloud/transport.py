@@ -42,8 +42,8 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from urllib3.util.connection import create_connection
 
-from skyfleet.connectors.endpoints import EndpointPolicy
-from skyfleet.connectors.errors import EndpointNotAllowed, Transient
+from skyfleet.contract.endpoints import EndpointPolicy
+from skyfleet.contract.errors import EndpointNotAllowed, Transient
 
 __all__ = ["CallScope", "GuardedConnection", "call_scope", "current_scope", "install"]
 

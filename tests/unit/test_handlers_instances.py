@@ -1,0 +1,157 @@
+"""Creating an Instance's VM (handlers/instances.py) against the in-memory cloud.
+
+The cloud is ``skyfleet.testing.memory`` (the connector contract in memory); the Kubernetes
+API wrapper is a stand-in that applies the status patches it is asked for, and the index of
+Images is a plain dict, as kopf's index reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+import pytest
+
+from skyfleet.api.image import Image
+from skyfleet.contract import CloudImage, Connector, CredentialConfig, Throttled
+from skyfleet.handlers.context import Context
+from skyfleet.handlers.instances import _provision
+from skyfleet.metrics import Metrics
+from skyfleet.settings import Settings
+from skyfleet.testing.memory import MemoryCloud, MemoryConnector
+
+pytestmark = pytest.mark.unit
+
+NS = "team"
+
+
+class ApplyingKube:
+    """A stand-in for handlers.kube.Kube: applies status merge patches to one object."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.body = body
+        self.writes: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+
+    async def patch_status(
+        self, plural: str, namespace: str, name: str, status: Any, resource_version: Any = None
+    ) -> None:
+        self.writes.append(dict(status))
+        self.body["status"] = merge(self.body.get("status") or {}, status)
+
+    async def create_event(self, namespace: str, body: Any) -> None:
+        self.events.append(dict(body))
+
+
+def merge(old: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    out = dict(old)
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+class OneConnector:
+    """A stand-in for handlers.clouds.Clouds that hands out one connector."""
+
+    def __init__(self, connector: Connector) -> None:
+        self._connector = connector
+
+    async def connector(self, namespace: str, name: str, region: str | None = None) -> Connector:
+        return self._connector
+
+    def single_flight(self, connector: Connector, kind: str) -> AbstractAsyncContextManager[Any]:
+        return asyncio.Lock()
+
+
+def instance() -> dict[str, Any]:
+    return {
+        "apiVersion": "skyfleet.io/v1alpha1",
+        "kind": "Instance",
+        "metadata": {"name": "shop-web-0", "namespace": NS, "uid": "uid-web-0", "generation": 1},
+        "spec": {
+            "deployment": "shop",
+            "group": "web",
+            "credential": "mem",
+            "region": "mem-1",
+            "imageRef": "ubuntu",
+            "size": {"cpu": 2},
+            "templateHash": "h1",
+        },
+    }
+
+
+def image(resolved_id: str, generation: int = 1) -> Image:
+    return Image.model_validate(
+        {
+            "apiVersion": "skyfleet.io/v1alpha1",
+            "kind": "Image",
+            "metadata": {"name": "ubuntu", "namespace": NS, "generation": generation},
+            "spec": {"clouds": [{"provider": "memory", "lookup": {"namePattern": "ubuntu-*"}}]},
+            "status": {
+                "observedGeneration": generation,
+                "resolved": [{"credential": "mem", "region": "mem-1", "id": resolved_id}],
+            },
+        }
+    )
+
+
+def world() -> tuple[Context, ApplyingKube, MemoryCloud, dict[str, Any]]:
+    body = instance()
+    kube = ApplyingKube(body)
+    cloud = MemoryCloud()
+    cloud.images.append(CloudImage("img-ubuntu-2", "ubuntu-24.04-20260601", datetime(2026, 6, 1, tzinfo=UTC)))
+    connector = MemoryConnector(CredentialConfig(name="mem", namespace=NS, provider="memory", region="mem-1"), cloud)
+    settings = Settings(cluster_id="c1")
+    ctx = Context(settings=settings, kube=kube, clouds=OneConnector(connector), metrics=Metrics(), cluster_id="c1")  # type: ignore[arg-type]
+    return ctx, kube, cloud, body
+
+
+async def test_the_vm_is_created_from_the_images_resolution_and_the_smallest_size_that_fits() -> None:
+    ctx, kube, cloud, body = world()
+    images = {(NS, "ubuntu"): [image("img-ubuntu-1")]}
+    await _provision(ctx, body, 0, images)  # type: ignore[arg-type]
+    creates = [detail for op, detail in cloud.calls if op == "create"]
+    assert creates == ["shop-web-0 image=img-ubuntu-1 size=medium"]
+    status = body["status"]
+    assert (status["phase"], status["imageId"], status["instanceType"]) == ("Running", "img-ubuntu-1", "medium")
+    assert status["observedGeneration"] == 1
+    # What the VM will be created from is on the Instance before the create is sent.
+    creating = next(w for w in kube.writes if w.get("phase") == "Creating")
+    assert (creating["imageId"], creating["instanceType"]) == ("img-ubuntu-1", "medium")
+    assert "providerId" not in creating
+
+
+async def test_a_retried_create_uses_what_was_recorded_not_a_newer_image() -> None:
+    ctx, _kube, cloud, body = world()
+    cloud.fail("create", Throttled("slow down", provider="memory"))
+    images = {(NS, "ubuntu"): [image("img-ubuntu-1")]}
+    with pytest.raises(kopf.TemporaryError):
+        await _provision(ctx, body, 0, images)  # type: ignore[arg-type]
+    assert body["status"]["phase"] == "Creating"
+    # Meanwhile the Image resolves to a newer id (a new name match, an edit): this Instance's
+    # VM is still made from what was recorded for it; only new Instances take the new one.
+    images[(NS, "ubuntu")] = [image("img-ubuntu-2", generation=2)]
+    await _provision(ctx, body, 1, images)  # type: ignore[arg-type]
+    creates = [detail for op, detail in cloud.calls if op == "create"]
+    assert creates == ["shop-web-0 image=img-ubuntu-1 size=medium"] * 2
+    [node] = cloud.nodes.values()
+    assert node.image_id == "img-ubuntu-1"
+    assert body["status"]["imageId"] == "img-ubuntu-1"
+
+
+async def test_an_image_the_cloud_does_not_have_fails_the_instance_without_a_create() -> None:
+    ctx, _kube, cloud, body = world()
+    images: dict[Any, Any] = {}
+    await _provision(ctx, body, 0, images)  # type: ignore[arg-type]
+    assert body["status"]["phase"] == "Failed"
+    assert next(c for c in body["status"]["conditions"] if c["type"] == "Ready")["reason"] == "ImageNotFound"
+    assert next(c for c in body["status"]["conditions"] if c["type"] == "Stalled")["status"] == "True"
+    assert [op for op, _ in cloud.calls if op == "create"] == []
