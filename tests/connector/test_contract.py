@@ -69,6 +69,17 @@ def test_unknown_explicit_type_and_impossible_request_are_invalid() -> None:
         pick_size(SIZES, cpu=128)
 
 
+def test_disk_filters_sizes_only_where_the_plan_fixes_the_disk() -> None:
+    sizes = [CloudSize("s.small", "s.small", 2, 4096, 20, 0.01), CloudSize("s.big", "s.big", 2, 4096, 80, 0.02)]
+    # DigitalOcean, Linode: the plan's disk is the root disk.
+    assert pick_size(sizes, cpu=2, memory_mib=4096, disk_gib=50).id == "s.big"
+    with pytest.raises(InvalidRequest, match="20 GiB disk, smaller than diskGiB 50"):
+        pick_size(sizes, instance_type="s.small", disk_gib=50)
+    # EC2, GCE, Azure, OpenStack: the root disk is sized at create, a size's own disk is no constraint.
+    assert pick_size(sizes, cpu=2, memory_mib=4096, disk_gib=500, disk_fixed=False).id == "s.small"
+    assert pick_size(sizes, instance_type="s.small", disk_gib=500, disk_fixed=False).id == "s.small"
+
+
 def test_newest_matching_image_wins() -> None:
     images = [
         CloudImage("ami-1", "ubuntu-24.04-20260101", datetime(2026, 1, 1, tzinfo=UTC)),

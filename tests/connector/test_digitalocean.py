@@ -14,6 +14,7 @@ from skyfleet.connectors import (
     CreateRequest,
     CredentialConfig,
     InvalidCredentials,
+    InvalidRequest,
     NodeState,
     OwnershipMismatch,
     OwnerTags,
@@ -44,6 +45,9 @@ class DigitalOceanMockHttp(RecordedHttp):
         if self.type == "UNAUTHORIZED":
             return self.reply(401, "error_unauthorized.json")
         return self.reply(200, "account.json")
+
+    def _v2_sizes(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
+        return self.recorded(200, "digitalocean_v2/list_sizes.json")  # 512mb: 20 GB disk, 1gb: 30 GB
 
     def _v2_droplets(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:  # noqa: PLR0911
         if method == "POST":
@@ -231,3 +235,18 @@ async def test_cluster_ids_that_differ_never_share_a_tag(connector: LibcloudConn
     assert listed.tags[OwnerTags.CLUSTER_ID] == mine
     tags = DigitalOceanMockHttp.made[0]["tags"]
     assert all(re.fullmatch(r"[A-Za-z0-9_:-]{1,255}", t) for t in tags)
+
+
+async def test_the_plan_fixes_the_disk_so_sizes_are_chosen_by_it(connector: LibcloudConnector) -> None:
+    assert (await connector.resolve_size(cpu=1, memory_mib=512)).id == "512mb"
+    assert (await connector.resolve_size(cpu=1, memory_mib=512, disk_gib=25)).id == "1gb"
+    with pytest.raises(InvalidRequest, match="disk>=100 GiB"):
+        await connector.resolve_size(cpu=1, memory_mib=512, disk_gib=100)
+    (listing,) = [s for s in DigitalOceanMockHttp.sent if s.path == "/v2/sizes"]
+    assert listing.method == "GET"
+
+
+async def test_an_explicit_plan_with_a_smaller_disk_is_refused(connector: LibcloudConnector) -> None:
+    with pytest.raises(InvalidRequest, match="'512mb' comes with a 20 GiB disk, smaller than diskGiB 25"):
+        await connector.resolve_size(instance_type="512mb", disk_gib=25)
+    assert (await connector.resolve_size(instance_type="512mb", disk_gib=20)).id == "512mb"

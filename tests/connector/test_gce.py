@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import uuid
@@ -210,6 +211,26 @@ async def test_create_sends_labels_userdata_and_request_id(connector: LibcloudCo
     assert node.provider_id == f"us-central1-a/{name}"
     assert node.state is NodeState.PENDING
     assert node.tags[OwnerTags.INSTANCE_UID] == "uid-3"
+
+
+async def test_disk_gib_sizes_the_boot_disk(connector: LibcloudConnector) -> None:
+    await connector.create(dataclasses.replace(request("uid-3"), disk_gib=80))
+
+    (insert,) = [s for s in GCEMockHttp.sent if s.method == "POST"]
+    assert insert.path.endswith("/zones/us-central1-a/instances")
+    (disk,) = insert.json()["disks"]
+    assert disk["boot"] is True
+    assert disk["initializeParams"] == {
+        "sourceImage": "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts",
+        "diskSizeGb": "80",
+    }
+
+
+async def test_without_disk_gib_the_boot_disk_takes_the_images_size(connector: LibcloudConnector) -> None:
+    await connector.create(request("uid-3"))
+
+    (insert,) = [s for s in GCEMockHttp.sent if s.method == "POST"]
+    assert "diskSizeGb" not in insert.json()["disks"][0]["initializeParams"]
 
 
 async def test_same_deployment_name_in_two_namespaces_makes_two_vms(connector: LibcloudConnector) -> None:

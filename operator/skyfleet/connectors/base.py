@@ -179,6 +179,9 @@ class Capabilities:
     image_copy: bool = False
     # A native image can be shared with other accounts (launch permissions).
     image_share: bool = False
+    # The root disk's size is chosen at create (EBS volume, boot disk, boot volume), so a size's
+    # own disk is no constraint; False: the plan fixes the disk, and sizes are chosen by it.
+    root_disk_sizing: bool = False
 
 
 class NodeState(enum.Enum):
@@ -243,6 +246,9 @@ class CreateRequest:
     tags: Mapping[str, str] = field(default_factory=dict)
     # Defaults to the instance-uid owner tag: the Instance UID is the natural idempotency key.
     idempotency_token: str | None = None
+    # Root disk in GiB at least (Size.diskGiB). Providers with ``root_disk_sizing`` size the root
+    # volume to it (never below what the image needs); elsewhere the chosen size already fits it.
+    disk_gib: int | None = None
 
     @property
     def effective_token(self) -> str | None:
@@ -304,19 +310,30 @@ def pick_size(
     disk_gib: int | None = None,
     instance_type: str | None = None,
     architecture: str | None = None,
+    disk_fixed: bool = True,
 ) -> CloudSize:
-    """Smallest size that fits; an explicit instance type always wins.
+    """Smallest size that fits; an explicit instance type wins over cpu and memory.
 
     Sizes of another architecture than ``architecture`` (default x86_64) never fit: most
     images boot on one only, and the smallest fit is often an ARM type.
 
     Order is (vCPUs, memory, disk, price, id) so the same catalogue always yields the same
-    answer. A size with no local disk (EBS-style) fits any disk request: the root volume is
-    sized at create time.
+    answer. ``disk_fixed`` says the size's plan fixes the root disk (DigitalOcean, Linode):
+    then a size whose disk is smaller than ``disk_gib`` never fits, and an explicit instance
+    type with a smaller disk is refused. Where the provider sizes the root disk at create
+    (``Capabilities.root_disk_sizing``: EC2, GCE, Azure, OpenStack) ``disk_fixed`` is False,
+    the size's own disk (EC2's instance store, say) is no constraint, and ``CreateRequest.disk_gib``
+    carries the request to the cloud.
     """
     if instance_type:
         for size in sizes:
             if instance_type in (size.id, size.name):
+                if disk_fixed and disk_gib is not None and size.disk_gib is not None and size.disk_gib < disk_gib:
+                    raise InvalidRequest(
+                        f"instance type {instance_type!r} comes with a {size.disk_gib} GiB disk, "
+                        f"smaller than diskGiB {disk_gib}; choose a larger type or a smaller disk",
+                        code="DiskTooSmall",
+                    )
                 return size
         raise InvalidRequest(f"instance type {instance_type!r} is not offered here")
 
@@ -327,7 +344,7 @@ def pick_size(
             return False
         if memory_mib is not None and size.memory_mib < memory_mib:
             return False
-        return not (disk_gib is not None and size.disk_gib and size.disk_gib < disk_gib)
+        return not (disk_fixed and disk_gib is not None and size.disk_gib is not None and size.disk_gib < disk_gib)
 
     candidates = [s for s in sizes if fits(s)]
     if not candidates:
@@ -541,6 +558,7 @@ class Connector(abc.ABC):
             disk_gib=disk_gib,
             instance_type=instance_type,
             architecture=self.config.parameters.get("architecture"),
+            disk_fixed=not self.capabilities.root_disk_sizing,
         )
 
     async def resolve_image(

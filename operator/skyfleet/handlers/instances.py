@@ -143,6 +143,7 @@ async def provision(*, body: kopf.Body, memo: Any, logger: kopf.Logger, retry: i
                 user_data=spec.user_data,
                 tags=owner_tags(ctx, inst).to_tags(),
                 idempotency_token=meta.uid,
+                disk_gib=size.disk_gib if size else None,
             )
         )
     except ConnectorError as exc:
