@@ -50,6 +50,7 @@ test-chart: $(STAMP) tools
 
 crds: $(STAMP)
 	$(BIN)/skyfleet crds -o crds
+	cp crds/skyfleet.io_*.yaml charts/skyfleet/files/crds/
 
 cluster-up: $(STAMP) tools
 	@$(BIN)/python -m skyfleet.testing.controlplane up

@@ -17,6 +17,7 @@ from skyfleet.connectors import (
     OwnerTags,
     QuotaExceeded,
     Throttled,
+    UnknownParameter,
 )
 from skyfleet.connectors.libcloud import LibcloudConnector
 from skyfleet.connectors.libcloud.resilience import RetryPolicy
@@ -197,3 +198,34 @@ async def test_resize_is_reported_unsupported(connector: LibcloudConnector) -> N
     assert not connector.capabilities.resize
     with pytest.raises(Unsupported, match="openstack"):
         await connector.resize("srv-1", "m1.large")
+
+
+def os_config(parameters: dict[str, str]) -> CredentialConfig:
+    return CredentialConfig(
+        name="os",
+        namespace="team-a",
+        provider="openstack",
+        region="RegionOne",
+        endpoint_url="https://keystone.test:5000",
+        parameters=parameters,
+        secret={"username": "u", "password": CANARY},
+    )
+
+
+@pytest.mark.parametrize("key", ["authVersion", "auth_version"])
+async def test_the_documented_auth_version_reaches_keystone(key: str) -> None:
+    connector = LibcloudConnector(os_config({"project": "shop", key: "2.0_password"}))
+    try:
+        driver = connector.adapter.make_driver()
+        assert driver.connection._auth_version == "2.0_password"
+        assert driver.connection._ex_tenant_name == "shop"
+    finally:
+        await connector.close()
+
+
+@pytest.mark.parametrize("key", ["authVersoin", "tenant", "Project "])
+def test_an_unknown_or_misspelt_parameter_is_refused_by_name(key: str) -> None:
+    with pytest.raises(UnknownParameter, match=repr(key)) as refused:
+        LibcloudConnector(os_config({"project": "shop", key: "x"}))
+    assert "authVersion" in refused.value.message  # the spellings it does read
+    assert refused.value.code == "UnknownParameter"

@@ -167,7 +167,9 @@ class CloudCredentialSpec(Model):
     secret_ref: SecretRef = Field(description="The Secret with the account's secret values.")
     parameters: dict[str, str] | None = Field(
         default=None,
-        description="Non-secret provider options (e.g. project, tenant, authVersion). Never put secrets here.",
+        description="Non-secret provider options, camelCase as documented per provider (e.g. OpenStack's "
+        "project, domain, authVersion); snake_case is accepted too. A key the provider does not read sets "
+        "Ready=False with reason UnknownParameter. Never put secrets here.",
         max_length=32,
         json_schema_extra={"additionalProperties": {"type": "string", "maxLength": LONG}},
     )

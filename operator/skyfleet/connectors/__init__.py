@@ -39,6 +39,7 @@ from skyfleet.connectors.errors import (
     Throttled,
     Transient,
     UnknownConnector,
+    UnknownParameter,
     Unsupported,
 )
 from skyfleet.connectors.naming import vm_name
@@ -76,6 +77,7 @@ __all__ = [
     "Throttled",
     "Transient",
     "UnknownConnector",
+    "UnknownParameter",
     "Unsupported",
     "registry",
     "vm_name",

@@ -10,6 +10,7 @@ import abc
 import enum
 import fnmatch
 import math
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,7 +18,7 @@ from types import MappingProxyType, TracebackType
 from typing import ClassVar, Protocol, Self
 
 from skyfleet.connectors.endpoints import EndpointPolicy, TLSOptions
-from skyfleet.connectors.errors import InvalidRequest, NotFound, Unsupported
+from skyfleet.connectors.errors import InvalidRequest, NotFound, UnknownParameter, Unsupported
 
 __all__ = [
     "ANY_OWNER",
@@ -38,6 +39,8 @@ __all__ = [
     "NodeState",
     "OwnerTags",
     "SecretData",
+    "parameter_spelling",
+    "read_parameters",
 ]
 
 _MASK = "***"
@@ -89,6 +92,42 @@ class SecretData(Mapping[str, str]):
             if len(value) > 3:
                 text = text.replace(value, _MASK)
         return text
+
+
+_CAMEL_HUMP = re.compile(r"(?<!^)([A-Z])")
+
+
+def parameter_spelling(name: str) -> str:
+    """The documented (camelCase) spelling of the snake_case parameter ``name``."""
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def read_parameters(given: Mapping[str, str], known: Sequence[str], provider: str) -> dict[str, str]:
+    """A credential's parameters keyed by the snake_case names the provider reads.
+
+    Users write them as documented, camelCase (``authVersion``), or snake_case (``auth_version``);
+    both reach the provider. A key it does not read, a misspelling most often, is refused by name
+    rather than silently ignored; so is one parameter given in both spellings.
+    """
+    out: dict[str, str] = {}
+    unknown: list[str] = []
+    for key, value in given.items():
+        name = _CAMEL_HUMP.sub(r"_\1", key).lower().replace("-", "_")
+        if name not in known:
+            unknown.append(key)
+        elif name in out:
+            raise InvalidRequest(f"parameter {parameter_spelling(name)!r} is given twice", provider=provider)
+        else:
+            out[name] = value
+    if unknown:
+        offered = ", ".join(parameter_spelling(k) for k in sorted(known)) or "none"
+        raise UnknownParameter(
+            f"{provider} does not read parameter(s) {', '.join(repr(k) for k in sorted(unknown))}; it reads: {offered}",
+            provider=provider,
+            code="UnknownParameter",
+        )
+    return out
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,15 @@ class AzureARMAdapter(ProviderAdapter):
         max_user_data_bytes=49149,  # Azure customData: 65,535 characters of base64
         root_disk_sizing=True,
     )
+    parameters = (
+        "resource_group",
+        "subnet_id",
+        "admin_username",
+        "ssh_public_key",
+        "login_endpoint",
+        "login_resource",
+        "storage_suffix",
+    )
     url_parameters = ("login_endpoint",)
     # Linux VM names and computer names: at most 64 characters.
     name_max_length = 64

@@ -104,6 +104,7 @@ class EC2Adapter(ProviderAdapter):
         max_user_data_bytes=16384,  # EC2: 16 KB before base64
         root_disk_sizing=True,
     )
+    parameters = ("architecture", "image_owner", "describe_page_size")
 
     def driver_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         key = first_secret(self.config, "accessKeyId", "aws_access_key_id", "access_key_id", "key")

@@ -111,6 +111,7 @@ class GCEAdapter(ProviderAdapter):
         max_user_data_bytes=262144,  # GCE: 256 KB per metadata value
         root_disk_sizing=True,
     )
+    parameters = ("project", "zone", "network")
     name_letter_first = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -78,6 +78,7 @@ class LinodeAdapter(ProviderAdapter):
         release=True,
         max_user_data_bytes=49149,  # Linode metadata user_data: 65,535 characters of base64
     )
+    parameters = ("authorized_keys",)
     # Labels: 3-64 characters, no two dashes in a row (vm_name never makes any).
     name_max_length = 64
 

@@ -54,6 +54,7 @@ class OpenStackAdapter(ProviderAdapter):
         max_user_data_bytes=49149,  # Nova user_data: 65,535 characters of base64
         root_disk_sizing=True,
     )
+    parameters = ("project", "domain", "auth_version", "compute_url", "page_size")
     url_parameters = ("compute_url",)
 
     def driver_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
