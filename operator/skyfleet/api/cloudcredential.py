@@ -142,6 +142,21 @@ class OrphanPolicy(Model):
 
 
 class CloudCredentialSpec(Model):
+    # A rule on the field itself runs only when the old object has it too: adding or removing the
+    # connector would slip past, so presence is compared one level up.
+    model_config = Model.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.connector) == has(oldSelf.connector)",
+                    "message": "is immutable: it cannot be added or removed after creation; create a new "
+                    "CloudCredential instead",
+                    "fieldPath": ".connector",
+                }
+            ]
+        }
+    }
+
     connector: str | None = Field(
         default=None,
         description="Connector that talks to this cloud (entry point in skyfleet.connectors). Default: libcloud.",

@@ -448,6 +448,7 @@ def _new_instances(  # noqa: PLR0917 - private helper of plan_deployment
             user_data=user_data,
             template_hash=current_hash,
             drift_policy=group.drift_policy,
+            login_user=image.login_user,
         )
         labels = {DEPLOYMENT_LABEL: dep, GROUP_LABEL: group.name, CREDENTIAL_LABEL: target.credential}
         out.append(NewInstance(name, labels, spec))
