@@ -494,12 +494,18 @@ def test_alerts_cover_stalls_orphans_throttling_and_dead_watches(render: Render)
         alerts
     )
     exported = metric_names()
+    headings = re.findall(r"^#+ (.+)$", (ROOT / "docs/troubleshooting.md").read_text(), flags=re.MULTILINE)
+    runbooks = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in headings}
     for alert in alerts.values():
         used = set(re.findall(r"\bskyfleet_[a-z_]+", alert["expr"]))
         assert used, alert["alert"]
         assert used <= exported, f"{alert['alert']} uses metrics the operator does not export: {used - exported}"
         assert alert["labels"]["severity"] in {"warning", "critical"}
         assert alert["annotations"]["summary"]
+        # Every alert links its runbook: a heading of docs/troubleshooting.md.
+        path, anchor = alert["annotations"]["runbook_url"].split("#")
+        assert path == "docs/troubleshooting.md"
+        assert anchor in runbooks, f"{alert['alert']}: no heading #{anchor} in docs/troubleshooting.md"
     assert "skyfleet_orphaned_vms" in alerts["SkyfleetOrphanedVMs"]["expr"]
     assert "skyfleet_cloud_throttled_total" in alerts["SkyfleetCloudThrottled"]["expr"]
     assert "skyfleet_watch_last_event_timestamp_seconds" in alerts["SkyfleetWatchStale"]["expr"]
