@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -130,9 +131,9 @@ def test_operator_pod_runs_skyfleet_locked_down(render: Render) -> None:
     assert operator["resources"]["limits"]["memory"]
 
     env = env_of(objects)
-    assert env["SKYFLEET_NAMESPACES"] == ""
+    assert env["SKYFLEET_NAMESPACE"] == ""
     assert env["SKYFLEET_METRICS_PORT"] == "9090"
-    assert env["SKYFLEET_LIVENESS_ENDPOINT"] == "http://0.0.0.0:8081/healthz"
+    assert env["SKYFLEET_LIVENESS"] == "http://0.0.0.0:8081/healthz"
 
 
 def test_every_object_carries_the_recommended_labels(render: Render) -> None:
@@ -164,7 +165,7 @@ def test_custom_ports_move_probes_and_service_together(render: Render) -> None:
     assert {p["name"]: p["containerPort"] for p in operator["ports"]} == {"metrics": 9100, "health": 9101}
     assert one(objects, "Service")["spec"]["ports"][0]["port"] == 9100
     assert env_of(objects)["SKYFLEET_METRICS_PORT"] == "9100"
-    assert env_of(objects)["SKYFLEET_LIVENESS_ENDPOINT"] == "http://0.0.0.0:9101/healthz"
+    assert env_of(objects)["SKYFLEET_LIVENESS"] == "http://0.0.0.0:9101/healthz"
 
 
 def test_image_digest_pins_the_image(render: Render) -> None:
@@ -178,20 +179,22 @@ def test_image_digest_pins_the_image(render: Render) -> None:
     [{}, {"watchNamespaces": ["a", "b"], "operator": {"clusterId": "prod-eu", "logLevel": "DEBUG", "workers": 4}}],
     ids=["defaults", "custom"],
 )
-def test_operator_environment_is_valid_settings(render: Render, values: dict[str, Any]) -> None:
-    """Every SKYFLEET_* variable the chart sets is a setting of `skyfleet run` with a valid value."""
-    from skyfleet.settings import Settings
+def test_operator_environment_is_valid_settings(
+    render: Render, values: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every SKYFLEET_* variable the chart sets is read by `skyfleet run`, under its current name."""
+    from skyfleet.settings import DEPRECATED_ENV, Settings
 
     objects = render(values)
-    settings: dict[str, Any] = {}
+    for name in [n for n in os.environ if n.startswith("SKYFLEET_")]:
+        monkeypatch.delenv(name)
     for var in container(objects)["env"]:
         if not var["name"].startswith("SKYFLEET_"):
             continue
-        field = var["name"].removeprefix("SKYFLEET_").lower()
-        assert field in Settings.model_fields, f"{var['name']} is not a setting of `skyfleet run`"
+        assert var["name"] not in DEPRECATED_ENV, f"{var['name']} is deprecated"
         if "value" in var:
-            settings[field] = var["value"]
-    parsed = Settings.model_validate({**settings, "lease_namespace": "skyfleet-system"})
+            monkeypatch.setenv(var["name"], var["value"])
+    parsed = Settings(lease_namespace="skyfleet-system")
     assert parsed.namespaces == values.get("watchNamespaces", [])
     assert parsed.metrics_port == 9090
     assert parsed.leader_election is True
@@ -330,7 +333,7 @@ def test_watch_namespaces_use_a_role_per_namespace(render: Render) -> None:
         assert bindings[ns]["roleRef"]["kind"] == "Role"
         assert bindings[ns]["roleRef"]["name"] == "sf-skyfleet"
         assert bindings[ns]["subjects"][0]["namespace"] == "skyfleet-system"
-    assert env_of(objects)["SKYFLEET_NAMESPACES"] == "team-a,team-b"
+    assert env_of(objects)["SKYFLEET_NAMESPACE"] == "team-a,team-b"
 
 
 def test_aggregated_roles_extend_view_and_edit_without_creating_instances(render: Render) -> None:

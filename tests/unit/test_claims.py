@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from skyfleet.cli import RUN_FLAGS, env_var
 from skyfleet.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -56,3 +57,14 @@ def test_readme_states_the_liveness_default_the_code_uses() -> None:
     row = next(line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| `--liveness"))
     default = row.split("|")[3].strip().strip("`")
     assert default == Settings.model_fields["liveness_endpoint"].default
+
+
+def test_readme_names_each_run_flag_with_its_variable() -> None:
+    rows = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| `--")]
+    for flag, _, _ in RUN_FLAGS:
+        if flag == "--all-namespaces":
+            continue
+        bare = flag.removeprefix("--")
+        row = next((r for r in rows if re.search(rf"`--(\[no-\])?{bare}[` ]", r)), None)
+        assert row is not None, f"README's flag table lacks {flag}"
+        assert f"`{env_var(flag)}`" in row, f"README names another variable for {flag}: {row}"
