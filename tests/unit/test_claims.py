@@ -68,3 +68,46 @@ def test_readme_names_each_run_flag_with_its_variable() -> None:
         row = next((r for r in rows if re.search(rf"`--(\[no-\])?{bare}[` ]", r)), None)
         assert row is not None, f"README's flag table lacks {flag}"
         assert f"`{env_var(flag)}`" in row, f"README names another variable for {flag}: {row}"
+
+
+def _pins(lock: Path) -> dict[str, str]:
+    return {
+        m.group(1).lower().replace("_", "-"): m.group(2)
+        for m in re.finditer(r"^([A-Za-z0-9_.-]+)==([^\s;]+)", lock.read_text(), flags=re.MULTILINE)
+    }
+
+
+@pytest.mark.parametrize(("lock", "extras"), [("requirements.lock", ()), ("requirements-test.lock", ("test",))])
+def test_locks_pin_every_declared_dependency_with_hashes(lock: str, extras: tuple[str, ...]) -> None:
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = [*project["dependencies"], *(d for e in extras for d in project["optional-dependencies"][e])]
+    pins = _pins(ROOT / lock)
+    for line in declared:
+        req = Requirement(line)
+        name = req.name.lower().replace("_", "-")
+        assert name in pins, f"{lock} lacks {name}: run make lock"
+        assert req.specifier.contains(pins[name], prereleases=True), f"{lock} pins {name}=={pins[name]}, not {req}"
+    text = (ROOT / lock).read_text()
+    blocks = re.split(r"\n(?=[A-Za-z0-9_.-]+==)", text)[1:]
+    assert all("--hash=sha256:" in block for block in blocks), "every pin carries its hashes"
+
+
+def test_the_version_is_the_same_everywhere_and_the_build_reads_the_spdx_license() -> None:
+    import tomllib
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    chart = yaml.safe_load((ROOT / "charts/skyfleet/Chart.yaml").read_text())
+    assert (chart["version"], chart["appVersion"]) == (version, version)
+    assert f"ARG VERSION={version}\n" in (ROOT / "Dockerfile").read_text()
+    build = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    # An SPDX expression in project.license needs setuptools 77 (PEP 639).
+    assert isinstance(
+        project_license := tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"], str
+    )
+    assert project_license == "Apache-2.0"
+    assert build == ["setuptools>=77"]
+
