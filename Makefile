@@ -59,7 +59,7 @@ test-chart: $(STAMP) tools
 	$(BIN)/pytest -m chart $(PYTEST_ARGS)
 
 crds: $(STAMP)
-	$(BIN)/skyfleet crds -o crds
+	$(BIN)/skyfleet crds -o crds --reference docs/api-reference.md
 	cp crds/skyfleet.io_*.yaml charts/skyfleet/files/crds/
 
 cluster-up: $(STAMP) tools

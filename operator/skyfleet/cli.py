@@ -16,6 +16,12 @@ def _cmd_crds(args: argparse.Namespace) -> int:
     from skyfleet.api.crd import write_crds
 
     written = write_crds(Path(args.output))
+    if args.reference:
+        from skyfleet.api.reference import render_reference
+
+        reference = Path(args.reference)
+        reference.write_text(render_reference())
+        written.append(reference)
     for path in written:
         print(path)
     return 0
@@ -162,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     crds = sub.add_parser("crds", help="generate the CustomResourceDefinitions from the API models")
     crds.add_argument("--output", "-o", default="crds", help="directory to write the CRD YAML files into")
+    crds.add_argument("--reference", metavar="FILE", help="also write the API reference (Markdown) generated from them")
     crds.set_defaults(func=_cmd_crds)
 
     run = sub.add_parser(

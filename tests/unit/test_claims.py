@@ -111,3 +111,9 @@ def test_the_version_is_the_same_everywhere_and_the_build_reads_the_spdx_license
     assert project_license == "Apache-2.0"
     assert build == ["setuptools>=77"]
 
+
+def test_committed_api_reference_is_generated_from_the_crds() -> None:
+    from skyfleet.api.reference import render_reference
+
+    committed = (ROOT / "docs" / "api-reference.md").read_text()
+    assert committed == render_reference(), "docs/api-reference.md is stale: run `make crds` and commit the result"
