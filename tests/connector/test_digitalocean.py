@@ -55,6 +55,8 @@ class DigitalOceanMockHttp(RecordedHttp):
                 return self.reply(422, "error_droplet_limit.json")
             if self.type == "RATE_LIMITED":
                 return self.reply(429, "error_rate_limit.json", {"ratelimit-reset": "0"})
+            if self.type == "INVALID_IMAGE":
+                return self.recorded(422, "digitalocean_v2/error_invalid_image.json")  # libcloud's recording
             if self.type != "STATEFUL":
                 return self.reply(202, "create_node.json")
             sent = json.loads(body)
@@ -250,3 +252,15 @@ async def test_an_explicit_plan_with_a_smaller_disk_is_refused(connector: Libclo
     with pytest.raises(InvalidRequest, match="'512mb' comes with a 20 GiB disk, smaller than diskGiB 25"):
         await connector.resolve_size(instance_type="512mb", disk_gib=25)
     assert (await connector.resolve_size(instance_type="512mb", disk_gib=20)).id == "512mb"
+
+
+async def test_a_refused_image_is_an_invalid_request_not_retried(connector: LibcloudConnector) -> None:
+    # The 422 body is the one libcloud recorded from DigitalOcean.
+    DigitalOceanMockHttp.reset("INVALID_IMAGE")
+
+    with pytest.raises(InvalidRequest, match="invalid image"):
+        await connector.create(request("uid-0"))
+
+    (post,) = [s for s in DigitalOceanMockHttp.sent if s.method == "POST"]
+    assert post.path == "/v2/droplets"
+    assert post.json()["image"] == "ubuntu-24-04-x64"

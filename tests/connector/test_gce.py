@@ -69,6 +69,11 @@ class GCEMockHttp(RecordedHttp):
     def _filter(self) -> str:
         return self.sent[-1].query.get("filter", "")
 
+    def _compute_v1_projects_skyfleet_test_zones_us_central1_a_machineTypes(
+        self, method: str, url: str, body: str, headers: dict[str, str]
+    ) -> Reply:
+        return self.recorded(200, "gce/zones_us-central1-a_machineTypes.json")  # libcloud's recording
+
     def _compute_v1_projects_skyfleet_test_aggregated_instances(
         self, method: str, url: str, body: str, headers: dict[str, str]
     ) -> Reply:
@@ -345,3 +350,16 @@ async def test_closing_the_connector_removes_the_cached_access_token(connector: 
     assert (token_dir / "token.json").exists()
     await connector.close()
     assert not token_dir.exists()  # noqa: ASYNC240 - no access token is left behind on disk
+
+
+async def test_sizes_come_from_the_zones_machine_types(connector: LibcloudConnector) -> None:
+    # libcloud's recording of GET zones/us-central1-a/machineTypes: 23 types.
+    sizes = await connector.list_sizes()
+    assert len(sizes) == 23
+    chosen = await connector.resolve_size(cpu=2, memory_mib=4096)
+    assert (chosen.id, chosen.vcpus, chosen.memory_mib) == ("n1-standard-2", 2.0, 7680)
+    (listing,) = [s for s in GCEMockHttp.sent if s.path.endswith("/machineTypes")]
+    assert (listing.method, listing.path) == (
+        "GET",
+        "/compute/v1/projects/skyfleet-test/zones/us-central1-a/machineTypes",
+    )
