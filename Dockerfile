@@ -14,9 +14,11 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 # Only what the package build reads: the metadata and the package source.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY operator/ ./operator/
-RUN pip wheel --wheel-dir /wheels .
+# The dependencies exactly as locked, each checked against its hash; then Skyfleet's own wheel.
+RUN pip wheel --require-hashes --wheel-dir /wheels -r requirements.lock \
+    && pip wheel --no-deps --wheel-dir /wheels .
 
 FROM python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
 # The version of the wheel the builder made (pyproject.toml); a test keeps the two equal.

@@ -171,7 +171,7 @@ def _operator_process(env: Mapping[str, str], log_path: Path, metrics_port: int)
                 "SKYFLEET_METRICS_PORT": str(metrics_port),
                 "SKYFLEET_METRICS_HOST": "127.0.0.1",
                 # The emulated clouds listen on loopback, which tenants may not reach unless listed.
-                "SKYFLEET_ALLOWED_ENDPOINTS": "127.0.0.1",
+                "SKYFLEET_ALLOW_ENDPOINT": "127.0.0.1",
                 "SKYFLEET_LEASE_NAMESPACE": "default",
             },
             stdout=log,

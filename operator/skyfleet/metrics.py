@@ -13,11 +13,25 @@ from collections import Counter as Tally
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+    start_http_server,
+)
 
 from skyfleet import __version__
 
 __all__ = ["Metrics"]
+
+# Every counter and histogram would also export a *_created gauge per label set: twice the series,
+# read by nothing here (controller-runtime exports none), so they are off.
+disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream
 
 # Provisioning on a real cloud takes from seconds to several minutes.
 _READY_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 90, 120, 180, 300, 600, 1200)
@@ -27,6 +41,11 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # The process's CPU, memory, file descriptors and start time, the interpreter's version and
+        # its garbage collector: what controller-runtime exports as its runtime metrics.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         self.reconcile_total = Counter(
             "skyfleet_reconcile_total",
             "Reconcile passes by controller and result.",

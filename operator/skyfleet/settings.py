@@ -7,10 +7,22 @@ import os
 import socket
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["Settings"]
+__all__ = ["DEPRECATED_ENV", "Settings"]
+
+# Environment variables renamed so that each follows its flag (SKYFLEET_<FLAG>); the old names
+# still work, with a warning at start.
+DEPRECATED_ENV = {
+    "SKYFLEET_NAMESPACES": "SKYFLEET_NAMESPACE",
+    "SKYFLEET_LIVENESS_ENDPOINT": "SKYFLEET_LIVENESS",
+    "SKYFLEET_ALLOWED_ENDPOINTS": "SKYFLEET_ALLOW_ENDPOINT",
+}
+
+
+def _env(current: str, deprecated: str) -> AliasChoices:
+    return AliasChoices(current, deprecated)
 
 
 def _default_identity() -> str:
@@ -18,11 +30,12 @@ def _default_identity() -> str:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SKYFLEET_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="SKYFLEET_", extra="forbid", populate_by_name=True)
 
     # NoDecode: a plain comma-separated list is friendlier in a Helm values file than JSON.
     namespaces: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
+        validation_alias=_env("SKYFLEET_NAMESPACE", "SKYFLEET_NAMESPACES"),
         description="Namespaces to serve; empty means cluster-wide. Env: comma-separated or a JSON list.",
     )
     cluster_id: str | None = Field(
@@ -38,11 +51,14 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     liveness_endpoint: str | None = Field(
-        default="http://0.0.0.0:8081/healthz", description="kopf's liveness probe URL; empty disables."
+        default="http://0.0.0.0:8081/healthz",
+        validation_alias=_env("SKYFLEET_LIVENESS", "SKYFLEET_LIVENESS_ENDPOINT"),
+        description="kopf's liveness probe URL; empty disables.",
     )
     workers: int = Field(default=8, ge=1, le=256, description="Threads for blocking work (sync API calls).")
     allowed_endpoints: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
+        validation_alias=_env("SKYFLEET_ALLOW_ENDPOINT", "SKYFLEET_ALLOWED_ENDPOINTS"),
         description="Cloud endpoints tenants may use beyond public https ones: host names, *.domain wildcards, "
         "IP addresses or CIDRs (loopback, link-local, private, cluster-internal, plain http). Env: comma-separated.",
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -136,9 +137,9 @@ def test_operator_pod_runs_skyfleet_locked_down(render: Render) -> None:
     assert operator["resources"]["limits"]["memory"]
 
     env = env_of(objects)
-    assert env["SKYFLEET_NAMESPACES"] == ""
+    assert env["SKYFLEET_NAMESPACE"] == ""
     assert env["SKYFLEET_METRICS_PORT"] == "9090"
-    assert env["SKYFLEET_LIVENESS_ENDPOINT"] == "http://0.0.0.0:8081/healthz"
+    assert env["SKYFLEET_LIVENESS"] == "http://0.0.0.0:8081/healthz"
 
 
 def test_every_object_carries_the_recommended_labels(render: Render) -> None:
@@ -170,7 +171,7 @@ def test_custom_ports_move_probes_and_service_together(render: Render) -> None:
     assert {p["name"]: p["containerPort"] for p in operator["ports"]} == {"metrics": 9100, "health": 9101}
     assert one(objects, "Service")["spec"]["ports"][0]["port"] == 9100
     assert env_of(objects)["SKYFLEET_METRICS_PORT"] == "9100"
-    assert env_of(objects)["SKYFLEET_LIVENESS_ENDPOINT"] == "http://0.0.0.0:9101/healthz"
+    assert env_of(objects)["SKYFLEET_LIVENESS"] == "http://0.0.0.0:9101/healthz"
 
 
 def test_image_digest_pins_the_image(render: Render) -> None:
@@ -195,20 +196,22 @@ def test_image_digest_pins_the_image(render: Render) -> None:
     ],
     ids=["defaults", "custom"],
 )
-def test_operator_environment_is_valid_settings(render: Render, values: dict[str, Any]) -> None:
-    """Every SKYFLEET_* variable the chart sets is a setting of `skyfleet run` with a valid value."""
-    from skyfleet.settings import Settings
+def test_operator_environment_is_valid_settings(
+    render: Render, values: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every SKYFLEET_* variable the chart sets is read by `skyfleet run`, under its current name."""
+    from skyfleet.settings import DEPRECATED_ENV, Settings
 
     objects = render(values)
-    settings: dict[str, Any] = {}
+    for name in [n for n in os.environ if n.startswith("SKYFLEET_")]:
+        monkeypatch.delenv(name)
     for var in container(objects)["env"]:
         if not var["name"].startswith("SKYFLEET_"):
             continue
-        field = var["name"].removeprefix("SKYFLEET_").lower()
-        assert field in Settings.model_fields, f"{var['name']} is not a setting of `skyfleet run`"
+        assert var["name"] not in DEPRECATED_ENV, f"{var['name']} is deprecated"
         if "value" in var:
-            settings[field] = var["value"]
-    parsed = Settings.model_validate({**settings, "lease_namespace": "skyfleet-system"})
+            monkeypatch.setenv(var["name"], var["value"])
+    parsed = Settings(lease_namespace="skyfleet-system")
     assert parsed.namespaces == values.get("watchNamespaces", [])
     assert parsed.metrics_port == 9090
     assert parsed.leader_election is True
@@ -362,7 +365,7 @@ def test_watch_namespaces_use_a_role_per_namespace(render: Render) -> None:
         assert bindings[ns]["roleRef"]["kind"] == "Role"
         assert bindings[ns]["roleRef"]["name"] == "sf-skyfleet"
         assert bindings[ns]["subjects"][0]["namespace"] == "skyfleet-system"
-    assert env_of(objects)["SKYFLEET_NAMESPACES"] == "team-a,team-b"
+    assert env_of(objects)["SKYFLEET_NAMESPACE"] == "team-a,team-b"
 
 
 def test_aggregated_roles_extend_view_and_edit_without_creating_instances(render: Render) -> None:
@@ -531,12 +534,18 @@ def test_alerts_cover_stalls_orphans_throttling_and_dead_watches(render: Render)
         alerts
     )
     exported = metric_names()
+    headings = re.findall(r"^#+ (.+)$", (ROOT / "docs/troubleshooting.md").read_text(), flags=re.MULTILINE)
+    runbooks = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in headings}
     for alert in alerts.values():
         used = set(re.findall(r"\bskyfleet_[a-z_]+", alert["expr"]))
         assert used, alert["alert"]
         assert used <= exported, f"{alert['alert']} uses metrics the operator does not export: {used - exported}"
         assert alert["labels"]["severity"] in {"warning", "critical"}
         assert alert["annotations"]["summary"]
+        # Every alert links its runbook: a heading of docs/troubleshooting.md.
+        path, anchor = alert["annotations"]["runbook_url"].split("#")
+        assert path == "docs/troubleshooting.md"
+        assert anchor in runbooks, f"{alert['alert']}: no heading #{anchor} in docs/troubleshooting.md"
     assert "skyfleet_orphaned_vms" in alerts["SkyfleetOrphanedVMs"]["expr"]
     assert "skyfleet_cloud_throttled_total" in alerts["SkyfleetCloudThrottled"]["expr"]
     assert "skyfleet_watch_last_event_timestamp_seconds" in alerts["SkyfleetWatchStale"]["expr"]

@@ -113,10 +113,8 @@ def test_operator_serves_the_shop_with_the_charts_permissions(
     env["SKYFLEET_METRICS_PORT"] = str(metrics_port)
     env["SKYFLEET_METRICS_HOST"] = "127.0.0.1"
     env["SKYFLEET_OBSERVE_PERIOD"] = "2"  # only timing: see the VM run sooner than every 15 s
-    env["SKYFLEET_ALLOWED_ENDPOINTS"] = "127.0.0.1"  # the emulator listens on loopback
-    env["SKYFLEET_LIVENESS_ENDPOINT"] = env["SKYFLEET_LIVENESS_ENDPOINT"].replace(
-        "0.0.0.0:8081", f"127.0.0.1:{liveness_port}"
-    )
+    env["SKYFLEET_ALLOW_ENDPOINT"] = "127.0.0.1"  # the emulator listens on loopback
+    env["SKYFLEET_LIVENESS"] = env["SKYFLEET_LIVENESS"].replace("0.0.0.0:8081", f"127.0.0.1:{liveness_port}")
     kubeconfig = service_account_kubeconfig(cluster, namespace, tmp_path / "kubeconfig")
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SKYFLEET_", "KUBECONFIG"))}
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
+import libcloud
 import pytest
 from libcloud.test import MockHttp as _MockHttp
 
@@ -25,6 +26,8 @@ from skyfleet.connectors import Connector, NotFound, OwnershipMismatch
 from tests.connector.conftest import owner
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# The responses apache-libcloud's maintainers recorded from the real APIs, shipped in its wheel.
+LIBCLOUD_FIXTURES = Path(libcloud.__file__).parent / "test" / "compute" / "fixtures"
 
 Reply = tuple[int, str, dict[str, str], str]
 # libcloud's test helpers are unannotated; treat the base as dynamic rather than sprinkle ignores.
@@ -74,6 +77,15 @@ class RecordedHttp(MockHttp):  # type: ignore[misc]  # dynamic base, see above
 
     def fixture(self, name: str) -> str:
         return (FIXTURES / self.provider / name).read_text()
+
+    def recorded(self, status: int, path: str) -> Reply:
+        """A response libcloud recorded from the real API (``path`` under its compute fixtures)."""
+        return (
+            status,
+            (LIBCLOUD_FIXTURES / path).read_text(),
+            {"content-type": "application/json"},
+            HTTPStatus(status).phrase,
+        )
 
     def reply(self, status: int, fixture: str | None = None, headers: dict[str, str] | None = None) -> Reply:
         body = self.fixture(fixture) if fixture else ""

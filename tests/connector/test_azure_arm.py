@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 from collections.abc import AsyncIterator
@@ -215,6 +216,15 @@ async def test_lookup_follows_next_link_and_filters_client_side(connector: Libcl
     assert [n.name for n in nodes] == ["shop-web-1", "shop-web-2"]
     listings = [s for s in AzureMockHttp.sent if s.path == VMS]
     assert [s.query.get("$skiptoken") for s in listings] == [None, "page2"]
+
+
+async def test_disk_gib_sizes_the_os_disk(connector: LibcloudConnector) -> None:
+    await connector.create(dataclasses.replace(request("uid-3"), disk_gib=64))
+
+    vm = [s for s in AzureMockHttp.sent if s.method == "PUT"][-1]
+    assert "/providers/Microsoft.Compute/virtualMachines/" in vm.path
+    os_disk = vm.json()["properties"]["storageProfile"]["osDisk"]
+    assert os_disk == {"createOption": "FromImage", "deleteOption": "Delete", "diskSizeGB": 64}
 
 
 async def test_create_adopts_existing_vm(connector: LibcloudConnector) -> None:

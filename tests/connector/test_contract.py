@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -21,9 +23,10 @@ from skyfleet.connectors import (
     QuotaExceeded,
     Throttled,
     Transient,
+    UnknownParameter,
     Unsupported,
 )
-from skyfleet.connectors.base import pick_image, pick_size
+from skyfleet.connectors.base import parameter_spelling, pick_image, pick_size, read_parameters
 from skyfleet.connectors.libcloud import LibcloudConnector
 from skyfleet.connectors.libcloud.adapters import ADAPTERS, ProviderAdapter
 from skyfleet.connectors.libcloud.adapters.base import parse_endpoint
@@ -67,6 +70,42 @@ def test_unknown_explicit_type_and_impossible_request_are_invalid() -> None:
         pick_size(SIZES, instance_type="z.none")
     with pytest.raises(InvalidRequest, match="no size"):
         pick_size(SIZES, cpu=128)
+
+
+def test_disk_filters_sizes_only_where_the_plan_fixes_the_disk() -> None:
+    sizes = [CloudSize("s.small", "s.small", 2, 4096, 20, 0.01), CloudSize("s.big", "s.big", 2, 4096, 80, 0.02)]
+    # DigitalOcean, Linode: the plan's disk is the root disk.
+    assert pick_size(sizes, cpu=2, memory_mib=4096, disk_gib=50).id == "s.big"
+    with pytest.raises(InvalidRequest, match="20 GiB disk, smaller than diskGiB 50"):
+        pick_size(sizes, instance_type="s.small", disk_gib=50)
+    # EC2, GCE, Azure, OpenStack: the root disk is sized at create, a size's own disk is no constraint.
+    assert pick_size(sizes, cpu=2, memory_mib=4096, disk_gib=500, disk_fixed=False).id == "s.small"
+    assert pick_size(sizes, instance_type="s.small", disk_gib=500, disk_fixed=False).id == "s.small"
+
+
+@pytest.mark.parametrize("provider", sorted(ADAPTERS))
+def test_every_provider_reads_its_documented_parameters_in_either_spelling(provider: str) -> None:
+    adapter_cls = ADAPTERS[provider]
+    for name in adapter_cls.parameters:
+        camel = parameter_spelling(name)
+        assert read_parameters({camel: "v"}, adapter_cls.parameters, provider) == {name: "v"}
+        assert read_parameters({name: "v"}, adapter_cls.parameters, provider) == {name: "v"}
+    with pytest.raises(UnknownParameter, match="'tenant'"):
+        read_parameters({"tenant": "x"}, adapter_cls.parameters, provider)
+
+
+def test_the_readme_lists_exactly_the_parameters_each_provider_reads() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    documented = {}
+    for provider, cell in re.findall(r"^  \| `(\w+)` \| (.*) \|$", readme, flags=re.MULTILINE):
+        # Names are the backticked words outside parentheses (those hold defaults and values).
+        documented[provider] = set(re.findall(r"`(\w+)`", re.sub(r"\([^)]*\)", "", cell)))
+    assert documented == {p: {parameter_spelling(n) for n in a.parameters} for p, a in ADAPTERS.items()}
+
+
+def test_one_parameter_in_two_spellings_is_refused() -> None:
+    with pytest.raises(InvalidRequest, match="'authVersion' is given twice"):
+        read_parameters({"authVersion": "3", "auth_version": "2"}, ("auth_version",), "openstack")
 
 
 def test_newest_matching_image_wins() -> None:

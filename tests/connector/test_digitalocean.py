@@ -14,6 +14,7 @@ from skyfleet.connectors import (
     CreateRequest,
     CredentialConfig,
     InvalidCredentials,
+    InvalidRequest,
     NodeState,
     OwnershipMismatch,
     OwnerTags,
@@ -45,12 +46,17 @@ class DigitalOceanMockHttp(RecordedHttp):
             return self.reply(401, "error_unauthorized.json")
         return self.reply(200, "account.json")
 
+    def _v2_sizes(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
+        return self.recorded(200, "digitalocean_v2/list_sizes.json")  # 512mb: 20 GB disk, 1gb: 30 GB
+
     def _v2_droplets(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:  # noqa: PLR0911
         if method == "POST":
             if self.type == "DROPLET_LIMIT":
                 return self.reply(422, "error_droplet_limit.json")
             if self.type == "RATE_LIMITED":
                 return self.reply(429, "error_rate_limit.json", {"ratelimit-reset": "0"})
+            if self.type == "INVALID_IMAGE":
+                return self.recorded(422, "digitalocean_v2/error_invalid_image.json")  # libcloud's recording
             if self.type != "STATEFUL":
                 return self.reply(202, "create_node.json")
             sent = json.loads(body)
@@ -231,3 +237,30 @@ async def test_cluster_ids_that_differ_never_share_a_tag(connector: LibcloudConn
     assert listed.tags[OwnerTags.CLUSTER_ID] == mine
     tags = DigitalOceanMockHttp.made[0]["tags"]
     assert all(re.fullmatch(r"[A-Za-z0-9_:-]{1,255}", t) for t in tags)
+
+
+async def test_the_plan_fixes_the_disk_so_sizes_are_chosen_by_it(connector: LibcloudConnector) -> None:
+    assert (await connector.resolve_size(cpu=1, memory_mib=512)).id == "512mb"
+    assert (await connector.resolve_size(cpu=1, memory_mib=512, disk_gib=25)).id == "1gb"
+    with pytest.raises(InvalidRequest, match="disk>=100 GiB"):
+        await connector.resolve_size(cpu=1, memory_mib=512, disk_gib=100)
+    (listing,) = [s for s in DigitalOceanMockHttp.sent if s.path == "/v2/sizes"]
+    assert listing.method == "GET"
+
+
+async def test_an_explicit_plan_with_a_smaller_disk_is_refused(connector: LibcloudConnector) -> None:
+    with pytest.raises(InvalidRequest, match="'512mb' comes with a 20 GiB disk, smaller than diskGiB 25"):
+        await connector.resolve_size(instance_type="512mb", disk_gib=25)
+    assert (await connector.resolve_size(instance_type="512mb", disk_gib=20)).id == "512mb"
+
+
+async def test_a_refused_image_is_an_invalid_request_not_retried(connector: LibcloudConnector) -> None:
+    # The 422 body is the one libcloud recorded from DigitalOcean.
+    DigitalOceanMockHttp.reset("INVALID_IMAGE")
+
+    with pytest.raises(InvalidRequest, match="invalid image"):
+        await connector.create(request("uid-0"))
+
+    (post,) = [s for s in DigitalOceanMockHttp.sent if s.method == "POST"]
+    assert post.path == "/v2/droplets"
+    assert post.json()["image"] == "ubuntu-24-04-x64"

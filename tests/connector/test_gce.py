@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import uuid
@@ -67,6 +68,11 @@ class GCEMockHttp(RecordedHttp):
 
     def _filter(self) -> str:
         return self.sent[-1].query.get("filter", "")
+
+    def _compute_v1_projects_skyfleet_test_zones_us_central1_a_machineTypes(
+        self, method: str, url: str, body: str, headers: dict[str, str]
+    ) -> Reply:
+        return self.recorded(200, "gce/zones_us-central1-a_machineTypes.json")  # libcloud's recording
 
     def _compute_v1_projects_skyfleet_test_aggregated_instances(
         self, method: str, url: str, body: str, headers: dict[str, str]
@@ -212,6 +218,26 @@ async def test_create_sends_labels_userdata_and_request_id(connector: LibcloudCo
     assert node.tags[OwnerTags.INSTANCE_UID] == "uid-3"
 
 
+async def test_disk_gib_sizes_the_boot_disk(connector: LibcloudConnector) -> None:
+    await connector.create(dataclasses.replace(request("uid-3"), disk_gib=80))
+
+    (insert,) = [s for s in GCEMockHttp.sent if s.method == "POST"]
+    assert insert.path.endswith("/zones/us-central1-a/instances")
+    (disk,) = insert.json()["disks"]
+    assert disk["boot"] is True
+    assert disk["initializeParams"] == {
+        "sourceImage": "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts",
+        "diskSizeGb": "80",
+    }
+
+
+async def test_without_disk_gib_the_boot_disk_takes_the_images_size(connector: LibcloudConnector) -> None:
+    await connector.create(request("uid-3"))
+
+    (insert,) = [s for s in GCEMockHttp.sent if s.method == "POST"]
+    assert "diskSizeGb" not in insert.json()["disks"][0]["initializeParams"]
+
+
 async def test_same_deployment_name_in_two_namespaces_makes_two_vms(connector: LibcloudConnector) -> None:
     first = await connector.create(request("uid-a", name="shop-web-0", namespace="team-a"))
     second = await connector.create(request("uid-b", name="shop-web-0", namespace="team-b"))
@@ -324,3 +350,16 @@ async def test_closing_the_connector_removes_the_cached_access_token(connector: 
     assert (token_dir / "token.json").exists()
     await connector.close()
     assert not token_dir.exists()  # noqa: ASYNC240 - no access token is left behind on disk
+
+
+async def test_sizes_come_from_the_zones_machine_types(connector: LibcloudConnector) -> None:
+    # libcloud's recording of GET zones/us-central1-a/machineTypes: 23 types.
+    sizes = await connector.list_sizes()
+    assert len(sizes) == 23
+    chosen = await connector.resolve_size(cpu=2, memory_mib=4096)
+    assert (chosen.id, chosen.vcpus, chosen.memory_mib) == ("n1-standard-2", 2.0, 7680)
+    (listing,) = [s for s in GCEMockHttp.sent if s.path.endswith("/machineTypes")]
+    assert (listing.method, listing.path) == (
+        "GET",
+        "/compute/v1/projects/skyfleet-test/zones/us-central1-a/machineTypes",
+    )

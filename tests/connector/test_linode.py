@@ -59,6 +59,9 @@ class LinodeMockHttp(RecordedHttp):
     def _v4_profile(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
         return self.reply(401, "error_unauthorized.json")
 
+    def _v4_linode_types(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
+        return self.recorded(200, "linode_v4/list_types.json")  # disks in MB: 25600 for the nanode
+
     def _v4_linode_instances(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
         if self.type == "STATEFUL":
             return self._stateful(method, body)
@@ -215,3 +218,13 @@ async def test_invalid_token(connector: LibcloudConnector) -> None:
     with pytest.raises(InvalidCredentials) as caught:
         await connector.verify()
     assert CANARY not in repr(caught.value)
+
+
+async def test_the_plan_fixes_the_disk_so_types_are_chosen_by_it(connector: LibcloudConnector) -> None:
+    # Linode reports disks in MB; a 30 GiB request passes over the 25 GiB nanode.
+    assert (await connector.resolve_size(cpu=1, memory_mib=1024)).id == "g6-nanode-1"
+    assert (await connector.resolve_size(cpu=1, memory_mib=1024, disk_gib=30)).id == "g6-standard-1"
+    with pytest.raises(InvalidRequest, match="'g6-nanode-1' comes with a 25 GiB disk"):
+        await connector.resolve_size(instance_type="g6-nanode-1", disk_gib=30)
+    (listing, *_) = [s for s in LinodeMockHttp.sent if s.path == "/v4/linode/types"]
+    assert listing.method == "GET"

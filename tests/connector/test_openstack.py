@@ -17,6 +17,7 @@ from skyfleet.connectors import (
     OwnerTags,
     QuotaExceeded,
     Throttled,
+    UnknownParameter,
 )
 from skyfleet.connectors.libcloud import LibcloudConnector
 from skyfleet.connectors.libcloud.resilience import RetryPolicy
@@ -31,6 +32,9 @@ class NovaMockHttp(RecordedHttp):
 
     def _v2_1_p_123_flavors(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
         return 200, '{"flavors": []}', {"content-type": "application/json"}, "OK"
+
+    def _v2_1_p_123_flavors_7(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
+        return self.recorded(200, "openstack_v1_1/_flavors_7.json")  # a 620 GiB root disk
 
     def _v2_1_p_123_servers_detail(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
         page = 2 if self.sent[-1].query.get("marker") == "srv-x" else 1
@@ -81,14 +85,15 @@ async def connector(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LibcloudCo
     await connector.close()
 
 
-def request(uid: str) -> CreateRequest:
+def request(uid: str, size_id: str = "m1.small", disk_gib: int | None = None) -> CreateRequest:
     return CreateRequest(
         name=f"shop-web-{uid}",
         image_id="img-ubuntu-2404",
-        size_id="m1.small",
+        size_id=size_id,
         zone="nova",
         user_data="#cloud-config\nruncmd: [true]\n",
         tags=owner(uid).to_tags(),
+        disk_gib=disk_gib,
     )
 
 
@@ -106,6 +111,34 @@ async def test_create_sends_metadata_and_userdata(connector: LibcloudConnector) 
     assert node.provider_id == "srv-new"
     assert node.state is NodeState.PENDING
     assert node.tags[OwnerTags.INSTANCE_UID] == "uid-new"
+
+
+async def test_a_disk_larger_than_the_flavors_boots_from_a_volume_of_that_size(connector: LibcloudConnector) -> None:
+    await connector.create(request("uid-new", size_id="7", disk_gib=1000))
+
+    (post,) = [s for s in NovaMockHttp.sent if s.method == "POST"]
+    assert post.path == "/v2.1/p-123/servers"
+    server = post.json()["server"]
+    assert server["block_device_mapping_v2"] == [
+        {
+            "boot_index": 0,
+            "uuid": "img-ubuntu-2404",
+            "source_type": "image",
+            "destination_type": "volume",
+            "volume_size": 1000,
+            "delete_on_termination": True,
+        }
+    ]
+    assert not server.get("imageRef")  # Nova boots from the volume, made from the image
+
+
+async def test_a_disk_the_flavor_already_gives_boots_from_the_image(connector: LibcloudConnector) -> None:
+    await connector.create(request("uid-new", size_id="7", disk_gib=100))
+
+    (post,) = [s for s in NovaMockHttp.sent if s.method == "POST"]
+    server = post.json()["server"]
+    assert "block_device_mapping_v2" not in server
+    assert server["imageRef"] == "img-ubuntu-2404"
 
 
 async def test_lookup_pages_and_filters_client_side(connector: LibcloudConnector) -> None:
@@ -165,3 +198,34 @@ async def test_resize_is_reported_unsupported(connector: LibcloudConnector) -> N
     assert not connector.capabilities.resize
     with pytest.raises(Unsupported, match="openstack"):
         await connector.resize("srv-1", "m1.large")
+
+
+def os_config(parameters: dict[str, str]) -> CredentialConfig:
+    return CredentialConfig(
+        name="os",
+        namespace="team-a",
+        provider="openstack",
+        region="RegionOne",
+        endpoint_url="https://keystone.test:5000",
+        parameters=parameters,
+        secret={"username": "u", "password": CANARY},
+    )
+
+
+@pytest.mark.parametrize("key", ["authVersion", "auth_version"])
+async def test_the_documented_auth_version_reaches_keystone(key: str) -> None:
+    connector = LibcloudConnector(os_config({"project": "shop", key: "2.0_password"}))
+    try:
+        driver = connector.adapter.make_driver()
+        assert driver.connection._auth_version == "2.0_password"
+        assert driver.connection._ex_tenant_name == "shop"
+    finally:
+        await connector.close()
+
+
+@pytest.mark.parametrize("key", ["authVersoin", "tenant", "Project "])
+def test_an_unknown_or_misspelt_parameter_is_refused_by_name(key: str) -> None:
+    with pytest.raises(UnknownParameter, match=repr(key)) as refused:
+        LibcloudConnector(os_config({"project": "shop", key: "x"}))
+    assert "authVersion" in refused.value.message  # the spellings it does read
+    assert refused.value.code == "UnknownParameter"

@@ -217,6 +217,14 @@ def test_baked_image_is_stored_as_written(control_plane: Any, installed_crds: li
     [
         ("credential provider", CREDENTIAL, "spec.provider", "openstack", "spec.provider"),
         ("credential connector", changed(CREDENTIAL, "spec.connector", "libcloud"), "spec.connector", "x", "connector"),
+        ("credential connector added", CREDENTIAL, "spec.connector", "libcloud", "spec.connector"),
+        (
+            "credential connector removed",
+            changed(CREDENTIAL, "spec.connector", "libcloud"),
+            "spec.connector",
+            None,
+            "spec.connector",
+        ),
         ("instance spec", INSTANCE, "spec.credential", "other", "an Instance's spec is immutable"),
     ],
 )

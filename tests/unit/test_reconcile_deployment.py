@@ -115,6 +115,21 @@ def test_explicit_instance_type_for_the_provider_wins_over_cpu_and_memory() -> N
     assert (spec.size.cpu, spec.size.memory_mib, spec.size.instance_types) == (1, 1024, None)
 
 
+def test_each_instance_shows_the_images_login_user() -> None:
+    spec = plan(deployment(group()), []).creates[0].spec
+    assert spec.login_user == "ubuntu"
+    assert spec.to_api()["loginUser"] == "ubuntu"
+
+
+def test_an_explicit_instance_type_keeps_the_disk_size() -> None:
+    # The type says cpu and memory; the root disk is still the group's diskGiB.
+    dep = deployment(group(size={"cpu": 1, "memoryMiB": 1024, "diskGiB": 50, "instanceTypes": {"ec2": "t3.micro"}}))
+    spec = plan(dep, []).creates[0].spec
+    assert spec.instance_type == "t3.micro"
+    assert spec.size is not None
+    assert (spec.size.disk_gib, spec.size.instance_types) == (50, {"ec2": "t3.micro"})
+
+
 def test_scale_up_fills_the_lowest_free_ordinals() -> None:
     dep = deployment(group(replicas=4))
     p = plan(dep, [inst(dep, 0), inst(dep, 2)])

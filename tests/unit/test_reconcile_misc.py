@@ -181,6 +181,8 @@ def test_image_uses_lists_every_credential_and_region_a_deployment_places_it_on(
         (errors.CircuitOpen("open"), True, "Unreachable", False, True),
         (errors.UnknownConnector("x"), True, "UnknownConnector", False, False),
         (errors.Unsupported("x"), True, "UnsupportedProvider", False, False),
+        (errors.UnknownParameter("authVersoin"), True, "UnknownParameter", False, False),
+        (errors.InvalidRequest("bad"), True, "InvalidSpec", False, False),
         (errors.EndpointNotAllowed("link-local"), True, "EndpointNotAllowed", False, False),
         (OSError("refused"), True, "Unreachable", False, True),
     ],

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from skyfleet.settings import Settings
+from skyfleet.cli import RUN_FLAGS, env_var
+from skyfleet.settings import DEPRECATED_ENV, Settings
 
 pytestmark = pytest.mark.unit
 
@@ -77,3 +78,61 @@ def test_run_rejects_bad_flags_without_starting(capsys: pytest.CaptureFixture[st
 
     assert main(["run", "--cluster-id", "not valid!", "--no-leader-election"]) == 2
     assert "cluster_id" in capsys.readouterr().err
+
+
+# A valid value per flag, as the environment would give it, and what the setting becomes.
+ENV_VALUES = {
+    "--namespace": ("team-a,team-b", ["team-a", "team-b"]),
+    "--cluster-id": ("c1", "c1"),
+    "--metrics-port": ("9191", 9191),
+    "--metrics-host": ("127.0.0.1", "127.0.0.1"),
+    "--log-format": ("json", "json"),
+    "--log-level": ("DEBUG", "DEBUG"),
+    "--liveness": ("http://0.0.0.0:9999/healthz", "http://0.0.0.0:9999/healthz"),
+    "--workers": ("3", 3),
+    "--allow-endpoint": ("127.0.0.1", ["127.0.0.1"]),
+    "--cloud-threads": ("5", 5),
+    "--observe-period": ("7", 7.0),
+    "--resync-period": ("9", 9.0),
+    "--prometheus-url": ("http://prometheus.monitoring:9090", "http://prometheus.monitoring:9090"),
+    "--scaling-period": ("11", 11.0),
+    "--lease-namespace": ("ops", "ops"),
+    "--leader-election": ("false", False),
+}
+
+
+@pytest.mark.parametrize(("flag", "field"), [(f, field) for f, field, _ in RUN_FLAGS if f != "--all-namespaces"])
+def test_every_run_flag_reads_skyfleet_flag_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, flag: str, field: str
+) -> None:
+    raw, expected = ENV_VALUES[flag]
+    monkeypatch.setenv(env_var(flag), raw)
+    assert getattr(Settings(), field) == expected
+
+
+@pytest.mark.parametrize(("flag", "field"), [(f, field) for f, field, _ in RUN_FLAGS if f != "--all-namespaces"])
+def test_run_help_shows_each_flags_default_and_variable(flag: str, field: str) -> None:
+    help_text = next(kw["help"] for f, _, kw in RUN_FLAGS if f == flag)
+    assert f"env: {env_var(flag)})" in help_text
+    stated = help_text.rsplit("(default: ", 1)[1].split(";")[0]
+    default = Settings.model_fields[field].default
+    if isinstance(default, bool):
+        assert stated == ("on" if default else "off")
+    elif isinstance(default, (int, float)):
+        assert float(stated) == default
+    elif isinstance(default, str):
+        assert stated == default
+
+
+@pytest.mark.parametrize(("old", "new"), sorted(DEPRECATED_ENV.items()))
+def test_old_variable_names_still_work_and_the_new_one_wins(
+    monkeypatch: pytest.MonkeyPatch, old: str, new: str
+) -> None:
+    field = {"SKYFLEET_NAMESPACE": "namespaces", "SKYFLEET_LIVENESS": "liveness_endpoint"}.get(new, "allowed_endpoints")
+    value = "http://0.0.0.0:1/healthz" if field == "liveness_endpoint" else "127.0.0.1"
+    monkeypatch.setenv(old, value)
+    before = getattr(Settings(), field)
+    assert before in (value, [value])
+    other = "http://0.0.0.0:2/healthz" if field == "liveness_endpoint" else "10.0.0.1"
+    monkeypatch.setenv(new, other)
+    assert getattr(Settings(), field) in (other, [other])

@@ -142,6 +142,21 @@ class OrphanPolicy(Model):
 
 
 class CloudCredentialSpec(Model):
+    # A rule on the field itself runs only when the old object has it too: adding or removing the
+    # connector would slip past, so presence is compared one level up.
+    model_config = Model.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.connector) == has(oldSelf.connector)",
+                    "message": "is immutable: it cannot be added or removed after creation; create a new "
+                    "CloudCredential instead",
+                    "fieldPath": ".connector",
+                }
+            ]
+        }
+    }
+
     connector: str | None = Field(
         default=None,
         description="Connector that talks to this cloud (entry point in skyfleet.connectors). Default: libcloud.",
@@ -167,7 +182,9 @@ class CloudCredentialSpec(Model):
     secret_ref: SecretRef = Field(description="The Secret with the account's secret values.")
     parameters: dict[str, str] | None = Field(
         default=None,
-        description="Non-secret provider options (e.g. project, tenant, authVersion). Never put secrets here.",
+        description="Non-secret provider options, camelCase as documented per provider (e.g. OpenStack's "
+        "project, domain, authVersion); snake_case is accepted too. A key the provider does not read sets "
+        "Ready=False with reason UnknownParameter. Never put secrets here.",
         max_length=32,
         json_schema_extra={"additionalProperties": {"type": "string", "maxLength": LONG}},
     )

@@ -55,7 +55,13 @@ class Size(Model):
         default=None, alias="memoryMiB", ge=128, le=16 * 1024 * 1024, description="Memory in MiB at least."
     )
     disk_gib: int | None = Field(
-        default=None, alias="diskGiB", ge=1, le=65536, description="Root disk in GiB at least."
+        default=None,
+        alias="diskGiB",
+        ge=1,
+        le=65536,
+        description="Root disk in GiB at least: the root volume is made this large on EC2, GCE, Azure and "
+        "OpenStack (never smaller than the image); on DigitalOcean and Linode, whose plans fix the disk, only "
+        "plans with a disk this large are chosen.",
     )
     instance_types: dict[str, str] | None = Field(
         default=None,

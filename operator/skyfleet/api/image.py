@@ -249,7 +249,12 @@ class ImageSpec(Model):
         "this Image's entries come first and its recipe runs after the parent's.",
         default=None,
     )
-    login_user: str | None = Field(default=None, description="User to log in as over SSH.", max_length=SHORT)
+    login_user: str | None = Field(
+        default=None,
+        description="User to log in as over SSH; each Instance made from this Image shows it (spec.loginUser, "
+        "kubectl get instances.skyfleet.io -o wide). Inherited from the parent when unset.",
+        max_length=SHORT,
+    )
     clouds: list[ImageSource] | None = Field(
         default=None, description="Per-cloud native ids or lookup rules.", max_length=64
     )

@@ -55,6 +55,12 @@ class InstanceSpec(Model):
         max_length=SHORT,
     )
     drift_policy: DriftPolicy | None = Field(default=None, description="Recreate or Report a vanished VM.")
+    login_user: str | None = Field(
+        default=None,
+        description="User to log in as over SSH (the Image's loginUser, or its parent's, when the Instance was made): "
+        "ssh <loginUser>@<status.address>.",
+        max_length=SHORT,
+    )
 
 
 class Addresses(Model):
@@ -107,6 +113,7 @@ class Instance(Resource):
             PrinterColumn("Credential", ".spec.credential", "CloudCredential the VM lives on."),
             PrinterColumn("Provider", ".status.provider", "Cloud provider."),
             PrinterColumn("Address", ".status.address", "Preferred IP address of the VM."),
+            PrinterColumn("Login", ".spec.loginUser", "User to log in as over SSH.", priority=1),
             ready_column(),
             phase_column(),
             PrinterColumn("Provider-ID", ".status.providerId", "The VM's id in the cloud.", priority=1),

@@ -19,6 +19,7 @@ from skyfleet.contract.errors import (
     Throttled,
     Transient,
     UnknownConnector,
+    UnknownParameter,
     Unsupported,
 )
 from skyfleet.contract.types import (
@@ -38,8 +39,10 @@ from skyfleet.contract.types import (
     NodeState,
     OwnerTags,
     SecretData,
+    parameter_spelling,
     pick_image,
     pick_size,
+    read_parameters,
 )
 
 __all__ = [
@@ -76,7 +79,10 @@ __all__ = [
     "Throttled",
     "Transient",
     "UnknownConnector",
+    "UnknownParameter",
     "Unsupported",
+    "parameter_spelling",
     "pick_image",
     "pick_size",
+    "read_parameters",
 ]

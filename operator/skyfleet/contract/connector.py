@@ -88,6 +88,7 @@ class Connector(abc.ABC):
             disk_gib=disk_gib,
             instance_type=instance_type,
             architecture=self.config.parameters.get("architecture"),
+            disk_fixed=not self.capabilities.root_disk_sizing,
         )
 
     async def resolve_image(

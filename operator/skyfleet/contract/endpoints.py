@@ -14,7 +14,7 @@ allow-list names it:
   the metadata service, and DNS answers can change between a check and a connection;
 * plain http is refused for any host the allow-list does not name.
 
-The allow-list (``--allow-endpoint``, ``SKYFLEET_ALLOWED_ENDPOINTS``) takes host names
+The allow-list (``--allow-endpoint``, ``SKYFLEET_ALLOW_ENDPOINT``) takes host names
 (``keystone.lab.example.org``), wildcards for subdomains (``*.lab.example.org``), IP
 addresses and CIDRs (``10.20.0.0/16``, ``::1``). A listed name may resolve to any address and
 may use http; a listed address or network makes those addresses reachable (over http too when

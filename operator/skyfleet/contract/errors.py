@@ -31,6 +31,7 @@ __all__ = [
     "Throttled",
     "Transient",
     "UnknownConnector",
+    "UnknownParameter",
     "Unsupported",
     "clean_message",
 ]
@@ -144,6 +145,10 @@ class NotFound(ConnectorError):
 
 class InvalidRequest(ConnectorError):
     """The request itself is wrong (bad image, size, parameter); retrying cannot help."""
+
+
+class UnknownParameter(InvalidRequest):
+    """A credential's parameters name a key the provider does not read (often a misspelling)."""
 
 
 class Permanent(ConnectorError):

@@ -10,14 +10,15 @@ from __future__ import annotations
 import enum
 import fnmatch
 import math
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 from typing import ClassVar
 
 from skyfleet.contract.endpoints import EndpointPolicy, TLSOptions
-from skyfleet.contract.errors import InvalidRequest, NotFound
+from skyfleet.contract.errors import InvalidRequest, NotFound, UnknownParameter
 
 __all__ = [
     "ANY_OWNER",
@@ -36,8 +37,10 @@ __all__ = [
     "NodeState",
     "OwnerTags",
     "SecretData",
+    "parameter_spelling",
     "pick_image",
     "pick_size",
+    "read_parameters",
 ]
 
 _MASK = "***"
@@ -89,6 +92,42 @@ class SecretData(Mapping[str, str]):
             if len(value) > 3:
                 text = text.replace(value, _MASK)
         return text
+
+
+_CAMEL_HUMP = re.compile(r"(?<!^)([A-Z])")
+
+
+def parameter_spelling(name: str) -> str:
+    """The documented (camelCase) spelling of the snake_case parameter ``name``."""
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def read_parameters(given: Mapping[str, str], known: Sequence[str], provider: str) -> dict[str, str]:
+    """A credential's parameters keyed by the snake_case names the provider reads.
+
+    Users write them as documented, camelCase (``authVersion``), or snake_case (``auth_version``);
+    both reach the provider. A key it does not read, a misspelling most often, is refused by name
+    rather than silently ignored; so is one parameter given in both spellings.
+    """
+    out: dict[str, str] = {}
+    unknown: list[str] = []
+    for key, value in given.items():
+        name = _CAMEL_HUMP.sub(r"_\1", key).lower().replace("-", "_")
+        if name not in known:
+            unknown.append(key)
+        elif name in out:
+            raise InvalidRequest(f"parameter {parameter_spelling(name)!r} is given twice", provider=provider)
+        else:
+            out[name] = value
+    if unknown:
+        offered = ", ".join(parameter_spelling(k) for k in sorted(known)) or "none"
+        raise UnknownParameter(
+            f"{provider} does not read parameter(s) {', '.join(repr(k) for k in sorted(unknown))}; it reads: {offered}",
+            provider=provider,
+            code="UnknownParameter",
+        )
+    return out
 
 
 @dataclass(frozen=True)
@@ -179,6 +218,9 @@ class Capabilities:
     image_copy: bool = False
     # A native image can be shared with other accounts (launch permissions).
     image_share: bool = False
+    # The root disk's size is chosen at create (EBS volume, boot disk, boot volume), so a size's
+    # own disk is no constraint; False: the plan fixes the disk, and sizes are chosen by it.
+    root_disk_sizing: bool = False
 
 
 class NodeState(enum.Enum):
@@ -243,6 +285,9 @@ class CreateRequest:
     tags: Mapping[str, str] = field(default_factory=dict)
     # Defaults to the instance-uid owner tag: the Instance UID is the natural idempotency key.
     idempotency_token: str | None = None
+    # Root disk in GiB at least (Size.diskGiB). Providers with ``root_disk_sizing`` size the root
+    # volume to it (never below what the image needs); elsewhere the chosen size already fits it.
+    disk_gib: int | None = None
 
     @property
     def effective_token(self) -> str | None:
@@ -304,19 +349,30 @@ def pick_size(
     disk_gib: int | None = None,
     instance_type: str | None = None,
     architecture: str | None = None,
+    disk_fixed: bool = True,
 ) -> CloudSize:
-    """Smallest size that fits; an explicit instance type always wins.
+    """Smallest size that fits; an explicit instance type wins over cpu and memory.
 
     Sizes of another architecture than ``architecture`` (default x86_64) never fit: most
     images boot on one only, and the smallest fit is often an ARM type.
 
     Order is (vCPUs, memory, disk, price, id) so the same catalogue always yields the same
-    answer. A size with no local disk (EBS-style) fits any disk request: the root volume is
-    sized at create time.
+    answer. ``disk_fixed`` says the size's plan fixes the root disk (DigitalOcean, Linode):
+    then a size whose disk is smaller than ``disk_gib`` never fits, and an explicit instance
+    type with a smaller disk is refused. Where the provider sizes the root disk at create
+    (``Capabilities.root_disk_sizing``: EC2, GCE, Azure, OpenStack) ``disk_fixed`` is False,
+    the size's own disk (EC2's instance store, say) is no constraint, and ``CreateRequest.disk_gib``
+    carries the request to the cloud.
     """
     if instance_type:
         for size in sizes:
             if instance_type in (size.id, size.name):
+                if disk_fixed and disk_gib is not None and size.disk_gib is not None and size.disk_gib < disk_gib:
+                    raise InvalidRequest(
+                        f"instance type {instance_type!r} comes with a {size.disk_gib} GiB disk, "
+                        f"smaller than diskGiB {disk_gib}; choose a larger type or a smaller disk",
+                        code="DiskTooSmall",
+                    )
                 return size
         raise InvalidRequest(f"instance type {instance_type!r} is not offered here")
 
@@ -327,7 +383,7 @@ def pick_size(
             return False
         if memory_mib is not None and size.memory_mib < memory_mib:
             return False
-        return not (disk_gib is not None and size.disk_gib and size.disk_gib < disk_gib)
+        return not (disk_fixed and disk_gib is not None and size.disk_gib is not None and size.disk_gib < disk_gib)
 
     candidates = [s for s in sizes if fits(s)]
     if not candidates:

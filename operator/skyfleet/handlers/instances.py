@@ -152,6 +152,7 @@ async def _provision(ctx: Context, body: kopf.Body, retry: int, images: kopf.Ind
                 user_data=spec.user_data,
                 tags=owner_tags(ctx, inst).to_tags(),
                 idempotency_token=meta.uid,
+                disk_gib=spec.size.disk_gib if spec.size else None,
             )
         )
     except ConnectorError as exc:

@@ -26,6 +26,7 @@ _BY_ERROR: tuple[tuple[type[errors.ConnectorError], str, bool], ...] = (
     (errors.EndpointNotAllowed, "EndpointNotAllowed", False),
     (errors.InvalidCredentials, "InvalidCredentials", False),
     (errors.UnknownConnector, "UnknownConnector", False),
+    (errors.UnknownParameter, "UnknownParameter", False),
     (errors.Unsupported, "UnsupportedProvider", False),
     (errors.InvalidRequest, "InvalidSpec", False),
     (errors.Throttled, "Unreachable", True),

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from skyfleet.api.deployment import Deployment, DeploymentStatus, GroupStatus, NodeGroup
+from skyfleet.api.deployment import Deployment, DeploymentStatus, GroupStatus, NodeGroup, Size
 from skyfleet.api.instance import MAX_USER_DATA, InstanceSpec
 from skyfleet.reconcile.bake import BootSource, boot_source
 from skyfleet.reconcile.conditions import set_condition
@@ -477,14 +477,25 @@ def _new_instances(  # noqa: PLR0917 - private helper of plan_deployment
             image_ref=group.image_ref,
             image_id=boots[target.key].image_id if target.key in boots else None,
             instance_type=explicit_type,
-            size=None if explicit_type else group.size.model_copy(update={"instance_types": None}),
+            size=_instance_size(group.size, provider, explicit_type),
             user_data=user_data,
             template_hash=current_hash,
             drift_policy=group.drift_policy,
+            login_user=image.login_user,
         )
         labels = {DEPLOYMENT_LABEL: dep, GROUP_LABEL: group.name, CREDENTIAL_LABEL: target.credential}
         out.append(NewInstance(name, labels, spec))
     return out
+
+
+def _instance_size(size: Size, provider: str, explicit_type: str | None) -> Size | None:
+    """The size an Instance records: cpu/memory/disk, or with an explicit type only the disk
+    (which the type does not say) next to that one type."""
+    if not explicit_type:
+        return size.model_copy(update={"instance_types": None})
+    if size.disk_gib is None:
+        return None
+    return Size(instance_types={provider: explicit_type}, disk_gib=size.disk_gib)
 
 
 def _status(  # noqa: PLR0912, PLR0917 - condition table, private helper of plan_deployment

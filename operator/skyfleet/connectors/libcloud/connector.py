@@ -121,6 +121,8 @@ class LibcloudConnector(Connector):
             self.adapter: ProviderAdapter = adapter_cls(config)
         except ValueError as exc:
             raise InvalidRequest(self._scrub(str(exc)), provider=config.provider) from None
+        # The adapter's copy holds the parameters as the provider reads them (snake_case).
+        self.config = config = self.adapter.config
         limits = config.limits
         self.retry = retry or RetryPolicy()
         self.breaker = breaker or CircuitBreaker(name=config.key)

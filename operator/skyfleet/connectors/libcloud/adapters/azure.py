@@ -80,6 +80,16 @@ class AzureARMAdapter(ProviderAdapter):
         tag_filtering=False,
         release=True,
         max_user_data_bytes=49149,  # Azure customData: 65,535 characters of base64
+        root_disk_sizing=True,
+    )
+    parameters = (
+        "resource_group",
+        "subnet_id",
+        "admin_username",
+        "ssh_public_key",
+        "login_endpoint",
+        "login_resource",
+        "storage_suffix",
     )
     url_parameters = ("login_endpoint",)
     # Linux VM names and computer names: at most 64 characters.
@@ -242,7 +252,7 @@ class AzureARMAdapter(ProviderAdapter):
                 "hardwareProfile": {"vmSize": req.size_id},
                 "storageProfile": {
                     "imageReference": image,
-                    "osDisk": {"createOption": "FromImage", "deleteOption": "Delete"},
+                    "osDisk": _os_disk(req.disk_gib),
                 },
                 "osProfile": os_profile,
                 "networkProfile": {
@@ -339,3 +349,11 @@ def _image_reference(image_id: str) -> dict[str, str]:
 def _path_of(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.path}?{parts.query}" if parts.query else parts.path
+
+
+def _os_disk(disk_gib: int | None) -> dict[str, Any]:
+    """The OS disk, made from the image; ``diskSizeGB`` grows it (Azure refuses to shrink one)."""
+    disk: dict[str, Any] = {"createOption": "FromImage", "deleteOption": "Delete"}
+    if disk_gib is not None:
+        disk["diskSizeGB"] = disk_gib
+    return disk

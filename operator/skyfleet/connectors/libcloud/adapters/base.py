@@ -7,6 +7,7 @@ that belongs to that thread; they never touch asyncio.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import tempfile
@@ -34,6 +35,7 @@ from skyfleet.connectors.base import (
     ImageRequest,
     NodeState,
     OwnerTags,
+    read_parameters,
 )
 from skyfleet.connectors.errors import ConnectorError, InvalidCredentials, NotFound, Unsupported
 from skyfleet.connectors.libcloud.errors import map_generic
@@ -111,6 +113,9 @@ class ProviderAdapter:
     capabilities: ClassVar[Capabilities] = Capabilities()
     # Seconds a single read may take; the connector bounds the whole call (Limits.call_timeout).
     request_timeout: ClassVar[float] = 30.0
+    # The parameters the adapter reads (snake_case; users may write them camelCase): any other
+    # key in a credential's parameters is refused by name (UnknownParameter).
+    parameters: ClassVar[tuple[str, ...]] = ()
     # Parameters holding URLs the driver connects to: checked like the endpoint itself.
     url_parameters: ClassVar[tuple[str, ...]] = ()
     # The provider's rules for VM names (see skyfleet.connectors.naming).
@@ -118,6 +123,9 @@ class ProviderAdapter:
     name_letter_first: ClassVar[bool] = False
 
     def __init__(self, config: CredentialConfig) -> None:
+        config = dataclasses.replace(
+            config, parameters=read_parameters(config.parameters, self.parameters, self.provider)
+        )
         self.config = config
         self.endpoint = parse_endpoint(config.endpoint_url)
         policy = config.endpoint_policy

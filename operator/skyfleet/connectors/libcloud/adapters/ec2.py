@@ -102,7 +102,9 @@ class EC2Adapter(ProviderAdapter):
         tag_filtering=True,
         release=True,
         max_user_data_bytes=16384,  # EC2: 16 KB before base64
+        root_disk_sizing=True,
     )
+    parameters = ("architecture", "image_owner", "describe_page_size")
 
     def driver_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         key = first_secret(self.config, "accessKeyId", "aws_access_key_id", "access_key_id", "key")
@@ -243,8 +245,43 @@ class EC2Adapter(ProviderAdapter):
             ex_userdata=req.user_data,
             ex_metadata=self.encode_tags(req.tags),
             ex_clienttoken=client_token(token) if token else None,
+            ex_blockdevicemappings=self.root_volume(driver, req),
         )
         return self.to_cloud_node(node)
+
+    def root_volume(self, driver: Driver, req: CreateRequest) -> list[dict[str, Any]] | None:
+        """The block device mapping that sizes the root EBS volume to ``req.disk_gib``.
+
+        The root device's name is the AMI's (``/dev/xvda``, ``/dev/sda1``, ...), so the image is
+        read first; the volume never shrinks below the AMI's snapshot, which EC2 would refuse.
+        """
+        if req.disk_gib is None:
+            return None
+        # libcloud's image parser drops rootDeviceName, so the image is read here.
+        elem = driver.connection.request(
+            driver.path, params={"Action": "DescribeImages", "ImageId.1": req.image_id}
+        ).object
+        image = next(
+            (i for i in elem.findall(f"{_NS}imagesSet/{_NS}item") if i.findtext(f"{_NS}imageId") == req.image_id), None
+        )
+        if image is None:
+            raise NotFound(f"image {req.image_id} not found", provider=self.provider, code="InvalidAMIID.NotFound")
+        root = image.findtext(f"{_NS}rootDeviceName")
+        if not root or image.findtext(f"{_NS}rootDeviceType") == "instance-store":
+            raise InvalidRequest(
+                f"image {req.image_id} has no EBS root device, so its root disk cannot be sized; drop diskGiB",
+                provider=self.provider,
+                code="RootDiskNotSizable",
+            )
+        current = next(
+            (
+                m.findtext(f"{_NS}ebs/{_NS}volumeSize")
+                for m in image.findall(f"{_NS}blockDeviceMapping/{_NS}item")
+                if m.findtext(f"{_NS}deviceName") == root
+            ),
+            None,
+        )
+        return [{"DeviceName": root, "Ebs": {"VolumeSize": max(req.disk_gib, int(current or 0))}}]
 
     def resize(self, driver: Driver, provider_id: str, size_id: str) -> CloudNode:
         current = self.describe(driver, provider_id)

@@ -109,7 +109,9 @@ class GCEAdapter(ProviderAdapter):
         tag_filtering=True,
         release=True,
         max_user_data_bytes=262144,  # GCE: 256 KB per metadata value
+        root_disk_sizing=True,
     )
+    parameters = ("project", "zone", "network")
     name_letter_first = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -230,7 +232,7 @@ class GCEAdapter(ProviderAdapter):
             "name": name,
             "machineType": f"zones/{zone}/machineTypes/{req.size_id}",
             "labels": self.encode_tags(req.tags),
-            "disks": [{"boot": True, "autoDelete": True, "initializeParams": {"sourceImage": image}}],
+            "disks": [{"boot": True, "autoDelete": True, "initializeParams": self.boot_disk(image, req.disk_gib)}],
             "networkInterfaces": [
                 {
                     "network": self.config.parameters.get("network", "global/networks/default"),
@@ -260,6 +262,15 @@ class GCEAdapter(ProviderAdapter):
             zone=zone,
             tags=self.decode_tags(self.encode_tags(req.tags)),
         )
+
+    @staticmethod
+    def boot_disk(image: str, disk_gib: int | None) -> dict[str, Any]:
+        """The boot disk's initializeParams; GCE sizes the disk to the image when none is given
+        and refuses a size below the image's."""
+        params: dict[str, Any] = {"sourceImage": image}
+        if disk_gib is not None:
+            params["diskSizeGb"] = str(disk_gib)  # int64 travels as a string in Google's JSON
+        return params
 
     def destroy(self, driver: Driver, provider_id: str) -> None:
         zone, name = self._split(provider_id)

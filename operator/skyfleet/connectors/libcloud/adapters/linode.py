@@ -23,13 +23,14 @@ from datetime import datetime
 from typing import Any
 
 from libcloud.common.types import LibcloudError
-from libcloud.compute.base import Node
+from libcloud.compute.base import Node, NodeSize
 from libcloud.compute.types import Provider
 
 from skyfleet.connectors.base import (
     BakedImage,
     Capabilities,
     CloudNode,
+    CloudSize,
     CreateRequest,
     ImageOwnerTags,
     ImageRequest,
@@ -77,6 +78,7 @@ class LinodeAdapter(ProviderAdapter):
         release=True,
         max_user_data_bytes=49149,  # Linode metadata user_data: 65,535 characters of base64
     )
+    parameters = ("authorized_keys",)
     # Labels: 3-64 characters, no two dashes in a row (vm_name never makes any).
     name_max_length = 64
 
@@ -90,6 +92,11 @@ class LinodeAdapter(ProviderAdapter):
         driver.connection.request("/v4/profile")
 
     # -- tags -----------------------------------------------------------------------------
+    def to_cloud_size(self, size: NodeSize) -> CloudSize:
+        # Linode reports a type's disk in MB (25600 for 25 GiB); the plan fixes the root disk.
+        cloud = super().to_cloud_size(size)
+        return dataclasses.replace(cloud, disk_gib=int(size.disk) // 1024 if size.disk else None)
+
     def encode_tags(self, tags: Mapping[str, str]) -> dict[str, str]:
         encoded = {}
         for key, value in tags.items():

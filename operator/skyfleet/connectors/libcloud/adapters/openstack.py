@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from libcloud.compute.base import Node, NodeSize
+from libcloud.compute.base import Node, NodeImage, NodeSize
 from libcloud.compute.types import Provider
 
 from skyfleet.connectors.base import (
@@ -52,7 +52,9 @@ class OpenStackAdapter(ProviderAdapter):
         tag_filtering=False,
         release=True,
         max_user_data_bytes=49149,  # Nova user_data: 65,535 characters of base64
+        root_disk_sizing=True,
     )
+    parameters = ("project", "domain", "auth_version", "compute_url", "page_size")
     url_parameters = ("compute_url",)
 
     def driver_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -112,13 +114,36 @@ class OpenStackAdapter(ProviderAdapter):
         kwargs: dict[str, Any] = {"ex_metadata": self.encode_tags(req.tags), "ex_userdata": req.user_data}
         if req.zone:
             kwargs["ex_availability_zone"] = req.zone
+        image: NodeImage | None = self.image_stub(driver, req.image_id)
+        volume = self.boot_volume(driver, req)
+        if volume is not None:
+            # Booting from a volume, the image is the volume's source; Nova wants no imageRef then.
+            kwargs["ex_blockdevicemappings"] = volume
+            image = None
         node = driver.create_node(
-            name=self.cloud_name(req),
-            size=self.size_stub(driver, req.size_id),
-            image=self.image_stub(driver, req.image_id),
-            **kwargs,
+            name=self.cloud_name(req), size=self.size_stub(driver, req.size_id), image=image, **kwargs
         )
         return self.to_cloud_node(node)
+
+    def boot_volume(self, driver: Driver, req: CreateRequest) -> list[dict[str, Any]] | None:
+        """A boot volume of ``req.disk_gib`` made from the image, when the flavor's own root
+        disk is smaller (flavors with disk 0 boot from volume by design); None: the flavor's
+        disk is large enough, and the server boots from the image as usual."""
+        if req.disk_gib is None:
+            return None
+        flavor_disk = int(driver.ex_get_size(req.size_id).disk or 0)
+        if flavor_disk >= req.disk_gib:
+            return None
+        return [
+            {
+                "boot_index": 0,
+                "uuid": req.image_id,
+                "source_type": "image",
+                "destination_type": "volume",
+                "volume_size": req.disk_gib,
+                "delete_on_termination": True,
+            }
+        ]
 
     def untag(self, driver: Driver, node: CloudNode, keys: Sequence[str]) -> None:
         # PUT /servers/{id}/metadata replaces the whole set (Nova's update_all), so what we
