@@ -371,3 +371,45 @@ def test_deletion_policy_orphan_keeps_the_baked_ami(world: World, baked: dict[st
     assert [i["ImageId"] for i in amis(w, uid)] == [ami["ImageId"]]
     assert not [vm for vm in builders(w) if tags(vm).get(IMAGE_UID_TAG) == uid]
     assert any(e["involvedObject"]["name"] == "kept" for e in w.kube.events("BakedImagesOrphaned"))
+
+
+def test_an_image_pending_past_its_deadline_is_snapshot_failed(world: World, baked: dict[str, Any]) -> None:
+    w, proxy = world, baked["proxy"]
+    proxy.faults.image_pending_delay = 600.0  # far past the Image's snapshotTimeoutSeconds
+    try:
+        stuck_image(w)
+    finally:
+        proxy.faults.image_pending_delay = 6.0
+
+
+def stuck_image(w: World) -> None:
+    doc = image("recipe-stuck")
+    doc["metadata"]["name"] = "stuck"
+    doc["spec"]["build"]["builder"]["snapshotTimeoutSeconds"] = 60
+    dep = deployment(0)
+    dep["metadata"]["name"] = "stuck"
+    dep["spec"]["nodeGroups"][0]["imageRef"] = "stuck"
+    w.kube.apply(doc, dep)
+    uid = eventually(lambda: (w.kube.get("images.skyfleet.io", "stuck") or {}).get("metadata", {}).get("uid"))
+    builder = play_recipe(w, "recipe-stuck")
+    [partial] = eventually(lambda: amis(w, uid), timeout=120, what="the image requested")
+
+    def bake() -> dict[str, Any]:
+        status = (w.kube.get("images.skyfleet.io", "stuck") or {}).get("status") or {}
+        return dict((status.get("bakes") or [{}])[0])
+
+    eventually(lambda: bake().get("reason") == "SnapshotFailed", timeout=150, what="SnapshotFailed")
+    assert "still pending after" in bake()["message"]
+    assert condition(w.kube.get("images.skyfleet.io", "stuck"), "Degraded") == ("True", "SnapshotFailed")
+    # The builder is deleted and the partial image deregistered (its snapshots with it).
+    eventually(
+        lambda: not [vm for vm in builders(w) if vm["InstanceId"] == builder], timeout=60, what="the builder deleted"
+    )
+    eventually(lambda: amis(w, uid) == [], timeout=60, what="the partial image deregistered")
+    assert partial["State"] == "pending"
+    failed = [e for e in w.kube.events("BakeFailed") if e["involvedObject"]["name"] == "stuck"]
+    assert failed
+    assert "SnapshotFailed" in failed[-1]["message"]
+    w.kube("delete", "deployments.skyfleet.io", "stuck", "--timeout=60s")
+    w.kube("delete", "images.skyfleet.io", "stuck", "--timeout=120s")
+

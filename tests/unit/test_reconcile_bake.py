@@ -284,6 +284,38 @@ CASES: list[tuple[str, S, Do, dict[str, Any] | None]] = [
         {"phase": "Failed", "reason": "SnapshotFailed", "image_id": "ami-new"},
     ),
     (
+        "image pending past the builder's snapshotTimeoutSeconds",
+        lambda: next_step(
+            target("Snapshotting", builder_id="i-b", image_id="ami-new", snapshot_started_at=ago(301)),
+            Observed(image=image(ImageState.PENDING)),
+            NOW,
+            credential="aws",
+            region="us-east-1",
+            key=KEY,
+            build=BUILD.model_copy(
+                update={"builder": BUILD.builder.model_copy(update={"snapshot_timeout_seconds": 300})}
+            ),
+        ),
+        Do.NOTHING,
+        {"phase": "Failed", "reason": "SnapshotFailed", "message": "the image was still pending after 301 s"},
+    ),
+    (
+        "image pending within the builder's snapshotTimeoutSeconds",
+        lambda: next_step(
+            target("Snapshotting", builder_id="i-b", image_id="ami-new", snapshot_started_at=ago(299)),
+            Observed(image=image(ImageState.PENDING)),
+            NOW,
+            credential="aws",
+            region="us-east-1",
+            key=KEY,
+            build=BUILD.model_copy(
+                update={"builder": BUILD.builder.model_copy(update={"snapshot_timeout_seconds": 300})}
+            ),
+        ),
+        Do.WAIT_IMAGE,
+        None,
+    ),
+    (
         "image available: record it",
         lambda: step(
             target("Snapshotting", builder_id="i-b", image_id="ami-new", snapshot_started_at=ago(300)),

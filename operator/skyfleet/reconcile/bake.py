@@ -413,13 +413,15 @@ def next_step(  # noqa: PLR0911, PLR0912 - the decision table of one bake, case 
     build: ImageBuild,
     source: BakeTarget | None = None,
     deleting: bool = False,
-    snapshot_timeout: float = DEFAULT_SNAPSHOT_TIMEOUT,
+    snapshot_timeout: float | None = None,
 ) -> Step:
     """The next step of the bake of ``key`` on ``credential``/``region``.
 
     ``target`` is what status says of this target (None: nothing yet). ``source`` is set for
     a copy target (``build.copyToRegions``): the bake of the same key in the source region.
     ``deleting``: the Image is going away; only clean-up steps are returned.
+    ``snapshot_timeout``: how long an image may stay pending (None: the builder's
+    ``snapshotTimeoutSeconds``, else ``DEFAULT_SNAPSHOT_TIMEOUT``).
     """
     where = _Where(credential, region, key, source, now)
     if deleting or (target is not None and target.bake_key != key):
@@ -445,7 +447,8 @@ def next_step(  # noqa: PLR0911, PLR0912 - the decision table of one bake, case 
     if target.phase == "Provisioning":
         return _provisioning(target, obs, now, _timeout(build))
     if target.phase == "Snapshotting":
-        return _snapshotting(target, obs, now, snapshot_timeout)
+        deadline = snapshot_timeout or float(build.builder.snapshot_timeout_seconds or DEFAULT_SNAPSHOT_TIMEOUT)
+        return _snapshotting(target, obs, now, deadline)
     cleanup = _cleanup(target, obs)
     if cleanup is not None:
         return cleanup
