@@ -19,6 +19,7 @@ HISTOGRAMS = {
     "skyfleet_reconcile_time_seconds",
     "skyfleet_cloud_request_duration_seconds",
     "skyfleet_instance_time_to_ready_seconds",
+    "skyfleet_image_build_duration_seconds",
 }
 METRIC = re.compile(r"\bskyfleet_[a-z0-9_]+")
 
@@ -57,7 +58,7 @@ def base_name(series: str) -> str:
 
 def test_contract_lists_the_metrics_the_issue_names() -> None:
     names = metric_names()
-    assert len(names) == 11
+    assert len(names) == 14
     assert names >= HISTOGRAMS
     assert all(re.fullmatch(r"skyfleet_[a-z0-9_]+", n) for n in names)
 
@@ -93,6 +94,13 @@ def test_dashboard_answers_the_questions_it_is_for() -> None:
     } <= used
     titles = {p.get("title", "") for p in panels(dashboard()["panels"])}
     assert "Fleet size by cloud" in titles
+    # bakes: how many, by outcome; how long; builder VMs up right now
+    assert {
+        "skyfleet_image_builds_total",
+        "skyfleet_image_build_duration_seconds",
+        "skyfleet_builder_vms",
+    } <= used
+    assert {"Image builds by outcome", "Bake duration (p50, p95)", "Builder VMs"} <= titles
     assert any("Time to ready" in t for t in titles)
 
 

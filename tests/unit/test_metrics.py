@@ -39,6 +39,9 @@ def test_every_metric_the_dashboard_and_alerts_use_is_exported() -> None:
     metrics.instance_ready("ec2", datetime.now(UTC))
     metrics.set_orphans("ns", "aws", "ec2", 0)
     metrics.watch_event("deployments")
+    metrics.image_builds.labels("ec2", "success").inc()
+    metrics.image_build_duration.labels("ec2").observe(60.0)
+    metrics.set_builders("ns", "web", {"ec2": 1})
     text = generate_latest(metrics.registry).decode()
     exported = {f"# TYPE {name}" for name in CONTRACT.read_text().split()}
     missing = [t for t in exported if t not in text]
