@@ -416,3 +416,55 @@ def stuck_image(w: World) -> None:
     w.kube("delete", "deployments.skyfleet.io", "stuck", "--timeout=60s")
     w.kube("delete", "images.skyfleet.io", "stuck", "--timeout=120s")
 
+
+def test_a_failed_recipe_is_builder_failed_naming_only_the_marker_line(world: World, baked: dict[str, Any]) -> None:
+    w, proxy = world, baked["proxy"]
+    doc = image("recipe-broken")
+    doc["metadata"]["name"] = "broken"
+    dep = deployment(0)
+    dep["metadata"]["name"] = "broken"
+    dep["spec"]["nodeGroups"][0]["imageRef"] = "broken"
+    w.kube.apply(doc, dep)
+
+    def builder() -> list[dict[str, Any]]:
+        return [
+            vm
+            for vm in builders(w, ("pending", "running"))
+            if "recipe-broken" in w.cloud.user_data(REGION, vm["InstanceId"])
+        ]
+
+    [vm] = eventually(builder, timeout=120, what="the builder of the broken recipe")
+    # What the builder's console shows when the recipe failed: the recipe's own output (which
+    # may echo what it installs) and, last, the line the builder's finish script prints.
+    proxy.set_console(
+        vm["InstanceId"],
+        "cloud-init: running recipe-broken\nexport DB_PASSWORD=hunter2-console-secret\n"
+        "E: Unable to locate package nginx\n"
+        "skyfleet-bake: recipe failed (cloud-init status 1) hunter2-console-secret\n",
+    )
+
+    def bake() -> dict[str, Any]:
+        status = (w.kube.get("images.skyfleet.io", "broken") or {}).get("status") or {}
+        return dict((status.get("bakes") or [{}])[0])
+
+    eventually(lambda: bake().get("reason") == "BuilderFailed", timeout=120, what="BuilderFailed")
+    message = bake()["message"]
+    assert "skyfleet-bake: recipe failed (cloud-init status 1)" in message
+    assert len(message) <= 1024
+    eventually(lambda: not builder(), timeout=60, what="the failed builder deleted")
+    eventually(
+        lambda: condition(w.kube.get("images.skyfleet.io", "broken"), "Degraded") == ("True", "BuilderFailed"),
+        timeout=30,
+        what="Degraded BuilderFailed",
+    )
+    img = w.kube.get("images.skyfleet.io", "broken")
+    failed = [e for e in w.kube.events("BakeFailed") if e["involvedObject"]["name"] == "broken"]
+    assert failed
+    assert "cloud-init status 1" in failed[-1]["message"]
+    # Nothing else of the console leaves the cloud: not in status, events or the operator's log.
+    for text in (json.dumps(img), json.dumps(w.kube.events()), w.operator.log()):
+        assert "hunter2" not in text
+        assert "Unable to locate" not in text
+    w.kube("delete", "deployments.skyfleet.io", "broken", "--timeout=60s")
+    w.kube("delete", "images.skyfleet.io", "broken", "--timeout=120s")
+

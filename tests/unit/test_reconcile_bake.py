@@ -163,14 +163,20 @@ def test_image_name_is_valid_everywhere_and_unique_per_image_and_key(name: str) 
     assert bake.image_name(name, OWNER.image_uid, "f" * 32) != made
 
 
-def test_console_tail_keeps_the_end_and_only_printable_text() -> None:
-    console = "\n".join(f"line {i}" for i in range(100)) + "\n\x1b[31mboom\x07\n"
+def test_only_the_rebuilt_marker_line_of_a_failed_console_is_kept() -> None:
+    console = (
+        "password=hunter2\n"
+        f"{bake.FAILURE_MARKER} (cloud-init status 1)\n"
+        f"echo {bake.FAILURE_MARKER} (cloud-init status 2) token=s3cr3t\n"
+        "\x1b[31mboom\x07\n"
+    )
 
-    tail = bake.console_tail(console, lines=3, max_chars=100)
+    line = bake.failure_line(console)
 
-    assert tail.splitlines() == ["line 98", "line 99", " [31mboom"]
-    assert bake.console_tail(None) == ""
-    assert len(bake.console_tail("x" * 10000)) == 2048
+    assert line == f"{bake.FAILURE_MARKER} (cloud-init status 2)"  # the last one, rebuilt
+    assert bake.failure_line(f"{bake.FAILURE_MARKER}: AKIA-leak") == bake.FAILURE_MARKER
+    assert bake.failure_line("skyfleet-bake: recipe succeeded, powering off") is None
+    assert bake.failure_line(None) is None
     assert bake.recipe_failed(f"...\n{bake.FAILURE_MARKER} (cloud-init status 1)\n")
     assert not bake.recipe_failed("skyfleet-bake: recipe succeeded, powering off")
     assert not bake.recipe_failed(None)
@@ -232,6 +238,24 @@ CASES: list[tuple[str, S, Do, dict[str, Any] | None]] = [
         ),
         Do.NOTHING,
         {"phase": "Failed", "reason": "BuildTimeout", "builder_id": "i-b", "finished_at": NOW},
+    ),
+    (
+        "the recipe failed: the reason names the marker line only",
+        lambda: step(
+            target("Provisioning", builder_id="i-b"),
+            Observed(
+                builder=node(NodeState.RUNNING),
+                recipe_failed=True,
+                failure_line=f"{bake.FAILURE_MARKER} (cloud-init status 1)",
+            ),
+        ),
+        Do.NOTHING,
+        {
+            "phase": "Failed",
+            "reason": "BuilderFailed",
+            "message": "the recipe failed on the builder: skyfleet-bake: recipe failed (cloud-init status 1) "
+            "(the rest of its console stays in the cloud)",
+        },
     ),
     (
         "the recipe failed (console)",

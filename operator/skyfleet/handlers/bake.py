@@ -258,14 +258,22 @@ async def _observe(t: _Target, current: BakeTarget | None, source: BakeTarget | 
     existing = None
     if current is None or current.bake_key != t.key or (current.phase == "Available" and image is None):
         existing = _best(await conn.find_images(t.owner.lookup()))
-    failed = False
+    line = None
     running = builder is not None and builder.state is NodeState.RUNNING
     if current is not None and current.phase == "Provisioning" and builder is not None and running:
         try:
-            failed = bake.recipe_failed(await conn.console_output(builder.provider_id))
+            # Only the marker line, rebuilt: the rest of the console never leaves this call.
+            line = bake.failure_line(await conn.console_output(builder.provider_id))
         except Unsupported:
-            failed = False
-    return Observed(builder=builder, image=image, existing=existing, recipe_failed=failed, supported=True)
+            line = None
+    return Observed(
+        builder=builder,
+        image=image,
+        existing=existing,
+        recipe_failed=line is not None,
+        failure_line=line,
+        supported=True,
+    )
 
 
 def _best(found: list[BakedImage]) -> BakedImage | None:

@@ -21,6 +21,8 @@ backends:
   ``image_pending_delay`` seconds (``math.inf``: it never becomes available), where moto makes
   it ``available`` at once and EC2 takes minutes.
 * Throttling shaped like EC2's: HTTP 503 ``RequestLimitExceeded`` from per-action token buckets.
+* Console output: ``set_console(instance_id, text)`` makes GetConsoleOutput answer ``text``
+  (base64, as EC2 sends it) for that instance, where moto answers the same fixed log for all.
 * Authentication: with ``faults.accepted_keys`` set, requests signed with any other access key
   id answer 401 ``AuthFailure`` (moto accepts every key).
 
@@ -30,6 +32,7 @@ client asked for, not only what it got.
 
 from __future__ import annotations
 
+import base64
 import collections
 import http.client
 import random
@@ -170,6 +173,11 @@ class FaultProxy:
         with self._lock:
             self._one_shots[action].extend([_OneShot(kind, code, status, message)] * count)
 
+    def set_console(self, instance_id: str, text: str) -> None:
+        """GetConsoleOutput for ``instance_id`` answers ``text`` from now on."""
+        with self._lock:
+            self._consoles[instance_id] = text
+
     def reset(self) -> None:
         """Back to a faultless proxy with empty statistics and memory."""
         with self._lock:
@@ -296,6 +304,20 @@ class FaultProxy:
             missing = ", ".join(requested_ids)
             return 400, _ec2_error("InvalidInstanceID.NotFound", f"The instance ID '{missing}' does not exist")
         return 200, ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+    def _rewrite_console(self, body: bytes, instance_id: str | None) -> bytes:
+        with self._lock:
+            text = self._consoles.get(instance_id or "")
+        if text is None:
+            return body
+        ET.register_namespace("", _EC2_NS)
+        root = ET.fromstring(body)  # noqa: S314 - from the emulator this proxy fronts on loopback
+        output = root.find(f"{{{_EC2_NS}}}output")
+        if output is None:
+            output = ET.SubElement(root, f"{{{_EC2_NS}}}output")
+        output.text = base64.b64encode(text.encode()).decode()
+        rewritten: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+        return rewritten
 
     # -- images: pending for a while, as EC2's are ------------------------------------------
     def _remember_image(self, body: bytes) -> None:
@@ -478,6 +500,8 @@ class _Handler(BaseHTTPRequestHandler):
             proxy._remember_image(data)
         if action == "DescribeImages" and status == 200:
             data = proxy._rewrite_describe_images(data)
+        if action == "GetConsoleOutput" and status == 200:
+            data = proxy._rewrite_console(data, dict(params).get("InstanceId"))
         self._deliver(status, headers, data, one_shot)
 
     def _deliver(self, status: int, headers: list[tuple[str, str]], data: bytes, one_shot: _OneShot) -> None:
