@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import AsyncIterator
@@ -231,3 +232,11 @@ async def test_cluster_ids_that_differ_never_share_a_tag(connector: LibcloudConn
     assert listed.tags[OwnerTags.CLUSTER_ID] == mine
     tags = DigitalOceanMockHttp.made[0]["tags"]
     assert all(re.fullmatch(r"[A-Za-z0-9_:-]{1,255}", t) for t in tags)
+
+
+async def test_create_puts_the_droplet_in_the_requested_vpc(connector: LibcloudConnector) -> None:
+    await connector.create(dataclasses.replace(request("uid-0"), subnet="5a4981aa-vpc"))
+
+    _, create = DigitalOceanMockHttp.sent
+    assert create.json()["vpc_uuid"] == "5a4981aa-vpc"
+    assert connector.capabilities.subnet

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import uuid
@@ -324,3 +325,13 @@ async def test_closing_the_connector_removes_the_cached_access_token(connector: 
     assert (token_dir / "token.json").exists()
     await connector.close()
     assert not token_dir.exists()  # noqa: ASYNC240 - no access token is left behind on disk
+
+
+async def test_create_puts_the_vm_in_the_requested_subnetwork(connector: LibcloudConnector) -> None:
+    subnet = "regions/us-central1/subnetworks/builders"
+
+    await connector.create(dataclasses.replace(request("uid-9"), subnet=subnet))
+
+    (insert,) = [s for s in GCEMockHttp.sent if s.method == "POST"]
+    assert insert.json()["networkInterfaces"][0]["subnetwork"] == subnet
+    assert connector.capabilities.subnet

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
@@ -165,3 +166,11 @@ async def test_resize_is_reported_unsupported(connector: LibcloudConnector) -> N
     assert not connector.capabilities.resize
     with pytest.raises(Unsupported, match="openstack"):
         await connector.resize("srv-1", "m1.large")
+
+
+async def test_create_boots_into_the_requested_network(connector: LibcloudConnector) -> None:
+    await connector.create(dataclasses.replace(request("uid-net"), subnet="net-builders"))
+
+    (post,) = [s for s in NovaMockHttp.sent if s.method == "POST"]
+    assert post.json()["server"]["networks"] == [{"uuid": "net-builders"}]
+    assert connector.capabilities.subnet

@@ -468,3 +468,68 @@ def test_a_failed_recipe_is_builder_failed_naming_only_the_marker_line(world: Wo
     w.kube("delete", "deployments.skyfleet.io", "broken", "--timeout=60s")
     w.kube("delete", "images.skyfleet.io", "broken", "--timeout=120s")
 
+
+def test_sharing_cut_short_by_a_crash_is_finished_after_the_restart(world: World, baked: dict[str, Any]) -> None:
+    w, proxy = world, baked["proxy"]
+    account = "123456789012"
+    doc = image("recipe-shared", shareWith=[account])
+    doc["metadata"]["name"] = "shared"
+    dep = deployment(0)
+    dep["metadata"]["name"] = "shared"
+    dep["spec"]["nodeGroups"][0]["imageRef"] = "shared"
+    # Every share answers 503 until the operator is killed: the bake goes Available unshared.
+    proxy.fail_next("ModifyImageAttribute", 10_000)
+    w.kube.apply(doc, dep)
+    play_recipe(w, "recipe-shared")
+
+    def bake() -> dict[str, Any]:
+        status = (w.kube.get("images.skyfleet.io", "shared") or {}).get("status") or {}
+        return dict((status.get("bakes") or [{}])[0])
+
+    eventually(lambda: bake().get("phase") == "Available", timeout=120, what="the bake Available")
+    eventually(lambda: proxy.count("requests:ModifyImageAttribute") >= 1, timeout=60, what="a share tried")
+    assert not bake().get("sharedWith")
+    w.operator.kill()
+    proxy.reset()
+    proxy.faults.image_pending_delay = 6.0
+    w.operator.start()
+
+    eventually(lambda: bake().get("sharedWith") == [account], timeout=90, what="the share recorded")
+    ami = bake()["imageId"]
+    perms = w.cloud.client(REGION).describe_image_attribute(ImageId=ami, Attribute="launchPermission")
+    assert [p.get("UserId") for p in perms["LaunchPermissions"]] == [account]
+    assert any(e["involvedObject"]["name"] == "shared" for e in w.kube.events("ImageShared"))
+    # Recorded, so not asked again.
+    asked = proxy.count("requests:ModifyImageAttribute")
+    time.sleep(5)
+    assert proxy.count("requests:ModifyImageAttribute") == asked
+    w.kube("delete", "deployments.skyfleet.io", "shared", "--timeout=60s")
+    w.kube("delete", "images.skyfleet.io", "shared", "--timeout=120s")
+
+
+def test_the_builder_goes_to_the_subnet_the_image_names(world: World, baked: dict[str, Any]) -> None:
+    w = world
+    ec2 = w.cloud.client(REGION)
+    vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.42.1.0/24")["Subnet"]["SubnetId"]
+    doc = image("recipe-placed")
+    doc["metadata"]["name"] = "placed"
+    doc["spec"]["build"]["builder"]["clouds"] = [{"provider": "ec2", "subnet": subnet}]
+    dep = deployment(0)
+    dep["metadata"]["name"] = "placed"
+    dep["spec"]["nodeGroups"][0]["imageRef"] = "placed"
+    w.kube.apply(doc, dep)
+
+    def builder() -> list[dict[str, Any]]:
+        return [
+            vm
+            for vm in builders(w, ("pending", "running"))
+            if "recipe-placed" in w.cloud.user_data(REGION, vm["InstanceId"])
+        ]
+
+    [vm] = eventually(builder, timeout=120, what="the builder of the placed Image")
+    assert vm.get("SubnetId") == subnet
+    assert not any(e["involvedObject"]["name"] == "placed" for e in w.kube.events("BuilderSubnetIgnored"))
+    w.kube("delete", "deployments.skyfleet.io", "placed", "--timeout=60s")
+    w.kube("delete", "images.skyfleet.io", "placed", "--timeout=120s")
+    assert not builder()

@@ -826,3 +826,16 @@ def test_conditions_say_ready_building_or_degraded_with_reasons() -> None:
     assert not_ready.reason == "SnapshotFailed"
     assert "pending after 3601 s" in not_ready.message
     assert failed.phase == "Failed"
+
+
+def test_sharing_is_asked_until_status_records_every_account() -> None:
+    available = target("Available", image_id="ami-new")
+
+    assert bake.to_share(available, ["111111111111", "222222222222"]) == ["111111111111", "222222222222"]
+    half = bake.shared(available, ["111111111111"])
+    assert half.shared_with == ["111111111111"]
+    assert bake.to_share(half, ["111111111111", "222222222222"]) == ["222222222222"]  # a crash in between
+    assert bake.to_share(bake.shared(half, ["222222222222"]), ["222222222222", "111111111111"]) == []
+    assert bake.to_share(target("Snapshotting", image_id="ami-new"), ["111111111111"]) == []  # not yet
+    assert bake.to_share(available, None) == []
+    assert bake.to_share(None, ["111111111111"]) == []

@@ -225,6 +225,13 @@ class BakeTarget(Model):
         pattern=r"^[A-Za-z][A-Za-z0-9]*$",
     )
     message: str | None = Field(default=None, description="What went wrong, for humans.", max_length=1024)
+    shared_with: list[str] | None = Field(
+        default=None,
+        description="Accounts the image is shared with so far (build.shareWith); sharing is retried until it "
+        "covers every account.",
+        max_length=32,
+        json_schema_extra={"items": {"type": "string", "maxLength": SHORT}},
+    )
 
 
 class BakedGeneration(Model):

@@ -179,6 +179,8 @@ class Capabilities:
     image_copy: bool = False
     # A native image can be shared with other accounts (launch permissions).
     image_share: bool = False
+    # create() places the VM in ``CreateRequest.subnet``.
+    subnet: bool = False
 
 
 class NodeState(enum.Enum):
@@ -241,6 +243,8 @@ class CreateRequest:
     zone: str | None = None
     user_data: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+    # Subnet (or network) id; only where ``capabilities.subnet``, else the provider's default.
+    subnet: str | None = None
     # Defaults to the instance-uid owner tag: the Instance UID is the natural idempotency key.
     idempotency_token: str | None = None
 

@@ -64,7 +64,9 @@ __all__ = [
     "recipe_failed",
     "record_available",
     "retention",
+    "shared",
     "stray_builders",
+    "to_share",
     "user_data_problem",
 ]
 
@@ -263,6 +265,7 @@ def builder_request(
     size_id: str,
     user_data: str,
     zone: str | None = None,
+    subnet: str | None = None,
 ) -> CreateRequest:
     """The builder VM: ours by the usual owner tags (so destroy checks them), and marked as a builder."""
     uid = builder_uid(owner.image_uid, credential, region, owner.bake_key, attempt)
@@ -278,6 +281,7 @@ def builder_request(
         size_id=size_id,
         region=region,
         zone=zone,
+        subnet=subnet,
         user_data=user_data,
         tags=tags,
         idempotency_token=uid,

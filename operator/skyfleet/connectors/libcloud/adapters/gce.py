@@ -109,6 +109,7 @@ class GCEAdapter(ProviderAdapter):
         tag_filtering=True,
         release=True,
         max_user_data_bytes=262144,  # GCE: 256 KB per metadata value
+        subnet=True,  # networkInterfaces[].subnetwork
     )
     name_letter_first = True
 
@@ -240,6 +241,8 @@ class GCEAdapter(ProviderAdapter):
         }
         if req.user_data:
             body["metadata"] = {"items": [{"key": "user-data", "value": req.user_data}]}
+        if req.subnet:
+            body["networkInterfaces"][0]["subnetwork"] = req.subnet
         params = {}
         token = req.effective_token
         if token:

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from libcloud.compute.base import Node, NodeSize
+from libcloud.compute.drivers.openstack import OpenStackNetwork
 from libcloud.compute.types import Provider
 
 from skyfleet.connectors.base import (
@@ -52,6 +53,7 @@ class OpenStackAdapter(ProviderAdapter):
         tag_filtering=False,
         release=True,
         max_user_data_bytes=49149,  # Nova user_data: 65,535 characters of base64
+        subnet=True,  # networks[].uuid
     )
     url_parameters = ("compute_url",)
 
@@ -112,6 +114,8 @@ class OpenStackAdapter(ProviderAdapter):
         kwargs: dict[str, Any] = {"ex_metadata": self.encode_tags(req.tags), "ex_userdata": req.user_data}
         if req.zone:
             kwargs["ex_availability_zone"] = req.zone
+        if req.subnet:  # Nova boots into networks: the id is the network's
+            kwargs["networks"] = [OpenStackNetwork(req.subnet, None, None, driver)]  # type: ignore[no-untyped-call]
         node = driver.create_node(
             name=self.cloud_name(req),
             size=self.size_stub(driver, req.size_id),
