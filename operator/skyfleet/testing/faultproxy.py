@@ -17,6 +17,9 @@ backends:
   ``IdempotentParameterMismatch``.
 * Eventual consistency: new instances stay invisible to DescribeInstances for
   ``describe_lag`` seconds, and report ``pending`` for ``pending_delay`` seconds.
+* Recipes take time: an instance whose RunInstances UserData contains ``recipe_marker`` stays
+  ``pending`` for ``recipe_delay`` seconds more, as a VM running an install at boot is not ready
+  before it finished (benchmarks of baked against unbaked images).
 * Images take time: a new AMI (CreateImage, CopyImage) reports ``pending`` for
   ``image_pending_delay`` seconds (``math.inf``: it never becomes available), where moto makes
   it ``available`` at once and EC2 takes minutes.
@@ -96,6 +99,8 @@ class Faults:
     describe_lag: float = 0.0
     pending_delay: float = 0.0
     image_pending_delay: float = 0.0
+    recipe_marker: str = ""
+    recipe_delay: float = 0.0
     dedup_client_token: bool = True
     # Access key ids the cloud accepts (None: any, as moto does); others get 401 AuthFailure.
     accepted_keys: frozenset[str] | None = None
@@ -104,6 +109,13 @@ class Faults:
 
     def applies(self, action: str) -> bool:
         return not self.actions or action in self.actions
+
+
+def _b64(text: str) -> str:
+    try:
+        return base64.b64decode(text).decode("utf-8", errors="replace")
+    except ValueError:
+        return text
 
 
 def _ec2_error(code: str, message: str) -> bytes:
@@ -141,8 +153,10 @@ class FaultProxy:
         self._tokens: dict[str, tuple[tuple[tuple[str, str], ...], int, bytes]] = {}
         self._token_locks: dict[str, threading.Lock] = {}
         self._launched: dict[str, float] = {}
+        self._recipe_cost: dict[str, float] = {}
         self._queries: list[tuple[str, tuple[tuple[str, str], ...]]] = []
         self._images_made: dict[str, float] = {}
+        self._consoles: dict[str, str] = {}
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -188,8 +202,10 @@ class FaultProxy:
             self._tokens.clear()
             self._token_locks.clear()
             self._launched.clear()
+            self._recipe_cost.clear()
             self._queries.clear()
             self._images_made.clear()
+            self._consoles.clear()
 
     def count(self, key: str) -> int:
         with self._lock:
@@ -260,11 +276,16 @@ class FaultProxy:
         with self._lock:
             return self._token_locks.setdefault(token, threading.Lock())
 
-    def _remember_launch(self, body: bytes) -> None:
+    def _remember_launch(self, body: bytes, params: list[tuple[str, str]]) -> None:
         now = time.monotonic()
+        marker, cost = self.faults.recipe_marker, self.faults.recipe_delay
+        user_data = dict(params).get("UserData", "")
+        runs_recipe = bool(marker and cost > 0 and user_data and marker in _b64(user_data))
         with self._lock:
             for match in _INSTANCE_ID.finditer(body):
                 self._launched.setdefault(match.group(1).decode(), now)
+                if runs_recipe:
+                    self._recipe_cost.setdefault(match.group(1).decode(), cost)
 
     def _age(self, instance_id: str) -> float | None:
         with self._lock:
@@ -273,7 +294,9 @@ class FaultProxy:
 
     def _rewrite_describe(self, body: bytes, requested_ids: list[str]) -> tuple[int, bytes]:
         lag, pending = self.faults.describe_lag, self.faults.pending_delay
-        if lag <= 0 and pending <= 0:
+        with self._lock:
+            costs = dict(self._recipe_cost)
+        if lag <= 0 and pending <= 0 and not costs:
             return 200, body
         ET.register_namespace("", _EC2_NS)
         # The body comes from the emulator this proxy fronts on loopback, not from strangers.
@@ -291,7 +314,7 @@ class FaultProxy:
                         continue
                     if age < lag:
                         hidden.add(instance_id)
-                    elif age < lag + pending:
+                    elif age < lag + pending + costs.get(instance_id, 0.0):
                         state = item.find("e:instanceState", ns)
                         if state is not None and state.findtext("e:name", namespaces=ns) == "running":
                             code = state.find("e:code", ns)
@@ -481,7 +504,7 @@ class _Handler(BaseHTTPRequestHandler):
         status, headers, data = self._forward(body)
         if status == 200:
             proxy._bump("launches")
-            proxy._remember_launch(data)
+            proxy._remember_launch(data, params)
             with proxy._lock:
                 proxy._tokens[token] = (fingerprint, status, data)
         self._deliver(status, headers, data, one_shot)
@@ -491,7 +514,7 @@ class _Handler(BaseHTTPRequestHandler):
         status, headers, data = self._forward(body)
         if action == "RunInstances" and status == 200:
             proxy._bump("launches")
-            proxy._remember_launch(data)
+            proxy._remember_launch(data, params)
         if action == "DescribeInstances" and status == 200:
             ids = [v for k, v in params if k.startswith("InstanceId.")]
             status, data = proxy._rewrite_describe(data, ids)
