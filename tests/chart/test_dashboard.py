@@ -19,6 +19,7 @@ HISTOGRAMS = {
     "skyfleet_reconcile_time_seconds",
     "skyfleet_cloud_request_duration_seconds",
     "skyfleet_instance_time_to_ready_seconds",
+    "skyfleet_image_build_duration_seconds",
 }
 METRIC = re.compile(r"\bskyfleet_[a-z0-9_]+")
 
@@ -93,6 +94,13 @@ def test_dashboard_answers_the_questions_it_is_for() -> None:
     } <= used
     titles = {p.get("title", "") for p in panels(dashboard()["panels"])}
     assert "Fleet size by cloud" in titles
+    # bakes: how many, by outcome; how long; builder VMs up right now
+    assert {
+        "skyfleet_image_builds_total",
+        "skyfleet_image_build_duration_seconds",
+        "skyfleet_builder_vms",
+    } <= used
+    assert {"Image builds by outcome", "Bake duration (p50, p95)", "Builder VMs"} <= titles
     assert any("Time to ready" in t for t in titles)
 
 

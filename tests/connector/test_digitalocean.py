@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import AsyncIterator
@@ -264,3 +265,11 @@ async def test_a_refused_image_is_an_invalid_request_not_retried(connector: Libc
     (post,) = [s for s in DigitalOceanMockHttp.sent if s.method == "POST"]
     assert post.path == "/v2/droplets"
     assert post.json()["image"] == "ubuntu-24-04-x64"
+
+
+async def test_create_puts_the_droplet_in_the_requested_vpc(connector: LibcloudConnector) -> None:
+    await connector.create(dataclasses.replace(request("uid-0"), subnet="5a4981aa-vpc"))
+
+    _, create = DigitalOceanMockHttp.sent
+    assert create.json()["vpc_uuid"] == "5a4981aa-vpc"
+    assert connector.capabilities.subnet

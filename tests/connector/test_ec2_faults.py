@@ -244,6 +244,29 @@ async def test_pending_then_running(proxy: FaultProxy, make_connector: Connector
     assert late.state is NodeState.RUNNING
 
 
+async def test_a_vm_running_the_recipe_is_pending_for_the_recipe_cost_too(
+    proxy: FaultProxy, make_connector: ConnectorFactory
+) -> None:
+    proxy.faults.pending_delay = 0.5
+    proxy.faults.recipe_marker, proxy.faults.recipe_delay = "install-nginx", 1.5
+    connector = make_connector(proxy.endpoint)
+
+    with_recipe = await connector.create(request("recipe", user_data="#!/bin/sh\ninstall-nginx\n"))
+    baked = await connector.create(request("baked"))
+    await asyncio.sleep(1.0)
+    mid_recipe = await connector.describe(with_recipe.provider_id)
+    mid_baked = await connector.describe(baked.provider_id)
+    await asyncio.sleep(1.2)
+    late = await connector.describe(with_recipe.provider_id)
+
+    assert mid_recipe is not None
+    assert mid_recipe.state is NodeState.PENDING  # boot delay + recipe cost
+    assert mid_baked is not None
+    assert mid_baked.state is NodeState.RUNNING  # boot delay only
+    assert late is not None
+    assert late.state is NodeState.RUNNING
+
+
 @pytest.mark.parametrize(
     ("code", "status", "expected", "retryable", "attempts"),
     [

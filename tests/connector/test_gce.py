@@ -363,3 +363,13 @@ async def test_sizes_come_from_the_zones_machine_types(connector: LibcloudConnec
         "GET",
         "/compute/v1/projects/skyfleet-test/zones/us-central1-a/machineTypes",
     )
+
+
+async def test_create_puts_the_vm_in_the_requested_subnetwork(connector: LibcloudConnector) -> None:
+    subnet = "regions/us-central1/subnetworks/builders"
+
+    await connector.create(dataclasses.replace(request("uid-9"), subnet=subnet))
+
+    (insert,) = [s for s in GCEMockHttp.sent if s.method == "POST"]
+    assert insert.json()["networkInterfaces"][0]["subnetwork"] == subnet
+    assert connector.capabilities.subnet

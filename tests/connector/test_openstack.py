@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
@@ -229,3 +230,11 @@ def test_an_unknown_or_misspelt_parameter_is_refused_by_name(key: str) -> None:
         LibcloudConnector(os_config({"project": "shop", key: "x"}))
     assert "authVersion" in refused.value.message  # the spellings it does read
     assert refused.value.code == "UnknownParameter"
+
+
+async def test_create_boots_into_the_requested_network(connector: LibcloudConnector) -> None:
+    await connector.create(dataclasses.replace(request("uid-net"), subnet="net-builders"))
+
+    (post,) = [s for s in NovaMockHttp.sent if s.method == "POST"]
+    assert post.json()["server"]["networks"] == [{"uuid": "net-builders"}]
+    assert connector.capabilities.subnet

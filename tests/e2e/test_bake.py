@@ -371,3 +371,165 @@ def test_deletion_policy_orphan_keeps_the_baked_ami(world: World, baked: dict[st
     assert [i["ImageId"] for i in amis(w, uid)] == [ami["ImageId"]]
     assert not [vm for vm in builders(w) if tags(vm).get(IMAGE_UID_TAG) == uid]
     assert any(e["involvedObject"]["name"] == "kept" for e in w.kube.events("BakedImagesOrphaned"))
+
+
+def test_an_image_pending_past_its_deadline_is_snapshot_failed(world: World, baked: dict[str, Any]) -> None:
+    w, proxy = world, baked["proxy"]
+    proxy.faults.image_pending_delay = 600.0  # far past the Image's snapshotTimeoutSeconds
+    try:
+        stuck_image(w)
+    finally:
+        proxy.faults.image_pending_delay = 6.0
+
+
+def stuck_image(w: World) -> None:
+    doc = image("recipe-stuck")
+    doc["metadata"]["name"] = "stuck"
+    doc["spec"]["build"]["builder"]["snapshotTimeoutSeconds"] = 60
+    dep = deployment(0)
+    dep["metadata"]["name"] = "stuck"
+    dep["spec"]["nodeGroups"][0]["imageRef"] = "stuck"
+    w.kube.apply(doc, dep)
+    uid = eventually(lambda: (w.kube.get("images.skyfleet.io", "stuck") or {}).get("metadata", {}).get("uid"))
+    builder = play_recipe(w, "recipe-stuck")
+    eventually(lambda: amis(w, uid), timeout=120, what="the image requested")
+
+    def bake() -> dict[str, Any]:
+        status = (w.kube.get("images.skyfleet.io", "stuck") or {}).get("status") or {}
+        return dict((status.get("bakes") or [{}])[0])
+
+    eventually(lambda: bake().get("reason") == "SnapshotFailed", timeout=150, what="SnapshotFailed")
+    assert "still pending after" in bake()["message"]
+    eventually(
+        lambda: condition(w.kube.get("images.skyfleet.io", "stuck"), "Degraded") == ("True", "SnapshotFailed"),
+        timeout=30,
+        what="Degraded SnapshotFailed",
+    )
+    # The builder is deleted and the partial image deregistered (its snapshots with it).
+    eventually(
+        lambda: not [vm for vm in builders(w) if vm["InstanceId"] == builder], timeout=60, what="the builder deleted"
+    )
+    eventually(lambda: amis(w, uid) == [], timeout=60, what="the partial image deregistered")
+    failed = [e for e in w.kube.events("BakeFailed") if e["involvedObject"]["name"] == "stuck"]
+    assert failed
+    assert "SnapshotFailed" in failed[-1]["message"]
+    w.kube("delete", "deployments.skyfleet.io", "stuck", "--timeout=60s")
+    w.kube("delete", "images.skyfleet.io", "stuck", "--timeout=120s")
+
+
+def test_a_failed_recipe_is_builder_failed_naming_only_the_marker_line(world: World, baked: dict[str, Any]) -> None:
+    w, proxy = world, baked["proxy"]
+    doc = image("recipe-broken")
+    doc["metadata"]["name"] = "broken"
+    dep = deployment(0)
+    dep["metadata"]["name"] = "broken"
+    dep["spec"]["nodeGroups"][0]["imageRef"] = "broken"
+    w.kube.apply(doc, dep)
+
+    def builder() -> list[dict[str, Any]]:
+        return [
+            vm
+            for vm in builders(w, ("pending", "running"))
+            if "recipe-broken" in w.cloud.user_data(REGION, vm["InstanceId"])
+        ]
+
+    [vm] = eventually(builder, timeout=120, what="the builder of the broken recipe")
+    # What the builder's console shows when the recipe failed: the recipe's own output (which
+    # may echo what it installs) and, last, the line the builder's finish script prints.
+    proxy.set_console(
+        vm["InstanceId"],
+        "cloud-init: running recipe-broken\nexport DB_PASSWORD=hunter2-console-secret\n"
+        "E: Unable to locate package nginx\n"
+        "skyfleet-bake: recipe failed (cloud-init status 1) hunter2-console-secret\n",
+    )
+
+    def bake() -> dict[str, Any]:
+        status = (w.kube.get("images.skyfleet.io", "broken") or {}).get("status") or {}
+        return dict((status.get("bakes") or [{}])[0])
+
+    eventually(lambda: bake().get("reason") == "BuilderFailed", timeout=120, what="BuilderFailed")
+    message = bake()["message"]
+    assert "skyfleet-bake: recipe failed (cloud-init status 1)" in message
+    assert len(message) <= 1024
+    eventually(lambda: not builder(), timeout=60, what="the failed builder deleted")
+    eventually(
+        lambda: condition(w.kube.get("images.skyfleet.io", "broken"), "Degraded") == ("True", "BuilderFailed"),
+        timeout=30,
+        what="Degraded BuilderFailed",
+    )
+    img = w.kube.get("images.skyfleet.io", "broken")
+    failed = [e for e in w.kube.events("BakeFailed") if e["involvedObject"]["name"] == "broken"]
+    assert failed
+    assert "cloud-init status 1" in failed[-1]["message"]
+    # Nothing else of the console leaves the cloud: not in status, events or the operator's log.
+    for text in (json.dumps(img), json.dumps(w.kube.events()), w.operator.log()):
+        assert "hunter2" not in text
+        assert "Unable to locate" not in text
+    w.kube("delete", "deployments.skyfleet.io", "broken", "--timeout=60s")
+    w.kube("delete", "images.skyfleet.io", "broken", "--timeout=120s")
+
+
+def test_sharing_cut_short_by_a_crash_is_finished_after_the_restart(world: World, baked: dict[str, Any]) -> None:
+    w, proxy = world, baked["proxy"]
+    account = "123456789012"
+    doc = image("recipe-shared", shareWith=[account])
+    doc["metadata"]["name"] = "shared"
+    dep = deployment(0)
+    dep["metadata"]["name"] = "shared"
+    dep["spec"]["nodeGroups"][0]["imageRef"] = "shared"
+    # Every share answers 503 until the operator is killed: the bake goes Available unshared.
+    proxy.fail_next("ModifyImageAttribute", 10_000)
+    w.kube.apply(doc, dep)
+    play_recipe(w, "recipe-shared")
+
+    def bake() -> dict[str, Any]:
+        status = (w.kube.get("images.skyfleet.io", "shared") or {}).get("status") or {}
+        return dict((status.get("bakes") or [{}])[0])
+
+    eventually(lambda: bake().get("phase") == "Available", timeout=120, what="the bake Available")
+    eventually(lambda: proxy.count("requests:ModifyImageAttribute") >= 1, timeout=60, what="a share tried")
+    assert not bake().get("sharedWith")
+    w.operator.kill()
+    proxy.reset()
+    proxy.faults.image_pending_delay = 6.0
+    w.operator.start()
+
+    eventually(lambda: bake().get("sharedWith") == [account], timeout=90, what="the share recorded")
+    ami = bake()["imageId"]
+    perms = w.cloud.client(REGION).describe_image_attribute(ImageId=ami, Attribute="launchPermission")
+    assert [p.get("UserId") for p in perms["LaunchPermissions"]] == [account]
+    assert any(e["involvedObject"]["name"] == "shared" for e in w.kube.events("ImageShared"))
+    # Recorded, so not asked again.
+    asked = proxy.count("requests:ModifyImageAttribute")
+    time.sleep(5)
+    assert proxy.count("requests:ModifyImageAttribute") == asked
+    w.kube("delete", "deployments.skyfleet.io", "shared", "--timeout=60s")
+    w.kube("delete", "images.skyfleet.io", "shared", "--timeout=120s")
+
+
+def test_the_builder_goes_to_the_subnet_the_image_names(world: World, baked: dict[str, Any]) -> None:
+    w = world
+    ec2 = w.cloud.client(REGION)
+    vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.42.1.0/24")["Subnet"]["SubnetId"]
+    doc = image("recipe-placed")
+    doc["metadata"]["name"] = "placed"
+    doc["spec"]["build"]["builder"]["clouds"] = [{"provider": "ec2", "subnet": subnet}]
+    dep = deployment(0)
+    dep["metadata"]["name"] = "placed"
+    dep["spec"]["nodeGroups"][0]["imageRef"] = "placed"
+    w.kube.apply(doc, dep)
+
+    def builder() -> list[dict[str, Any]]:
+        return [
+            vm
+            for vm in builders(w, ("pending", "running"))
+            if "recipe-placed" in w.cloud.user_data(REGION, vm["InstanceId"])
+        ]
+
+    [vm] = eventually(builder, timeout=120, what="the builder of the placed Image")
+    assert vm.get("SubnetId") == subnet
+    assert not any(e["involvedObject"]["name"] == "placed" for e in w.kube.events("BuilderSubnetIgnored"))
+    w.kube("delete", "deployments.skyfleet.io", "placed", "--timeout=60s")
+    w.kube("delete", "images.skyfleet.io", "placed", "--timeout=120s")
+    assert not builder()

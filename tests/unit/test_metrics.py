@@ -42,6 +42,9 @@ def test_every_metric_the_dashboard_and_alerts_use_is_exported() -> None:
     metrics.watch_event("deployments")
     metrics.scaling_decision("out")
     metrics.metric_query_error("QueryInvalid")
+    metrics.image_builds.labels("ec2", "success").inc()
+    metrics.image_build_duration.labels("ec2").observe(60.0)
+    metrics.set_builders("ns", "web", {"ec2": 1})
     text = generate_latest(metrics.registry).decode()
     exported = set(re.findall(r"^# TYPE (\S+)", text, flags=re.MULTILINE))
     contract = {line for line in CONTRACT.read_text().splitlines() if line and not line.startswith("#")}

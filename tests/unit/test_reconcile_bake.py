@@ -163,14 +163,20 @@ def test_image_name_is_valid_everywhere_and_unique_per_image_and_key(name: str) 
     assert bake.image_name(name, OWNER.image_uid, "f" * 32) != made
 
 
-def test_console_tail_keeps_the_end_and_only_printable_text() -> None:
-    console = "\n".join(f"line {i}" for i in range(100)) + "\n\x1b[31mboom\x07\n"
+def test_only_the_rebuilt_marker_line_of_a_failed_console_is_kept() -> None:
+    console = (
+        "password=hunter2\n"
+        f"{bake.FAILURE_MARKER} (cloud-init status 1)\n"
+        f"echo {bake.FAILURE_MARKER} (cloud-init status 2) token=s3cr3t\n"
+        "\x1b[31mboom\x07\n"
+    )
 
-    tail = bake.console_tail(console, lines=3, max_chars=100)
+    line = bake.failure_line(console)
 
-    assert tail.splitlines() == ["line 98", "line 99", " [31mboom"]
-    assert bake.console_tail(None) == ""
-    assert len(bake.console_tail("x" * 10000)) == 2048
+    assert line == f"{bake.FAILURE_MARKER} (cloud-init status 2)"  # the last one, rebuilt
+    assert bake.failure_line(f"{bake.FAILURE_MARKER}: AKIA-leak") == bake.FAILURE_MARKER
+    assert bake.failure_line("skyfleet-bake: recipe succeeded, powering off") is None
+    assert bake.failure_line(None) is None
     assert bake.recipe_failed(f"...\n{bake.FAILURE_MARKER} (cloud-init status 1)\n")
     assert not bake.recipe_failed("skyfleet-bake: recipe succeeded, powering off")
     assert not bake.recipe_failed(None)
@@ -234,6 +240,24 @@ CASES: list[tuple[str, S, Do, dict[str, Any] | None]] = [
         {"phase": "Failed", "reason": "BuildTimeout", "builder_id": "i-b", "finished_at": NOW},
     ),
     (
+        "the recipe failed: the reason names the marker line only",
+        lambda: step(
+            target("Provisioning", builder_id="i-b"),
+            Observed(
+                builder=node(NodeState.RUNNING),
+                recipe_failed=True,
+                failure_line=f"{bake.FAILURE_MARKER} (cloud-init status 1)",
+            ),
+        ),
+        Do.NOTHING,
+        {
+            "phase": "Failed",
+            "reason": "BuilderFailed",
+            "message": "the recipe failed on the builder: skyfleet-bake: recipe failed (cloud-init status 1) "
+            "(the rest of its console stays in the cloud)",
+        },
+    ),
+    (
         "the recipe failed (console)",
         lambda: step(
             target("Provisioning", builder_id="i-b"), Observed(builder=node(NodeState.RUNNING), recipe_failed=True)
@@ -282,6 +306,38 @@ CASES: list[tuple[str, S, Do, dict[str, Any] | None]] = [
         ),
         Do.NOTHING,
         {"phase": "Failed", "reason": "SnapshotFailed", "image_id": "ami-new"},
+    ),
+    (
+        "image pending past the builder's snapshotTimeoutSeconds",
+        lambda: next_step(
+            target("Snapshotting", builder_id="i-b", image_id="ami-new", snapshot_started_at=ago(301)),
+            Observed(image=image(ImageState.PENDING)),
+            NOW,
+            credential="aws",
+            region="us-east-1",
+            key=KEY,
+            build=BUILD.model_copy(
+                update={"builder": BUILD.builder.model_copy(update={"snapshot_timeout_seconds": 300})}
+            ),
+        ),
+        Do.NOTHING,
+        {"phase": "Failed", "reason": "SnapshotFailed", "message": "the image was still pending after 301 s"},
+    ),
+    (
+        "image pending within the builder's snapshotTimeoutSeconds",
+        lambda: next_step(
+            target("Snapshotting", builder_id="i-b", image_id="ami-new", snapshot_started_at=ago(299)),
+            Observed(image=image(ImageState.PENDING)),
+            NOW,
+            credential="aws",
+            region="us-east-1",
+            key=KEY,
+            build=BUILD.model_copy(
+                update={"builder": BUILD.builder.model_copy(update={"snapshot_timeout_seconds": 300})}
+            ),
+        ),
+        Do.WAIT_IMAGE,
+        None,
     ),
     (
         "image available: record it",
@@ -770,3 +826,16 @@ def test_conditions_say_ready_building_or_degraded_with_reasons() -> None:
     assert not_ready.reason == "SnapshotFailed"
     assert "pending after 3601 s" in not_ready.message
     assert failed.phase == "Failed"
+
+
+def test_sharing_is_asked_until_status_records_every_account() -> None:
+    available = target("Available", image_id="ami-new")
+
+    assert bake.to_share(available, ["111111111111", "222222222222"]) == ["111111111111", "222222222222"]
+    half = bake.shared(available, ["111111111111"])
+    assert half.shared_with == ["111111111111"]
+    assert bake.to_share(half, ["111111111111", "222222222222"]) == ["222222222222"]  # a crash in between
+    assert bake.to_share(bake.shared(half, ["222222222222"]), ["222222222222", "111111111111"]) == []
+    assert bake.to_share(target("Snapshotting", image_id="ami-new"), ["111111111111"]) == []  # not yet
+    assert bake.to_share(available, None) == []
+    assert bake.to_share(None, ["111111111111"]) == []

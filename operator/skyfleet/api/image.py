@@ -159,6 +159,13 @@ class Builder(Model):
         description="How long the builder may take to run the recipe and power off before the bake fails with "
         "BuildTimeout. Default: 1800.",
     )
+    snapshot_timeout_seconds: int | None = Field(
+        default=None,
+        ge=60,
+        le=MAX_TIMEOUT_SECONDS,
+        description="How long the baked image may stay pending after it was requested before the bake fails "
+        "with SnapshotFailed (the builder is deleted and the partial image deregistered). Default: 3600.",
+    )
     clouds: list[BuilderCloud] | None = Field(
         default=None, description="Per-cloud zone or subnet for the builder VM.", max_length=64
     )
@@ -218,6 +225,13 @@ class BakeTarget(Model):
         pattern=r"^[A-Za-z][A-Za-z0-9]*$",
     )
     message: str | None = Field(default=None, description="What went wrong, for humans.", max_length=1024)
+    shared_with: list[str] | None = Field(
+        default=None,
+        description="Accounts the image is shared with so far (build.shareWith); sharing is retried until it "
+        "covers every account.",
+        max_length=32,
+        json_schema_extra={"items": {"type": "string", "maxLength": SHORT}},
+    )
 
 
 class BakedGeneration(Model):

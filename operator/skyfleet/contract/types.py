@@ -218,6 +218,8 @@ class Capabilities:
     image_copy: bool = False
     # A native image can be shared with other accounts (launch permissions).
     image_share: bool = False
+    # create() places the VM in ``CreateRequest.subnet``.
+    subnet: bool = False
     # The root disk's size is chosen at create (EBS volume, boot disk, boot volume), so a size's
     # own disk is no constraint; False: the plan fixes the disk, and sizes are chosen by it.
     root_disk_sizing: bool = False
@@ -283,6 +285,8 @@ class CreateRequest:
     zone: str | None = None
     user_data: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+    # Subnet (or network) id; only where ``capabilities.subnet``, else the provider's default.
+    subnet: str | None = None
     # Defaults to the instance-uid owner tag: the Instance UID is the natural idempotency key.
     idempotency_token: str | None = None
     # Root disk in GiB at least (Size.diskGiB). Providers with ``root_disk_sizing`` size the root

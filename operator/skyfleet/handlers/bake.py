@@ -73,6 +73,10 @@ def _in_use(index: kopf.Index[Any, Any] | None, namespace: str) -> set[str]:
     return {i for ids in (index.get(namespace, []) if index is not None else []) for i in ids}
 
 
+class _SubnetUnsupported(ImageError):
+    """builder.clouds[].subnet on a provider whose connector cannot apply it."""
+
+
 @dataclass
 class _Target:
     credential: str
@@ -169,12 +173,14 @@ async def bake_once(
             reason = "NoMatch" if isinstance(exc, NotFound) else "ResolutionFailed"
             problems.append((reason, f"{credential}/{region}: {error_message(exc)}"))
         except ImageError as exc:
-            problems.append(("NoMatch", error_message(exc)))
+            reason = "UnsupportedProvider" if isinstance(exc, _SubnetUnsupported) else "NoMatch"
+            problems.append((reason, error_message(exc)))
     targets += await _copies(ctx, image, build, targets, problems)
 
     requeue = resync
     for t in targets:
         requeue = min(requeue, await _advance(st, t, build))
+        requeue = min(requeue, await _share(st, t, build) or requeue)
     # A target that could not be prepared this pass (a credential not ready, a lookup that
     # failed) is still wanted: its bake waits, it is not torn down.
     wanted = {*uses, *((c, r) for c, _ in uses for r in build.copy_to_regions or [])}
@@ -199,6 +205,13 @@ async def _prepare(
     namespace = image.metadata.namespace
     connector = await ctx.clouds.connector(namespace, credential, region or None)
     provider = connector.config.provider
+    place = _builder_cloud(build, credential, provider, region)
+    if place is not None and place.subnet and not connector.capabilities.subnet:
+        # Not launched into the provider's default network instead: the user chose where it runs.
+        raise _SubnetUnsupported(
+            f"{credential}/{region}: {provider} cannot place a VM in a subnet; remove builder.clouds[].subnet "
+            "for it to bake in the default network"
+        )
     source = select_source(eff.sources, credential=credential, provider=provider, region=region)
     if source is None:
         raise ImageError(f"no entry for credential {credential!r} in region {region}")
@@ -258,14 +271,22 @@ async def _observe(t: _Target, current: BakeTarget | None, source: BakeTarget | 
     existing = None
     if current is None or current.bake_key != t.key or (current.phase == "Available" and image is None):
         existing = _best(await conn.find_images(t.owner.lookup()))
-    failed = False
+    line = None
     running = builder is not None and builder.state is NodeState.RUNNING
     if current is not None and current.phase == "Provisioning" and builder is not None and running:
         try:
-            failed = bake.recipe_failed(await conn.console_output(builder.provider_id))
+            # Only the marker line, rebuilt: the rest of the console never leaves this call.
+            line = bake.failure_line(await conn.console_output(builder.provider_id))
         except Unsupported:
-            failed = False
-    return Observed(builder=builder, image=image, existing=existing, recipe_failed=failed, supported=True)
+            line = None
+    return Observed(
+        builder=builder,
+        image=image,
+        existing=existing,
+        recipe_failed=line is not None,
+        failure_line=line,
+        supported=True,
+    )
 
 
 def _best(found: list[BakedImage]) -> BakedImage | None:
@@ -394,8 +415,6 @@ async def _execute(
         st.ctx.event(
             st.body, "Normal", "BakedImageReused", f"{t.credential}/{t.region}: image {current.image_id} already baked"
         )
-    if step.status is not None and step.status.phase == "Available" and build.share_with and current is not None:
-        await _share(st, t, build, current)
 
 
 async def _launch(st: _Status, t: _Target, build: ImageBuild, current: BakeTarget) -> None:
@@ -415,16 +434,7 @@ async def _launch(st: _Status, t: _Target, build: ImageBuild, current: BakeTarge
         )
         await put(failed, **where)
         return
-    place = _builder_cloud(build, t)
-    if place is not None and place.subnet:
-        # Said, not silently ignored: the connector contract has no subnet for a VM yet.
-        st.ctx.event(
-            st.body,
-            "Warning",
-            "BuilderSubnetIgnored",
-            f"{t.credential}/{t.region}: builder subnet {place.subnet} is not applied yet; the builder "
-            "goes to the provider's default network",
-        )
+    place = _builder_cloud(build, t.credential, conn.config.provider, t.region)
     size = build.builder.size
     cloud_size = await conn.resolve_size(
         cpu=size.cpu,
@@ -441,31 +451,39 @@ async def _launch(st: _Status, t: _Target, build: ImageBuild, current: BakeTarge
         size_id=cloud_size.id,
         user_data=t.user_data,
         zone=place.zone if place else None,
+        subnet=place.subnet if place else None,
     )
     node = await conn.create(req)
     await put(bake.launched(current, node), **where)
 
 
-async def _share(st: _Status, t: _Target, build: ImageBuild, target: BakeTarget) -> None:
-    if not t.connector.capabilities.image_share or target.image_id is None:
-        st.ctx.event(
-            st.body, "Warning", "ShareUnsupported", f"{t.credential}/{t.region}: the provider does not share images"
-        )
-        return
-    await t.connector.share_image(target.image_id, list(build.share_with or []), t.owner)
-    st.ctx.event(
-        st.body,
-        "Normal",
-        "ImageShared",
-        f"{t.credential}/{t.region}: {target.image_id} shared with {len(build.share_with or [])} accounts",
-    )
+async def _share(st: _Status, t: _Target, build: ImageBuild) -> float | None:
+    """Share the target's image with the shareWith accounts status does not list yet; retried
+    every pass until done (a crash or a failed call after Available is no lost share)."""
+    current = st.bake(t.credential, t.region)
+    accounts = bake.to_share(current, build.share_with)
+    if current is None or current.image_id is None or not accounts:
+        return None
+    where = f"{t.credential}/{t.region}"
+    if not t.connector.capabilities.image_share:
+        if st.ctx.announce_once(f"image-share:{where}", st.namespace, st.name, "ShareUnsupported"):
+            st.ctx.event(st.body, "Warning", "ShareUnsupported", f"{where}: the provider does not share images")
+        return None
+    try:
+        await t.connector.share_image(current.image_id, accounts, t.owner)
+    except ConnectorError as exc:
+        _log_retry(t, "sharing the image", exc)
+        return 30.0
+    await st.put(bake.shared(current, accounts), credential=t.credential, region=t.region)
+    st.ctx.event(st.body, "Normal", "ImageShared", f"{where}: {current.image_id} shared with {len(accounts)} accounts")
+    return None
 
 
-def _builder_cloud(build: ImageBuild, t: _Target) -> BuilderCloud | None:
+def _builder_cloud(build: ImageBuild, credential: str, provider: str, region: str) -> BuilderCloud | None:
     for c in build.builder.clouds or []:
-        if c.credential not in (None, t.credential) or c.provider not in (None, t.connector.config.provider):
+        if c.credential not in (None, credential) or c.provider not in (None, provider):
             continue
-        if c.region not in (None, t.region):
+        if c.region not in (None, region):
             continue
         return c
     return None

@@ -53,8 +53,8 @@ __all__ = [
     "builder_request",
     "builder_uid",
     "builder_user_data",
-    "console_tail",
     "failure",
+    "failure_line",
     "image_deleted",
     "image_name",
     "image_requested",
@@ -64,7 +64,9 @@ __all__ = [
     "recipe_failed",
     "record_available",
     "retention",
+    "shared",
     "stray_builders",
+    "to_share",
     "user_data_problem",
 ]
 
@@ -124,7 +126,8 @@ class Observed:
     ``builder``: the describe() of ``status.builder_id`` (None: gone or never made).
     ``image``: the get_image() of ``status.image_id``, with the owner tags (None: gone).
     ``existing``: find_images(lookup of the desired key), the best one (None: no such image).
-    ``recipe_failed``: the builder's console shows ``FAILURE_MARKER``.
+    ``recipe_failed``: the builder's console shows ``FAILURE_MARKER``; ``failure_line`` is
+    that line as ``failure_line()`` rebuilds it (never other console text).
     ``supported``: the connector's ``capabilities.bake`` (``image_copy`` for copy targets).
     """
 
@@ -132,6 +135,7 @@ class Observed:
     image: BakedImage | None = None
     existing: BakedImage | None = None
     recipe_failed: bool = False
+    failure_line: str | None = None
     supported: bool = True
 
 
@@ -261,6 +265,7 @@ def builder_request(
     size_id: str,
     user_data: str,
     zone: str | None = None,
+    subnet: str | None = None,
 ) -> CreateRequest:
     """The builder VM: ours by the usual owner tags (so destroy checks them), and marked as a builder."""
     uid = builder_uid(owner.image_uid, credential, region, owner.bake_key, attempt)
@@ -276,6 +281,7 @@ def builder_request(
         size_id=size_id,
         region=region,
         zone=zone,
+        subnet=subnet,
         user_data=user_data,
         tags=tags,
         idempotency_token=uid,
@@ -297,17 +303,36 @@ def recipe_failed(console: str | None) -> bool:
     return console is not None and FAILURE_MARKER in console
 
 
-def console_tail(console: str | None, *, lines: int = 20, max_chars: int = 2048) -> str:
-    """The end of a builder's console, fit for an Event: printable text only, bounded.
+def failure_line(console: str | None) -> str | None:
+    """What of a failed builder's console may be shown: Skyfleet's own marker line, rebuilt.
 
-    Console output is the user's own VM talking (their recipe's output), not a cloud API
-    response; it still goes through the credential's scrubber in the handler before it is shown.
+    The console is the user's VM talking: their recipe's output, which may echo secrets from
+    its files or scripts. Only the line ``builder_user_data`` prints is taken, and not as
+    text: it is rebuilt from the marker and the cloud-init exit status (digits), so nothing
+    the recipe printed, even on that line, reaches status, events or logs. None: no marker.
     """
-    if not console:
-        return ""
-    printable = "".join(ch if ch.isprintable() or ch == "\n" else " " for ch in console)
-    tail = "\n".join(printable.rstrip().splitlines()[-lines:])
-    return tail[-max_chars:]
+    if not recipe_failed(console):
+        return None
+    assert console is not None
+    codes = _FAILURE_LINE.findall(console)
+    return f"{FAILURE_MARKER} (cloud-init status {codes[-1]})" if codes else FAILURE_MARKER
+
+
+_FAILURE_LINE = re.compile(re.escape(FAILURE_MARKER) + r" \(cloud-init status (\d{1,3})\)")
+
+
+def to_share(target: BakeTarget | None, share_with: Sequence[str] | None) -> list[str]:
+    """Accounts ``target``'s image still has to be shared with: every ``shareWith`` account
+    not recorded in ``sharedWith``, once the image is Available (after a crash or a failed
+    call too: sharing is idempotent, so it is asked again until status records it)."""
+    if target is None or target.phase != "Available" or not target.image_id or not share_with:
+        return []
+    done = set(target.shared_with or [])
+    return sorted({a for a in share_with if a not in done})
+
+
+def shared(target: BakeTarget, accounts: Sequence[str]) -> BakeTarget:
+    return target.model_copy(update={"shared_with": sorted({*(target.shared_with or []), *accounts})})
 
 
 # -- the state machine ----------------------------------------------------------------------
@@ -413,13 +438,15 @@ def next_step(  # noqa: PLR0911, PLR0912 - the decision table of one bake, case 
     build: ImageBuild,
     source: BakeTarget | None = None,
     deleting: bool = False,
-    snapshot_timeout: float = DEFAULT_SNAPSHOT_TIMEOUT,
+    snapshot_timeout: float | None = None,
 ) -> Step:
     """The next step of the bake of ``key`` on ``credential``/``region``.
 
     ``target`` is what status says of this target (None: nothing yet). ``source`` is set for
     a copy target (``build.copyToRegions``): the bake of the same key in the source region.
     ``deleting``: the Image is going away; only clean-up steps are returned.
+    ``snapshot_timeout``: how long an image may stay pending (None: the builder's
+    ``snapshotTimeoutSeconds``, else ``DEFAULT_SNAPSHOT_TIMEOUT``).
     """
     where = _Where(credential, region, key, source, now)
     if deleting or (target is not None and target.bake_key != key):
@@ -445,7 +472,8 @@ def next_step(  # noqa: PLR0911, PLR0912 - the decision table of one bake, case 
     if target.phase == "Provisioning":
         return _provisioning(target, obs, now, _timeout(build))
     if target.phase == "Snapshotting":
-        return _snapshotting(target, obs, now, snapshot_timeout)
+        deadline = snapshot_timeout or float(build.builder.snapshot_timeout_seconds or DEFAULT_SNAPSHOT_TIMEOUT)
+        return _snapshotting(target, obs, now, deadline)
     cleanup = _cleanup(target, obs)
     if cleanup is not None:
         return cleanup
@@ -525,7 +553,13 @@ def _provisioning(target: BakeTarget, obs: Observed, now: datetime, timeout: flo
     if builder.state is NodeState.STOPPED:
         return Step(Do.SNAPSHOT, target.model_copy(update={"phase": "Snapshotting", "snapshot_started_at": now}))
     if obs.recipe_failed:
-        return _fail(target, Reason.BUILDER_FAILED, "the recipe failed on the builder (see its console)", now)
+        line = f": {obs.failure_line}" if obs.failure_line else ""
+        return _fail(
+            target,
+            Reason.BUILDER_FAILED,
+            f"the recipe failed on the builder{line} (the rest of its console stays in the cloud)",
+            now,
+        )
     if elapsed > timeout:
         return _fail(target, Reason.BUILD_TIMEOUT, f"the builder did not power off within {int(timeout)} s", now)
     return Step(Do.WAIT_BUILDER, None, requeue=min(30.0, max(1.0, timeout - elapsed)))

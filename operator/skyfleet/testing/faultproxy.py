@@ -17,10 +17,15 @@ backends:
   ``IdempotentParameterMismatch``.
 * Eventual consistency: new instances stay invisible to DescribeInstances for
   ``describe_lag`` seconds, and report ``pending`` for ``pending_delay`` seconds.
+* Recipes take time: an instance whose RunInstances UserData contains ``recipe_marker`` stays
+  ``pending`` for ``recipe_delay`` seconds more, as a VM running an install at boot is not ready
+  before it finished (benchmarks of baked against unbaked images).
 * Images take time: a new AMI (CreateImage, CopyImage) reports ``pending`` for
   ``image_pending_delay`` seconds (``math.inf``: it never becomes available), where moto makes
   it ``available`` at once and EC2 takes minutes.
 * Throttling shaped like EC2's: HTTP 503 ``RequestLimitExceeded`` from per-action token buckets.
+* Console output: ``set_console(instance_id, text)`` makes GetConsoleOutput answer ``text``
+  (base64, as EC2 sends it) for that instance, where moto answers the same fixed log for all.
 * Authentication: with ``faults.accepted_keys`` set, requests signed with any other access key
   id answer 401 ``AuthFailure`` (moto accepts every key).
 
@@ -30,6 +35,7 @@ client asked for, not only what it got.
 
 from __future__ import annotations
 
+import base64
 import collections
 import http.client
 import random
@@ -93,6 +99,8 @@ class Faults:
     describe_lag: float = 0.0
     pending_delay: float = 0.0
     image_pending_delay: float = 0.0
+    recipe_marker: str = ""
+    recipe_delay: float = 0.0
     dedup_client_token: bool = True
     # Access key ids the cloud accepts (None: any, as moto does); others get 401 AuthFailure.
     accepted_keys: frozenset[str] | None = None
@@ -101,6 +109,13 @@ class Faults:
 
     def applies(self, action: str) -> bool:
         return not self.actions or action in self.actions
+
+
+def _b64(text: str) -> str:
+    try:
+        return base64.b64decode(text).decode("utf-8", errors="replace")
+    except ValueError:
+        return text
 
 
 def _ec2_error(code: str, message: str) -> bytes:
@@ -138,8 +153,10 @@ class FaultProxy:
         self._tokens: dict[str, tuple[tuple[tuple[str, str], ...], int, bytes]] = {}
         self._token_locks: dict[str, threading.Lock] = {}
         self._launched: dict[str, float] = {}
+        self._recipe_cost: dict[str, float] = {}
         self._queries: list[tuple[str, tuple[tuple[str, str], ...]]] = []
         self._images_made: dict[str, float] = {}
+        self._consoles: dict[str, str] = {}
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -170,6 +187,11 @@ class FaultProxy:
         with self._lock:
             self._one_shots[action].extend([_OneShot(kind, code, status, message)] * count)
 
+    def set_console(self, instance_id: str, text: str) -> None:
+        """GetConsoleOutput for ``instance_id`` answers ``text`` from now on."""
+        with self._lock:
+            self._consoles[instance_id] = text
+
     def reset(self) -> None:
         """Back to a faultless proxy with empty statistics and memory."""
         with self._lock:
@@ -180,8 +202,10 @@ class FaultProxy:
             self._tokens.clear()
             self._token_locks.clear()
             self._launched.clear()
+            self._recipe_cost.clear()
             self._queries.clear()
             self._images_made.clear()
+            self._consoles.clear()
 
     def count(self, key: str) -> int:
         with self._lock:
@@ -252,11 +276,16 @@ class FaultProxy:
         with self._lock:
             return self._token_locks.setdefault(token, threading.Lock())
 
-    def _remember_launch(self, body: bytes) -> None:
+    def _remember_launch(self, body: bytes, params: list[tuple[str, str]]) -> None:
         now = time.monotonic()
+        marker, cost = self.faults.recipe_marker, self.faults.recipe_delay
+        user_data = dict(params).get("UserData", "")
+        runs_recipe = bool(marker and cost > 0 and user_data and marker in _b64(user_data))
         with self._lock:
             for match in _INSTANCE_ID.finditer(body):
                 self._launched.setdefault(match.group(1).decode(), now)
+                if runs_recipe:
+                    self._recipe_cost.setdefault(match.group(1).decode(), cost)
 
     def _age(self, instance_id: str) -> float | None:
         with self._lock:
@@ -265,7 +294,9 @@ class FaultProxy:
 
     def _rewrite_describe(self, body: bytes, requested_ids: list[str]) -> tuple[int, bytes]:
         lag, pending = self.faults.describe_lag, self.faults.pending_delay
-        if lag <= 0 and pending <= 0:
+        with self._lock:
+            costs = dict(self._recipe_cost)
+        if lag <= 0 and pending <= 0 and not costs:
             return 200, body
         ET.register_namespace("", _EC2_NS)
         # The body comes from the emulator this proxy fronts on loopback, not from strangers.
@@ -283,7 +314,7 @@ class FaultProxy:
                         continue
                     if age < lag:
                         hidden.add(instance_id)
-                    elif age < lag + pending:
+                    elif age < lag + pending + costs.get(instance_id, 0.0):
                         state = item.find("e:instanceState", ns)
                         if state is not None and state.findtext("e:name", namespaces=ns) == "running":
                             code = state.find("e:code", ns)
@@ -296,6 +327,20 @@ class FaultProxy:
             missing = ", ".join(requested_ids)
             return 400, _ec2_error("InvalidInstanceID.NotFound", f"The instance ID '{missing}' does not exist")
         return 200, ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+    def _rewrite_console(self, body: bytes, instance_id: str | None) -> bytes:
+        with self._lock:
+            text = self._consoles.get(instance_id or "")
+        if text is None:
+            return body
+        ET.register_namespace("", _EC2_NS)
+        root = ET.fromstring(body)  # noqa: S314 - from the emulator this proxy fronts on loopback
+        output = root.find(f"{{{_EC2_NS}}}output")
+        if output is None:
+            output = ET.SubElement(root, f"{{{_EC2_NS}}}output")
+        output.text = base64.b64encode(text.encode()).decode()
+        rewritten: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+        return rewritten
 
     # -- images: pending for a while, as EC2's are ------------------------------------------
     def _remember_image(self, body: bytes) -> None:
@@ -459,7 +504,7 @@ class _Handler(BaseHTTPRequestHandler):
         status, headers, data = self._forward(body)
         if status == 200:
             proxy._bump("launches")
-            proxy._remember_launch(data)
+            proxy._remember_launch(data, params)
             with proxy._lock:
                 proxy._tokens[token] = (fingerprint, status, data)
         self._deliver(status, headers, data, one_shot)
@@ -469,7 +514,7 @@ class _Handler(BaseHTTPRequestHandler):
         status, headers, data = self._forward(body)
         if action == "RunInstances" and status == 200:
             proxy._bump("launches")
-            proxy._remember_launch(data)
+            proxy._remember_launch(data, params)
         if action == "DescribeInstances" and status == 200:
             ids = [v for k, v in params if k.startswith("InstanceId.")]
             status, data = proxy._rewrite_describe(data, ids)
@@ -478,6 +523,8 @@ class _Handler(BaseHTTPRequestHandler):
             proxy._remember_image(data)
         if action == "DescribeImages" and status == 200:
             data = proxy._rewrite_describe_images(data)
+        if action == "GetConsoleOutput" and status == 200:
+            data = proxy._rewrite_console(data, dict(params).get("InstanceId"))
         self._deliver(status, headers, data, one_shot)
 
     def _deliver(self, status: int, headers: list[tuple[str, str]], data: bytes, one_shot: _OneShot) -> None:

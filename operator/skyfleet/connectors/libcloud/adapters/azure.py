@@ -81,6 +81,7 @@ class AzureARMAdapter(ProviderAdapter):
         release=True,
         max_user_data_bytes=49149,  # Azure customData: 65,535 characters of base64
         root_disk_sizing=True,
+        subnet=True,  # the NIC's subnet id, else the credential's subnet_id
     )
     parameters = (
         "resource_group",
@@ -203,7 +204,7 @@ class AzureARMAdapter(ProviderAdapter):
 
     def create(self, driver: Driver, req: CreateRequest) -> CloudNode:
         params = self.config.parameters
-        subnet = params.get("subnet_id")
+        subnet = req.subnet or params.get("subnet_id")
         if not subnet:
             raise InvalidRequest("Azure credentials need parameter 'subnet_id' to create VMs", provider=self.provider)
         location = req.region or self.config.region

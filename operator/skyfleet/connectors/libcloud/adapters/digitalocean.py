@@ -66,6 +66,7 @@ class DigitalOceanAdapter(ProviderAdapter):
         tag_filtering=True,
         release=True,
         max_user_data_bytes=65536,  # DigitalOcean: 64 KiB
+        subnet=True,  # vpc_uuid: a droplet's network is its VPC
     )
 
     def driver_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -134,6 +135,7 @@ class DigitalOceanAdapter(ProviderAdapter):
             "region": req.zone or req.region or self.config.region,
             "user_data": req.user_data,
             "tags": self.tag_strings(req.tags),
+            **({"vpc_uuid": req.subnet} if req.subnet else {}),
         }
         body = driver.connection.request("/v2/droplets", data=json.dumps(payload), method="POST").object
         return self.droplet(driver, body["droplet"])

@@ -31,7 +31,13 @@ from typing import Any
 from libcloud.common.exceptions import BaseHTTPError
 from libcloud.common.types import InvalidCredsError
 from libcloud.compute.base import Node, NodeSize
-from libcloud.compute.drivers.ec2 import NAMESPACE, EC2NodeLocation, ExEC2AvailabilityZone, IdempotentParamError
+from libcloud.compute.drivers.ec2 import (
+    NAMESPACE,
+    EC2NetworkSubnet,
+    EC2NodeLocation,
+    ExEC2AvailabilityZone,
+    IdempotentParamError,
+)
 from libcloud.compute.types import Provider
 
 from skyfleet.connectors.base import (
@@ -103,6 +109,7 @@ class EC2Adapter(ProviderAdapter):
         release=True,
         max_user_data_bytes=16384,  # EC2: 16 KB before base64
         root_disk_sizing=True,
+        subnet=True,  # RunInstances SubnetId
     )
     parameters = ("architecture", "image_owner", "describe_page_size")
 
@@ -246,6 +253,7 @@ class EC2Adapter(ProviderAdapter):
             ex_metadata=self.encode_tags(req.tags),
             ex_clienttoken=client_token(token) if token else None,
             ex_blockdevicemappings=self.root_volume(driver, req),
+            ex_subnet=EC2NetworkSubnet(req.subnet, req.subnet, "available") if req.subnet else None,  # type: ignore[no-untyped-call]
         )
         return self.to_cloud_node(node)
 

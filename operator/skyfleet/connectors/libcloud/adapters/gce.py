@@ -110,6 +110,7 @@ class GCEAdapter(ProviderAdapter):
         release=True,
         max_user_data_bytes=262144,  # GCE: 256 KB per metadata value
         root_disk_sizing=True,
+        subnet=True,  # networkInterfaces[].subnetwork
     )
     parameters = ("project", "zone", "network")
     name_letter_first = True
@@ -242,6 +243,8 @@ class GCEAdapter(ProviderAdapter):
         }
         if req.user_data:
             body["metadata"] = {"items": [{"key": "user-data", "value": req.user_data}]}
+        if req.subnet:
+            body["networkInterfaces"][0]["subnetwork"] = req.subnet
         params = {}
         token = req.effective_token
         if token:

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from libcloud.compute.base import Node, NodeImage, NodeSize
+from libcloud.compute.drivers.openstack import OpenStackNetwork
 from libcloud.compute.types import Provider
 
 from skyfleet.connectors.base import (
@@ -53,6 +54,7 @@ class OpenStackAdapter(ProviderAdapter):
         release=True,
         max_user_data_bytes=49149,  # Nova user_data: 65,535 characters of base64
         root_disk_sizing=True,
+        subnet=True,  # networks[].uuid
     )
     parameters = ("project", "domain", "auth_version", "compute_url", "page_size")
     url_parameters = ("compute_url",)
@@ -120,6 +122,8 @@ class OpenStackAdapter(ProviderAdapter):
             # Booting from a volume, the image is the volume's source; Nova wants no imageRef then.
             kwargs["ex_blockdevicemappings"] = volume
             image = None
+        if req.subnet:  # Nova boots into networks: the id is the network's
+            kwargs["networks"] = [OpenStackNetwork(req.subnet, None, None, driver)]  # type: ignore[no-untyped-call]
         node = driver.create_node(
             name=self.cloud_name(req), size=self.size_stub(driver, req.size_id), image=image, **kwargs
         )
