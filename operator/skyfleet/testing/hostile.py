@@ -136,7 +136,7 @@ def credential_base(draw: st.DrawFn, ctx: Context) -> dict[str, Any]:
     if draw(st.booleans()):
         spec["verifyIntervalSeconds"] = draw(st.sampled_from([60, 300, 900]))
     if draw(st.booleans()):
-        spec["orphans"] = {"delete": draw(st.booleans()), "gracePeriodSeconds": draw(st.integers(0, 600))}
+        spec["orphans"] = {"delete": draw(st.booleans()), "gracePeriodSeconds": draw(st.integers(30, 600))}
     if draw(st.booleans()):
         spec["parameters"] = {"vpc": draw(st.sampled_from(["vpc-1", "default"]))}
     return {"kind": "CloudCredential", "spec": spec}
