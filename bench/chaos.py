@@ -4,7 +4,8 @@ One local control plane, the fastec2 emulator in its own process (``--no-dedup``
 no idempotency token), and a fault proxy in front of it that lags listings (``--lag`` s: new VMs
 stay out of DescribeInstances), loses answers (``--drop``: forwarded, answer lost), fails calls
 (``--fail``: 503) and throttles RunInstances (burst 5, 2/s, as EC2). ``skyfleet run`` starts,
-runs a random 0.5-``--max-life`` s, and is SIGKILLed; between runs the user scales the web tier,
+runs a random 0-``--max-life`` s after it has logged its start (plus the user's action), and is
+SIGKILLed; between runs the user scales the web tier,
 changes its size, pauses and unpauses, or deletes the shop and applies it again. All choices come
 from ``--seed``.
 
@@ -132,6 +133,16 @@ class Chaos:
                 preexec_fn=die_with_parent(),  # noqa: PLW1509 - only prctl and getppid run between fork and exec
             )
 
+    def wait_started(self, starts_before: int, timeout: float = 60.0) -> None:
+        """Until this operator has logged its start: kills then land in its work, not its imports."""
+        deadline = time.monotonic() + timeout
+        while self.starts() <= starts_before and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def starts(self) -> int:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return text.count("skyfleet operator starting")
+
     def kill(self) -> None:
         if self.operator is not None and self.operator.poll() is None:
             self.operator.send_signal(signal.SIGKILL)
@@ -222,8 +233,10 @@ def main() -> None:  # noqa: PLR0912, PLR0915 - one scripted run, top to bottom
             proxy.faults.error_rate = args.fail
             started = time.monotonic()
             for kill in range(1, args.kills + 1):
+                starts = chaos.starts()
                 chaos.start()
-                time.sleep(rng.uniform(0.5, args.max_life))
+                chaos.wait_started(starts)
+                time.sleep(rng.uniform(0.0, args.max_life))
                 action = rng.choice(["scale", "scale", "size", "pause", "recreate", "none"])
                 if action == "scale":
                     web = rng.randint(0, 4)
