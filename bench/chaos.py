@@ -90,8 +90,20 @@ class Chaos:
         proc = self.plane.kubectl("-n", NAMESPACE, *args, input=input, check=check, timeout=180)
         return proc.stdout
 
-    def apply(self, *docs: dict[str, Any]) -> None:
-        self.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(docs)}))
+    def apply(self, *docs: dict[str, Any], tries: int = 5) -> bool:
+        """kubectl apply as a user retries it: an object vanishing mid-apply (its deletion just
+        finished) fails one attempt, not the run."""
+        body = json.dumps({"apiVersion": "v1", "kind": "List", "items": list(docs)})
+        for _ in range(tries):
+            if self.plane.kubectl("-n", NAMESPACE, "apply", "-f", "-", input=body, check=False).returncode == 0:
+                return True
+            time.sleep(1.0)
+        return False
+
+    def shop_live(self) -> bool:
+        """The shop exists and is not being deleted."""
+        out = self.kubectl("get", "deployments.skyfleet.io", "shop", "-o", "json", "--ignore-not-found")
+        return bool(out.strip()) and not json.loads(out)["metadata"].get("deletionTimestamp")
 
     def start(self) -> None:
         cmd = [
@@ -262,9 +274,11 @@ def main() -> None:  # noqa: PLR0912, PLR0915 - one scripted run, top to bottom
             chaos_seconds = time.monotonic() - started
             # The end: one operator keeps running; the user's last wish, unpaused, must be reached.
             paused = False
-            chaos.apply(shop(web, size, paused))
             chaos.start()
             t0 = time.monotonic()
+            # A re-creation the last kill interrupted must finish before the last wish is applied.
+            while not (chaos.apply(shop(web, size, paused)) and chaos.shop_live()):
+                time.sleep(1.0)
             converged = False
             while time.monotonic() - t0 < args.converge:
                 insts = chaos.instances()
