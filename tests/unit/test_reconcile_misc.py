@@ -228,6 +228,31 @@ def test_observed_status_addresses_prefer_public() -> None:
     assert private_only.address == "10.1.1.1"
 
 
+def test_cloud_values_that_do_not_fit_the_status_schema_are_left_out_not_written() -> None:
+    """Found by bench/hostile.py: an image id of 253 characters came back from the cloud as 506
+    (mis-decoded UTF-8); written as is, the API server refused the whole status, provider id
+    included, and the create handler failed with a traceback on every retry."""
+    huge = node(
+        NodeState.RUNNING,
+        image_id="\u00c3\u00a9" * 253,
+        size_id="t" * 64,
+        public_ips=("x" * 65, "203.0.113.9"),
+        private_ips=tuple(f"10.0.0.{i}" for i in range(20)),
+    )
+    s = observed_status(None, huge, provider="ec2", now=T0)
+    # What the API server will accept, checked by the same model the CRD schema comes from.
+    InstanceStatus.model_validate(s.to_api())
+    assert (s.provider_id, s.phase, s.image_id, s.instance_type) == ("i-1", "Running", None, None)
+    assert s.address == "203.0.113.9"
+    assert s.addresses is not None
+    assert s.addresses.private is not None
+    assert len(s.addresses.private) == 16
+    # A value recorded before (the image id the Instance asked for) is kept.
+    before = InstanceStatus(image_id="ami-1", instance_type="t3.micro")
+    kept = observed_status(before, huge, provider="ec2", now=T0)
+    assert (kept.image_id, kept.instance_type) == ("ami-1", "t3.micro")
+
+
 def test_vanished_vm_is_lost_and_a_repeat_observation_is_identical() -> None:
     running = observed_status(None, node(NodeState.RUNNING), provider="ec2", now=T0)
     lost = observed_status(running, None, provider="ec2", now=T0 + timedelta(minutes=1))

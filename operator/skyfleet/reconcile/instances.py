@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from skyfleet.api.common import MEDIUM, SHORT
 from skyfleet.api.instance import Addresses, InstanceStatus
 from skyfleet.contract import CloudNode, NodeState, errors
 from skyfleet.reconcile.conditions import set_condition
@@ -45,11 +46,14 @@ def observed_status(
         phase, ready, reason, message = _PHASES[node.state]
         status.provider_id = node.provider_id
         status.provider = provider
-        public, private = list(node.public_ips), list(node.private_ips)
+        # What the cloud reports is written only where it fits the status schema: one value over
+        # a limit would make the API server refuse the whole status, provider id included.
+        public = [a for a in node.public_ips if _fits(a, _ADDRESS)][:_ADDRESSES]
+        private = [a for a in node.private_ips if _fits(a, _ADDRESS)][:_ADDRESSES]
         status.addresses = Addresses(public=public or None, private=private or None)
         status.address = (public or private)[0] if public or private else None
-        status.instance_type = node.size_id or status.instance_type
-        status.image_id = node.image_id or status.image_id
+        status.instance_type = _fitting(node.size_id, SHORT) or status.instance_type
+        status.image_id = _fitting(node.image_id, MEDIUM) or status.image_id
     status.phase = phase
     status.observed_generation = generation
     status.message = None if ready else message
@@ -57,6 +61,17 @@ def observed_status(
         status.conditions, "Ready", ready, reason, message, now=now, generation=generation
     )
     return status
+
+
+_ADDRESS, _ADDRESSES = 64, 16  # as Addresses' schema
+
+
+def _fits(value: str, limit: int) -> bool:
+    return len(value) <= limit
+
+
+def _fitting(value: str | None, limit: int) -> str | None:
+    return value if value is not None and _fits(value, limit) else None
 
 
 def lost_for_good(first_missed: float, now: float, grace: float) -> bool:
