@@ -13,7 +13,8 @@ Deployment, and classifies it:
   CamelCase reason (True when the mutations happened to leave it valid), and it deletes cleanly;
 * ``removed``: admitted, then deleted by the operator itself (an Instance that names a Deployment
   which does not want it is scaled away, with an event on that Deployment);
-* ``unhandled``: admitted ScalingPolicies when no ScalingPolicy controller runs (reported apart);
+* ``unhandled``: admitted objects of a kind the runner is told no controller serves (`controllers`);
+  every kind has one now, so this stays empty unless a run leaves one out on purpose;
 * a defect otherwise: refused without naming the field, no Ready condition in time, stuck in
   deletion, or, for the whole run, a traceback in the operator's log, the operator exiting, the
   healthy Deployment losing Ready or its VM.
@@ -557,7 +558,7 @@ class Runner:
     operator_alive: Callable[[], bool]
     healthy: str = "shop"  # a Ready Deployment that must stay Ready, its VM unchanged
     report_timeout: float = 90.0
-    controllers: frozenset[str] = frozenset({"CloudCredential", "Image", "Deployment", "Instance"})
+    controllers: frozenset[str] = frozenset({"CloudCredential", "Image", "Deployment", "Instance", "ScalingPolicy"})
 
     def kube(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
