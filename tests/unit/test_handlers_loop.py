@@ -12,14 +12,16 @@ import itertools
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from skyfleet.api.deployment import DeploymentStatus
+from skyfleet.api.deployment import Deployment, DeploymentStatus
 from skyfleet.api.instance import InstanceStatus
 from skyfleet.handlers.clouds import Clouds
 from skyfleet.handlers.context import Context
+from skyfleet.handlers.deployments import wake_on_credential
 from skyfleet.handlers.kube import Conflict
 from skyfleet.handlers.loop import CONFLICT_DELAY, LoopSpec, run_loop
 from skyfleet.handlers.status import write_status
@@ -183,3 +185,61 @@ async def test_quiet_errors_only_skip_a_pass_and_a_wakeup_cuts_the_wait_short() 
     assert kube.events == []
     errors = ctx.metrics.registry.get_sample_value("skyfleet_reconcile_errors_total", {"controller": "observe"})
     assert errors in (None, 0.0)
+
+
+def _dep(name: str, credential: str) -> Deployment:
+    return Deployment.model_validate(
+        {
+            "metadata": {"name": name, "namespace": "team", "uid": f"u-{name}", "generation": 1},
+            "spec": {
+                "nodeGroups": [
+                    {
+                        "name": "web",
+                        "imageRef": "ubuntu",
+                        "size": {"cpu": 1, "memoryMiB": 1024},
+                        "placement": {"targets": [{"credential": credential}]},
+                    }
+                ]
+            },
+        }
+    )
+
+
+def _credential(ready: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": "skyfleet.io/v1alpha1",
+        "kind": "CloudCredential",
+        "metadata": {"name": "spare", "namespace": "team", "uid": "u-c", "generation": 1},
+        "spec": {"provider": "ec2", "region": "us-east-1", "secretRef": {"name": "keys"}},
+    }
+    if ready is not None:
+        condition = {
+            "type": "Ready",
+            "status": ready,
+            "reason": "Verified",
+            "lastTransitionTime": "2026-01-01T00:00:00Z",
+        }
+        body["status"] = {"conditions": [condition]}
+    return body
+
+
+async def test_a_credential_turning_ready_wakes_the_deployments_placing_on_it_and_only_those() -> None:
+    # A Deployment waiting for its credential must not wait for the resync period (a minute by
+    # default) once the credential is verified; Deployments on other credentials stay asleep.
+    ctx, _ = context()
+    index = {"team": [_dep("shop", "spare"), _dep("blog", "other")]}
+    shop, blog = ctx.wakeup("deployment", "team", "shop"), ctx.wakeup("deployment", "team", "blog")
+
+    async def event(body: dict[str, Any]) -> tuple[bool, bool]:
+        shop.clear()
+        blog.clear()
+        await wake_on_credential(
+            namespace="team", name="spare", body=body, memo=SimpleNamespace(ctx=ctx), deployments=index
+        )
+        return shop.is_set(), blog.is_set()
+
+    assert await event(_credential(None)) == (True, False)  # a new credential: plan with it
+    assert await event(_credential(None)) == (False, False)  # nothing placement reads changed
+    assert await event(_credential("True")) == (True, False)  # verified: place now
+    assert await event(_credential("True")) == (False, False)
+    assert await event(_credential("False")) == (True, False)  # refused: fall back now

@@ -1,8 +1,9 @@
 """Deployment: turn the plan into Instance objects and a status, in a loop per Deployment.
 
-The loop wakes on the Deployment's own changes, on any event of its Instances (in-process, no
-API writes) and otherwise every resync period. It reads kopf's in-memory indexes, so an idle
-Deployment costs no API calls at all; and it writes status only when status changes.
+The loop wakes on the Deployment's own changes, on any event of its Instances, on a change of
+what placement reads of a credential it places on (all in-process, no API writes) and otherwise
+every resync period. It reads kopf's in-memory indexes, so an idle Deployment costs no API calls
+at all; and it writes status only when status changes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from skyfleet.api.common import API_VERSION
 from skyfleet.api.deployment import Deployment, DeploymentStatus
 from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of
 from skyfleet.handlers.context import now as utcnow
+from skyfleet.handlers.indexes import credential_view
 from skyfleet.handlers.kube import Refused
 from skyfleet.handlers.loop import LoopSpec, run_loop
 from skyfleet.handlers.status import write_status
@@ -81,6 +83,25 @@ async def wake_on_change(*, namespace: str | None, name: str, memo: Any, **_: An
     ctx = ctx_of(memo)
     ctx.metrics.watch_event("deployments")
     ctx.wake("deployment", namespace or "", name)
+
+
+@kopf.on.event(GROUP, VERSION, "cloudcredentials")
+async def wake_on_credential(*, namespace: str | None, name: str, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+    """A credential turning Ready (or not, or changing its limit) changes where Deployments
+    may place: the ones placing on it plan now, not at the next resync."""
+    ctx = ctx_of(memo)
+    ns = namespace or ""
+    view = credential_view(name, body)
+    if not ctx.announce_once("credential-view", ns, name, repr(view)):
+        return
+    deployments: kopf.Index[Any, Any] = kwargs["deployments"]
+    for dep in deployments.get(ns, []):
+        if uses_credential(dep, name):
+            ctx.wake("deployment", ns, dep.metadata.name)
+
+
+def uses_credential(dep: Deployment, credential: str) -> bool:
+    return any(t.credential == credential for g in dep.spec.node_groups for t in g.placement.targets)
 
 
 def _first(index: kopf.Index[Any, Any], key: Any) -> Any:

@@ -5,6 +5,7 @@ Values are compact views, not bodies, so memory grows with what decisions need.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -76,18 +77,21 @@ def instance_uids(*, namespace: str | None, uid: str, **_: Any) -> dict[str, str
 def credentials(
     *, namespace: str | None, name: str, body: kopf.Body, **_: Any
 ) -> dict[tuple[str, str], CredentialView]:
+    return {(namespace or "", name): credential_view(name, body)}
+
+
+def credential_view(name: str, body: Mapping[str, Any]) -> CredentialView:
+    """What placement reads of a credential (also what wakes Deployments when it changes)."""
     cred = CloudCredential.model_validate(dict(body))
     ready = find_condition(cred.status.conditions if cred.status else [], "Ready")
-    return {
-        (namespace or "", name): CredentialView(
-            name=name,
-            provider=cred.spec.provider,
-            region=cred.spec.region,
-            ready=ready is not None and ready.status == ConditionStatus.TRUE,
-            max_instances=cred.spec.limits.max_instances if cred.spec.limits else None,
-            pending=ready is None or ready.status == ConditionStatus.UNKNOWN,
-        )
-    }
+    return CredentialView(
+        name=name,
+        provider=cred.spec.provider,
+        region=cred.spec.region,
+        ready=ready is not None and ready.status == ConditionStatus.TRUE,
+        max_instances=cred.spec.limits.max_instances if cred.spec.limits else None,
+        pending=ready is None or ready.status == ConditionStatus.UNKNOWN,
+    )
 
 
 @kopf.index(GROUP, VERSION, "images")
