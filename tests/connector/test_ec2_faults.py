@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import Any
 
@@ -23,8 +24,9 @@ from skyfleet.connectors import (
     Transient,
 )
 from skyfleet.connectors.libcloud.resilience import CircuitBreaker, RetryPolicy
+from skyfleet.testing.fastec2 import FastEC2
 from skyfleet.testing.faultproxy import FaultProxy
-from tests.connector.conftest import AMI, CLUSTER, ConnectorFactory, instances_tagged, owner
+from tests.connector.conftest import AMI, CLUSTER, ConnectorFactory, Emulator, instances_tagged, owner
 
 pytestmark = pytest.mark.connector
 
@@ -70,6 +72,28 @@ async def test_lost_create_response_is_adopted_by_tag_lookup_without_token_dedup
 
     assert proxy.count("launches") == 1
     assert [i["InstanceId"] for i in instances_tagged(boto_ec2, OwnerTags.INSTANCE_UID, "lost-2")] == [node.provider_id]
+
+
+async def test_lost_create_answer_without_token_waits_out_the_listing_lag(
+    proxy: FaultProxy, make_connector: ConnectorFactory, boto_ec2: Any, emulator: Emulator
+) -> None:
+    # A cloud without idempotency tokens whose listings lag launches by 2 s: the retry after a
+    # lost answer must not launch again just because the lookup does not show the VM yet.
+    proxy.faults.dedup_client_token = False
+    if isinstance(emulator, FastEC2):
+        emulator.configure(client_token_dedup=False)
+    proxy.faults.describe_lag = 2.0
+    proxy.drop_next_response("RunInstances")
+    connector = make_connector(proxy.endpoint)
+    # EC2 through this emulator stands in for a provider that declares no idempotency token.
+    connector.adapter.capabilities = dataclasses.replace(connector.adapter.capabilities, idempotency_token=False)
+
+    node = await connector.create(request("lost-lag", settle=6.0))
+
+    assert proxy.count("dropped") == 1
+    assert [i["InstanceId"] for i in instances_tagged(boto_ec2, OwnerTags.INSTANCE_UID, "lost-lag")] == [
+        node.provider_id
+    ]
 
 
 async def test_release_whose_answer_is_lost_is_not_reported_as_a_mismatch(
