@@ -96,6 +96,29 @@ async def test_lost_create_answer_without_token_waits_out_the_listing_lag(
     ]
 
 
+async def test_restart_while_creating_without_token_adopts_the_vm_the_listing_does_not_show_yet(
+    proxy: FaultProxy, make_connector: ConnectorFactory, boto_ec2: Any, emulator: Emulator
+) -> None:
+    # An operator's create went out and it died before recording the VM; the next operator finds
+    # the Instance in Creating (unknown_since) while the listing still hides the VM.
+    proxy.faults.dedup_client_token = False
+    if isinstance(emulator, FastEC2):
+        emulator.configure(client_token_dedup=False)
+    proxy.faults.describe_lag = 2.0
+    killed, restarted = make_connector(proxy.endpoint), make_connector(proxy.endpoint)
+    for connector in (killed, restarted):
+        # EC2 through this emulator stands in for a provider that declares no idempotency token.
+        connector.adapter.capabilities = dataclasses.replace(connector.adapter.capabilities, idempotency_token=False)
+    launched = await killed.create(request("restart-1"))
+
+    node = await restarted.create(request("restart-1", unknown_since=time.time(), settle=6.0))
+
+    assert node.provider_id == launched.provider_id
+    assert [i["InstanceId"] for i in instances_tagged(boto_ec2, OwnerTags.INSTANCE_UID, "restart-1")] == [
+        launched.provider_id
+    ]
+
+
 async def test_release_whose_answer_is_lost_is_not_reported_as_a_mismatch(
     proxy: FaultProxy, make_connector: ConnectorFactory, boto_ec2: Any
 ) -> None:
