@@ -191,6 +191,12 @@ def main() -> None:  # noqa: PLR0912, PLR0915 - one scripted run, top to bottom
     parser.add_argument("--kills", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-dedup", action="store_true", help="a cloud without ClientToken deduplication")
+    parser.add_argument(
+        "--undeclared",
+        dest="declare",
+        action="store_false",
+        help="with --no-dedup: the credential does not say clientToken false (as before that parameter existed)",
+    )
     parser.add_argument("--lag", type=float, default=2.0, help="seconds new VMs stay out of listings")
     parser.add_argument("--drop", type=float, default=0.02, help="share of answers lost after forwarding")
     parser.add_argument("--fail", type=float, default=0.03, help="share of calls failed with 503")
@@ -228,6 +234,8 @@ def main() -> None:  # noqa: PLR0912, PLR0915 - one scripted run, top to bottom
                         "region": REGION,
                         "secretRef": {"name": "cloud-keys"},
                         "endpoint": {"url": proxy.endpoint},
+                        # A cloud without deduplication says so, as a user of such a cloud would.
+                        **({} if dedup or not args.declare else {"parameters": {"clientToken": "false"}}),
                     },
                 },
                 {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from typing import Any
 
@@ -84,9 +83,7 @@ async def test_lost_create_answer_without_token_waits_out_the_listing_lag(
         emulator.configure(client_token_dedup=False)
     proxy.faults.describe_lag = 2.0
     proxy.drop_next_response("RunInstances")
-    connector = make_connector(proxy.endpoint)
-    # EC2 through this emulator stands in for a provider that declares no idempotency token.
-    connector.adapter.capabilities = dataclasses.replace(connector.adapter.capabilities, idempotency_token=False)
+    connector = make_connector(proxy.endpoint, parameters={"clientToken": "false"})
 
     node = await connector.create(request("lost-lag", settle=6.0))
 
@@ -105,10 +102,7 @@ async def test_restart_while_creating_without_token_adopts_the_vm_the_listing_do
     if isinstance(emulator, FastEC2):
         emulator.configure(client_token_dedup=False)
     proxy.faults.describe_lag = 2.0
-    killed, restarted = make_connector(proxy.endpoint), make_connector(proxy.endpoint)
-    for connector in (killed, restarted):
-        # EC2 through this emulator stands in for a provider that declares no idempotency token.
-        connector.adapter.capabilities = dataclasses.replace(connector.adapter.capabilities, idempotency_token=False)
+    killed, restarted = (make_connector(proxy.endpoint, parameters={"clientToken": "false"}) for _ in range(2))
     launched = await killed.create(request("restart-1"))
 
     node = await restarted.create(request("restart-1", unknown_since=time.time(), settle=6.0))
@@ -117,6 +111,13 @@ async def test_restart_while_creating_without_token_adopts_the_vm_the_listing_do
     assert [i["InstanceId"] for i in instances_tagged(boto_ec2, OwnerTags.INSTANCE_UID, "restart-1")] == [
         launched.provider_id
     ]
+
+
+async def test_client_token_parameter_is_true_or_false(proxy: FaultProxy, make_connector: ConnectorFactory) -> None:
+    assert make_connector(proxy.endpoint).capabilities.idempotency_token
+    assert not make_connector(proxy.endpoint, parameters={"clientToken": "false"}).capabilities.idempotency_token
+    with pytest.raises(InvalidRequest, match="client_token must be true or false"):
+        make_connector(proxy.endpoint, parameters={"clientToken": "sometimes"})
 
 
 async def test_release_whose_answer_is_lost_is_not_reported_as_a_mismatch(
