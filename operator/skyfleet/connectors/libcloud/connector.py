@@ -376,8 +376,9 @@ class LibcloudConnector(Connector):
             except (Throttled, CircuitOpen):
                 raise  # refused before any launch
             except ConnectorError:
-                # The request may have reached the cloud: a VM may exist that no listing shows yet.
-                unknown_since = sent if unknown_since is None else unknown_since
+                # The request may have reached the cloud: a VM may exist that no listing shows yet,
+                # for a listing lag counted from this send, the latest.
+                unknown_since = sent
                 raise
 
         return await self._retrying("create", attempt)
