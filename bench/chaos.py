@@ -1,7 +1,8 @@
 """Benchmark: SIGKILL the operator at random moments while a user keeps changing the shop.
 
 One local control plane, the fastec2 emulator in its own process (``--no-dedup``: a cloud with
-no idempotency token), and a fault proxy in front of it that lags listings (``--lag`` s: new VMs
+no idempotency token, which the credential declares with ``clientToken: "false"`` unless
+``--undeclared``), and a fault proxy in front of it that lags listings (``--lag`` s: new VMs
 stay out of DescribeInstances), loses answers (``--drop``: forwarded, answer lost), fails calls
 (``--fail``: 503) and throttles RunInstances (burst 5, 2/s, as EC2). ``skyfleet run`` starts,
 runs a random 0-``--max-life`` s after it has logged its start (plus the user's action), and is
@@ -14,7 +15,7 @@ Checked against the emulator directly (not through the proxy) after every kill: 
 the shop converges (Ready, the desired count per group), one live VM per Instance, no live VM
 of ours without an Instance; after the shop is deleted, no live VM is left.
 
-Run:  .venv/bin/python bench/chaos.py [--kills 100] [--seed 1] [--no-dedup]
+Run:  .venv/bin/python bench/chaos.py [--kills 100] [--seed 1] [--no-dedup [--undeclared]]
 """
 
 from __future__ import annotations
@@ -191,6 +192,12 @@ def main() -> None:  # noqa: PLR0912, PLR0915 - one scripted run, top to bottom
     parser.add_argument("--kills", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-dedup", action="store_true", help="a cloud without ClientToken deduplication")
+    parser.add_argument(
+        "--undeclared",
+        dest="declare",
+        action="store_false",
+        help="with --no-dedup: the credential does not say clientToken false (as before that parameter existed)",
+    )
     parser.add_argument("--lag", type=float, default=2.0, help="seconds new VMs stay out of listings")
     parser.add_argument("--drop", type=float, default=0.02, help="share of answers lost after forwarding")
     parser.add_argument("--fail", type=float, default=0.03, help="share of calls failed with 503")
@@ -228,6 +235,8 @@ def main() -> None:  # noqa: PLR0912, PLR0915 - one scripted run, top to bottom
                         "region": REGION,
                         "secretRef": {"name": "cloud-keys"},
                         "endpoint": {"url": proxy.endpoint},
+                        # A cloud without deduplication says so, as a user of such a cloud would.
+                        **({} if dedup or not args.declare else {"parameters": {"clientToken": "false"}}),
                     },
                 },
                 {
@@ -323,6 +332,7 @@ def main() -> None:  # noqa: PLR0912, PLR0915 - one scripted run, top to bottom
                     {
                         "seed": args.seed,
                         "dedup": dedup,
+                        "client_token_false_declared": not dedup and args.declare,
                         "kills": args.kills,
                         "chaos_seconds": round(chaos_seconds),
                         "actions": dict(chaos.actions),

@@ -88,6 +88,13 @@ class Settings(BaseSettings):
         description="Seconds a VM must be missing from every listing before it is treated as lost, and a "
         "deletion waits for a VM the cloud does not list yet (cloud listings are eventually consistent).",
     )
+    create_settle: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds owner-tag lookups must keep missing a VM whose create had an unknown outcome (answer "
+        "lost, or a restart while Creating) before another create goes out, on clouds without idempotency tokens "
+        "(listings lag launches).",
+    )
     orphan_grace: float = Field(
         default=300.0,
         gt=0,

@@ -23,8 +23,9 @@ from skyfleet.connectors import (
     Transient,
 )
 from skyfleet.connectors.libcloud.resilience import CircuitBreaker, RetryPolicy
+from skyfleet.testing.fastec2 import FastEC2
 from skyfleet.testing.faultproxy import FaultProxy
-from tests.connector.conftest import AMI, CLUSTER, ConnectorFactory, instances_tagged, owner
+from tests.connector.conftest import AMI, CLUSTER, ConnectorFactory, Emulator, instances_tagged, owner
 
 pytestmark = pytest.mark.connector
 
@@ -70,6 +71,53 @@ async def test_lost_create_response_is_adopted_by_tag_lookup_without_token_dedup
 
     assert proxy.count("launches") == 1
     assert [i["InstanceId"] for i in instances_tagged(boto_ec2, OwnerTags.INSTANCE_UID, "lost-2")] == [node.provider_id]
+
+
+async def test_lost_create_answer_without_token_waits_out_the_listing_lag(
+    proxy: FaultProxy, make_connector: ConnectorFactory, boto_ec2: Any, emulator: Emulator
+) -> None:
+    # A cloud without idempotency tokens whose listings lag launches by 2 s: the retry after a
+    # lost answer must not launch again just because the lookup does not show the VM yet.
+    proxy.faults.dedup_client_token = False
+    if isinstance(emulator, FastEC2):
+        emulator.configure(client_token_dedup=False)
+    proxy.faults.describe_lag = 2.0
+    proxy.drop_next_response("RunInstances")
+    connector = make_connector(proxy.endpoint, parameters={"clientToken": "false"})
+
+    node = await connector.create(request("lost-lag", settle=6.0))
+
+    assert proxy.count("dropped") == 1
+    assert [i["InstanceId"] for i in instances_tagged(boto_ec2, OwnerTags.INSTANCE_UID, "lost-lag")] == [
+        node.provider_id
+    ]
+
+
+async def test_restart_while_creating_without_token_adopts_the_vm_the_listing_does_not_show_yet(
+    proxy: FaultProxy, make_connector: ConnectorFactory, boto_ec2: Any, emulator: Emulator
+) -> None:
+    # An operator's create went out and it died before recording the VM; the next operator finds
+    # the Instance in Creating (unknown_since) while the listing still hides the VM.
+    proxy.faults.dedup_client_token = False
+    if isinstance(emulator, FastEC2):
+        emulator.configure(client_token_dedup=False)
+    proxy.faults.describe_lag = 2.0
+    killed, restarted = (make_connector(proxy.endpoint, parameters={"clientToken": "false"}) for _ in range(2))
+    launched = await killed.create(request("restart-1"))
+
+    node = await restarted.create(request("restart-1", unknown_since=time.time(), settle=6.0))
+
+    assert node.provider_id == launched.provider_id
+    assert [i["InstanceId"] for i in instances_tagged(boto_ec2, OwnerTags.INSTANCE_UID, "restart-1")] == [
+        launched.provider_id
+    ]
+
+
+async def test_client_token_parameter_is_true_or_false(proxy: FaultProxy, make_connector: ConnectorFactory) -> None:
+    assert make_connector(proxy.endpoint).capabilities.idempotency_token
+    assert not make_connector(proxy.endpoint, parameters={"clientToken": "false"}).capabilities.idempotency_token
+    with pytest.raises(InvalidRequest, match="client_token must be true or false"):
+        make_connector(proxy.endpoint, parameters={"clientToken": "sometimes"})
 
 
 async def test_release_whose_answer_is_lost_is_not_reported_as_a_mismatch(

@@ -8,6 +8,7 @@ Images is a plain dict, as kopf's index reads.
 from __future__ import annotations
 
 import asyncio
+import time
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any
@@ -16,7 +17,7 @@ import kopf
 import pytest
 
 from skyfleet.api.image import Image
-from skyfleet.contract import CloudImage, Connector, CredentialConfig, Throttled
+from skyfleet.contract import CloudImage, CloudNode, Connector, CreateRequest, CredentialConfig, Throttled
 from skyfleet.handlers.context import Context
 from skyfleet.handlers.instances import _provision
 from skyfleet.metrics import Metrics
@@ -155,3 +156,40 @@ async def test_an_image_the_cloud_does_not_have_fails_the_instance_without_a_cre
     assert next(c for c in body["status"]["conditions"] if c["type"] == "Ready")["reason"] == "ImageNotFound"
     assert next(c for c in body["status"]["conditions"] if c["type"] == "Stalled")["status"] == "True"
     assert [op for op, _ in cloud.calls if op == "create"] == []
+
+
+def recording_creates(ctx: Context, cloud: MemoryCloud) -> list[CreateRequest]:
+    """Route ctx's creates through a memory connector that keeps every request it is sent."""
+    sent: list[CreateRequest] = []
+    connector = MemoryConnector(CredentialConfig(name="mem", namespace=NS, provider="memory", region="mem-1"), cloud)
+    original = connector.create
+
+    async def create(req: CreateRequest) -> CloudNode:
+        sent.append(req)
+        return await original(req)
+
+    connector.create = create  # type: ignore[method-assign]
+    ctx.clouds = OneConnector(connector)  # type: ignore[assignment]
+    return sent
+
+
+async def test_a_restart_that_finds_the_instance_creating_says_the_last_create_may_have_gone_out() -> None:
+    # Clouds without idempotency tokens then wait for the listing before sending another create.
+    images = {(NS, "ubuntu"): [image("img-ubuntu-1")]}
+    ctx, _kube, cloud, body = world()
+    ctx.settings = Settings(cluster_id="c1", create_settle=45.0)
+    sent = recording_creates(ctx, cloud)
+    body["status"] = {"phase": "Creating", "imageId": "img-ubuntu-1", "instanceType": "medium"}
+    before = time.time()
+
+    await _provision(ctx, body, 0, images)  # type: ignore[arg-type]
+
+    [req] = sent
+    assert req.unknown_since is not None
+    assert before - 1 <= req.unknown_since <= time.time() + 1
+    assert req.settle == 45.0
+    # A first create has nothing in flight: it goes out at once.
+    ctx, _kube, cloud, body = world()
+    first = recording_creates(ctx, cloud)
+    await _provision(ctx, body, 0, images)  # type: ignore[arg-type]
+    assert [r.unknown_since for r in first] == [None]

@@ -11,6 +11,7 @@ from skyfleet.api.deployment import Deployment, NodeGroup
 from skyfleet.api.image import Image, ImageSource
 from skyfleet.api.instance import InstanceStatus
 from skyfleet.connectors import CloudNode, NodeState, errors
+from skyfleet.contract import create_resend_wait
 from skyfleet.reconcile.conditions import find_condition, set_condition
 from skyfleet.reconcile.credentials import secret_aliases, verdict_for
 from skyfleet.reconcile.deployment import FALLBACK_REASONS
@@ -350,3 +351,21 @@ def test_merge_patch(old: dict[str, Any] | None, new: dict[str, Any], patch: dic
 )
 def test_secret_keys_reach_connectors_in_both_spellings(data: dict[str, str], expected: dict[str, str]) -> None:
     assert secret_aliases(data) == expected
+
+
+@pytest.mark.parametrize(
+    ("token", "unknown_since", "now", "wait"),
+    [
+        (False, None, 1000.0, 0.0),  # nothing sent yet, or every send answered: create now
+        (False, 1000.0, 1000.5, 29.5),  # answer lost half a second ago: the listing may lag
+        (False, 1000.0, 1029.0, 1.0),
+        (False, 1000.0, 1030.0, 0.0),  # lookups missed it for the whole window: it never launched
+        (False, 1000.0, 2000.0, 0.0),
+        (True, 1000.0, 1000.5, 0.0),  # the cloud deduplicates the token: re-sending is safe now
+        (True, None, 1000.0, 0.0),
+    ],
+)
+def test_a_create_with_unknown_outcome_is_not_sent_again_before_listings_settle(
+    token: bool, unknown_since: float | None, now: float, wait: float
+) -> None:
+    assert create_resend_wait(idempotency_token=token, unknown_since=unknown_since, now=now, settle=30.0) == wait

@@ -37,6 +37,7 @@ __all__ = [
     "NodeState",
     "OwnerTags",
     "SecretData",
+    "create_resend_wait",
     "parameter_spelling",
     "pick_image",
     "pick_size",
@@ -292,6 +293,11 @@ class CreateRequest:
     # Root disk in GiB at least (Size.diskGiB). Providers with ``root_disk_sizing`` size the root
     # volume to it (never below what the image needs); elsewhere the chosen size already fits it.
     disk_gib: int | None = None
+    # Where the cloud takes no idempotency token: an earlier create of this VM went out at this
+    # time (epoch seconds) and its outcome is unknown (the operator restarted while Creating), and
+    # how long owner-tag lookups must keep missing a VM before another create may go out.
+    unknown_since: float | None = None
+    settle: float = 30.0
 
     @property
     def effective_token(self) -> str | None:
@@ -542,3 +548,16 @@ class BakedImage:
 
 
 # -- end of the baking types ----------------------------------------------------------------
+
+
+def create_resend_wait(*, idempotency_token: bool, unknown_since: float | None, now: float, settle: float) -> float:
+    """Seconds before a create may go out, once the owner-tag lookup has missed the VM.
+
+    A create whose outcome is unknown (answer lost, timed out, or an operator restart while
+    Creating) may have launched a VM that listings do not show yet (they lag launches). Where the
+    cloud takes an idempotency token, sending again is safe at once; elsewhere a second create
+    waits until the lookups have kept missing the VM for ``settle`` seconds from the first send.
+    """
+    if idempotency_token or unknown_since is None:
+        return 0.0
+    return max(0.0, unknown_since + settle - now)

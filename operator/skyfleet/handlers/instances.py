@@ -138,6 +138,11 @@ async def _provision(ctx: Context, body: kopf.Body, retry: int, images: kopf.Ind
             ctx.event(body, "Warning", "ImageNotFound", why)
             return
         size_id = status.instance_type or await _resolve_size(ctx, connector, spec)
+        # Creating without a provider id: a create may have gone out whose answer nobody recorded
+        # (a restart, or a failure after sending). Clouds without idempotency tokens get no second
+        # one until lookups have missed the VM for the settle window, counted from now: the
+        # Ready condition's transition time can precede the last send by many retries.
+        unknown_since = now().timestamp() if status.phase == "Creating" else None
         # The cloud may create a VM from here on: say so (and from what) before asking it to.
         status = _with_ready(status, False, "Creating", "creating the VM", phase="Creating")
         status.provider, status.image_id, status.instance_type = connector.config.provider, image_id, size_id
@@ -153,6 +158,8 @@ async def _provision(ctx: Context, body: kopf.Body, retry: int, images: kopf.Ind
                 tags=owner_tags(ctx, inst).to_tags(),
                 idempotency_token=meta.uid,
                 disk_gib=spec.size.disk_gib if spec.size else None,
+                unknown_since=unknown_since,
+                settle=ctx.settings.create_settle,
             )
         )
     except ConnectorError as exc:

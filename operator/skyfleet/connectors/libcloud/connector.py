@@ -45,14 +45,17 @@ from skyfleet.contract import (
     ImageState,
     NodeState,
     OwnerTags,
+    create_resend_wait,
     pick_image,
 )
 from skyfleet.contract.errors import (
+    CircuitOpen,
     ConnectorError,
     InvalidRequest,
     NotFound,
     OwnershipMismatch,
     QuotaExceeded,
+    Throttled,
     Transient,
     Unsupported,
 )
@@ -66,6 +69,8 @@ T = TypeVar("T")
 _CATALOGUE_TTL = 600.0
 # After the deadline, how long to wait for the thread whose sockets were just shut down.
 _ABORT_GRACE = 5.0
+# How often a create whose outcome is unknown looks for its VM again (no idempotency token).
+_SETTLE_POLL = 2.0
 
 
 class _TTLCache:
@@ -324,19 +329,37 @@ class LibcloudConnector(Connector):
         create whose response was lost may still have made a VM, and adopting it is the only
         way not to make a second one on providers without an idempotency token. Where there
         is a token (EC2 ClientToken) the retry itself is deduplicated by the cloud, which also
-        covers the window where a fresh VM is not yet visible to listing.
+        covers the window where a fresh VM is not yet visible to listing. Without one, a create
+        whose outcome is unknown is sent again only once the lookups have kept missing its VM
+        for ``req.settle`` seconds (``create_resend_wait``): listings lag launches.
         """
         identity = {k: req.tags[k] for k in (OwnerTags.CLUSTER_ID, OwnerTags.INSTANCE_UID) if k in req.tags}
         limit = self.config.limits.max_instances
         cluster = identity.get(OwnerTags.CLUSTER_ID)
+        token = self.capabilities.idempotency_token
+        unknown_since = req.unknown_since
 
-        async def attempt() -> CloudNode:
-            # Lookup and launch are retried together: every retry looks again first.
-            if identity:
+        async def lookup() -> CloudNode | None:
+            while True:
                 existing = await self._attempt("lookup", lambda d: self.adapter.find_by_tags(d, identity))
                 if existing:
                     log.info("adopting %s for %s", existing[0].provider_id, identity)
                     return _oldest(existing)
+                wait = create_resend_wait(
+                    idempotency_token=token, unknown_since=unknown_since, now=time.time(), settle=req.settle
+                )
+                if wait <= 0:
+                    return None
+                log.info("create on %s: outcome unknown, looking again before sending another", self.config.key)
+                await asyncio.sleep(min(wait, _SETTLE_POLL))
+
+        async def attempt() -> CloudNode:
+            nonlocal unknown_since
+            # Lookup and launch are retried together: every retry looks again first.
+            if identity:
+                found = await lookup()
+                if found is not None:
+                    return found
             if limit is not None and cluster is not None:
                 present = await self._attempt(
                     "count", lambda d: self.adapter.find_by_tags(d, {OwnerTags.CLUSTER_ID: cluster})
@@ -347,7 +370,16 @@ class LibcloudConnector(Connector):
                         provider=self.config.provider,
                         code="MaxInstances",
                     )
-            return await self._attempt("create", lambda d: self.adapter.create(d, req), write=True)
+            sent = time.time()
+            try:
+                return await self._attempt("create", lambda d: self.adapter.create(d, req), write=True)
+            except (Throttled, CircuitOpen):
+                raise  # refused before any launch
+            except ConnectorError:
+                # The request may have reached the cloud: a VM may exist that no listing shows yet,
+                # for a listing lag counted from this send, the latest.
+                unknown_since = sent
+                raise
 
         return await self._retrying("create", attempt)
 

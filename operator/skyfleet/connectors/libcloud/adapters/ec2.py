@@ -9,7 +9,9 @@ Secret keys: ``accessKeyId`` and ``secretAccessKey`` (as the README documents; a
 optional ``sessionToken``/``aws_session_token``/``session_token``.
 Parameters: ``architecture`` (``x86_64``, the default, or ``arm64``: which instance types a
 size given as cpu/memory is chosen from), ``image_owner`` (the owner of name lookups that name
-none), ``describe_page_size`` (MaxResults, 5-1000).
+none), ``describe_page_size`` (MaxResults, 5-1000), ``client_token`` (``false`` for an
+EC2-compatible endpoint that ignores ClientToken: a create whose outcome is unknown then waits
+for the listing instead of being re-sent).
 
 Images: EC2 lists every public AMI (the whole public catalogue, hundreds of MB) to anyone who
 does not say whose images they want, and anyone can publish an AMI with a familiar name. So an
@@ -48,6 +50,7 @@ from skyfleet.connectors.base import (
     CloudNode,
     CloudSize,
     CreateRequest,
+    CredentialConfig,
     ImageOwnerTags,
     ImageRequest,
     ImageState,
@@ -111,7 +114,15 @@ class EC2Adapter(ProviderAdapter):
         root_disk_sizing=True,
         subnet=True,  # RunInstances SubnetId
     )
-    parameters = ("architecture", "image_owner", "describe_page_size")
+    parameters = ("architecture", "image_owner", "describe_page_size", "client_token")
+
+    def __init__(self, config: CredentialConfig) -> None:
+        super().__init__(config)
+        honoured = self.config.parameters.get("client_token", "true").lower()
+        if honoured not in ("true", "false"):
+            raise InvalidRequest(f"parameter client_token must be true or false, not {honoured[:20]!r}", provider="ec2")
+        if honoured == "false":
+            self.capabilities = dataclasses.replace(self.capabilities, idempotency_token=False)  # type: ignore[misc]
 
     def driver_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         key = first_secret(self.config, "accessKeyId", "aws_access_key_id", "access_key_id", "key")
