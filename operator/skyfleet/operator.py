@@ -29,7 +29,7 @@ import skyfleet.handlers  # noqa: F401 - importing registers every handler
 from skyfleet.handlers.clouds import Clouds
 from skyfleet.handlers.context import Context, ctx_of
 from skyfleet.handlers.events import ObjectLogEvents
-from skyfleet.handlers.kube import Kube, Unreadable
+from skyfleet.handlers.kube import Kube, NoCluster, Unreadable
 from skyfleet.handlers.storage import BoundedProgressStorage, DigestDiffBaseStorage
 from skyfleet.logs import install_object_refs
 from skyfleet.metrics import Metrics
@@ -317,7 +317,13 @@ def run(settings: Settings) -> int:
         log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL,
     )
     install_object_refs()
-    kube = Kube(pool_size=settings.workers)
+    # Our own log says when the API server is unreachable (once); urllib3 would warn on every retry.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+    try:
+        kube = Kube(pool_size=settings.workers)
+    except NoCluster as exc:
+        log.error("%s; refusing to start (`skyfleet demo` runs on a local control plane)", exc)
+        return 2
     try:
         cluster_id = _cluster_id(kube, settings)
     except ClusterIdUnavailable as exc:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -136,3 +141,14 @@ def test_old_variable_names_still_work_and_the_new_one_wins(
     other = "http://0.0.0.0:2/healthz" if field == "liveness_endpoint" else "10.0.0.1"
     monkeypatch.setenv(new, other)
     assert getattr(Settings(), field) in (other, [other])
+
+
+def test_run_without_any_cluster_says_so_and_exits_instead_of_a_traceback(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBERNETES_", "SKYFLEET_"))}
+    env.update(KUBECONFIG=str(tmp_path / "no-such-kubeconfig"), HOME=str(tmp_path))
+    cmd = [sys.executable, "-m", "skyfleet.cli", "run", "--cluster-id", "c1", "--liveness", "", "--metrics-port", "0"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False, env=env)
+    assert proc.returncode == 2
+    assert "no Kubernetes cluster configured" in proc.stderr
+    assert "skyfleet demo" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import re
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -89,12 +90,23 @@ class TimeoutApiClient(client.ApiClient):  # type: ignore[misc]  # the client is
         return super().request(*args, _request_timeout=_request_timeout or self.timeout, **kwargs)
 
 
+class NoCluster(Exception):
+    """No Kubernetes API to talk to: not in a pod, and no usable kubeconfig."""
+
+
 def _load_config(pool_size: int) -> client.ApiClient:
     cfg = client.Configuration()
     try:
         config.load_incluster_config(client_configuration=cfg)
     except config.ConfigException:
-        config.load_kube_config(client_configuration=cfg)
+        try:
+            config.load_kube_config(client_configuration=cfg)
+        except (config.ConfigException, OSError) as exc:
+            where = os.environ.get("KUBECONFIG") or "~/.kube/config"
+            raise NoCluster(
+                f"no Kubernetes cluster configured: not running in a pod, and the kubeconfig ({where}) "
+                f"is missing or unusable ({type(exc).__name__}: {str(exc)[:200]})"
+            ) from None
     cfg.connection_pool_maxsize = pool_size
     # urllib3 retries a timed-out read three times by default, each with the full timeout: a
     # black-holed connection would then hold a call four times as long. A failed connect is
