@@ -42,6 +42,9 @@ RECORDED_GROUP = AZ + "_subscriptions_99999999_resourceGroups_000000_providers_"
 RECORDED_VM = RECORDED_GROUP + "Microsoft_Compute_virtualMachines_test_node_1.json"
 RECORDED_VIEW = RECORDED_GROUP + "Microsoft_Compute_virtualMachines_test_node_1_InstanceView.json"
 RECORDED_NIC = RECORDED_GROUP + "Microsoft_Network_networkInterfaces_test_node_1_nic.json"
+RECORDED_TEST_NIC = (
+    AZ + "_subscriptions_99999999_resourceGroups_REVIZOR_providers_Microsoft_Network_networkInterfaces_test_nic.json"
+)
 RECORDED_LIST = AZ + "_subscriptions_99999999_providers_Microsoft_Compute_virtualMachines.json"
 NO_ERRORS = "libcloud ships no recorded ARM error body"
 
@@ -116,6 +119,26 @@ class AzureMockHttp(RecordedHttp):
             return self.recorded(200, RECORDED_LIST, first)
         second = RECORDED_LIST.replace(".json", "_1.json")  # the recorded last page: test-node-2
         return self.recorded(200, second, lambda b: b["value"][0].update(tags=azure_tags("uid-2")))
+
+    def _subscriptions_0000_sub_resourceGroups_shop_rg_providers_Microsoft_Network_networkInterfaces(
+        self, method: str, url: str, body: str, headers: dict[str, str]
+    ) -> Reply:
+        # The group's NICs: libcloud's recorded NIC list envelope, holding its recorded NICs of
+        # test-node-1 and test-node-2 (their addresses are in ipConfigurations).
+        nics = [
+            recording(RECORDED_GROUP + f"Microsoft_Network_networkInterfaces_test_node_{i}_nic.json") for i in (1, 2)
+        ]
+        return self.recorded(
+            200,
+            AZ + "_subscriptions_99999999_providers_Microsoft_Network_networkInterfaces.json",
+            lambda b: b.update(value=nics),
+        )
+
+    def _subscriptions_99999999_9999_9999_9999_999999999999_resourceGroups_0000_providers_Microsoft_Network_networkInterfaces_test_nic(  # noqa: E501
+        self, method: str, url: str, body: str, headers: dict[str, str]
+    ) -> Reply:
+        # The NIC the recorded VM names: libcloud's recorded test-nic (private 172.20.2.4).
+        return self.recorded(200, RECORDED_TEST_NIC)
 
     def _subscriptions_0000_sub_resourceGroups_shop_rg_providers_Microsoft_Compute_virtualMachines_shop_web_1(
         self, method: str, url: str, body: str, headers: dict[str, str]
@@ -264,6 +287,14 @@ async def test_lookup_follows_next_link_and_filters_client_side(connector: Libcl
         "/resourceGroups/000000/providers/Microsoft.Compute/virtualMachines/test-node-1"
     )
     assert (nodes[0].size_id, nodes[0].image_id) == ("Standard_A1", "OpenLogic:CentOS:7.3:latest")
+    # Addresses live on the VMs' NICs, not on the VMs: one NIC list of the group finds them.
+    assert [n.private_ips for n in nodes] == [("10.0.0.1",), ("10.0.0.2",)]
+    (nic_list,) = [s for s in AzureMockHttp.sent if s.path.endswith("/Microsoft.Network/networkInterfaces")]
+    assert (nic_list.method, nic_list.path, nic_list.query) == (
+        "GET",
+        f"{GROUP}/providers/Microsoft.Network/networkInterfaces",
+        {"api-version": "2023-09-01"},
+    )
     # The recorded provisioningState "Running" is none ARM documents: read as unknown, not as running.
     assert [n.state for n in nodes] == [NodeState.UNKNOWN, NodeState.UNKNOWN]
     listings = [s for s in AzureMockHttp.sent if s.path == VMS]
@@ -342,6 +373,9 @@ async def test_a_recorded_vm_is_described_with_its_power_state(connector: Libclo
     assert read.query == {"api-version": "2023-09-01", "$expand": "instanceView"}
     assert node.state is NodeState.RUNNING  # PowerState/running in the recorded instance view
     assert (node.size_id, node.region) == ("Standard_A1", "eastus")
+    assert node.private_ips == ("172.20.2.4",)  # from the primary NIC the VM names
+    (nic,) = [s for s in AzureMockHttp.sent if "/networkInterfaces/" in s.path]
+    assert nic.path.endswith("/resourceGroups/0000/providers/Microsoft.Network/networkInterfaces/test-nic")
 
 
 async def test_a_vm_gone_before_its_delete_counts_as_deleted(connector: LibcloudConnector) -> None:
