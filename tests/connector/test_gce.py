@@ -185,6 +185,7 @@ class GCEMockHttp(RecordedHttp):
 
 
 def gce_error(status: int, reason: str, message: str) -> Reply:
+    """Hand-written in the envelope of GCE's recorded errors (libcloud's recorded notFound)."""
     body = {"error": {"errors": [{"domain": "global", "reason": reason, "message": message}], "code": status}}
     return status, json.dumps(body), {"content-type": "application/json"}, "Error"
 

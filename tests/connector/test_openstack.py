@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
@@ -49,7 +50,8 @@ class NovaMockHttp(RecordedHttp):
         cls.metadata = {}
 
     def _v2_1_p_123_flavors(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
-        return 200, '{"flavors": []}', {"content-type": "application/json"}, "OK"  # verify reads nothing of it
+        # Hand-written: libcloud ships no recorded /flavors (only /flavors/detail); verify reads none of it.
+        return 200, '{"flavors": []}', {"content-type": "application/json"}, "OK"
 
     def _v2_1_p_123_flavors_7(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
         return self.recorded(200, OS + "_flavors_7.json")  # a 620 GiB root disk
@@ -93,7 +95,9 @@ class NovaMockHttp(RecordedHttp):
         return self.recorded(200, OS + "_servers_12064.json", lambda b: b["server"].update(id="srv-1", metadata=mine))
 
     def _v2_1_p_123_servers_srv_1_metadata(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
-        return 200, body, {"content-type": "application/json"}, "OK"  # Nova answers the metadata it now has
+        # Nova answers the metadata it now has: libcloud's recorded metadata answer, holding what we sent.
+        sent = json.loads(body)["metadata"]
+        return self.recorded(200, OS + "_servers_12063_metadata_two_keys.json", lambda b: b.update(metadata=sent))
 
     def _v2_1_p_123_servers_srv_x(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
         # A server someone else made: libcloud's recording, metadata and all.
