@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, ClassVar
@@ -78,18 +79,41 @@ class RecordedHttp(MockHttp):  # type: ignore[misc]  # dynamic base, see above
     def fixture(self, name: str) -> str:
         return (FIXTURES / self.provider / name).read_text()
 
-    def recorded(self, status: int, path: str) -> Reply:
-        """A response libcloud recorded from the real API (``path`` under its compute fixtures)."""
-        return (
-            status,
-            (LIBCLOUD_FIXTURES / path).read_text(),
-            {"content-type": "application/json"},
-            HTTPStatus(status).phrase,
-        )
+    def recorded(
+        self,
+        status: int,
+        path: str,
+        edit: Callable[[Any], object] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Reply:
+        """A response libcloud recorded from the real API (``path`` under its compute fixtures).
+
+        ``edit`` changes the parsed body in place before it is served: it writes values of ours
+        (owner tags, the name we sent) into the fields where the recording shows the provider
+        keeps them, so the shape stays the provider's and only the values are the test's."""
+        text = (LIBCLOUD_FIXTURES / path).read_text()
+        if edit is not None:
+            body = json.loads(text)
+            edit(body)
+            text = json.dumps(body)
+        return status, text, {"content-type": "application/json", **(headers or {})}, HTTPStatus(status).phrase
+
+    def handwritten(self, status: int, fixture: str, *, why: str, headers: dict[str, str] | None = None) -> Reply:
+        """A response written for this project (``tests/connector/fixtures/<provider>/``), only
+        where libcloud ships no recording of the call; ``why`` names what is missing."""
+        assert why, "say which recording libcloud lacks"
+        return self.reply(status, fixture, headers)
 
     def reply(self, status: int, fixture: str | None = None, headers: dict[str, str] | None = None) -> Reply:
+        """An empty answer (``fixture`` None: the 204s and bodiless 200s providers send), or a
+        hand-written body (provider tests say why through ``handwritten``)."""
         body = self.fixture(fixture) if fixture else ""
         return status, body, {"content-type": "application/json", **(headers or {})}, HTTPStatus(status).phrase
+
+
+def recording(path: str) -> Any:
+    """A response libcloud recorded from the real API, parsed."""
+    return json.loads((LIBCLOUD_FIXTURES / path).read_text())
 
 
 def changes(http: type[RecordedHttp]) -> list[Sent]:

@@ -27,7 +27,7 @@ from skyfleet.connectors import (
 from skyfleet.connectors.libcloud import LibcloudConnector
 from skyfleet.connectors.libcloud.resilience import RetryPolicy
 from tests.connector.conftest import CANARY, CLUSTER, owner, provenance
-from tests.connector.recorded import RecordedHttp, Reply, changes, release_refusals
+from tests.connector.recorded import RecordedHttp, Reply, changes, recording, release_refusals
 
 pytestmark = pytest.mark.connector
 
@@ -35,8 +35,26 @@ GROUP = "/subscriptions/0000-sub/resourceGroups/shop-rg"
 VMS = f"{GROUP}/providers/Microsoft.Compute/virtualMachines"
 
 
+# libcloud's recordings of Azure Resource Manager (azure_arm/). Our owner tags are written into
+# the recorded resources' ``tags`` map, where ARM returns them. libcloud ships no ARM error body.
+AZ = "azure_arm/"
+RECORDED_GROUP = AZ + "_subscriptions_99999999_resourceGroups_000000_providers_"
+RECORDED_VM = RECORDED_GROUP + "Microsoft_Compute_virtualMachines_test_node_1.json"
+RECORDED_VIEW = RECORDED_GROUP + "Microsoft_Compute_virtualMachines_test_node_1_InstanceView.json"
+RECORDED_NIC = RECORDED_GROUP + "Microsoft_Network_networkInterfaces_test_node_1_nic.json"
+RECORDED_TEST_NIC = (
+    AZ + "_subscriptions_99999999_resourceGroups_REVIZOR_providers_Microsoft_Network_networkInterfaces_test_nic.json"
+)
+RECORDED_LIST = AZ + "_subscriptions_99999999_providers_Microsoft_Compute_virtualMachines.json"
+NO_ERRORS = "libcloud ships no recorded ARM error body"
+
+
+def azure_tags(uid: str) -> dict[str, str]:
+    return {k.replace("skyfleet.io/", "skyfleet.io_"): v for k, v in owner(uid).to_tags().items()}
+
+
 class AzureMockHttp(RecordedHttp):
-    """Recorded answers for the fixtures' VMs, and a stateful resource group for new ones: PUT
+    """Recorded answers for the recordings' VMs, and a stateful resource group for new ones: PUT
     creates or replaces (ARM's semantics) unless it carries ``If-None-Match: *``, then an
     existing resource answers 412."""
 
@@ -59,49 +77,95 @@ class AzureMockHttp(RecordedHttp):
         current = self.resources.get(path)
         if method == "GET":
             if current is None:
-                return self.reply(404, "error_not_found.json")
+                return self.handwritten(404, "error_not_found.json", why=NO_ERRORS)
             return 200, json.dumps(current), {"content-type": "application/json"}, "OK"
         assert method == "PUT", method
-        if path.rsplit("/", 2)[-2] == "virtualMachines":
+        is_vm = path.rsplit("/", 2)[-2] == "virtualMachines"
+        if is_vm:
             if self.type == "THROTTLED":
-                return self.reply(429, "error_throttled.json", {"retry-after": "0"})
+                return self.handwritten(429, "error_throttled.json", why=NO_ERRORS, headers={"retry-after": "0"})
             if self.type == "QUOTA":
-                return self.reply(409, "error_quota.json")
+                return self.handwritten(409, "error_quota.json", why=NO_ERRORS)
             if self.type == "CAPACITY":
-                return self.reply(409, "error_capacity.json")
+                return self.handwritten(409, "error_capacity.json", why=NO_ERRORS)
         if current is not None and headers.get("If-None-Match") == "*":
+            # Hand-written: libcloud ships no recorded ARM error body (412 PreconditionFailed).
             return 412, json.dumps({"error": {"code": "PreconditionFailed"}}), {}, "Precondition Failed"
+        # ARM answers a PUT with the whole resource: libcloud's recorded VM or NIC, carrying
+        # what we sent (name, location, tags, zones, properties) and still being created.
         sent = json.loads(body)
-        properties = {**sent.get("properties", {}), "provisioningState": "Creating"}
-        stored = {**sent, "id": path, "name": path.rsplit("/", 1)[-1], "properties": properties}
+        stored = recording(RECORDED_VM if is_vm else RECORDED_NIC)
+        properties = {**stored["properties"], **sent.get("properties", {}), "provisioningState": "Creating"}
+        if not is_vm:  # the NIC keeps its recorded ipConfigurations, private address and all
+            properties["ipConfigurations"] = stored["properties"]["ipConfigurations"]
+        stored.update({**sent, "id": path, "name": path.rsplit("/", 1)[-1], "properties": properties})
         self.resources[path] = stored
         return 201 if current is None else 200, json.dumps(stored), {"content-type": "application/json"}, "Created"
 
     def _tenant_1_oauth2_token(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
-        return self.reply(200, "token.json")
+        return self.recorded(200, AZ + "_77777777_7777_7777_7777_777777777777_oauth2_token.json")
 
     def _subscriptions_0000_sub_resourceGroups_shop_rg_providers_Microsoft_Compute_virtualMachines(
         self, method: str, url: str, body: str, headers: dict[str, str]
     ) -> Reply:
-        page = 2 if self.sent[-1].query.get("$skiptoken") == "page2" else 1
-        return self.reply(200, f"vms_page_{page}.json")
+        if "$skiptoken" not in self.sent[-1].query:
+
+            def first(listing: dict[str, Any]) -> None:
+                # The recorded page 1 (test-node-1), ours; its nextLink, with the recorded skip
+                # token, points at this resource group's list instead of the subscription's.
+                listing["value"][0]["tags"] = azure_tags("uid-1")
+                listing["nextLink"] = f"https://management.azure.com:443{VMS}?" + listing["nextLink"].split("?", 1)[1]
+
+            return self.recorded(200, RECORDED_LIST, first)
+        second = RECORDED_LIST.replace(".json", "_1.json")  # the recorded last page: test-node-2
+        return self.recorded(200, second, lambda b: b["value"][0].update(tags=azure_tags("uid-2")))
+
+    def _subscriptions_0000_sub_resourceGroups_shop_rg_providers_Microsoft_Network_networkInterfaces(
+        self, method: str, url: str, body: str, headers: dict[str, str]
+    ) -> Reply:
+        # The group's NICs: libcloud's recorded NIC list envelope, holding its recorded NICs of
+        # test-node-1 and test-node-2 (their addresses are in ipConfigurations).
+        nics = [
+            recording(RECORDED_GROUP + f"Microsoft_Network_networkInterfaces_test_node_{i}_nic.json") for i in (1, 2)
+        ]
+        return self.recorded(
+            200,
+            AZ + "_subscriptions_99999999_providers_Microsoft_Network_networkInterfaces.json",
+            lambda b: b.update(value=nics),
+        )
+
+    def _subscriptions_99999999_9999_9999_9999_999999999999_resourceGroups_0000_providers_Microsoft_Network_networkInterfaces_test_nic(  # noqa: E501
+        self, method: str, url: str, body: str, headers: dict[str, str]
+    ) -> Reply:
+        # The NIC the recorded VM names: libcloud's recorded test-nic (private 172.20.2.4).
+        return self.recorded(200, RECORDED_TEST_NIC)
 
     def _subscriptions_0000_sub_resourceGroups_shop_rg_providers_Microsoft_Compute_virtualMachines_shop_web_1(
         self, method: str, url: str, body: str, headers: dict[str, str]
     ) -> Reply:
         if method == "DELETE":
-            return 202, "", {}, "Accepted"
-        return self.reply(200, "vm_1.json")  # GET, and PATCH answers the VM too
+            if self.type == "GONE_ON_DELETE":
+                return self.handwritten(404, "error_not_found.json", why=NO_ERRORS)
+            return 202, "", {}, "Accepted"  # ARM accepts a delete with 202 and no body
+
+        # GET ($expand=instanceView), and PATCH answers the VM too: libcloud's recorded VM with
+        # its recorded instance view embedded, ours, with a tag of the user's.
+        def ours(vm: dict[str, Any]) -> None:
+            vm.update(id=f"{VMS}/shop-web-1", name="shop-web-1", tags={**azure_tags("uid-1"), "cost-center": "shop"})
+            vm["properties"]["instanceView"] = recording(RECORDED_VIEW)
+
+        return self.recorded(200, RECORDED_VM, ours)
 
     def _subscriptions_0000_sub_resourceGroups_shop_rg_providers_Microsoft_Compute_virtualMachines_hand_made(
         self, method: str, url: str, body: str, headers: dict[str, str]
     ) -> Reply:
-        return self.reply(200, "vm_foreign.json")
+        # Someone else's VM: libcloud's recording as it is (tagged tag_key1).
+        return self.recorded(200, RECORDED_VM)
 
     def _subscriptions_0000_sub_resourceGroups_shop_rg_providers_Microsoft_Compute_virtualMachines_gone(
         self, method: str, url: str, body: str, headers: dict[str, str]
     ) -> Reply:
-        return self.reply(404, "error_not_found.json")
+        return self.handwritten(404, "error_not_found.json", why=NO_ERRORS)
 
 
 @pytest.fixture
@@ -155,7 +219,11 @@ async def test_create_puts_nic_then_vm_with_tags_and_custom_data(connector: Libc
     assert vm["properties"]["storageProfile"]["osDisk"]["deleteOption"] == "Delete"
     assert vm["properties"]["storageProfile"]["imageReference"]["offer"] == "ubuntu-24_04-lts"
     assert vm["zones"] == ["1"]
-    assert puts[1].headers["Authorization"] == "Bearer eyJ0eXAi.test.token"
+    assert vm["properties"]["hardwareProfile"] == {"vmSize": "Standard_B1s"}
+    assert vm["properties"]["networkProfile"]["networkInterfaces"][0]["id"] == puts[0].path
+    nic = puts[0].json()["properties"]["ipConfigurations"][0]["properties"]
+    assert nic["subnet"]["id"] == f"{GROUP}/providers/Microsoft.Network/virtualNetworks/vnet/subnets/default"
+    assert puts[1].headers["Authorization"] == "Bearer " + "3" * 55  # libcloud's recorded token
     login = AzureMockHttp.sent[0]
     assert login.path == "/tenant-1/oauth2/token"
     assert node.provider_id == f"{VMS}/{name}"
@@ -213,9 +281,27 @@ async def test_a_vm_that_appears_between_read_and_write_is_not_overwritten(
 async def test_lookup_follows_next_link_and_filters_client_side(connector: LibcloudConnector) -> None:
     nodes = await connector.list_cluster(CLUSTER)
 
-    assert [n.name for n in nodes] == ["shop-web-1", "shop-web-2"]
+    assert [n.name for n in nodes] == ["test-node-1", "test-node-2"]
+    assert [n.tags[OwnerTags.INSTANCE_UID] for n in nodes] == ["uid-1", "uid-2"]
+    assert nodes[0].provider_id.endswith(
+        "/resourceGroups/000000/providers/Microsoft.Compute/virtualMachines/test-node-1"
+    )
+    assert (nodes[0].size_id, nodes[0].image_id) == ("Standard_A1", "OpenLogic:CentOS:7.3:latest")
+    # Addresses live on the VMs' NICs, not on the VMs: one NIC list of the group finds them.
+    assert [n.private_ips for n in nodes] == [("10.0.0.1",), ("10.0.0.2",)]
+    (nic_list,) = [s for s in AzureMockHttp.sent if s.path.endswith("/Microsoft.Network/networkInterfaces")]
+    assert (nic_list.method, nic_list.path, nic_list.query) == (
+        "GET",
+        f"{GROUP}/providers/Microsoft.Network/networkInterfaces",
+        {"api-version": "2023-09-01"},
+    )
+    # The recorded provisioningState "Running" is none ARM documents: read as unknown, not as running.
+    assert [n.state for n in nodes] == [NodeState.UNKNOWN, NodeState.UNKNOWN]
     listings = [s for s in AzureMockHttp.sent if s.path == VMS]
-    assert [s.query.get("$skiptoken") for s in listings] == [None, "page2"]
+    skip = "1!/Subscriptions/99999999-9999-9999-9999-999999999999/ResourceGroups/000000/VMs/"
+    skip += "DDFEBF64-E92B-4A50-9949-6E44BFC61D4G"  # the recorded skip token
+    assert [s.query.get("$skiptoken") for s in listings] == [None, skip]
+    assert listings[1].query["api-version"] == "2021-11-01"  # the nextLink is followed as given
 
 
 async def test_disk_gib_sizes_the_os_disk(connector: LibcloudConnector) -> None:
@@ -230,7 +316,7 @@ async def test_disk_gib_sizes_the_os_disk(connector: LibcloudConnector) -> None:
 async def test_create_adopts_existing_vm(connector: LibcloudConnector) -> None:
     node = await connector.create(request("uid-2"))
 
-    assert node.name == "shop-web-2"
+    assert node.name == "test-node-2"
     assert not [s for s in AzureMockHttp.sent if s.method == "PUT"]
 
 
@@ -277,3 +363,24 @@ async def test_error_mapping(
     vm_puts = [s for s in AzureMockHttp.sent if s.method == "PUT" and s.path.endswith(f"/{name}")]
     assert len(vm_puts) == attempts
     assert CANARY not in repr(caught.value)
+
+
+async def test_a_recorded_vm_is_described_with_its_power_state(connector: LibcloudConnector) -> None:
+    node = await connector.describe(f"{VMS}/shop-web-1")
+
+    assert node is not None
+    (read,) = [s for s in AzureMockHttp.sent if s.path == f"{VMS}/shop-web-1"]
+    assert read.query == {"api-version": "2023-09-01", "$expand": "instanceView"}
+    assert node.state is NodeState.RUNNING  # PowerState/running in the recorded instance view
+    assert (node.size_id, node.region) == ("Standard_A1", "eastus")
+    assert node.private_ips == ("172.20.2.4",)  # from the primary NIC the VM names
+    (nic,) = [s for s in AzureMockHttp.sent if "/networkInterfaces/" in s.path]
+    assert nic.path.endswith("/resourceGroups/0000/providers/Microsoft.Network/networkInterfaces/test-nic")
+
+
+async def test_a_vm_gone_before_its_delete_counts_as_deleted(connector: LibcloudConnector) -> None:
+    AzureMockHttp.reset("GONE_ON_DELETE")
+
+    await connector.destroy(f"{VMS}/shop-web-1", owner("uid-1"))
+
+    assert [(s.method, s.path) for s in changes(AzureMockHttp)] == [("DELETE", f"{VMS}/shop-web-1")]

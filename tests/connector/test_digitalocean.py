@@ -24,6 +24,7 @@ from skyfleet.connectors import (
     vm_name,
 )
 from skyfleet.connectors.libcloud import LibcloudConnector
+from skyfleet.connectors.libcloud.adapters.digitalocean import DigitalOceanAdapter
 from skyfleet.connectors.libcloud.resilience import RetryPolicy
 from tests.connector.conftest import CANARY, CLUSTER, owner
 from tests.connector.recorded import RecordedHttp, Reply, changes, release_refusals
@@ -31,8 +32,20 @@ from tests.connector.recorded import RecordedHttp, Reply, changes, release_refus
 pytestmark = pytest.mark.connector
 
 
+# libcloud's recordings of DigitalOcean (digitalocean_v2/). Our owner tags are written into the
+# recorded droplets' ``tags`` list, where DigitalOcean returns a droplet's tags.
+DO = "digitalocean_v2/"
+RECORDED_ID = "3164444"  # the droplet in libcloud's recordings
+NO_404 = "libcloud ships no recorded DigitalOcean 404 body"
+
+
+def tagged(droplet: dict[str, Any], uid: str, cluster: str = CLUSTER) -> None:
+    adapter = DigitalOceanAdapter(do_config())
+    droplet["tags"] = adapter.tag_strings(owner(uid, cluster=cluster).to_tags())
+
+
 class DigitalOceanMockHttp(RecordedHttp):
-    """Recorded answers for the fixtures' droplets; droplets created here are kept and listed by tag."""
+    """Recorded answers; droplets created here are kept and listed by tag."""
 
     provider = "digitalocean"
     made: ClassVar[list[dict[str, Any]]] = []
@@ -44,57 +57,73 @@ class DigitalOceanMockHttp(RecordedHttp):
 
     def _v2_account(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
         if self.type == "UNAUTHORIZED":
-            return self.reply(401, "error_unauthorized.json")
-        return self.reply(200, "account.json")
+            return self.recorded(401, DO + "error.json")  # "Unable to authenticate you."
+        return self.handwritten(200, "account.json", why="libcloud ships no recorded /v2/account")
 
     def _v2_sizes(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
-        return self.recorded(200, "digitalocean_v2/list_sizes.json")  # 512mb: 20 GB disk, 1gb: 30 GB
+        return self.recorded(200, DO + "list_sizes.json")  # 512mb: 20 GB disk, 1gb: 30 GB
 
-    def _v2_droplets(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:  # noqa: PLR0911
+    def _v2_droplets(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
         if method == "POST":
-            if self.type == "DROPLET_LIMIT":
-                return self.reply(422, "error_droplet_limit.json")
-            if self.type == "RATE_LIMITED":
-                return self.reply(429, "error_rate_limit.json", {"ratelimit-reset": "0"})
-            if self.type == "INVALID_IMAGE":
-                return self.recorded(422, "digitalocean_v2/error_invalid_image.json")  # libcloud's recording
-            if self.type != "STATEFUL":
-                return self.reply(202, "create_node.json")
-            sent = json.loads(body)
-            droplet = json.loads(self.fixture("create_node.json"))["droplet"]
-            droplet.update(id=600 + len(self.made), name=sent["name"], tags=sent["tags"])
-            self.made.append(droplet)
-            return 202, json.dumps({"droplet": droplet}), {"content-type": "application/json"}, "Accepted"
+            return self._create(json.loads(body))
         query = self.sent[-1].query
         if query.get("tag_name") == "skyfleet_instance-uid:uid-1":
-            return self.reply(200, "list_nodes_uid_1.json")
+            return self.recorded(200, DO + "list_nodes.json", lambda b: tagged(b["droplets"][0], "uid-1"))
         if query.get("tag_name") == "skyfleet_cluster-id:cluster-test":
-            return self.reply(200, f"list_nodes_cluster_page_{query.get('page', '1')}.json")
-        tagged = [d for d in self.made if query.get("tag_name") in d["tags"]]
-        listing = {"droplets": tagged, "links": {}, "meta": {"total": len(tagged)}}
-        return 200, json.dumps(listing), {"content-type": "application/json"}, "OK"
+            if query.get("page") == "1":  # recorded with links.pages.next: page 2 follows
+                return self.recorded(200, DO + "list_nodes_page_1.json", lambda b: tagged(b["droplets"][0], "uid-1"))
 
-    def _v2_droplets_501(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
+            def second(listing: dict[str, Any]) -> None:
+                listing["droplets"][0]["id"] = 3164445  # the recording's droplet again, under another id
+                tagged(listing["droplets"][0], "uid-2")
+
+            return self.recorded(200, DO + "list_nodes.json", second)  # recorded without a next page
+        wanted = [d for d in self.made if query.get("tag_name") in d["tags"]]
+        return self.recorded(200, DO + "list_nodes_empty.json", lambda b: b.update(droplets=wanted))
+
+    def _create(self, sent: dict[str, Any]) -> Reply:
+        if self.type == "DROPLET_LIMIT":
+            return self.handwritten(422, "error_droplet_limit.json", why="libcloud ships no recorded droplet-limit 422")
+        if self.type == "RATE_LIMITED":
+            why = "libcloud ships no recorded DigitalOcean 429"
+            return self.handwritten(429, "error_rate_limit.json", why=why, headers={"ratelimit-reset": "0"})
+        if self.type == "INVALID_IMAGE":
+            return self.recorded(422, DO + "error_invalid_image.json")
+
+        # libcloud ships no recorded answer to POST /v2/droplets (its create_node.json is the
+        # create *action*): the answer is its recorded droplet (GET /v2/droplets/3164444) in the
+        # {"droplet": ...} envelope the API documents, freshly made ("new") with the name and
+        # tags we sent, as DigitalOcean echoes them.
+        def made(answer: dict[str, Any]) -> None:
+            answer["droplet"].update(id=600 + len(self.made), name=sent["name"], tags=sent["tags"], status="new")
+            self.made.append(answer["droplet"])
+
+        return self.recorded(202, DO + "list_node.json", made)
+
+    def _v2_droplets_3164444(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
         if method == "DELETE":
-            return self.reply(204)
-        return self.reply(200, "get_node.json")
+            if self.type == "GONE_ON_DELETE":
+                return self.handwritten(404, "error_not_found.json", why=NO_404)
+            return self.reply(204)  # DigitalOcean answers a delete with 204 and no body
+        return self.recorded(200, DO + "list_node.json", lambda b: tagged(b["droplet"], "uid-0"))
 
     def _v2_droplets_900(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
-        return self.reply(200, "get_node_foreign.json")
+        # Someone else's droplet: the recording as it is, tagged mytag1 and mytag2.
+        return self.recorded(200, DO + "list_node.json", lambda b: b["droplet"].update(id=900))
 
     def _v2_droplets_404(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
-        return self.reply(404, "error_not_found.json")
+        return self.handwritten(404, "error_not_found.json", why=NO_404)
 
     def _v2_tags_skyfleet_cluster_id_cluster_test_resources(
         self, method: str, url: str, body: str, headers: dict[str, str]
     ) -> Reply:
-        return self.reply(204)
+        return self.reply(204)  # untagging answers 204 and no body
 
     _v2_tags_skyfleet_instance_uid_uid_0_resources = _v2_tags_skyfleet_cluster_id_cluster_test_resources
 
 
-def do_connector(endpoint_url: str | None = None) -> LibcloudConnector:
-    config = CredentialConfig(
+def do_config(endpoint_url: str | None = None) -> CredentialConfig:
+    return CredentialConfig(
         name="do",
         namespace="team-a",
         provider="digitalocean",
@@ -102,7 +131,10 @@ def do_connector(endpoint_url: str | None = None) -> LibcloudConnector:
         endpoint_url=endpoint_url,
         secret={"token": CANARY},
     )
-    return LibcloudConnector(config, retry=RetryPolicy(max_attempts=2, base_delay=0.01))
+
+
+def do_connector(endpoint_url: str | None = None) -> LibcloudConnector:
+    return LibcloudConnector(do_config(endpoint_url), retry=RetryPolicy(max_attempts=2, base_delay=0.01))
 
 
 @pytest.fixture
@@ -133,23 +165,31 @@ async def test_create_sends_encoded_tags_and_userdata(connector: LibcloudConnect
     payload: dict[str, Any] = create.json()
     assert payload["name"] == vm_name("shop-web-uid-0", cluster_id=CLUSTER, namespace="team-a")
     assert payload["user_data"] == "#cloud-config\n"
+    assert (create.method, create.path) == ("POST", "/v2/droplets")
+    assert payload["image"] == "ubuntu-24-04-x64"
     assert payload["size"] == "s-1vcpu-1gb"
     assert payload["region"] == "fra1"
     assert "skyfleet_cluster-id:cluster-test" in payload["tags"]
     assert "skyfleet_instance-uid:uid-0" in payload["tags"]
-    assert node.provider_id == "501"
+    # Parsed from the recorded droplet: its id as made here, "new", the recording's address and region.
+    assert node.provider_id == "600"
     assert node.state is NodeState.PENDING
     assert node.tags[OwnerTags.INSTANCE_UID] == "uid-0"
     assert node.tags[OwnerTags.CLUSTER_ID] == CLUSTER
-    assert node.zone == "fra1"
-    assert node.public_ips == ("164.90.1.1",)
+    assert node.zone == "ams2"
+    assert node.size_id == "8gb"
+    assert (node.public_ips, node.private_ips) == (("36.123.0.123",), ())
     assert create.headers["Authorization"] == f"Bearer {CANARY}"
 
 
 async def test_list_cluster_filters_server_side_and_follows_pages(connector: LibcloudConnector) -> None:
     nodes = await connector.list_cluster(CLUSTER)
 
-    assert [n.provider_id for n in nodes] == ["501", "502", "503"]
+    assert [n.provider_id for n in nodes] == ["3164444", "3164445"]
+    assert [n.tags[OwnerTags.INSTANCE_UID] for n in nodes] == ["uid-1", "uid-2"]
+    assert [n.state for n in nodes] == [NodeState.RUNNING, NodeState.RUNNING]  # "active"
+    assert nodes[0].public_ips == ("104.236.32.182",)  # libcloud reads networks.v4 only
+    assert (nodes[1].public_ips[0], nodes[1].private_ips) == ("128.199.13.158", ("10.124.0.2",))
     assert [s.query.get("page") for s in DigitalOceanMockHttp.sent] == ["1", "2"]
     assert all(s.query["tag_name"] == "skyfleet_cluster-id:cluster-test" for s in DigitalOceanMockHttp.sent)
 
@@ -157,7 +197,7 @@ async def test_list_cluster_filters_server_side_and_follows_pages(connector: Lib
 async def test_create_adopts_an_existing_droplet(connector: LibcloudConnector) -> None:
     node = await connector.create(request("uid-1"))
 
-    assert node.provider_id == "502"
+    assert node.provider_id == RECORDED_ID
     assert not [s for s in DigitalOceanMockHttp.sent if s.method == "POST"]
 
 
@@ -165,26 +205,26 @@ async def test_destroy_checks_ownership_first(connector: LibcloudConnector) -> N
     with pytest.raises(OwnershipMismatch):
         await connector.destroy("900", owner("uid-0"))
     with pytest.raises(OwnershipMismatch):
-        await connector.destroy("501", owner("uid-9"))
+        await connector.destroy(RECORDED_ID, owner("uid-9"))
     assert not [s for s in DigitalOceanMockHttp.sent if s.method == "DELETE"]
 
-    await connector.destroy("501", owner("uid-0"))
+    await connector.destroy(RECORDED_ID, owner("uid-0"))
     await connector.destroy("404", owner("uid-0"))
 
-    assert [s.path for s in DigitalOceanMockHttp.sent if s.method == "DELETE"] == ["/v2/droplets/501"]
+    assert [s.path for s in DigitalOceanMockHttp.sent if s.method == "DELETE"] == [f"/v2/droplets/{RECORDED_ID}"]
 
 
 async def test_release_untags_the_droplet_from_both_identity_tags(connector: LibcloudConnector) -> None:
-    await release_refusals(connector, DigitalOceanMockHttp, ours="501", foreign="900", missing="404", uid="uid-0")
+    await release_refusals(connector, DigitalOceanMockHttp, ours=RECORDED_ID, foreign="900", missing="404", uid="uid-0")
 
-    await connector.release("501", owner("uid-0"))
+    await connector.release(RECORDED_ID, owner("uid-0"))
 
     sent = changes(DigitalOceanMockHttp)
     assert [(s.method, s.path) for s in sent] == [
         ("DELETE", "/v2/tags/skyfleet_cluster-id:cluster-test/resources"),
         ("DELETE", "/v2/tags/skyfleet_instance-uid:uid-0/resources"),
     ]
-    assert all(s.json() == {"resources": [{"resource_id": "501", "resource_type": "droplet"}]} for s in sent)
+    assert all(s.json() == {"resources": [{"resource_id": RECORDED_ID, "resource_type": "droplet"}]} for s in sent)
     assert all(s.headers["Content-Type"] == "application/json" for s in sent)
 
 
@@ -230,7 +270,6 @@ async def test_an_endpoint_override_is_where_requests_go(connector: LibcloudConn
 
 @pytest.mark.parametrize(("mine", "theirs"), [("prod.eu", "prod_eu"), ("Prod", "prod"), ("a_-b", "a.b")])
 async def test_cluster_ids_that_differ_never_share_a_tag(connector: LibcloudConnector, mine: str, theirs: str) -> None:
-    DigitalOceanMockHttp.reset("STATEFUL")
     await connector.create(request("uid-5", cluster=mine))
 
     assert await connector.list_cluster(theirs) == []
@@ -273,3 +312,11 @@ async def test_create_puts_the_droplet_in_the_requested_vpc(connector: LibcloudC
     _, create = DigitalOceanMockHttp.sent
     assert create.json()["vpc_uuid"] == "5a4981aa-vpc"
     assert connector.capabilities.subnet
+
+
+async def test_a_droplet_gone_before_its_delete_counts_as_deleted(connector: LibcloudConnector) -> None:
+    DigitalOceanMockHttp.reset("GONE_ON_DELETE")
+
+    await connector.destroy(RECORDED_ID, owner("uid-0"))
+
+    assert [(s.method, s.path) for s in changes(DigitalOceanMockHttp)] == [("DELETE", f"/v2/droplets/{RECORDED_ID}")]

@@ -31,7 +31,7 @@ from skyfleet.connectors.libcloud import LibcloudConnector
 from skyfleet.connectors.libcloud.adapters.gce import label_key, label_value
 from skyfleet.connectors.libcloud.resilience import RetryPolicy
 from tests.connector.conftest import CANARY, CLUSTER, owner
-from tests.connector.recorded import RecordedHttp, Reply, changes, release_refusals
+from tests.connector.recorded import RecordedHttp, Reply, changes, recording, release_refusals
 
 pytestmark = pytest.mark.connector
 
@@ -39,18 +39,30 @@ BASE = "_compute_v1_projects_skyfleet_test"
 ZONE = "/compute/v1/projects/skyfleet-test/zones/us-central1-a"
 
 
+# libcloud's recordings of Compute Engine v1 (gce/). They predate labels: our owner labels are
+# written into the instance's ``labels`` map (with its ``labelFingerprint``), where GCE returns them.
+GCE = "gce/"
+SET_LABELS_OP = "operation-zones_us-central1-a_instances_node-name_setTags_post"  # its recorded name
+FINGERPRINT = "42WmSpB8rSM="
+
+
+def labelled(instance: dict[str, Any], uid: str, name: str, **extra: str) -> None:
+    labels = {label_key(k): label_value(v) for k, v in owner(uid).to_tags().items()}
+    instance.update(name=name, labels={**labels, **extra}, labelFingerprint=FINGERPRINT)
+
+
 class GoogleTokenMockHttp(RecordedHttp):
     provider = "gce"
 
     def _token(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
-        return self.reply(200, "token.json")
+        return self.handwritten(200, "token.json", why="libcloud ships no recorded Google OAuth token answer")
 
     _o_oauth2_token = _token
 
 
 class GCEMockHttp(RecordedHttp):
-    """Recorded answers for the fixtures' instances, and a stateful zone for new ones: names are
-    unique per zone and must follow GCE's rule, label filters are evaluated on what was made."""
+    """Recorded answers for the recordings' instances, and a stateful zone for new ones: names
+    are unique per zone and must follow GCE's rule, label filters are evaluated on what was made."""
 
     provider = "gce"
     instances: ClassVar[dict[str, dict[str, Any]]] = {}
@@ -72,76 +84,108 @@ class GCEMockHttp(RecordedHttp):
     def _compute_v1_projects_skyfleet_test_zones_us_central1_a_machineTypes(
         self, method: str, url: str, body: str, headers: dict[str, str]
     ) -> Reply:
-        return self.recorded(200, "gce/zones_us-central1-a_machineTypes.json")  # libcloud's recording
+        return self.recorded(200, GCE + "zones_us-central1-a_machineTypes.json")
 
     def _compute_v1_projects_skyfleet_test_aggregated_instances(
         self, method: str, url: str, body: str, headers: dict[str, str]
     ) -> Reply:
         if self._filter() == '(labels.skyfleet_cluster-id = "cluster-test")':
-            page = 2 if self.sent[-1].query.get("pageToken") == "page-2" else 1
-            return self.reply(200, f"aggregated_cluster_page_{page}.json")
+            second = self.sent[-1].query.get("pageToken") == "page-2"
+
+            def page(listing: dict[str, Any]) -> None:
+                # libcloud's recorded aggregated list, served one zone per page: node-name in
+                # us-central1-a (RUNNING) and libcloud-demo-multiple-nodes-001 in us-central2-a
+                # (SUSPENDED) are ours; the rest of the recording carries no labels at all.
+                zone = "zones/us-central2-a" if second else "zones/us-central1-a"
+                listing["items"] = {zone: listing["items"][zone]}
+                for instance in listing["items"][zone]["instances"]:
+                    if instance["name"] == "node-name":
+                        labelled(instance, "uid-1", "node-name")
+                    if instance["name"] == "libcloud-demo-multiple-nodes-001":
+                        labelled(instance, "uid-2", instance["name"])
+                if not second:
+                    listing["nextPageToken"] = "page-2"
+
+            return self.recorded(200, GCE + "aggregated_instances.json", page)
         wanted = dict(re.findall(r'labels\.([a-z0-9_-]+) = "([^"]*)"', self._filter()))
         found = [i for i in self.instances.values() if all(i["labels"].get(k) == v for k, v in wanted.items())]
-        listing = {"items": {"zones/us-central1-a": {"instances": found}}} if found else {"items": {}}
-        return 200, json.dumps(listing), {"content-type": "application/json"}, "OK"
+        scoped = {"zones/us-central1-a": {"instances": found}} if found else {}
+        return self.recorded(200, GCE + "aggregated_instances.json", lambda b: b.update(items=scoped))
 
     def _compute_v1_projects_skyfleet_test_zones_us_central1_a_instances(
         self, method: str, url: str, body: str, headers: dict[str, str]
     ) -> Reply:
+        no_errors = "libcloud ships no recorded GCE rate-limit or quota error"
         if self.type == "RATE_LIMITED":
-            return self.reply(403, "error_rate_limit.json")
+            return self.handwritten(403, "error_rate_limit.json", why=no_errors)
         if self.type == "QUOTA":
-            return self.reply(403, "error_quota.json")
+            return self.handwritten(403, "error_quota.json", why=no_errors)
         sent = json.loads(body)
         name = sent["name"]
+        # GCE's own error envelope (as in libcloud's recorded 404), the messages written here:
+        # libcloud ships no recorded invalid-name or alreadyExists answer to an insert.
         if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", name):
             return gce_error(400, "invalid", f"Invalid value for field 'resource.name': '{name}'")
         if name in self.instances:
             return gce_error(409, "alreadyExists", f"The resource '{name}' already exists")
-        self.instances[name] = {
-            **json.loads(self.fixture("instance_new.json")),
-            "name": name,
-            "labels": sent["labels"],
-            "selfLink": f"{ZONE}/instances/{name}",
-        }
-        return self.reply(200, "insert_operation.json")
+        # What insert made: libcloud's recorded instance, named and labelled as sent, still provisioning.
+        made = recording(GCE + "zones_us-central1-a_instances_node-name.json")
+        made.update(name=name, labels=sent["labels"], status="PROVISIONING", selfLink=f"{ZONE}/instances/{name}")
+        self.instances[name] = made
+        return self.recorded(200, GCE + "zones_us-central1-a_instances_post.json")  # the insert operation
 
     def _made_instance(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
         found = self.instances.get(urlsplit(url).path.rsplit("/", 1)[-1])
         if found is None:
-            return self.reply(404, "error_not_found.json")
+            return self.recorded(404, GCE + "zones_us-central1-b_instances_libcloud-lb-demo-www-002.json")
+        if method == "DELETE":
+            return self.recorded(200, GCE + "zones_us-central1-a_instances_node-name_delete.json")
         return 200, json.dumps(found), {"content-type": "application/json"}, "OK"
 
     def _compute_v1_projects_skyfleet_test_zones_us_central1_a_instances_shop_web_1(
         self, method: str, url: str, body: str, headers: dict[str, str]
     ) -> Reply:
-        return self.reply(200, "delete_operation.json" if method == "DELETE" else "instance_1.json")
+        if method == "DELETE":
+            if self.type == "GONE_ON_DELETE":
+                return self.recorded(404, GCE + "zones_us-central1-b_instances_libcloud-lb-demo-www-002.json")
+            return self.recorded(200, GCE + "zones_us-central1-a_instances_node-name_delete.json")
+        # libcloud's recorded instance, ours, with a label of the user's.
+        return self.recorded(
+            200,
+            GCE + "zones_us-central1-a_instances_node-name.json",
+            lambda i: labelled(i, "uid-1", "shop-web-1", tier="web"),
+        )
 
     def _compute_v1_projects_skyfleet_test_zones_us_central1_a_instances_shop_web_1_setLabels(
         self, method: str, url: str, body: str, headers: dict[str, str]
     ) -> Reply:
         first = len([s for s in self.sent if s.path.endswith("/setLabels")]) == 1
         if self.type == "STALE_FINGERPRINT" and first:
-            return self.reply(412, "error_fingerprint.json")
-        return self.reply(200, "setlabels_operation.json")
+            return self.handwritten(412, "error_fingerprint.json", why="libcloud ships no recorded 412 conditionNotMet")
+        # libcloud records no setLabels; its recorded setTags operation is the same compute#operation.
+        return self.recorded(200, GCE + "zones_us-central1-a_instances_node-name_setTags_post.json")
 
-    def _compute_v1_projects_skyfleet_test_zones_us_central1_a_operations_operation_3_wait(
+    def _compute_v1_projects_skyfleet_test_zones_us_central1_a_operations_operation_zones_us_central1_a_instances_node_name_setTags_post_wait(  # noqa: E501
         self, method: str, url: str, body: str, headers: dict[str, str]
     ) -> Reply:
-        return self.reply(200, "setlabels_done.json")
+        return self.recorded(
+            200, GCE + "operations_operation_zones_us-central1-a_instances_node-name_setTags_post.json"
+        )
 
     def _compute_v1_projects_skyfleet_test_zones_us_central1_a_instances_hand_made(
         self, method: str, url: str, body: str, headers: dict[str, str]
     ) -> Reply:
-        return self.reply(200, "instance_foreign.json")
+        # Someone else's instance: libcloud's recording as it is, with no labels.
+        return self.recorded(200, GCE + "zones_us-central1-a_instances_lcnode-001.json")
 
     def _compute_v1_projects_skyfleet_test_zones_us_central1_a_instances_gone(
         self, method: str, url: str, body: str, headers: dict[str, str]
     ) -> Reply:
-        return self.reply(404, "error_not_found.json")
+        return self.recorded(404, GCE + "zones_us-central1-b_instances_libcloud-lb-demo-www-002.json")
 
 
 def gce_error(status: int, reason: str, message: str) -> Reply:
+    """Hand-written in the envelope of GCE's recorded errors (libcloud's recorded notFound)."""
     body = {"error": {"errors": [{"domain": "global", "reason": reason, "message": message}], "code": status}}
     return status, json.dumps(body), {"content-type": "application/json"}, "Error"
 
@@ -213,9 +257,15 @@ async def test_create_sends_labels_userdata_and_request_id(connector: LibcloudCo
     assert insert.headers["Authorization"] == "Bearer ya29.test-access-token"
     name = vm_name("shop-web-uid-3", cluster_id=CLUSTER, namespace="team-a")
     assert payload["name"] == name
+    assert payload["disks"][0]["initializeParams"]["sourceImage"] == request("uid-3").image_id
+    assert payload["networkInterfaces"][0]["network"] == "global/networks/default"
+    # The recorded insert operation answers, then the instance is read: libcloud's recording.
+    read = GCEMockHttp.sent[-1]
+    assert (read.method, read.path) == ("GET", f"{ZONE}/instances/{name}")
     assert node.provider_id == f"us-central1-a/{name}"
-    assert node.state is NodeState.PENDING
+    assert node.state is NodeState.PENDING  # PROVISIONING
     assert node.tags[OwnerTags.INSTANCE_UID] == "uid-3"
+    assert (node.public_ips, node.private_ips) == (("23.236.58.15",), ("10.240.72.75",))
 
 
 async def test_disk_gib_sizes_the_boot_disk(connector: LibcloudConnector) -> None:
@@ -278,9 +328,16 @@ async def test_cluster_ids_that_differ_never_share_a_label(
 async def test_list_cluster_uses_label_filter_across_zones_and_pages(connector: LibcloudConnector) -> None:
     nodes = await connector.list_cluster(CLUSTER)
 
-    assert [n.provider_id for n in nodes] == ["us-central1-a/shop-web-1", "us-central1-b/shop-web-2"]
-    assert [n.state for n in nodes] == [NodeState.RUNNING, NodeState.PENDING]
-    assert nodes[0].public_ips == ("34.66.1.7",)
+    assert [n.provider_id for n in nodes] == [
+        "us-central1-a/node-name",
+        "us-central2-a/libcloud-demo-multiple-nodes-001",
+    ]
+    assert [n.state for n in nodes] == [NodeState.RUNNING, NodeState.STOPPED]  # RUNNING, SUSPENDED
+    assert [n.tags[OwnerTags.INSTANCE_UID] for n in nodes] == ["uid-1", "uid-2"]
+    assert (nodes[0].public_ips, nodes[0].private_ips) == (("23.236.58.15",), ("10.240.72.75",))
+    assert nodes[0].size_id == "n1-standard-1"
+    listings = [s for s in GCEMockHttp.sent if s.path.endswith("/aggregated/instances")]
+    assert [s.query.get("pageToken") for s in listings] == [None, "page-2"]
 
 
 async def test_destroy_checks_ownership(connector: LibcloudConnector) -> None:
@@ -316,7 +373,7 @@ async def test_release_sets_the_labels_but_the_identity_and_waits_for_it(connect
         },
         "labelFingerprint": "42WmSpB8rSM=",
     }
-    assert (wait.method, wait.path) == ("POST", f"{ZONE}/operations/operation-3/wait")
+    assert (wait.method, wait.path) == ("POST", f"{ZONE}/operations/{SET_LABELS_OP}/wait")
 
 
 async def test_release_retries_when_the_labels_change_under_it(connector: LibcloudConnector) -> None:
@@ -373,3 +430,11 @@ async def test_create_puts_the_vm_in_the_requested_subnetwork(connector: Libclou
     (insert,) = [s for s in GCEMockHttp.sent if s.method == "POST"]
     assert insert.json()["networkInterfaces"][0]["subnetwork"] == subnet
     assert connector.capabilities.subnet
+
+
+async def test_an_instance_gone_before_its_delete_counts_as_deleted(connector: LibcloudConnector) -> None:
+    GCEMockHttp.reset("GONE_ON_DELETE")  # GCE's recorded notFound answers the DELETE
+
+    await connector.destroy("us-central1-a/shop-web-1", owner("uid-1"))
+
+    assert [(s.method, s.path) for s in changes(GCEMockHttp)] == [("DELETE", f"{ZONE}/instances/shop-web-1")]

@@ -20,13 +20,21 @@ from skyfleet.connectors import (
     OwnershipMismatch,
     OwnerTags,
     Throttled,
+    vm_name,
 )
 from skyfleet.connectors.libcloud import LibcloudConnector
+from skyfleet.connectors.libcloud.adapters.linode import LinodeAdapter
 from skyfleet.connectors.libcloud.resilience import RetryPolicy
 from tests.connector.conftest import CANARY, CLUSTER, owner
 from tests.connector.recorded import RecordedHttp, Reply, changes, release_refusals
 
 pytestmark = pytest.mark.connector
+
+
+# libcloud's recordings of Linode API v4 (linode_v4/). Our owner tags are written into the
+# recorded instances' ``tags`` list, where Linode returns an instance's tags.
+LV4 = "linode_v4/"
+NO_ERRORS = "libcloud ships no recorded Linode error body"
 
 
 class LinodeMockHttp(RecordedHttp):
@@ -48,50 +56,70 @@ class LinodeMockHttp(RecordedHttp):
                 return linode_error(400, "tags", "Length must be 3-50 characters")
             if any(m["label"] == sent["label"] for m in self.made):
                 return linode_error(400, "label", "Label must be unique among your linodes")
-            made = {**json.loads(self.fixture("instance_create.json")), "id": 8000 + len(self.made)}
-            made.update(label=sent["label"], tags=sent["tags"])
-            self.made.append(made)
-            return 200, json.dumps(made), {"content-type": "application/json"}, "OK"
+            return self._created(sent)
         wanted = [c["tags"] for c in json.loads(self.sent[-1].headers["X-Filter"])["+and"]]
         found = [m for m in self.made if all(t in m["tags"] for t in wanted)]
-        return 200, json.dumps({"data": found, "page": 1, "pages": 1, "results": len(found)}), {}, "OK"
+        return self.recorded(200, LV4 + "list_nodes.json", lambda b: b.update(data=found, results=len(found)))
+
+    def _created(self, sent: dict[str, Any]) -> Reply:
+        # libcloud's recorded create answer ("provisioning"), with the label and tags we sent.
+        def made(instance: dict[str, Any]) -> None:
+            instance.update(id=8000 + len(self.made), label=sent["label"], tags=sent["tags"])
+            self.made.append(instance)
+
+        return self.recorded(200, LV4 + "create_node.json", made)
 
     def _v4_profile(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
-        return self.reply(401, "error_unauthorized.json")
+        return self.handwritten(401, "error_unauthorized.json", why=NO_ERRORS)
 
     def _v4_linode_types(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
-        return self.recorded(200, "linode_v4/list_types.json")  # disks in MB: 25600 for the nanode
+        return self.recorded(200, LV4 + "list_types.json")  # disks in MB: 25600 for the nanode
 
     def _v4_linode_instances(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
         if self.type == "STATEFUL":
             return self._stateful(method, body)
         if method == "POST":
             if self.type == "RATE_LIMITED":
-                return self.reply(429, "error_rate_limit.json")
+                return self.handwritten(429, "error_rate_limit.json", why=NO_ERRORS)
             if self.type == "BAD_TYPE":
-                return self.reply(400, "error_bad_type.json")
-            return self.reply(200, "instance_create.json")
+                return self.handwritten(400, "error_bad_type.json", why=NO_ERRORS)
+            return self._created(json.loads(body))
         wanted = json.loads(self.sent[-1].headers["X-Filter"])["+and"]
-        if wanted == [{"tags": "sf-cluster=cluster-test"}]:
-            return self.reply(200, f"instances_cluster_page_{self.sent[-1].query['page']}.json")
-        return self.reply(200, "instances_empty.json")
+        if wanted != [{"tags": "sf-cluster=cluster-test"}]:
+            return self.recorded(200, LV4 + "list_nodes.json", lambda b: b.update(data=[], results=0))
+        page = int(self.sent[-1].query["page"])
+
+        def paged(listing: dict[str, Any]) -> None:
+            # libcloud's recorded list, its two instances ours and served one per page.
+            instance = listing["data"][page - 1]
+            instance["tags"] = adapter().tag_strings(owner(f"uid-{page}").to_tags())
+            listing.update(data=[instance], page=page, pages=2, results=2)
+
+        return self.recorded(200, LV4 + "list_nodes.json", paged)
 
     def _v4_linode_instances_7001(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
-        return self.reply(200, "{}" if method == "DELETE" else "instance_7001.json")  # PUT answers the instance
+        if method == "DELETE":
+            if self.type == "GONE_ON_DELETE":
+                return self.handwritten(404, "error_not_found.json", why=NO_ERRORS)
+            return 200, "{}", {"content-type": "application/json"}, "OK"  # Linode answers a delete with {}
+        # GET, and PUT answers the instance too: libcloud's recording, ours, with a tag of the user's.
+        mine = [*adapter().tag_strings(owner("uid-1").to_tags()), "prod"]
+        return self.recorded(200, LV4 + "ex_get_node.json", lambda b: b.update(id=7001, tags=mine))
 
     def _v4_linode_instances_9999(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
-        return self.reply(200, "instance_9999.json")
+        # Someone else's instance: libcloud's recording as it is, tagged "testing".
+        return self.recorded(200, LV4 + "ex_get_node.json", lambda b: b.update(id=9999))
 
     def _v4_linode_instances_404(self, method: str, url: str, body: str, headers: dict[str, str]) -> Reply:
-        return self.reply(404, "error_not_found.json")
+        return self.handwritten(404, "error_not_found.json", why=NO_ERRORS)
 
-    def reply(self, status: int, fixture: str | None = None, headers: dict[str, str] | None = None) -> Reply:
-        if fixture == "{}":
-            return status, "{}", {"content-type": "application/json"}, "OK"
-        return super().reply(status, fixture, headers)
+
+def adapter() -> LinodeAdapter:
+    return LinodeAdapter(CredentialConfig(name="l", namespace="team-a", provider="linode", secret={"token": "t"}))
 
 
 def linode_error(status: int, field: str, reason: str) -> Reply:
+    # Hand-written: libcloud ships no recorded Linode error body; the shape is Linode's documented one.
     return status, json.dumps({"errors": [{"field": field, "reason": reason}]}), {}, "Bad Request"
 
 
@@ -127,18 +155,27 @@ async def test_create_sends_short_tags_and_metadata_userdata(connector: Libcloud
     payload = create.json()
     assert "sf-uid=uid-3" in payload["tags"]
     assert base64.b64decode(payload["metadata"]["user_data"]).decode() == "#cloud-config\n"
+    assert (create.method, create.path) == ("POST", "/v4/linode/instances")
+    assert payload["label"] == vm_name("shop-web-uid-3", cluster_id=CLUSTER, namespace="team-a")
+    assert payload["image"] == "linode/ubuntu24.04"
+    assert payload["type"] == "g6-standard-1"
     assert payload["region"] == "eu-central"
     assert len(payload["root_pass"]) >= 32
-    assert node.provider_id == "7003"
+    # Parsed from libcloud's recorded answer: "provisioning", its addresses, its region.
+    assert node.provider_id == "8000"
     assert node.state is NodeState.PENDING
     assert node.tags[OwnerTags.INSTANCE_UID] == "uid-3"
-    assert node.zone == "eu-central"
+    assert node.zone == "eu-west"
+    assert (node.public_ips, node.private_ips) == (("45.32.179.25",), ("192.168.206.100",))
 
 
 async def test_list_cluster_filters_server_side_across_pages(connector: LibcloudConnector) -> None:
     nodes = await connector.list_cluster(CLUSTER)
 
-    assert [n.provider_id for n in nodes] == ["7001", "7002"]
+    assert [n.provider_id for n in nodes] == ["22344420", "22344421"]
+    assert [n.tags[OwnerTags.INSTANCE_UID] for n in nodes] == ["uid-1", "uid-2"]
+    assert [n.state for n in nodes] == [NodeState.RUNNING, NodeState.RUNNING]
+    assert (nodes[0].public_ips, nodes[0].private_ips) == (("138.89.34.81",), ("192.168.1.230",))
     assert [s.query["page"] for s in LinodeMockHttp.sent] == ["1", "2"]
 
 
@@ -228,3 +265,11 @@ async def test_the_plan_fixes_the_disk_so_types_are_chosen_by_it(connector: Libc
         await connector.resolve_size(instance_type="g6-nanode-1", disk_gib=30)
     (listing, *_) = [s for s in LinodeMockHttp.sent if s.path == "/v4/linode/types"]
     assert listing.method == "GET"
+
+
+async def test_an_instance_gone_before_its_delete_counts_as_deleted(connector: LibcloudConnector) -> None:
+    LinodeMockHttp.reset("GONE_ON_DELETE")
+
+    await connector.destroy("7001", owner("uid-1"))
+
+    assert [(s.method, s.path) for s in changes(LinodeMockHttp)] == [("DELETE", "/v4/linode/instances/7001")]

@@ -11,6 +11,9 @@ VM also removes its NIC and OS disk. Tag names may not contain ``/``: ours trave
 ``skyfleet.io_instance-uid``. The VM list cannot filter by tag, so lookups page through
 ``nextLink`` and filter client-side. User data is the base64 ``customData`` cloud-init reads.
 Release PATCHes the VM with its tags minus our identity: tags in a PATCH replace the set.
+A VM's addresses are not on the VM but on its network interfaces (``ipConfigurations``): a
+lookup lists the group's NICs once, a describe reads the VM's primary NIC. Only private
+addresses are read (the NICs we make carry no public IP resource).
 
 Provider ids are ARM resource ids. Secret keys: ``tenant_id``, ``subscription_id``,
 ``client_id``, ``client_secret``. Parameters: ``resource_group`` (required), ``subnet_id``
@@ -22,6 +25,7 @@ rules like the endpoint), ``login_resource``, ``storage_suffix``.
 from __future__ import annotations
 
 import base64
+import dataclasses
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -146,16 +150,40 @@ class AzureARMAdapter(ProviderAdapter):
     def find_by_tags(self, driver: Driver, tags: Mapping[str, str]) -> list[CloudNode]:
         path: str | None = f"{self.group_path}/providers/Microsoft.Compute/virtualMachines"
         params: dict[str, str] | None = {"api-version": COMPUTE_API}
-        nodes: list[CloudNode] = []
+        found: list[tuple[CloudNode, dict[str, Any]]] = []
+        for data in self._list(driver, path, params):
+            node = self.vm(data)
+            if node.state is not NodeState.TERMINATED and all(node.tags.get(k) == v for k, v in tags.items()):
+                found.append((node, data))
+        if not found:
+            return []
+        nics = {
+            str(nic.get("id", "")).lower(): nic
+            for nic in self._list(
+                driver, f"{self.group_path}/providers/Microsoft.Network/networkInterfaces", {"api-version": NETWORK_API}
+            )
+        }
+        return [self._addressed(n, nics.get((_primary_nic(v) or "").lower())) for n, v in found]
+
+    def _list(self, driver: Driver, path: str | None, params: dict[str, str] | None) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
         while path:
             body = driver.connection.request(path, params=params).object
-            nodes.extend(self.vm(v) for v in body.get("value", []))
+            items.extend(body.get("value", []))
             next_link = body.get("nextLink")
             # nextLink is absolute and already carries api-version and the skip token.
             path, params = (_path_of(next_link), None) if next_link else (None, None)
-        return [
-            n for n in nodes if n.state is not NodeState.TERMINATED and all(n.tags.get(k) == v for k, v in tags.items())
-        ]
+        return items
+
+    @staticmethod
+    def _addressed(node: CloudNode, nic: Mapping[str, Any] | None) -> CloudNode:
+        configs = ((nic or {}).get("properties") or {}).get("ipConfigurations") or []
+        private = tuple(
+            str(c["properties"]["privateIPAddress"])
+            for c in configs
+            if (c.get("properties") or {}).get("privateIPAddress")
+        )
+        return dataclasses.replace(node, private_ips=private)
 
     def describe(self, driver: Driver, provider_id: str) -> CloudNode | None:
         try:
@@ -166,7 +194,8 @@ class AzureARMAdapter(ProviderAdapter):
             if http_status(exc) == 404:
                 return None
             raise
-        return self.vm(body)
+        nic_id = _primary_nic(body)
+        return self._addressed(self.vm(body), self._read(driver, nic_id, NETWORK_API) if nic_id else None)
 
     def _read(self, driver: Driver, resource_id: str, api: str) -> dict[str, Any] | None:
         try:
@@ -345,6 +374,14 @@ def _image_reference(image_id: str) -> dict[str, str]:
     if len(parts) != 4:
         raise InvalidRequest(f"Azure images are URNs publisher:offer:sku:version or ARM ids, got {image_id!r}")
     return dict(zip(("publisher", "offer", "sku", "version"), parts, strict=True))
+
+
+def _primary_nic(vm: Mapping[str, Any]) -> str | None:
+    """The id of the VM's primary network interface (the only one, or the one marked primary)."""
+    nics = ((vm.get("properties") or {}).get("networkProfile") or {}).get("networkInterfaces") or []
+    primary = [n for n in nics if (n.get("properties") or {}).get("primary")]
+    chosen = (primary or nics)[:1]
+    return str(chosen[0]["id"]) if chosen and chosen[0].get("id") else None
 
 
 def _path_of(url: str) -> str:
