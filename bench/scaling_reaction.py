@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> None:
 
 def measure(args: argparse.Namespace, plane: ControlPlane, endpoint: str, load: LoadExporter, prom: Prometheus) -> None:
     for_seconds = parse_duration(args.for_)
-    load.set("load", 0.0)
+    load.set("load", 0.0, namespace=NAMESPACE)  # its namespace: what the operator's Prometheus shows a policy
     prom.wait_for("max(load)", lambda v: v == 0.0)
     plane.kubectl("create", "namespace", NAMESPACE)
     log = Path(tempfile.mkdtemp(prefix="skyfleet-bench-scaling-")) / "operator.log"
@@ -195,7 +195,7 @@ def measure(args: argparse.Namespace, plane: ControlPlane, endpoint: str, load: 
             # A trial starts right after a scale-in evaluation; without a pause every crossing would
             # fall at the same point of the evaluation period.
             time.sleep(rng.uniform(0, args.period))
-            load.set("load", 5.0)
+            load.set("load", 5.0, namespace=NAMESPACE)
             crossed = wait(lambda: prom.values("max(load)") == [5.0], 30, "Prometheus to see the load")
             seen = wait(lambda: len(instances(api)) >= 2, 60, "the second Instance")
             created.append(seen - crossed)
@@ -204,7 +204,7 @@ def measure(args: argparse.Namespace, plane: ControlPlane, endpoint: str, load: 
             print(
                 f"trial {trial + 1:2d}: Instance after {created[-1]:5.2f} s, running after {ran[-1]:5.2f} s", flush=True
             )
-            load.set("load", 0.0)
+            load.set("load", 0.0, namespace=NAMESPACE)
             wait(lambda: len(instances(api)) == 1, 120, "the group back at one Instance")
     finally:
         operator.terminate()

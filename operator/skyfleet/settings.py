@@ -81,6 +81,13 @@ class Settings(BaseSettings):
         pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
         description="Prometheus HTTP API that ScalingPolicies query unless they name their own.",
     )
+    prometheus_tenant_label: str = Field(
+        default="namespace",
+        max_length=63,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Label holding the namespace in --prometheus-url's series: every query a ScalingPolicy sends "
+        'there is confined to <label>="<its namespace>".',
+    )
     scaling_period: float = Field(default=15.0, gt=0, description="Seconds between evaluations of a ScalingPolicy.")
     lost_grace: float = Field(
         default=60.0,

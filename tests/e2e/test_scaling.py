@@ -1,7 +1,9 @@
 """Tiers that scale themselves: ScalingPolicies over a real Prometheus, moving real Instances and VMs.
 
 One operator (evaluating every second), one moto EC2 behind a fault proxy, one Prometheus scraping a
-load exporter every second serve the module; tests run in file order. Windows are a few seconds
+load exporter every second serve the module; tests run in file order. The exporter's series carry
+the test namespace as their ``namespace`` label, and another tenant's ``web_load`` (1000) is served
+beside them throughout: a policy that read it would scale every group to its maximum. Windows are a few seconds
 (set in each policy's spec) so the module stays short. The Deployment's manifest is never written:
 ``kubectl diff`` of it stays empty throughout.
 """
@@ -16,8 +18,10 @@ from typing import Any
 
 import pytest
 
+from skyfleet.reconcile.scaling_scope import scope_query
 from skyfleet.testing.prometheus import LoadExporter, Prometheus
 from tests.e2e.operator_fixtures import World, condition, eventually, tags, world
+from tests.unit.test_reconcile_scaling_scope import REWRITTEN
 
 pytestmark = pytest.mark.e2e
 __all__ = ["world"]
@@ -55,14 +59,35 @@ def policy(name: str, group: str, **spec: Any) -> dict[str, Any]:
     }
 
 
+OTHER_TENANT_LOAD = 1000.0
+
+
+class TenantLoad(LoadExporter):
+    """A load exporter whose series belong to one namespace (label ``namespace``), as a shared
+    Prometheus's series do when it scrapes many tenants' pods."""
+
+    namespace = ""
+
+    def set(self, name: str, value: float, **labels: str) -> None:
+        super().set(name, value, **{"namespace": self.namespace, **labels})
+
+
+def mine(w: World, promql: str) -> str:
+    """``promql`` confined to the test namespace, for the test's own look at Prometheus."""
+    return scope_query(promql, w.kube.namespace)
+
+
 @pytest.fixture(scope="module")
 def elastic(world: World) -> Iterator[tuple[World, LoadExporter, Prometheus]]:
-    with LoadExporter() as load, Prometheus(targets=[load.target]) as prom:
+    with TenantLoad() as load, Prometheus(targets=[load.target]) as prom:
+        load.namespace = world.kube.namespace
+        load.set("web_load", OTHER_TENANT_LOAD, namespace="other-tenant")
         load.set("web_load", 5.0)
         load.set("batch_latency", 0.2)
         load.set("shards", 1.0, shard="a")
         load.set("shards", 2.0, shard="b")
-        prom.wait_for("web_load", lambda v: v == 5.0)
+        prom.wait_for(mine(world, "web_load"), lambda v: v == 5.0)
+        prom.wait_for('web_load{namespace="other-tenant"}', lambda v: v == OTHER_TENANT_LOAD)
         world.operator.stop()
         world.operator.start("--prometheus-url", prom.url, "--scaling-period", "1")
         proxy = world.cloud.proxy()
@@ -139,8 +164,9 @@ def test_load_above_target_scales_out_to_max_and_back_in_after_the_window(
     eventually(lambda: len(live(w, "web")) == 3, 60, what="web scaled out to 3")
     load.set("web_load", 100.0)  # ceil(100 / 10) = 10, bounded to maxReplicas 4
     eventually(lambda: ready(w, "web") == 4, 90, what="web at maxReplicas 4, all running")
-    s = status(w, "web")
-    assert (s["desiredReplicas"], s["replicas"]) == (4, 4)
+    # status.replicas counts the group's Instances at the next evaluation.
+    s = eventually(lambda: (s := status(w, "web"))["replicas"] == 4 and s, 10, what="status counts 4")
+    assert s["desiredReplicas"] == 4
     assert s["lastDecision"]["replicas"] == 4
     assert s["lastDecision"]["previousReplicas"] == 3
     assert [m["name"] for m in s["metrics"]] == ["load"]
@@ -154,7 +180,7 @@ def test_load_above_target_scales_out_to_max_and_back_in_after_the_window(
     assert len(live(w, "web")) == 4, "no more than maxReplicas"
 
     load.set("web_load", 10.0)  # 1 VM's worth, but only after the 8 s scale-down window
-    prom.wait_for("sum(web_load)", lambda v: v == 10.0)
+    prom.wait_for(mine(w, "sum(web_load)"), lambda v: v == 10.0)
     seen = time.monotonic()
     eventually(lambda: status(w, "web").get("desiredReplicas") == 1 or None, 60, interval=0.25, what="scale-in")
     waited = time.monotonic() - seen
@@ -197,9 +223,16 @@ def desired_over(w: World, name: str, seconds: float) -> list[int]:
 def test_a_noisy_signal_across_the_target_inside_the_window_causes_no_reversal(
     elastic: tuple[World, LoadExporter, Prometheus],
 ) -> None:
-    w, load, _ = elastic
+    w, load, prom = elastic
     load.set("web_load", 10.0)
-    eventually(lambda: status(w, "web").get("desiredReplicas") == 1 or None, 60, what="web at 1")
+    # Prometheus may have scraped the earlier test's 100 after its restart: wait until the policy
+    # has read the 10 (the latest sample) and is back at 1, so the window starts from a quiet group.
+    prom.wait_for(mine(w, "sum(web_load)"), lambda v: v == 10.0)
+    eventually(
+        lambda: ((s := status(w, "web"))["metrics"][0].get("value") == 10.0 and s["desiredReplicas"] == 1) or None,
+        60,
+        what="web at 1 on a load of 10",
+    )
     scaled_in = len(events(w, "ScaledIn", "web"))
     # 25 wants 3 VMs, 12 wants 2: the signal crosses back and forth every 2 s, inside the 8 s window.
     seen: list[int] = []
@@ -221,7 +254,7 @@ def test_after_a_restart_scale_in_still_waits_for_the_window(elastic: tuple[Worl
     time.sleep(2)  # the recommendations of 3 are in the old process's memory only
     w.operator.stop()
     load.set("web_load", 5.0)  # only the new process sees the load fall
-    prom.wait_for("sum(web_load)", lambda v: v == 5.0)
+    prom.wait_for(mine(w, "sum(web_load)"), lambda v: v == 5.0)
     w.operator.start("--prometheus-url", prom.url, "--scaling-period", "1")
     # The new process's first evaluation writes the new value; it must not scale in with it.
     first = eventually(
@@ -289,6 +322,75 @@ def test_bad_query_target_and_url_are_conditions(elastic: tuple[World, LoadExpor
     assert len(live(w, "api")) == 1
     for name in ("shards", "nowhere", "internal"):
         w.kube("delete", SP, name)
+
+
+def test_a_policy_reads_only_its_own_namespace_on_the_shared_prometheus(
+    elastic: tuple[World, LoadExporter, Prometheus],
+) -> None:
+    """Design invariant 8: the operator's Prometheus serves every namespace, so a policy's query
+    is confined to its own; one naming another namespace is not sent, and says which selector."""
+    w, load, prom = elastic
+    load.set("web_load", 10.0)
+    prom.wait_for(mine(w, "web_load"), lambda v: v == 10.0)
+    rules = [
+        # sum(web_load) over the whole Prometheus is 1010: the policy must see its own 10
+        {"name": "own", "query": "sum(web_load)", "target": {"averageValue": 1000}},
+        {"name": "theirs", "query": 'sum(web_load{namespace="other-tenant"})', "target": {"value": 1}},
+        {"name": "any", "query": 'max(web_load{namespace=~".+"})', "target": {"value": 1}},
+        {"name": "up", "query": "count(up)", "target": {"value": 1}},  # scrape targets carry no namespace
+    ]
+    w.kube.apply(policy("peek", "api", maxReplicas=3, metrics=rules))
+    eventually(lambda: condition(w.kube.get(SP, "peek")) == ("False", "QueryNotScoped"), 30, what="refused")
+    s = eventually(lambda: (s := status(w, "peek")).get("metrics") and len(s["metrics"]) == 4 and s, 30, what="read")
+    seen = {m["name"]: m for m in s["metrics"]}
+    assert seen["own"]["value"] == 10.0, f"the policy saw {seen['own'].get('value')}, not its own 10"
+    assert (seen["theirs"].get("value"), seen["theirs"]["reason"]) == (None, "QueryNotScoped")
+    assert (seen["any"].get("value"), seen["any"]["reason"]) == (None, "QueryNotScoped")
+    assert (seen["up"].get("value"), seen["up"]["reason"]) == (None, "NoData")
+    message = next(c["message"] for c in s["conditions"] if c["type"] == "Ready")
+    assert 'web_load{namespace="other-tenant"}' in message
+    assert all((m.get("value") or 0) < OTHER_TENANT_LOAD for m in s["metrics"])
+    assert events(w, "QueryNotScoped", "peek")
+    assert s["desiredReplicas"] == 1, "a refused query moves nothing"
+    assert len(live(w, "api")) == 1
+
+    # Naming the shared Prometheus as the policy's own URL does not lift the scoping.
+    w.kube.patch(SP, "peek", {"spec": {"prometheus": {"url": prom.url + "/"}, "metrics": rules[1:2]}})
+    eventually(
+        lambda: (
+            (s := status(w, "peek")).get("observedGeneration") == w.kube.get(SP, "peek")["metadata"]["generation"]
+            and [m["name"] for m in s["metrics"]] == ["theirs"]
+            and s
+        ),
+        30,
+        what="re-evaluated with the shared URL",
+    )
+    assert condition(w.kube.get(SP, "peek")) == ("False", "QueryNotScoped")
+    assert "value" not in status(w, "peek")["metrics"][0]
+
+    # The same policy, scoped, scales on its own namespace's value: ceil(10 / 4) = 3, not the max
+    # that 1010 would ask for (maxReplicas 3 is that max, so the bound is raised to tell them apart).
+    w.kube.patch(
+        SP,
+        "peek",
+        {"spec": {"prometheus": None, "maxReplicas": 5, "metrics": [{**rules[0], "target": {"averageValue": 4}}]}},
+    )
+    eventually(lambda: status(w, "peek").get("desiredReplicas") == 3 or None, 30, what="scaled on its own load")
+    eventually(lambda: len(live(w, "api")) == 3, 60, what="api at 3")
+    time.sleep(2)
+    assert status(w, "peek")["desiredReplicas"] == 3
+    assert condition(w.kube.get(SP, "peek"))[0] == "True"
+    w.kube("delete", SP, "peek")
+    eventually(lambda: len(live(w, "api")) == 1, 60, what="api back to its spec")
+    assert manifest_unchanged(w)
+
+
+def test_every_rewrite_is_promql_the_real_prometheus_accepts(elastic: tuple[World, LoadExporter, Prometheus]) -> None:
+    """What scope_query sends (tokens rebuilt, one space apart) parses on the real Prometheus."""
+    _, _, prom = elastic
+    for query, sent in REWRITTEN:
+        assert scope_query(query, "a") == sent
+        prom.query(sent)  # raises on an error answer (a parse error is HTTP 400)
 
 
 def test_scale_to_zero_and_back_from_zero(elastic: tuple[World, LoadExporter, Prometheus]) -> None:

@@ -388,6 +388,11 @@ def test_a_ladder_that_shrank_keeps_the_rung_on_it() -> None:
 PROBLEMS = [
     ("source down", {"load": Reading(None, T0, "MetricUnavailable", "cannot connect")}, "MetricUnavailable"),
     ("bad query", {"load": Reading(None, T0, "QueryInvalid", "the query returned 2 series")}, "QueryInvalid"),
+    (
+        "another namespace's series",
+        {"load": Reading(None, T0, "QueryNotScoped", 'not sent: selector x{namespace="b"} ...')},
+        "QueryNotScoped",
+    ),
     ("empty result", {"load": Reading(None, T0, "NoData", "the query returned no series")}, "NoData"),
     ("never evaluated", {}, "MetricUnavailable"),
     ("not a finite number", {"load": Reading(float("nan"), T0)}, "NoData"),
@@ -427,6 +432,16 @@ def test_the_most_severe_problem_names_the_reason_and_the_event_is_sent_once() -
     assert healed.history.problem is None
     relapse = decide(policy, 4, None, readings, history=healed.history, now=at(45))
     assert [e.reason for e in relapse.events] == ["QueryInvalid"]
+
+
+def test_a_query_refused_for_its_namespace_outranks_every_other_problem() -> None:
+    policy = spec(target("a", averageValue=50), target("b", averageValue=50))
+    readings = {
+        "a": Reading(None, T0, "QueryInvalid", "2 series"),
+        "b": Reading(None, T0, "QueryNotScoped", "not sent"),
+    }
+    out = decide(policy, 4, None, readings, history=History(), now=T0)
+    assert (out.replicas, out.reason) == (4, "QueryNotScoped")
 
 
 def test_data_gap_restarts_the_for_clock_of_that_rule_only() -> None:

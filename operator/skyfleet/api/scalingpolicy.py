@@ -173,7 +173,9 @@ class MetricRule(Model):
     )
     query: str = Field(
         description="PromQL evaluated at each evaluation. It must return a scalar or a vector of exactly one "
-        "sample; several series or none are reported in status, never guessed from.",
+        "sample; several series or none are reported in status, never guessed from. Sent to the operator's "
+        'Prometheus, every selector is confined to namespace="<this namespace>" (another namespace, or a '
+        "regex or negative match on the label, is refused as QueryNotScoped).",
         min_length=1,
         max_length=LONG,
     )
@@ -215,7 +217,8 @@ class SecretKeyRef(Model):
 class PrometheusSource(Model):
     url: str = Field(
         description="Base URL of the Prometheus HTTP API (the part before /api/v1/query), overriding the "
-        "operator's --prometheus-url. TLS certificates are verified.",
+        "operator's --prometheus-url. TLS certificates are verified. Queries go unchanged, unless the URL names "
+        "the operator's own Prometheus (same host and port): then they are confined to this namespace too.",
         max_length=MEDIUM,
         pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
     )
@@ -329,7 +332,7 @@ class RuleStatus(Model):
     timestamp: datetime | None = Field(default=None, description="When that value was read.")
     reason: str | None = Field(
         default=None,
-        description="Why there is no usable value: MetricUnavailable, QueryInvalid or NoData.",
+        description="Why there is no usable value: MetricUnavailable, QueryInvalid, QueryNotScoped or NoData.",
         max_length=SHORT,
     )
 

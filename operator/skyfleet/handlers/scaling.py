@@ -22,7 +22,13 @@ from pydantic import ValidationError
 
 from skyfleet.api.common import ConditionStatus
 from skyfleet.api.deployment import NodeGroup
-from skyfleet.api.scalingpolicy import DEFAULT_TOKEN_KEY, ScalingDecision, ScalingPolicy, ScalingPolicyStatus
+from skyfleet.api.scalingpolicy import (
+    DEFAULT_TOKEN_KEY,
+    MetricRule,
+    ScalingDecision,
+    ScalingPolicy,
+    ScalingPolicyStatus,
+)
 from skyfleet.connectors.endpoints import EndpointPolicy
 from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of
 from skyfleet.handlers.context import now as utcnow
@@ -43,6 +49,7 @@ from skyfleet.reconcile.scaling import (
     rule_statuses,
     selector,
 )
+from skyfleet.reconcile.scaling_scope import QueryNotScoped, same_server, scope_query
 
 __all__ = ["Sources", "evaluate_loop", "scaling_policies"]
 
@@ -52,12 +59,17 @@ DIRECTIONS = {"ScaledOut": "out", "ScaledIn": "in", "SizedUp": "up", "SizedDown"
 
 @dataclass
 class Sources:
-    """The Prometheus clients of this operator: one for its own URL, one for URLs tenants chose."""
+    """The Prometheus clients of this operator: one for its own URL, one for URLs tenants chose.
+
+    The operator's own Prometheus is shared by every namespace, so what goes there is confined to
+    the policy's namespace (``tenant_label``): see ``skyfleet.reconcile.scaling_scope``.
+    """
 
     default_url: str | None
     endpoints: EndpointPolicy
     trusted: PrometheusClient
     tenant: PrometheusClient
+    tenant_label: str = "namespace"
 
     @classmethod
     def of(cls, ctx: Context) -> Sources:
@@ -69,6 +81,7 @@ class Sources:
             # A tenant's URL may name a host that resolves to the metadata service or the pod
             # network: every address it resolves to passes the cloud endpoints' rules first.
             tenant=PrometheusClient(address_check=endpoints.check_address),
+            tenant_label=ctx.settings.prometheus_tenant_label,
         )
 
     async def close(self) -> None:
@@ -323,6 +336,7 @@ async def _readings(ctx: Context, sources: Sources, policy: ScalingPolicy, now: 
     if not rules:
         return {}
     override = policy.spec.prometheus
+    namespace = policy.metadata.namespace or ""
     if override is not None:
         try:
             sources.endpoints.check_url(override.url, what="Prometheus URL")
@@ -339,17 +353,39 @@ async def _readings(ctx: Context, sources: Sources, policy: ScalingPolicy, now: 
     token = None
     ref = override.bearer_token_secret_ref if override is not None else None
     if ref is not None:
-        data = await ctx.kube.get_secret(policy.metadata.namespace or "", ref.name)
+        data = await ctx.kube.get_secret(namespace, ref.name)
         key = ref.key or DEFAULT_TOKEN_KEY
         if data is None or not data.get(key):
             raise SourceProblem("SecretNotFound", f"Secret {ref.name} with key {key} not found")
         token = data[key].strip()
-    results = await asyncio.gather(*(client.query(url, rule.query, bearer_token=token) for rule in rules))
+    # The shared Prometheus (also when a policy names it as its own URL) sees only scoped queries.
+    shared = override is None or same_server(override.url, sources.default_url)
+    queries = _queries(rules, namespace, sources.tenant_label if shared else None, now)
+    sent = [(name, q) for name, q in queries.items() if isinstance(q, str)]
+    results = await asyncio.gather(*(client.query(url, q, bearer_token=token) for _, q in sent))
+    answers = dict(zip((name for name, _ in sent), results, strict=True))
     readings: dict[str, Reading] = {}
-    for rule, result in zip(rules, results, strict=True):
+    for rule in rules:
+        refused = queries[rule.name]
+        if isinstance(refused, Reading):
+            readings[rule.name] = refused
+            continue
+        result = answers[rule.name]
         if isinstance(result, Sample):
             readings[rule.name] = Reading(result.value, now)
         else:
             assert isinstance(result, QueryError)
             readings[rule.name] = Reading(None, now, result.reason, result.message)
     return readings
+
+
+def _queries(rules: list[MetricRule], namespace: str, label: str | None, now: datetime) -> dict[str, str | Reading]:
+    """Each rule's query as it is sent: confined to ``label="<namespace>"`` when ``label`` is given,
+    or the reading that says why it is not sent at all."""
+    queries: dict[str, str | Reading] = {}
+    for rule in rules:
+        try:
+            queries[rule.name] = rule.query if label is None else scope_query(rule.query, namespace, label)
+        except QueryNotScoped as exc:
+            queries[rule.name] = Reading(None, now, "QueryNotScoped", safe_message(f"not sent: {exc}"))
+    return queries

@@ -64,8 +64,9 @@ __all__ = [
     "selector",
 ]
 
-# Why a rule has no usable number, most severe first (a human must fix the first; the others pass).
-DATA_PROBLEMS = ("QueryInvalid", "MetricUnavailable", "NoData")
+# Why a rule has no usable number, most severe first (a human must fix the first two; the others pass).
+# QueryNotScoped: the query would read another namespace's series (reconcile.scaling_scope).
+DATA_PROBLEMS = ("QueryNotScoped", "QueryInvalid", "MetricUnavailable", "NoData")
 
 
 @dataclass(frozen=True)
