@@ -21,7 +21,7 @@ from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of, now
 from skyfleet.handlers.status import write_status
 from skyfleet.logs import about
 from skyfleet.reconcile.conditions import set_condition
-from skyfleet.reconcile.images import ImageError, effective_image, select_source
+from skyfleet.reconcile.images import ImageError, current_resolution, effective_image, select_source
 from skyfleet.reconcile.instances import (
     classify_create_error,
     never_called_the_cloud,
@@ -65,12 +65,12 @@ async def _resolve_image(
     ns = inst.metadata.namespace
     # The Image handler already resolved the id for every credential and region in use; a
     # catalogue listing per VM would cost one large cloud call each (1,000+ images on EC2).
+    # (The planner records that id in the spec when it knows it: this is for an Instance planned
+    # before the Image was resolved on its target.)
     own = next(iter(images.get((ns, inst.spec.image_ref), [])), None)
-    if own is not None and own.status is not None and own.status.observed_generation == own.metadata.generation:
-        region = connector.config.region or ""
-        for entry in own.status.resolved or []:
-            if entry.credential == inst.spec.credential and entry.region == region:
-                return entry.id, ""
+    known = current_resolution(own).get((inst.spec.credential, connector.config.region or "")) if own else None
+    if known:
+        return known, ""
     try:
         image = effective_image(inst.spec.image_ref, lambda n: next(iter(images.get((ns, n), [])), None))
     except ImageError as exc:

@@ -318,8 +318,9 @@ def _sort_active(g: _GroupPass) -> None:
     """What stays: current (the group's template) or outdated (to be rolled)."""
     removing = g.removing_names
     g.active = [i for i in g.live if i.name not in removing and not i.failed]
-    g.current = [i for i in g.active if i.template_hash == g.current_hash]
-    g.outdated = [i for i in g.active if i.template_hash != g.current_hash]
+    g.current = [i for i in g.active if i.template_hash == g.current_hash and not _image_moved(i, g.boots)]
+    current = {i.name for i in g.current}
+    g.outdated = [i for i in g.active if i.name not in current]
     g.ready = sum(1 for i in g.active if i.ready)
 
 
@@ -401,9 +402,9 @@ def _place_creates(
     """Choose targets for ``g.creates`` new VMs and write their Instances into the plan."""
     name, group, boots = g.name, g.group, g.boots
     targets = targets_of(group.placement, credentials)
-    unbaked = [b.waiting for t in targets if (b := boots.get(t.key)) is not None and b.image_id is None]
+    unbaked = [b.waiting for t in targets if (b := boots.get(t.key)) is not None and b.waiting]
     # A baked Image's VMs boot only its baked image: targets still waiting for it take none.
-    targets = [t for t in targets if not (t.key in boots and boots[t.key].image_id is None)]
+    targets = [t for t in targets if not (t.key in boots and boots[t.key].waiting)]
     staying = [target_key(i.credential, i.region) for i in g.active if i not in g.deletes]
     chosen = choose_targets(
         group.placement.strategy or "Spread",
@@ -484,13 +485,31 @@ def _group_result(g: _GroupPass, result: _GroupResult) -> _GroupResult:
 def _boot_sources(
     group: NodeGroup, image: EffectiveImage | str | None, credentials: Mapping[str, CredentialView]
 ) -> dict[str, BootSource]:
-    """For a baked Image: what a new VM boots per placement target key (empty when not baked)."""
-    if not isinstance(image, EffectiveImage) or image.build is None:
+    """What a new VM boots per placement target key, resolved once here and recorded in its
+    Instance's spec: a baked Image's bake, else the id the Image's loop resolved there. An
+    unbaked target not resolved yet has no id (its Instance resolves at create), a baked one
+    waits for its bake."""
+    if not isinstance(image, EffectiveImage):
         return {}
+    baked = image.build is not None
     return {
-        t.key: boot_source(image.status, baked=True, credential=t.credential, region=t.region or "", base_image_id=None)
+        t.key: boot_source(
+            image.status,
+            baked=baked,
+            credential=t.credential,
+            region=t.region or "",
+            base_image_id=image.resolved.get((t.credential, t.region or "")),
+        )
         for t in targets_of(group.placement, credentials)
     }
+
+
+def _image_moved(inst: InstanceView, boots: Mapping[str, BootSource]) -> bool:
+    """The Instance boots another image than a new VM on its target would: the Image now
+    resolves (or bakes) to a newer one there. Unknown on either side is no difference, so a
+    lookup that failed for a moment rolls nothing."""
+    boot = boots.get(target_key(inst.credential, inst.region))
+    return boot is not None and None not in (boot.image_id, inst.image_id) and boot.image_id != inst.image_id
 
 
 def _with_bakes(base: str, boots: Mapping[str, BootSource]) -> str:
