@@ -53,7 +53,8 @@ class InstanceView:
     delete_requested: bool = False
     address: str | None = None
     private_address: str | None = None
-    # The native image the VM boots: recorded in the spec before the create, else at the create.
+    # The native image recorded in the spec before the create (None: resolved at create). Not
+    # status.imageId: the cloud's listing may spell the same image otherwise (a URL, a slug).
     image_id: str | None = None
 
     @property
@@ -101,7 +102,7 @@ def instance_view(obj: Instance) -> InstanceView:
         address=status.address if status else None,
         private_address=addresses.private[0] if addresses and addresses.private else None,
         # Interned: a fleet boots a handful of images, 10,000 views share their ids.
-        image_id=_interned(obj.spec.image_id or (status.image_id if status else None)),
+        image_id=_interned(obj.spec.image_id),
     )
 
 
