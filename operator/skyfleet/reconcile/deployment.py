@@ -83,6 +83,8 @@ class Plan:
     deletes: list[str] = field(default_factory=list)
     status: DeploymentStatus = field(default_factory=DeploymentStatus)
     events: list[Event] = field(default_factory=list)
+    # Instance name -> the driftPolicy to set on it in place: its group's changed.
+    drift_policies: dict[str, str] = field(default_factory=dict)
 
 
 def instance_name(deployment: str, group: str, ordinal: int) -> str:
@@ -302,16 +304,38 @@ def _replace_failed(plan: Plan, g: _GroupPass) -> None:
 
 
 def _replace_lost(plan: Plan, g: _GroupPass) -> None:
-    """Gone or stopped behind our back: replace (the finalizer destroys a stopped VM), unless
-    the group only wants to hear about it."""
-    if g.group.drift_policy == "Report":
-        return
+    """A VM gone or stopped behind our back is replaced (the finalizer destroys a stopped VM)
+    unless its Instance's driftPolicy says Report. The group's driftPolicy reaches existing
+    Instances in place, not by a rollout (a policy change replaces no VM); an Instance whose
+    policy is being updated is decided once it carries the new one."""
+    wanted = _drift_policy(g.group.drift_policy)
+    removing = g.removing_names
+    updated = []
     for inst in g.live:
-        if inst.phase not in ("Lost", "Stopped"):
+        if inst.name in removing:
+            continue
+        if _drift_policy(inst.drift_policy) != wanted:
+            plan.drift_policies[inst.name] = wanted
+            updated.append(inst.name)
+            continue
+        if inst.phase not in ("Lost", "Stopped") or wanted == "Report":
             continue
         g.removing.append(inst)
         what = "is gone" if inst.phase == "Lost" else "was stopped outside Skyfleet"
         plan.events.append(Event("Warning", "ReplacingLostVM", f"group {g.name}: the VM of {inst.name} {what}"))
+    if updated:
+        plan.events.append(
+            Event(
+                "Normal",
+                "DriftPolicyUpdated",
+                f"group {g.name}: driftPolicy {wanted} on {', '.join(updated)}",
+                tuple(updated),
+            )
+        )
+
+
+def _drift_policy(policy: str | None) -> str:
+    return policy or "Recreate"
 
 
 def _sort_active(g: _GroupPass) -> None:

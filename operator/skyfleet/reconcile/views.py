@@ -56,6 +56,8 @@ class InstanceView:
     # The native image recorded in the spec before the create (None: resolved at create). Not
     # status.imageId: the cloud's listing may spell the same image otherwise (a URL, a slug).
     image_id: str | None = None
+    # The Instance's own spec.driftPolicy (None: Recreate): decides what a lost VM brings.
+    drift_policy: str | None = None
 
     @property
     def ordinal(self) -> int:
@@ -103,6 +105,7 @@ def instance_view(obj: Instance) -> InstanceView:
         private_address=addresses.private[0] if addresses and addresses.private else None,
         # Interned: a fleet boots a handful of images, 10,000 views share their ids.
         image_id=_interned(obj.spec.image_id),
+        drift_policy=_interned(obj.spec.drift_policy),
     )
 
 
