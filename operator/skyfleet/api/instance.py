@@ -58,7 +58,12 @@ class InstanceSpec(Model):
     region: str | None = Field(default=None, description="Region of the VM.", max_length=SHORT)
     zone: str | None = Field(default=None, description="Availability zone of the VM.", max_length=SHORT)
     image_ref: str = ref_name("Image the VM boots from.")
-    image_id: str | None = Field(default=None, description="Native image id, once resolved.", max_length=MEDIUM)
+    image_id: str | None = Field(
+        default=None,
+        description="Native image id the VM boots, resolved for its target when the Instance was made (unset: "
+        "resolved at create, see status.imageId).",
+        max_length=MEDIUM,
+    )
     instance_type: str | None = Field(default=None, description="Native size, once resolved.", max_length=SHORT)
     size: Size | None = Field(default=None, description="Size of the VM when no native size is given.")
     user_data: str | None = Field(
