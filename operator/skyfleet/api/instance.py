@@ -28,12 +28,27 @@ from skyfleet.api.deployment import MAX_GROUP_NAME, DriftPolicy, Size
 MAX_USER_DATA = 65536
 
 
+# Every spec field but driftPolicy (the Deployment updates that in place: a policy change
+# replaces no VM). tests/unit/test_instance_drift_policy.py checks the lists cover the model.
+FIXED_FIELDS = ("deployment", "group", "credential", "imageRef", "templateHash")
+FIXED_OPTIONAL_FIELDS = ("region", "zone", "imageId", "instanceType", "size", "userData", "loginUser")
+IMMUTABLE_RULE = " && ".join(
+    [f"self.{f} == oldSelf.{f}" for f in FIXED_FIELDS]
+    + [
+        f"has(self.{f}) == has(oldSelf.{f}) && (!has(self.{f}) || self.{f} == oldSelf.{f})"
+        for f in FIXED_OPTIONAL_FIELDS
+    ]
+)
+
+
 class InstanceSpec(Model):
-    """The record of intent. Immutable: a different VM is a different Instance."""
+    """The record of intent. Immutable but for driftPolicy: a different VM is a different Instance."""
 
     model_config = Model.model_config | {
         "json_schema_extra": {
-            "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "an Instance's spec is immutable"}]
+            "x-kubernetes-validations": [
+                {"rule": IMMUTABLE_RULE, "message": "an Instance's spec is immutable (but for driftPolicy)"}
+            ]
         }
     }
 
@@ -43,7 +58,12 @@ class InstanceSpec(Model):
     region: str | None = Field(default=None, description="Region of the VM.", max_length=SHORT)
     zone: str | None = Field(default=None, description="Availability zone of the VM.", max_length=SHORT)
     image_ref: str = ref_name("Image the VM boots from.")
-    image_id: str | None = Field(default=None, description="Native image id, once resolved.", max_length=MEDIUM)
+    image_id: str | None = Field(
+        default=None,
+        description="Native image id the VM boots, resolved for its target when the Instance was made (unset: "
+        "resolved at create, see status.imageId).",
+        max_length=MEDIUM,
+    )
     instance_type: str | None = Field(default=None, description="Native size, once resolved.", max_length=SHORT)
     size: Size | None = Field(default=None, description="Size of the VM when no native size is given.")
     user_data: str | None = Field(
@@ -54,7 +74,11 @@ class InstanceSpec(Model):
         "Instances whose hash is not the group's current one.",
         max_length=SHORT,
     )
-    drift_policy: DriftPolicy | None = Field(default=None, description="Recreate or Report a vanished VM.")
+    drift_policy: DriftPolicy | None = Field(
+        default=None,
+        description="Recreate or Report a VM that vanished or stopped outside Skyfleet (unset: Recreate). "
+        "Kept equal to the node group's driftPolicy in place, without replacing the VM.",
+    )
     login_user: str | None = Field(
         default=None,
         description="User to log in as over SSH (the Image's loginUser, or its parent's, when the Instance was made): "

@@ -19,6 +19,7 @@ import kopf
 
 from skyfleet.api.common import API_VERSION
 from skyfleet.api.deployment import Deployment, DeploymentStatus
+from skyfleet.api.instance import InstanceStatus
 from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of
 from skyfleet.handlers.context import now as utcnow
 from skyfleet.handlers.indexes import credential_view
@@ -135,12 +136,13 @@ async def reconcile_once(*, ctx: Context, namespace: str, name: str, body: kopf.
             generation=dep.metadata.generation or None,
         )
     await _delete_instances(ctx, namespace, plan.deletes, views, changed)
+    await _update_drift_policies(ctx, namespace, plan.drift_policies, changed)
     for e in plan.events:
         if not e.names or changed.intersection(e.names):
             ctx.event(body, e.type, e.reason, e.message)
     await write_status(ctx, body, body.get("status"), status)
     # A refusal stays until a person acts: plan again at the resync period, not at once.
-    return bool(plan.deletes) or bool(plan.creates and refused is None)
+    return bool(plan.deletes or plan.drift_policies) or bool(plan.creates and refused is None)
 
 
 def _current_views(ctx: Context, namespace: str, indexed: Iterable[InstanceView]) -> list[InstanceView]:
@@ -176,6 +178,23 @@ async def _delete_instances(
         if await ctx.kube.delete("instances", namespace, victim) and victim not in already_deleting:
             changed.add(victim)
         ctx.recent_deletes[(namespace, uids.get(victim, victim))] = time.monotonic()
+
+
+async def _update_drift_policies(ctx: Context, namespace: str, policies: dict[str, str], changed: set[str]) -> None:
+    """Set the group's driftPolicy on existing Instances in place (the one spec field that may
+    change). The spec change is their next generation, and nothing the status reports depends
+    on it: the status records that generation as observed, or Argo CD and kstatus would show
+    the Instance progressing until its VM next changes."""
+    for name, policy in policies.items():
+        await ctx.kube.patch("instances", namespace, name, {"spec": {"driftPolicy": policy}})
+        obj = await ctx.kube.get("instances", namespace, name)
+        raw = (obj or {}).get("status") or {}
+        generation = ((obj or {}).get("metadata") or {}).get("generation")
+        seen = raw.get("observedGeneration")
+        if obj is None or seen is None or generation is None or seen >= generation:
+            continue  # gone, not looked at yet (its first status takes the generation), or done
+        await write_status(ctx, obj, raw, InstanceStatus.model_validate(raw), announce=False)
+        changed.add(name)
 
 
 async def _create_instances(

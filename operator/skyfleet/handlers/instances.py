@@ -21,7 +21,7 @@ from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of, now
 from skyfleet.handlers.status import write_status
 from skyfleet.logs import about
 from skyfleet.reconcile.conditions import set_condition
-from skyfleet.reconcile.images import ImageError, effective_image, select_source
+from skyfleet.reconcile.images import ImageError, current_resolution, effective_image, select_source
 from skyfleet.reconcile.instances import (
     classify_create_error,
     never_called_the_cloud,
@@ -44,9 +44,10 @@ def owner_tags(ctx: Context, inst: Instance) -> OwnerTags:
 
 
 def _with_ready(
-    status: InstanceStatus, ready: bool, reason: str, message: str, *, phase: str, generation: int | None = 1
+    status: InstanceStatus, ready: bool, reason: str, message: str, *, phase: str, generation: int | None
 ) -> InstanceStatus:
-    """``status`` with phase and Ready set; an Instance's spec never changes (generation 1)."""
+    """``status`` with phase and Ready set, from the spec at ``generation`` (an Instance's spec
+    changes only in its driftPolicy, which the Deployment updates in place)."""
     status = status.model_copy(deep=True)
     status.phase = phase
     status.message = message or None
@@ -65,12 +66,12 @@ async def _resolve_image(
     ns = inst.metadata.namespace
     # The Image handler already resolved the id for every credential and region in use; a
     # catalogue listing per VM would cost one large cloud call each (1,000+ images on EC2).
+    # (The planner records that id in the spec when it knows it: this is for an Instance planned
+    # before the Image was resolved on its target.)
     own = next(iter(images.get((ns, inst.spec.image_ref), [])), None)
-    if own is not None and own.status is not None and own.status.observed_generation == own.metadata.generation:
-        region = connector.config.region or ""
-        for entry in own.status.resolved or []:
-            if entry.credential == inst.spec.credential and entry.region == region:
-                return entry.id, ""
+    known = current_resolution(own).get((inst.spec.credential, connector.config.region or "")) if own else None
+    if known:
+        return known, ""
     try:
         image = effective_image(inst.spec.image_ref, lambda n: next(iter(images.get((ns, n), [])), None))
     except ImageError as exc:
@@ -133,7 +134,7 @@ async def _provision(ctx: Context, body: kopf.Body, retry: int, images: kopf.Ind
             else await _resolve_image(ctx=ctx, inst=inst, connector=connector, images=images)
         )
         if image_id is None:
-            status = _with_ready(status, False, "ImageNotFound", why, phase="Failed")
+            status = _with_ready(status, False, "ImageNotFound", why, phase="Failed", generation=meta.generation)
             await write(status)
             ctx.event(body, "Warning", "ImageNotFound", why)
             return
@@ -144,7 +145,7 @@ async def _provision(ctx: Context, body: kopf.Body, retry: int, images: kopf.Ind
         # Ready condition's transition time can precede the last send by many retries.
         unknown_since = now().timestamp() if status.phase == "Creating" else None
         # The cloud may create a VM from here on: say so (and from what) before asking it to.
-        status = _with_ready(status, False, "Creating", "creating the VM", phase="Creating")
+        status = _with_ready(status, False, "Creating", "creating the VM", phase="Creating", generation=meta.generation)
         status.provider, status.image_id, status.instance_type = connector.config.provider, image_id, size_id
         await write(status)
         node = await connector.create(
@@ -168,10 +169,10 @@ async def _provision(ctx: Context, body: kopf.Body, retry: int, images: kopf.Ind
         message = safe(exc)
         ctx.event(body, "Warning", failure.reason, message)
         if failure.retry:
-            status = _with_ready(status, False, failure.reason, message, phase="Creating")
+            status = _with_ready(status, False, failure.reason, message, phase="Creating", generation=meta.generation)
             await write(status)
             raise kopf.TemporaryError(message, delay=min(60, 5 * (retry + 1))) from None
-        status = _with_ready(status, False, failure.reason, message, phase="Failed")
+        status = _with_ready(status, False, failure.reason, message, phase="Failed", generation=meta.generation)
         status.provisioning_failures = (status.provisioning_failures or 0) + 1
         await write(status)
         return
@@ -210,22 +211,30 @@ async def _usable_connector(
     try:
         connector = await ctx.clouds.connector(meta.namespace, spec.credential, spec.region)
     except CredentialUnavailable as exc:
-        await write(_with_ready(status, False, "CredentialNotReady", exc.message, phase="Pending"))
+        await write(
+            _with_ready(status, False, "CredentialNotReady", exc.message, phase="Pending", generation=meta.generation)
+        )
         raise kopf.TemporaryError(safe(exc), delay=15) from None
     except ConnectorError as exc:
-        await write(_with_ready(status, False, "CredentialNotReady", safe(exc), phase="Pending"))
+        await write(
+            _with_ready(status, False, "CredentialNotReady", safe(exc), phase="Pending", generation=meta.generation)
+        )
         raise kopf.TemporaryError(safe(exc), delay=30) from None
 
     # Checked before the cloud is ever called, so neither costs a failed create.
     too_large = user_data_too_large(spec.user_data, connector.capabilities.max_user_data_bytes)
     if too_large:
-        await write(_with_ready(status, False, "UserDataTooLarge", too_large, phase="Failed"))
+        await write(
+            _with_ready(status, False, "UserDataTooLarge", too_large, phase="Failed", generation=meta.generation)
+        )
         ctx.event(body, "Warning", "UserDataTooLarge", too_large)
         return None
     region = await ctx.regions.check(connector)
     if not region.known:
         # Waits without spending the failure budget: the region may be fixed or opted into.
-        await write(_with_ready(status, False, "RegionUnknown", region.message, phase="Pending"))
+        await write(
+            _with_ready(status, False, "RegionUnknown", region.message, phase="Pending", generation=meta.generation)
+        )
         raise kopf.TemporaryError(region.message, delay=60)
     return connector
 

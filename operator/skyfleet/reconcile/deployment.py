@@ -83,6 +83,8 @@ class Plan:
     deletes: list[str] = field(default_factory=list)
     status: DeploymentStatus = field(default_factory=DeploymentStatus)
     events: list[Event] = field(default_factory=list)
+    # Instance name -> the driftPolicy to set on it in place: its group's changed.
+    drift_policies: dict[str, str] = field(default_factory=dict)
 
 
 def instance_name(deployment: str, group: str, ordinal: int) -> str:
@@ -177,7 +179,39 @@ def _with_use(c: CredentialView, in_use: int) -> CredentialView:
     return dataclasses.replace(c, in_use=in_use)
 
 
-def _plan_group(  # noqa: PLR0912, PLR0915 - one group's table of cases, kept in reading order
+@dataclass
+class _GroupPass:
+    """One group's facts for this pass, and what the steps below decide from them."""
+
+    group: NodeGroup
+    desired: int
+    image: EffectiveImage | str | None
+    boots: dict[str, BootSource]
+    current_hash: str
+    max_failures: int
+    prev: GroupStatus | None
+    failures: int
+    unavailable: set[str]
+    live: list[InstanceView]
+    # Decided by the steps, in reading order.
+    removing: list[InstanceView] = field(default_factory=list)
+    active: list[InstanceView] = field(default_factory=list)
+    current: list[InstanceView] = field(default_factory=list)
+    outdated: list[InstanceView] = field(default_factory=list)
+    ready: int = 0
+    deletes: list[InstanceView] = field(default_factory=list)
+    creates: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.group.name
+
+    @property
+    def removing_names(self) -> set[str]:
+        return {i.name for i in self.removing}
+
+
+def _plan_group(
     plan: Plan,
     deployment: Deployment,
     group: NodeGroup,
@@ -190,101 +224,180 @@ def _plan_group(  # noqa: PLR0912, PLR0915 - one group's table of cases, kept in
     instances: Sequence[InstanceView],
     paused: bool,
 ) -> _GroupResult:
-    name = group.name
-    desired = 1 if group.replicas is None else group.replicas
+    """One group's table of cases, in reading order: replace what failed or vanished, report
+    what needs a human, roll and scale, hold creates back for what they wait on, place them."""
+    g = _group_pass(group, mine, credentials, images, prev)
+    result = _GroupResult(GroupStatus(name=group.name), g.desired)
+    if not paused:
+        _replace_failed(plan, g)
+        _replace_lost(plan, g)
+    _sort_active(g)
+    _report_problems(plan, g, result, credentials)
+    if not paused:
+        _roll_and_scale(g)
+    _hold_creates(g, result, results)
+    if g.creates:
+        _place_creates(plan, deployment, g, result, mine=mine, credentials=credentials, instances=instances)
+    _announce_deletes(plan, g)
+    return _group_result(g, result)
+
+
+def _group_pass(
+    group: NodeGroup,
+    mine: list[InstanceView],
+    credentials: Mapping[str, CredentialView],
+    images: Mapping[str, EffectiveImage | str],
+    prev: GroupStatus | None,
+) -> _GroupPass:
     image = images.get(group.image_ref)
     boots = _boot_sources(group, image, credentials)
-    current_hash = _with_bakes(template_hash(group), boots)
-    max_failures = (
-        DEFAULT_MAX_PROVISIONING_FAILURES
-        if group.max_provisioning_failures is None
-        else group.max_provisioning_failures
+    return _GroupPass(
+        group=group,
+        desired=1 if group.replicas is None else group.replicas,
+        image=image,
+        boots=boots,
+        current_hash=_with_bakes(template_hash(group), boots),
+        max_failures=(
+            DEFAULT_MAX_PROVISIONING_FAILURES
+            if group.max_provisioning_failures is None
+            else group.max_provisioning_failures
+        ),
+        prev=prev,
+        failures=prev.failed_provisions if prev else 0,
+        unavailable=set(prev.unavailable_targets or []) if prev else set(),
+        live=[i for i in mine if not i.deleting],
     )
-    failures = prev.failed_provisions if prev else 0
-    unavailable = set(prev.unavailable_targets or []) if prev else set()
-    live = [i for i in mine if not i.deleting]
-    final = sorted((i for i in live if i.failed and i.reason in FINAL_REASONS), key=lambda i: i.ordinal)
-    failed = sorted((i for i in live if i.failed and i.reason not in FINAL_REASONS), key=lambda i: i.ordinal)
-    recreate_lost = group.drift_policy != "Report"
-    # Gone or stopped behind our back: replace (the finalizer destroys a stopped VM), unless the
-    # group only wants to hear about it.
-    lost = [i for i in live if i.phase in ("Lost", "Stopped") and recreate_lost]
 
-    removing: list[InstanceView] = []
-    if not paused:
-        for inst in failed:
-            if failures >= max_failures:
-                break
-            failures += 1
-            removing.append(inst)
-            key = target_key(inst.credential, inst.region)
-            if inst.reason in FALLBACK_REASONS and key not in unavailable:
-                unavailable.add(key)
-                plan.events.append(
-                    Event(
-                        "Warning",
-                        "PlacementFallback",
-                        f"group {name}: {key} answered {inst.reason}; trying the next target",
-                    )
-                )
+
+def _final(g: _GroupPass) -> list[InstanceView]:
+    """Failed for good: a replacement would fail the same way."""
+    return sorted((i for i in g.live if i.failed and i.reason in FINAL_REASONS), key=lambda i: i.ordinal)
+
+
+def _replace_failed(plan: Plan, g: _GroupPass) -> None:
+    """Failed creations are replaced while the budget lasts; quota and capacity answers move
+    the next try to another target."""
+    failed = sorted((i for i in g.live if i.failed and i.reason not in FINAL_REASONS), key=lambda i: i.ordinal)
+    for inst in failed:
+        if g.failures >= g.max_failures:
+            break
+        g.failures += 1
+        g.removing.append(inst)
+        key = target_key(inst.credential, inst.region)
+        if inst.reason in FALLBACK_REASONS and key not in g.unavailable:
+            g.unavailable.add(key)
             plan.events.append(
                 Event(
                     "Warning",
-                    "ProvisioningFailed",
-                    f"group {name}: Instance {inst.name} failed ({inst.reason}); replacing it "
-                    f"({failures} of {max_failures} failures allowed)",
+                    "PlacementFallback",
+                    f"group {g.name}: {key} answered {inst.reason}; trying the next target",
                 )
             )
-        for inst in lost:
-            removing.append(inst)
-            what = "is gone" if inst.phase == "Lost" else "was stopped outside Skyfleet"
-            plan.events.append(Event("Warning", "ReplacingLostVM", f"group {name}: the VM of {inst.name} {what}"))
-    removing_names = {i.name for i in removing}
-    active = [i for i in live if i.name not in removing_names and not i.failed]
-    current = [i for i in active if i.template_hash == current_hash]
-    outdated = [i for i in active if i.template_hash != current_hash]
-    ready = sum(1 for i in active if i.ready)
+        plan.events.append(
+            Event(
+                "Warning",
+                "ProvisioningFailed",
+                f"group {g.name}: Instance {inst.name} failed ({inst.reason}); replacing it "
+                f"({g.failures} of {g.max_failures} failures allowed)",
+            )
+        )
 
-    result = _GroupResult(GroupStatus(name=name), desired)
-    # Failed for good (a replacement would fail the same way): kept and reported while wanted,
-    # removed on scale-down like any other surplus.
-    surplus = max(0, len(active) + len(final) - desired)
+
+def _replace_lost(plan: Plan, g: _GroupPass) -> None:
+    """A VM gone or stopped behind our back is replaced (the finalizer destroys a stopped VM)
+    unless its Instance's driftPolicy says Report. The group's driftPolicy reaches existing
+    Instances in place, not by a rollout (a policy change replaces no VM); an Instance whose
+    policy is being updated is decided once it carries the new one."""
+    wanted = _drift_policy(g.group.drift_policy)
+    removing = g.removing_names
+    updated = []
+    for inst in g.live:
+        if inst.name in removing:
+            continue
+        if _drift_policy(inst.drift_policy) != wanted:
+            plan.drift_policies[inst.name] = wanted
+            updated.append(inst.name)
+            continue
+        if inst.phase not in ("Lost", "Stopped") or wanted == "Report":
+            continue
+        g.removing.append(inst)
+        what = "is gone" if inst.phase == "Lost" else "was stopped outside Skyfleet"
+        plan.events.append(Event("Warning", "ReplacingLostVM", f"group {g.name}: the VM of {inst.name} {what}"))
+    if updated:
+        plan.events.append(
+            Event(
+                "Normal",
+                "DriftPolicyUpdated",
+                f"group {g.name}: driftPolicy {wanted} on {', '.join(updated)}",
+                tuple(updated),
+            )
+        )
+
+
+def _drift_policy(policy: str | None) -> str:
+    return policy or "Recreate"
+
+
+def _sort_active(g: _GroupPass) -> None:
+    """What stays: current (the group's template) or outdated (to be rolled)."""
+    removing = g.removing_names
+    g.active = [i for i in g.live if i.name not in removing and not i.failed]
+    g.current = [i for i in g.active if i.template_hash == g.current_hash and not _image_moved(i, g.boots)]
+    current = {i.name for i in g.current}
+    g.outdated = [i for i in g.active if i.name not in current]
+    g.ready = sum(1 for i in g.active if i.ready)
+
+
+def _report_problems(
+    plan: Plan, g: _GroupPass, result: _GroupResult, credentials: Mapping[str, CredentialView]
+) -> None:
+    """What needs a human: final failures (kept and reported while wanted, removed on
+    scale-down like any other surplus), unknown regions, a spent failure budget."""
+    final = _final(g)
+    surplus = max(0, len(g.active) + len(final) - g.desired)
     dropped_final = final[len(final) - min(surplus, len(final)) :]
     kept_final = final[: len(final) - len(dropped_final)]
     if kept_final:
         first = kept_final[0]
-        result.problem = (first.reason or "ProvisioningFailed", f"group {name}: {first.message or first.reason}")
-    stuck = _unknown_regions(live, credentials)
+        result.problem = (first.reason or "ProvisioningFailed", f"group {g.name}: {first.message or first.reason}")
+    stuck = _unknown_regions(g.live, credentials)
     if stuck and result.problem is None:
-        result.problem = ("RegionUnknown", f"group {name}: {stuck}")
-    if failures >= max_failures and any(i.failed and i.name not in removing_names for i in live):
+        result.problem = ("RegionUnknown", f"group {g.name}: {stuck}")
+    removing = g.removing_names
+    if g.failures >= g.max_failures and any(i.failed and i.name not in removing for i in g.live):
         result.degraded = True
         result.problem = (
             "ProvisioningFailuresExceeded",
-            f"group {name}: {failures} VM creations failed (maxProvisioningFailures {max_failures}); "
+            f"group {g.name}: {g.failures} VM creations failed (maxProvisioningFailures {g.max_failures}); "
             "fix the cause and edit the Deployment to try again",
         )
-        if prev is None or prev.failed_provisions < max_failures:
+        if g.prev is None or g.prev.failed_provisions < g.max_failures:
             plan.events.append(Event("Warning", "ProvisioningFailuresExceeded", result.problem[1]))
+    g.deletes = [*g.removing, *dropped_final]
 
-    deletes: list[InstanceView] = [*removing, *dropped_final]
-    creates = 0
-    if not paused:
-        rollout = group.rollout
-        surge = 1 if rollout is None or rollout.max_surge is None else rollout.max_surge
-        max_unavailable = 0 if rollout is None or rollout.max_unavailable is None else rollout.max_unavailable
-        if len(current) > desired:
-            deletes += victims(current, len(current) - desired)
-        if not outdated:
-            creates = max(0, desired - len(current))
-        else:
-            creates = max(0, min(desired - len(current), desired + surge - len(active)))
-            not_ready = [i for i in outdated if not i.ready]
-            removable = max(0, ready - (desired - max_unavailable))
-            deletes += not_ready + victims([i for i in outdated if i.ready], removable)
 
-    blockers = [d for d in group.depends_on or [] if not _group_available(results.get(d))]
-    if creates and blockers:
+def _roll_and_scale(g: _GroupPass) -> None:
+    """How many VMs to create and which to delete: scale to ``replicas``, and roll outdated ones
+    within maxSurge/maxUnavailable."""
+    rollout = g.group.rollout
+    surge = 1 if rollout is None or rollout.max_surge is None else rollout.max_surge
+    max_unavailable = 0 if rollout is None or rollout.max_unavailable is None else rollout.max_unavailable
+    if len(g.current) > g.desired:
+        g.deletes += victims(g.current, len(g.current) - g.desired)
+    if not g.outdated:
+        g.creates = max(0, g.desired - len(g.current))
+    else:
+        g.creates = max(0, min(g.desired - len(g.current), g.desired + surge - len(g.active)))
+        not_ready = [i for i in g.outdated if not i.ready]
+        removable = max(0, g.ready - (g.desired - max_unavailable))
+        g.deletes += not_ready + victims([i for i in g.outdated if i.ready], removable)
+
+
+def _hold_creates(g: _GroupPass, result: _GroupResult, results: Mapping[str, _GroupResult]) -> None:
+    """No creates while dependencies are not running, a problem is reported, or the Image is unusable."""
+    name = g.name
+    blockers = [d for d in g.group.depends_on or [] if not _group_available(results.get(d))]
+    if g.creates and blockers:
         empty = [d for d in blockers if (r := results.get(d)) is not None and r.desired == 0]
         if empty:
             # Nothing to wait for would ever come: say so rather than boot with a blank address.
@@ -292,80 +405,102 @@ def _plan_group(  # noqa: PLR0912, PLR0915 - one group's table of cases, kept in
         else:
             message = f"group {name} waits for {', '.join(blockers)} to be running"
         result.waiting = ("WaitingForDependencies", message)
-        creates = 0
-    if creates and result.problem is not None:
-        creates = 0
-    if creates and not isinstance(image, EffectiveImage):
-        result.problem = ("ImageNotReady", f"group {name}: {image or f'Image {group.image_ref!r} not found'}")
-        creates = 0
+        g.creates = 0
+    if g.creates and result.problem is not None:
+        g.creates = 0
+    if g.creates and not isinstance(g.image, EffectiveImage):
+        result.problem = ("ImageNotReady", f"group {name}: {g.image or f'Image {g.group.image_ref!r} not found'}")
+        g.creates = 0
 
-    if creates:
-        targets = targets_of(group.placement, credentials)
-        unbaked = [b.waiting for t in targets if (b := boots.get(t.key)) is not None and b.image_id is None]
-        # A baked Image's VMs boot only its baked image: targets still waiting for it take none.
-        targets = [t for t in targets if not (t.key in boots and boots[t.key].image_id is None)]
-        staying = [target_key(i.credential, i.region) for i in active if i not in deletes]
-        chosen = choose_targets(
-            group.placement.strategy or "Spread",
-            targets,
-            staying,
-            creates,
-            credentials=credentials,
-            unavailable=unavailable,
+
+def _place_creates(
+    plan: Plan,
+    deployment: Deployment,
+    g: _GroupPass,
+    result: _GroupResult,
+    *,
+    mine: Sequence[InstanceView],
+    credentials: Mapping[str, CredentialView],
+    instances: Sequence[InstanceView],
+) -> None:
+    """Choose targets for ``g.creates`` new VMs and write their Instances into the plan."""
+    name, group, boots = g.name, g.group, g.boots
+    targets = targets_of(group.placement, credentials)
+    unbaked = [b.waiting for t in targets if (b := boots.get(t.key)) is not None and b.waiting]
+    # A baked Image's VMs boot only its baked image: targets still waiting for it take none.
+    targets = [t for t in targets if not (t.key in boots and boots[t.key].waiting)]
+    staying = [target_key(i.credential, i.region) for i in g.active if i not in g.deletes]
+    chosen = choose_targets(
+        group.placement.strategy or "Spread",
+        targets,
+        staying,
+        g.creates,
+        credentials=credentials,
+        unavailable=g.unavailable,
+    )
+    unknown = sorted({t.credential for t in targets if t.credential not in credentials})
+    if len(chosen) < g.creates and unknown:
+        # A missing object needs a human, unlike a credential that is still being verified.
+        result.problem = (
+            "CredentialNotFound",
+            f"group {name}: CloudCredential {', '.join(map(repr, unknown))} does not exist",
         )
-        unknown = sorted({t.credential for t in targets if t.credential not in credentials})
-        if len(chosen) < creates and unknown:
-            # A missing object needs a human, unlike a credential that is still being verified.
-            result.problem = (
-                "CredentialNotFound",
-                f"group {name}: CloudCredential {', '.join(map(repr, unknown))} does not exist",
-            )
-        elif len(chosen) < creates and unbaked:
-            result.waiting = ("WaitingForBakedImage", f"group {name}: {'; '.join(w for w in unbaked if w)}")
-        elif len(chosen) < creates:
-            result.waiting = (
-                "NoPlacementAvailable",
-                f"group {name}: no target can take {creates - len(chosen)} more VMs "
-                "(credentials not Ready, at maxInstances, or answering quota/capacity errors)",
-            )
-        assert isinstance(image, EffectiveImage)
-        try:
-            plan.creates += _new_instances(
-                deployment, group, mine, chosen, current_hash, image, instances, credentials, boots
-            )
-        except NoAddresses as exc:
-            result.waiting = ("WaitingForAddresses", f"group {name}: {exc}")
-        except TemplateError as exc:
-            result.problem = ("InvalidUserData", f"group {name}: {exc}")
-        except UserDataTooLarge as exc:
-            result.problem = ("UserDataTooLarge", f"group {name}: {exc}")
-        created = [c.name for c in plan.creates if c.spec.group == name]
-        if created:
-            reason = "RollingUpdate" if outdated else "ScalingUp"
-            plan.events.append(Event("Normal", reason, f"group {name}: creating {', '.join(created)}", tuple(created)))
-        creates = len(created)
+    elif len(chosen) < g.creates and unbaked:
+        result.waiting = ("WaitingForBakedImage", f"group {name}: {'; '.join(w for w in unbaked if w)}")
+    elif len(chosen) < g.creates:
+        result.waiting = (
+            "NoPlacementAvailable",
+            f"group {name}: no target can take {g.creates - len(chosen)} more VMs "
+            "(credentials not Ready, at maxInstances, or answering quota/capacity errors)",
+        )
+    assert isinstance(g.image, EffectiveImage)
+    try:
+        plan.creates += _new_instances(
+            deployment, group, mine, chosen, g.current_hash, g.image, instances, credentials, boots
+        )
+    except NoAddresses as exc:
+        result.waiting = ("WaitingForAddresses", f"group {name}: {exc}")
+    except TemplateError as exc:
+        result.problem = ("InvalidUserData", f"group {name}: {exc}")
+    except UserDataTooLarge as exc:
+        result.problem = ("UserDataTooLarge", f"group {name}: {exc}")
+    created = [c.name for c in plan.creates if c.spec.group == name]
+    if created:
+        reason = "RollingUpdate" if g.outdated else "ScalingUp"
+        plan.events.append(Event("Normal", reason, f"group {name}: creating {', '.join(created)}", tuple(created)))
+    g.creates = len(created)
 
-    unique_deletes = list(dict.fromkeys(i.name for i in deletes))
+
+def _announce_deletes(plan: Plan, g: _GroupPass) -> None:
+    unique_deletes = list(dict.fromkeys(i.name for i in g.deletes))
     plan.deletes += unique_deletes
-    planned_scale_down = [n for n in unique_deletes if n not in removing_names]
+    removing = g.removing_names
+    planned_scale_down = [n for n in unique_deletes if n not in removing]
     if planned_scale_down:
-        reason = "RollingUpdate" if outdated else "ScalingDown"
+        reason = "RollingUpdate" if g.outdated else "ScalingDown"
         plan.events.append(
             Event(
-                "Normal", reason, f"group {name}: deleting {', '.join(planned_scale_down)}", tuple(planned_scale_down)
+                "Normal",
+                reason,
+                f"group {g.name}: deleting {', '.join(planned_scale_down)}",
+                tuple(planned_scale_down),
             )
         )
 
-    converged = len(current) == desired and not outdated and ready == desired and not deletes and not creates
-    result.busy = bool(creates or deletes) or not converged
-    if converged:
-        unavailable = set()
+
+def _group_result(g: _GroupPass, result: _GroupResult) -> _GroupResult:
+    converged = (
+        len(g.current) == g.desired and not g.outdated and g.ready == g.desired and not g.deletes and not g.creates
+    )
+    result.busy = bool(g.creates or g.deletes) or not converged
+    # A converged group forgets its fallbacks: the next trouble starts from the first target.
+    unavailable = set() if converged else g.unavailable
     result.status = GroupStatus(
-        name=name,
-        replicas=len(active),
-        ready_replicas=ready,
-        updated_replicas=len(current),
-        failed_provisions=failures,
+        name=g.name,
+        replicas=len(g.active),
+        ready_replicas=g.ready,
+        updated_replicas=len(g.current),
+        failed_provisions=g.failures,
         unavailable_targets=sorted(unavailable) or None,
     )
     return result
@@ -374,13 +509,31 @@ def _plan_group(  # noqa: PLR0912, PLR0915 - one group's table of cases, kept in
 def _boot_sources(
     group: NodeGroup, image: EffectiveImage | str | None, credentials: Mapping[str, CredentialView]
 ) -> dict[str, BootSource]:
-    """For a baked Image: what a new VM boots per placement target key (empty when not baked)."""
-    if not isinstance(image, EffectiveImage) or image.build is None:
+    """What a new VM boots per placement target key, resolved once here and recorded in its
+    Instance's spec: a baked Image's bake, else the id the Image's loop resolved there. An
+    unbaked target not resolved yet has no id (its Instance resolves at create), a baked one
+    waits for its bake."""
+    if not isinstance(image, EffectiveImage):
         return {}
+    baked = image.build is not None
     return {
-        t.key: boot_source(image.status, baked=True, credential=t.credential, region=t.region or "", base_image_id=None)
+        t.key: boot_source(
+            image.status,
+            baked=baked,
+            credential=t.credential,
+            region=t.region or "",
+            base_image_id=image.resolved.get((t.credential, t.region or "")),
+        )
         for t in targets_of(group.placement, credentials)
     }
+
+
+def _image_moved(inst: InstanceView, boots: Mapping[str, BootSource]) -> bool:
+    """The Instance boots another image than a new VM on its target would: the Image now
+    resolves (or bakes) to a newer one there. Unknown on either side is no difference, so a
+    lookup that failed for a moment rolls nothing."""
+    boot = boots.get(target_key(inst.credential, inst.region))
+    return boot is not None and None not in (boot.image_id, inst.image_id) and boot.image_id != inst.image_id
 
 
 def _with_bakes(base: str, boots: Mapping[str, BootSource]) -> str:

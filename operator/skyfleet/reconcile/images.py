@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from skyfleet.api.deployment import Deployment
 from skyfleet.api.image import Image, ImageBuild, ImageSource, ImageStatus, Recipe
 
-__all__ = ["ImageError", "effective_image", "image_uses", "select_source"]
+__all__ = ["ImageError", "current_resolution", "effective_image", "image_uses", "select_source"]
 
 
 class ImageError(ValueError):
@@ -33,6 +34,9 @@ class EffectiveImage:
     # The named Image's own spec.build and status: a baked Image boots what its bakes made.
     build: ImageBuild | None = None
     status: ImageStatus | None = field(default=None, compare=False)
+    # The native id per (credential, region) the Image's own loop resolved for its current
+    # generation: what a new VM of a group booting this Image boots there (empty: not known yet).
+    resolved: Mapping[tuple[str, str], str] = field(default_factory=lambda: MappingProxyType({}), compare=False)
 
 
 def effective_image(name: str, lookup: Callable[[str], Image | None]) -> EffectiveImage:
@@ -68,7 +72,19 @@ def effective_image(name: str, lookup: Callable[[str], Image | None]) -> Effecti
         else None
     )
     login = next((img.spec.login_user for img in chain if img.spec.login_user), None)
-    return EffectiveImage(name, sources, recipe, login, build=chain[0].spec.build, status=chain[0].status)
+    own = chain[0]
+    return EffectiveImage(
+        name, sources, recipe, login, build=own.spec.build, status=own.status, resolved=current_resolution(own)
+    )
+
+
+def current_resolution(image: Image) -> Mapping[tuple[str, str], str]:
+    """The ids in ``status.resolved``, keyed by (credential, region), when the status was
+    computed from the Image's current spec; empty while an edit has not been resolved yet."""
+    status = image.status
+    if status is None or status.observed_generation != image.metadata.generation:
+        return MappingProxyType({})
+    return MappingProxyType({(r.credential, r.region): r.id for r in status.resolved or []})
 
 
 def select_source(

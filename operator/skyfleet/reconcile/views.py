@@ -6,6 +6,7 @@ operator hold 10,000 Instances in memory, and makes the decisions testable from 
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -52,6 +53,11 @@ class InstanceView:
     delete_requested: bool = False
     address: str | None = None
     private_address: str | None = None
+    # The native image recorded in the spec before the create (None: resolved at create). Not
+    # status.imageId: the cloud's listing may spell the same image otherwise (a URL, a slug).
+    image_id: str | None = None
+    # The Instance's own spec.driftPolicy (None: Recreate): decides what a lost VM brings.
+    drift_policy: str | None = None
 
     @property
     def ordinal(self) -> int:
@@ -97,4 +103,11 @@ def instance_view(obj: Instance) -> InstanceView:
         delete_requested=obj.metadata.annotations.get(DELETE_ANNOTATION, "").lower() not in ("", "false", "0"),
         address=status.address if status else None,
         private_address=addresses.private[0] if addresses and addresses.private else None,
+        # Interned: a fleet boots a handful of images, 10,000 views share their ids.
+        image_id=_interned(obj.spec.image_id),
+        drift_policy=_interned(obj.spec.drift_policy),
     )
+
+
+def _interned(value: str | None) -> str | None:
+    return sys.intern(value) if value else None
