@@ -43,7 +43,7 @@ class MemoryConnector(Connector):
 
     @property
     def capabilities(self):
-        return Capabilities(tag_filtering=True)
+        return Capabilities()
 
     async def verify(self):
         return None

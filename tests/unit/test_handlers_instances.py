@@ -8,17 +8,29 @@ Images is a plain dict, as kopf's index reads.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import time
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import kopf
 import pytest
 
 from skyfleet.api.image import Image
-from skyfleet.contract import CloudImage, CloudNode, Connector, CreateRequest, CredentialConfig, Throttled
+from skyfleet.contract import (
+    Capabilities,
+    CloudImage,
+    CloudNode,
+    Connector,
+    CreateRequest,
+    CredentialConfig,
+    Throttled,
+)
 from skyfleet.handlers.context import Context
+from skyfleet.handlers.credentials import verify_once
 from skyfleet.handlers.instances import _provision
 from skyfleet.metrics import Metrics
 from skyfleet.settings import Settings
@@ -193,3 +205,70 @@ async def test_a_restart_that_finds_the_instance_creating_says_the_last_create_m
     first = recording_creates(ctx, cloud)
     await _provision(ctx, body, 0, images)  # type: ignore[arg-type]
     assert [r.unknown_since for r in first] == [None]
+
+
+class NoUserDataConnector(MemoryConnector):
+    """A connector whose cloud takes no user data (a custom driver may say so)."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return dataclasses.replace(super().capabilities, user_data=False)
+
+
+@pytest.mark.parametrize(("user_data", "created"), [("#cloud-config\n", False), (None, True)])
+async def test_user_data_on_a_cloud_that_takes_none_fails_the_instance_before_any_create(
+    user_data: str | None, created: bool
+) -> None:
+    ctx, kube, cloud, body = world()
+    connector = NoUserDataConnector(
+        CredentialConfig(name="mem", namespace=NS, provider="memory", region="mem-1"), cloud
+    )
+    ctx.clouds = OneConnector(connector)  # type: ignore[assignment]
+    if user_data:
+        body["spec"]["userData"] = user_data
+    await _provision(ctx, body, 0, {(NS, "ubuntu"): [image("img-ubuntu-1")]})  # type: ignore[arg-type]
+    assert bool([op for op, _ in cloud.calls if op == "create"]) is created
+    if not created:
+        ready = next(c for c in body["status"]["conditions"] if c["type"] == "Ready")
+        assert (body["status"]["phase"], ready["reason"]) == ("Failed", "UserDataUnsupported")
+        await asyncio.sleep(0.05)  # events are posted in the background
+        assert [e["reason"] for e in kube.events] == ["UserDataUnsupported"]
+
+
+class NoTagsConnector(MemoryConnector):
+    """A connector whose cloud cannot tag VMs (a custom driver may say so)."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return dataclasses.replace(super().capabilities, tags=False)
+
+
+class LoadingClouds(OneConnector):
+    async def load(self, namespace: str, name: str) -> tuple[Any, CredentialConfig]:
+        return None, self._connector.config
+
+
+@pytest.mark.parametrize(
+    ("connector_cls", "verdict"),
+    [(NoTagsConnector, ("False", "UnsupportedProvider")), (MemoryConnector, ("True", "Verified"))],
+)
+async def test_a_cloud_that_cannot_tag_vms_is_not_a_ready_credential(
+    connector_cls: type[MemoryConnector], verdict: tuple[str, str]
+) -> None:
+    # Skyfleet knows its VMs only by their owner tags: without them it could neither adopt a VM
+    # after a lost answer nor tell its own VMs from anyone else's.
+    ctx, kube, cloud, _ = world()
+    config = CredentialConfig(name="mem", namespace=NS, provider="memory", region="mem-1")
+    ctx.clouds = LoadingClouds(connector_cls(config, cloud))  # type: ignore[assignment]
+    body = {
+        "apiVersion": "skyfleet.io/v1alpha1",
+        "kind": "CloudCredential",
+        "metadata": {"name": "mem", "namespace": NS, "uid": "u-c", "generation": 1, "resourceVersion": "1"},
+        "spec": {"provider": "memory", "region": "mem-1", "secretRef": {"name": "keys"}},
+    }
+    kube.body = body
+    await verify_once(NS, "mem", kopf.Body(body), SimpleNamespace(ctx=ctx), logging.getLogger("test"))  # type: ignore[arg-type]
+    ready = next(c for c in body["status"]["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == verdict
+    if verdict[0] == "False":
+        assert "cannot tag VMs" in ready["message"]

@@ -124,6 +124,8 @@ def test_builder_user_data_must_fit_the_provider() -> None:
     problem = bake.user_data_problem(big, 16384)
     assert problem is not None
     assert "16384" in problem
+    # A cloud that takes no user data could never run the recipe on a builder.
+    assert "no user data" in (bake.user_data_problem(small, None, accepted=False) or "")
 
 
 def test_builder_request_is_ours_marked_as_builder_and_idempotent() -> None:

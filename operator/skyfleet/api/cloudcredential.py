@@ -199,11 +199,14 @@ class CloudCredentialSpec(Model):
 
 
 class Capabilities(Model):
-    tags: bool = Field(description="VMs carry key/value tags.")
-    user_data: bool = Field(description="VMs take user data (cloud-init).")
-    resize: bool = Field(description="VMs can change size in place.")
-    idempotency_token: bool = Field(description="Creates take an idempotency token.")
-    tag_filtering: bool = Field(description="The provider filters VMs by tag server-side.")
+    tags: bool = Field(description="VMs carry key/value tags (without them the credential is not Ready).")
+    user_data: bool = Field(
+        description="VMs take user data (cloud-init); without it, VMs with user data fail UserDataUnsupported."
+    )
+    idempotency_token: bool = Field(
+        description="Creates take an idempotency token; without one, a create whose answer was lost is sent again "
+        "only after owner-tag lookups kept missing its VM for SKYFLEET_CREATE_SETTLE seconds."
+    )
     release: bool = Field(
         default=False, description="Owner tags can be removed from a running VM (needed for orphans.delete)."
     )

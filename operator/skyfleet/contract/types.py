@@ -203,11 +203,16 @@ class CredentialConfig:
 class Capabilities:
     """What a provider can do, so callers can choose strategies without knowing the provider."""
 
+    # Without tags Skyfleet cannot know its VMs: such a credential is not Ready.
     tags: bool = True
+    # Without user data a VM that has some fails UserDataUnsupported before any create.
     user_data: bool = True
+    # Connector.resize may change a VM's size in place. Nothing asks it to yet: sizes change
+    # through the group's rolling replacement everywhere.
     resize: bool = False
+    # Creates take an idempotency token; without one a create with an unknown outcome waits for
+    # the listing (create_resend_wait) before being sent again.
     idempotency_token: bool = False
-    tag_filtering: bool = False
     # Owner tags can be removed from a running VM (see Connector.release).
     release: bool = False
     # The most user data (bytes, before any encoding the API needs) a create accepts; None: unknown.

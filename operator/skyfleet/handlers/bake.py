@@ -422,7 +422,9 @@ async def _launch(st: _Status, t: _Target, build: ImageBuild, current: BakeTarge
     conn, put = t.connector, st.put
     where = {"credential": t.credential, "region": t.region}
     assert t.base_image_id is not None
-    problem = bake.user_data_problem(t.user_data, conn.capabilities.max_user_data_bytes)
+    problem = bake.user_data_problem(
+        t.user_data, conn.capabilities.max_user_data_bytes, accepted=conn.capabilities.user_data
+    )
     if problem is not None:
         failed = current.model_copy(
             update={

@@ -13,7 +13,7 @@ from typing import Any
 import kopf
 
 from skyfleet.api.cloudcredential import Capabilities, CloudCredential, CloudCredentialStatus
-from skyfleet.connectors import ConnectorError
+from skyfleet.connectors import ConnectorError, Unsupported
 from skyfleet.handlers.clouds import CredentialUnavailable
 from skyfleet.handlers.context import GROUP, VERSION, ctx_of, now
 from skyfleet.handlers.loop import LoopSpec, run_loop
@@ -74,6 +74,12 @@ async def verify_once(namespace: str, name: str, body: kopf.Body, memo: Any, log
         connector = await ctx.clouds.connector(namespace, name)
         await connector.verify()
         caps = connector.capabilities
+        if not caps.tags:
+            # Ownership, adoption after a lost answer, orphans and cleanup all read owner tags.
+            raise Unsupported(
+                "this connector cannot tag VMs, and Skyfleet knows the VMs it owns only by their tags",
+                provider=config.provider,
+            )
         # Only what the status schema shows (the connector may know more, e.g. size limits).
         capabilities = Capabilities(
             **{k: v for k, v in dataclasses.asdict(caps).items() if k in Capabilities.model_fields}

@@ -33,7 +33,15 @@ COMPONENT = "skyfleet"
 # What Skyfleet was doing when it posted an event with this reason (``action`` of the Event);
 # anything else is part of reconciling the object. CamelCase, at most 128 characters.
 _ACTIONS: dict[str, tuple[str, ...]] = {
-    "Create": ("VMCreated", "Creating", "UserDataTooLarge", "ImageNotFound", "QuotaExceeded", "CapacityUnavailable"),
+    "Create": (
+        "VMCreated",
+        "Creating",
+        "UserDataTooLarge",
+        "UserDataUnsupported",
+        "ImageNotFound",
+        "QuotaExceeded",
+        "CapacityUnavailable",
+    ),
     "Delete": (
         "Deleting",
         "VMDestroyed",

@@ -28,6 +28,7 @@ from skyfleet.reconcile.instances import (
     observed_status,
     unseen_vm_may_exist,
     user_data_too_large,
+    user_data_unsupported,
 )
 from skyfleet.reconcile.messages import error_message
 from skyfleet.reconcile.views import ORPHAN_ANNOTATION
@@ -222,13 +223,15 @@ async def _usable_connector(
         raise kopf.TemporaryError(safe(exc), delay=30) from None
 
     # Checked before the cloud is ever called, so neither costs a failed create.
-    too_large = user_data_too_large(spec.user_data, connector.capabilities.max_user_data_bytes)
-    if too_large:
-        await write(
-            _with_ready(status, False, "UserDataTooLarge", too_large, phase="Failed", generation=meta.generation)
-        )
-        ctx.event(body, "Warning", "UserDataTooLarge", too_large)
-        return None
+    caps = connector.capabilities
+    for reason, why in (
+        ("UserDataUnsupported", user_data_unsupported(spec.user_data, caps.user_data)),
+        ("UserDataTooLarge", user_data_too_large(spec.user_data, caps.max_user_data_bytes)),
+    ):
+        if why:
+            await write(_with_ready(status, False, reason, why, phase="Failed", generation=meta.generation))
+            ctx.event(body, "Warning", reason, why)
+            return None
     region = await ctx.regions.check(connector)
     if not region.known:
         # Waits without spending the failure budget: the region may be fixed or opted into.

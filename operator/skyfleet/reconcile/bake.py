@@ -204,8 +204,11 @@ echo "{FAILURE_MARKER} (cloud-init status $rc)" >/dev/console
 """
 
 
-def user_data_problem(user_data: str, limit: int | None) -> str | None:
-    """Why ``user_data`` cannot go to a provider accepting ``limit`` bytes (None: it fits)."""
+def user_data_problem(user_data: str, limit: int | None, *, accepted: bool = True) -> str | None:
+    """Why ``user_data`` cannot go to a provider accepting ``limit`` bytes, or none at all
+    (``accepted`` false: the recipe could not run on the builder). None: it fits."""
+    if not accepted:
+        return "the provider takes no user data, so the builder could not run the recipe"
     size = len(user_data.encode())
     if limit is not None and size > limit:
         return f"the builder's user data is {size} bytes, the provider accepts at most {limit}"

@@ -53,7 +53,7 @@ DEFAULT_MAX_PROVISIONING_FAILURES = 3
 # Instance failure reasons after which the next placement target may succeed.
 FALLBACK_REASONS = frozenset({"QuotaExceeded", "CapacityUnavailable"})
 # Instance failure reasons a replacement would meet again: reported, not retried.
-FINAL_REASONS = frozenset({"UserDataTooLarge"})
+FINAL_REASONS = frozenset({"UserDataTooLarge", "UserDataUnsupported"})
 
 
 class UserDataTooLarge(ValueError):

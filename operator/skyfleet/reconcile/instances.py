@@ -103,6 +103,13 @@ def never_called_the_cloud(phase: str | None, *, has_provider_id: bool) -> bool:
     return not has_provider_id and phase in (None, "Pending")
 
 
+def user_data_unsupported(user_data: str | None, accepted: bool) -> str:
+    """Why a provider that takes no user data cannot boot this VM as asked, or "" when it can."""
+    if not user_data or accepted:
+        return ""
+    return "the provider takes no user data (cloud-init), and this VM has some (image recipe or userData)"
+
+
 def user_data_too_large(user_data: str | None, limit: int | None) -> str:
     """Why the provider would refuse this user data (its size in bytes), or "" when it fits."""
     if not user_data or limit is None:

@@ -81,7 +81,7 @@ class MemoryConnector(Connector):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(tag_filtering=True, idempotency_token=True, release=True, max_user_data_bytes=16384)
+        return Capabilities(idempotency_token=True, release=True, max_user_data_bytes=16384)
 
     async def verify(self) -> None:
         self.cloud.call("verify")

@@ -81,7 +81,6 @@ class AzureARMAdapter(ProviderAdapter):
         user_data=True,
         resize=True,
         idempotency_token=False,
-        tag_filtering=False,
         release=True,
         max_user_data_bytes=49149,  # Azure customData: 65,535 characters of base64
         root_disk_sizing=True,

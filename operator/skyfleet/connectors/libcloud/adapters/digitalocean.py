@@ -63,7 +63,6 @@ class DigitalOceanAdapter(ProviderAdapter):
         user_data=True,
         resize=False,
         idempotency_token=False,
-        tag_filtering=True,
         release=True,
         max_user_data_bytes=65536,  # DigitalOcean: 64 KiB
         subnet=True,  # vpc_uuid: a droplet's network is its VPC

@@ -108,7 +108,6 @@ class EC2Adapter(ProviderAdapter):
         user_data=True,
         resize=True,
         idempotency_token=True,
-        tag_filtering=True,
         release=True,
         max_user_data_bytes=16384,  # EC2: 16 KB before base64
         root_disk_sizing=True,

@@ -106,7 +106,6 @@ class GCEAdapter(ProviderAdapter):
         user_data=True,
         resize=False,
         idempotency_token=True,
-        tag_filtering=True,
         release=True,
         max_user_data_bytes=262144,  # GCE: 256 KB per metadata value
         root_disk_sizing=True,

@@ -74,7 +74,6 @@ class LinodeAdapter(ProviderAdapter):
         user_data=True,
         resize=True,
         idempotency_token=False,
-        tag_filtering=True,
         release=True,
         max_user_data_bytes=49149,  # Linode metadata user_data: 65,535 characters of base64
     )

@@ -50,7 +50,6 @@ class OpenStackAdapter(ProviderAdapter):
         user_data=True,
         resize=False,
         idempotency_token=False,
-        tag_filtering=False,
         release=True,
         max_user_data_bytes=49149,  # Nova user_data: 65,535 characters of base64
         root_disk_sizing=True,
