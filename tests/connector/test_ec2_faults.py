@@ -73,15 +73,20 @@ async def test_lost_create_response_is_adopted_by_tag_lookup_without_token_dedup
     assert [i["InstanceId"] for i in instances_tagged(boto_ec2, OwnerTags.INSTANCE_UID, "lost-2")] == [node.provider_id]
 
 
+def without_token_dedup_and_lagging(proxy: FaultProxy, emulator: Emulator, *, lag: float) -> None:
+    """A cloud that ignores ClientToken and whose listings show a new VM only ``lag`` s late."""
+    proxy.faults.dedup_client_token = False
+    if isinstance(emulator, FastEC2):
+        emulator.configure(client_token_dedup=False)
+    proxy.faults.describe_lag = lag
+
+
 async def test_lost_create_answer_without_token_waits_out_the_listing_lag(
     proxy: FaultProxy, make_connector: ConnectorFactory, boto_ec2: Any, emulator: Emulator
 ) -> None:
     # A cloud without idempotency tokens whose listings lag launches by 2 s: the retry after a
     # lost answer must not launch again just because the lookup does not show the VM yet.
-    proxy.faults.dedup_client_token = False
-    if isinstance(emulator, FastEC2):
-        emulator.configure(client_token_dedup=False)
-    proxy.faults.describe_lag = 2.0
+    without_token_dedup_and_lagging(proxy, emulator, lag=2.0)
     proxy.drop_next_response("RunInstances")
     connector = make_connector(proxy.endpoint, parameters={"clientToken": "false"})
 
@@ -98,10 +103,7 @@ async def test_restart_while_creating_without_token_adopts_the_vm_the_listing_do
 ) -> None:
     # An operator's create went out and it died before recording the VM; the next operator finds
     # the Instance in Creating (unknown_since) while the listing still hides the VM.
-    proxy.faults.dedup_client_token = False
-    if isinstance(emulator, FastEC2):
-        emulator.configure(client_token_dedup=False)
-    proxy.faults.describe_lag = 2.0
+    without_token_dedup_and_lagging(proxy, emulator, lag=2.0)
     killed, restarted = (make_connector(proxy.endpoint, parameters={"clientToken": "false"}) for _ in range(2))
     launched = await killed.create(request("restart-1"))
 
