@@ -5,7 +5,8 @@ One local control plane, ``skyfleet.testing.fastec2`` in a process of its own (`
 ``--credentials`` CloudCredentials, each in its own region, reach the emulator through a fault
 proxy of their own that injects nothing and only counts and timestamps every request. Cloud
 limits are generous so the operator, not the cloud, is what is measured: each credential has
-``requestsPerSecond`` 1000, ``burst`` 1000, ``maxConcurrency`` 64 and no ``maxInstances``; the
+``requestsPerSecond`` 1000, ``burst`` 1000, ``maxConcurrency`` 64 and no ``maxInstances`` (unless
+``--max-instances``: then the connector counts the cluster's VMs before every create); the
 proxies throttle nothing.
 
 ``--count`` Instances are made as Deployments of ``--replicas`` each, spread round robin over
@@ -47,6 +48,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -188,6 +190,8 @@ class Operator:
             "PYTHONWARNINGS": "ignore::Warning",
             "SKYFLEET_LEADER_ELECTION": "false",
         }
+        if args.tracemalloc:
+            env["PYTHONTRACEMALLOC"] = str(args.tracemalloc)  # see skyfleet/handlers/memtrace.py
         self.started = time.monotonic()
         with log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -207,6 +211,18 @@ class Operator:
 
     def rss(self) -> int:
         return rss_kib(self.pid)
+
+    def snapshot(self) -> Path:
+        """Ask the operator for a tracemalloc snapshot (SIGUSR2) and wait until it is written."""
+        before = self.log_path.read_text(errors="replace").count("tracemalloc snapshot written to ")
+        self.process.send_signal(signal.SIGUSR2)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            found = re.findall(r"tracemalloc snapshot written to (\S+)", self.log_path.read_text(errors="replace"))
+            if len(found) > before:
+                return Path(found[-1])
+            time.sleep(0.5)
+        raise BenchError("no tracemalloc snapshot within 300 s")
 
     def tail(self, lines: int = 40) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -229,7 +245,10 @@ class Operator:
 # -- manifests ----------------------------------------------------------------------------------------
 
 
-def credential(name: str, region: str, endpoint: str) -> list[dict[str, Any]]:
+def credential(name: str, region: str, endpoint: str, max_instances: int | None) -> list[dict[str, Any]]:
+    limits: dict[str, int] = {**LIMITS}
+    if max_instances is not None:
+        limits["maxInstances"] = max_instances
     return [
         {
             "apiVersion": "v1",
@@ -246,7 +265,7 @@ def credential(name: str, region: str, endpoint: str) -> list[dict[str, Any]]:
                 "region": region,
                 "secretRef": {"name": f"{name}-keys"},
                 "endpoint": {"url": endpoint},
-                "limits": LIMITS,
+                "limits": limits,
             },
         },
     ]
@@ -312,6 +331,7 @@ class Scale:
     report: dict[str, Any] = field(default_factory=dict)
     replicas: dict[str, int] = field(default_factory=dict)  # deployment -> replicas
     placed: dict[str, str] = field(default_factory=dict)  # deployment -> credential
+    snapshots: list[Path] = field(default_factory=list)  # tracemalloc, at 0 and after each step
 
     def __post_init__(self) -> None:
         self.api = Api(self.plane)
@@ -377,12 +397,14 @@ class Scale:
         self.start_operator()
         docs: list[dict[str, Any]] = []
         for i, proxy in enumerate(self.proxies.values()):
-            docs += credential(f"c{i}", REGIONS[i], proxy.endpoint)
+            docs += credential(f"c{i}", REGIONS[i], proxy.endpoint, self.args.max_instances)
         self.apply([*docs, IMAGE])
         self.kubectl("wait", "--for=condition=Ready", "cloudcredentials.skyfleet.io", "--all", "--timeout=180s")
         self.deployments.start()
         time.sleep(self.args.observe_period)
         self.report["rss_kib"] = {"0": self.op.rss()}
+        if self.args.tracemalloc:
+            self.snapshots.append(self.op.snapshot())
 
     def provision(self) -> None:
         args = self.args
@@ -410,6 +432,8 @@ class Scale:
             made += instances
             rss = self.op.rss()
             self.report["rss_kib"][str(made)] = rss
+            if args.tracemalloc:
+                self.snapshots.append(self.op.snapshot())
             cloud = self.requests(started)
             created: dict[str, float] = {}
             for e in self.deployments.since(mark):
@@ -458,10 +482,14 @@ class Scale:
         versions = self.resource_versions()
         writes_before = writes(self.api)
         started = time.monotonic()
+        if self.args.tracemalloc:
+            self.snapshots.append(self.op.snapshot())
         samples = [(0.0, self.op.rss())]
         while (now := time.monotonic()) - started < seconds:
             time.sleep(min(10.0, seconds - (now - started)))
             samples.append((round(time.monotonic() - started, 1), self.op.rss()))
+        if self.args.tracemalloc:
+            self.snapshots.append(self.op.snapshot())
         wrote = diff(writes(self.api), writes_before)
         cloud = self.requests(started)
         after = self.resource_versions()
@@ -583,6 +611,20 @@ class Scale:
         )
 
 
+def memory_diff(before: Path, after: Path, title: str, per: int = 1, top: int = 25) -> list[str]:
+    """The allocations that grew between two snapshots, by the line that made them, divided by ``per``."""
+    first, last = (tracemalloc.Snapshot.load(str(p)) for p in (before, after))
+    unit = "KiB per Instance (blocks per Instance)" if per > 1 else "KiB (blocks)"
+    lines = [f"tracemalloc, {title}: {unit}"]
+    for stat in last.compare_to(first, "lineno")[:top]:
+        frame = stat.traceback[0]
+        lines.append(
+            f"  {stat.size_diff / 1024 / per:9.2f} ({stat.count_diff / per:7.1f})  "
+            f"{frame.filename.split('site-packages/')[-1].split('/operator/')[-1]}:{frame.lineno}"
+        )
+    return lines
+
+
 def table(report: dict[str, Any]) -> None:
     rows: list[tuple[str, str]] = []
     rss0 = report["rss_kib"]["0"]
@@ -647,6 +689,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--observe-period", type=int, default=10)
     parser.add_argument("--resync-period", type=int, default=60)
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--max-instances", type=int, help="each credential's limits.maxInstances (default: none)")
+    parser.add_argument(
+        "--tracemalloc", type=int, default=0, metavar="FRAMES", help="trace the operator's allocations; diff them"
+    )
     parser.add_argument("--json", type=Path, help="write the report here instead of printing it")
     parser.add_argument("--skip", action="append", default=[], choices=["reaction", "restart"])
     return parser.parse_args()
@@ -667,7 +713,7 @@ def main() -> None:
             stack.callback(lambda: scale.operator and scale.operator.stop())
             stack.callback(setattr, scale.deployments, "stopping", True)
             scale.report["command"] = " ".join([Path(sys.executable).name, *sys.argv])
-            scale.report["limits"] = LIMITS
+            scale.report["limits"] = {**LIMITS, "maxInstances": args.max_instances}
             try:
                 scale.setup()
                 scale.provision()
@@ -687,6 +733,13 @@ def main() -> None:
                 else:
                     print(text)
             table(scale.report)
+            shots = scale.snapshots
+            if len(shots) > 1:
+                print("\n".join(memory_diff(shots[0], shots[len(scale.report["steps"])], "0 -> all Ready", args.count)))
+            if len(shots) > len(scale.report["steps"]) + 1:
+                print("\n".join(memory_diff(shots[-2], shots[-1], "over the quiet window")))
+            for shot in shots:
+                shot.unlink(missing_ok=True)
     finally:
         if emulator is not None:
             emulator.stop()
