@@ -614,8 +614,9 @@ class Scale:
 def memory_diff(before: Path, after: Path, title: str, per: int = 1, top: int = 25) -> list[str]:
     """The allocations that grew between two snapshots, by the line that made them, divided by ``per``."""
     first, last = (tracemalloc.Snapshot.load(str(p)) for p in (before, after))
-    unit = "KiB per Instance (blocks per Instance)" if per > 1 else "KiB (blocks)"
-    lines = [f"tracemalloc, {title}: {unit}"]
+    unit, each = ("KiB per Instance", "blocks per Instance") if per > 1 else ("KiB", "blocks")
+    total = sum(s.size for s in last.statistics("filename")) - sum(s.size for s in first.statistics("filename"))
+    lines = [f"tracemalloc, {title}: traced memory {total / 1024 / per:+.1f} {unit}; by line, {unit} ({each})"]
     for stat in last.compare_to(first, "lineno")[:top]:
         frame = stat.traceback[0]
         lines.append(
@@ -737,6 +738,7 @@ def main() -> None:
             if len(shots) > 1:
                 print("\n".join(memory_diff(shots[0], shots[len(scale.report["steps"])], "0 -> all Ready", args.count)))
             if len(shots) > len(scale.report["steps"]) + 1:
+                print("\n".join(memory_diff(shots[0], shots[-1], "0 -> end of the quiet window", args.count)))
                 print("\n".join(memory_diff(shots[-2], shots[-1], "over the quiet window")))
             for shot in shots:
                 shot.unlink(missing_ok=True)
