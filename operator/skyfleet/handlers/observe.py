@@ -126,9 +126,7 @@ async def observe_once(
     )
     remaining = len(orphans) - len(deleted)
     ctx.metrics.set_orphans(namespace, name, provider, remaining)
-    ctx.metrics.set_instance_phases(
-        namespace, name, provider, Counter((m.status.phase if m.status else None) or "Pending" for m in members)
-    )
+    ctx.metrics.set_instance_phases(namespace, name, provider, Counter(m.phase or "Pending" for m in members))
     if len(orphans) > (state.reported_orphans or 0):
         ctx.event(body, "Warning", "OrphanedVMs", plan.message)
     state.reported_orphans = len(orphans)
@@ -280,12 +278,15 @@ async def _observe_members(
     for uid in set(missing) - {m.uid for m in members}:
         del missing[uid]
     for m in members:
-        if m.deleting or m.status is None or not m.status.provider_id or m.status.phase == "Failed":
-            continue  # provisioning (or deletion) owns this Instance right now
+        if m.deleting or m.phase == "Failed":
+            continue  # deletion owns this Instance right now
+        status = m.status()
+        if status is None or not status.provider_id or status.phase == "Failed":
+            continue  # provisioning owns this Instance right now
         node: CloudNode | None = by_uid.get(m.uid)
         if node is not None:
             missing.pop(m.uid, None)
-        elif m.status.phase != "Lost":
+        elif status.phase != "Lost":
             # Listings are eventually consistent: a VM launched a moment ago (however old its
             # Instance is) can be missing for a while. It is declared gone only after listings
             # have missed it for the whole grace period and a direct look confirms it.
@@ -294,12 +295,12 @@ async def _observe_members(
                 continue
             namespace, name = m.namespace, cred.metadata.name
             connector = await ctx.clouds.connector(namespace, name, m.region or cred.spec.region)
-            node = await connector.describe(m.status.provider_id)
+            node = await connector.describe(status.provider_id)
             if node is not None and node.state is not NodeState.TERMINATED:
                 missing.pop(m.uid, None)
                 continue
             node = None
-        await _update(ctx=ctx, m=m, status=m.status, node=node, provider=cred.spec.provider, ts=ts)
+        await _update(ctx=ctx, m=m, status=status, node=node, provider=cred.spec.provider, ts=ts)
 
 
 async def _delete_orphans(

@@ -1,0 +1,52 @@
+"""The VM observer over the index it reads (``instances_by_credential``): a converged Instance
+gets no write, a VM gone from the cloud makes the Instance Lost with one write."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import kopf
+import pytest
+
+from skyfleet.api.cloudcredential import CloudCredential
+from skyfleet.handlers.context import now
+from skyfleet.handlers.indexes import instances_by_credential
+from skyfleet.handlers.instances import _provision
+from skyfleet.handlers.observe import _observe_members
+from tests.unit.test_handlers_instances import NS, image, world
+
+pytestmark = pytest.mark.unit
+
+CRED = CloudCredential.model_validate(
+    {
+        "apiVersion": "skyfleet.io/v1alpha1",
+        "kind": "CloudCredential",
+        "metadata": {"name": "mem", "namespace": NS},
+        "spec": {"provider": "memory", "region": "mem-1", "secretRef": {"name": "keys"}},
+    }
+)
+
+
+async def observe(ctx: Any, body: dict[str, Any], missing: dict[str, float], nodes: list[Any]) -> None:
+    members = list(instances_by_credential(namespace=NS, body=kopf.Body(body)).values())
+    await _observe_members(
+        ctx=ctx, cred=CRED, members=members, nodes=nodes, missing=missing, ts=now(), clock=time.monotonic()
+    )
+
+
+async def test_a_running_vm_that_is_listed_gets_no_write_and_one_gone_from_the_cloud_is_lost() -> None:
+    ctx, kube, cloud, body = world()
+    ctx.settings.lost_grace = 0
+    await _provision(ctx, body, 0, {(NS, "ubuntu"): [image("img-ubuntu-1")]})  # type: ignore[arg-type]
+    assert body["status"]["phase"] == "Running"
+    writes = len(kube.writes)
+    missing: dict[str, float] = {}
+
+    await observe(ctx, body, missing, list(cloud.nodes.values()))
+    assert len(kube.writes) == writes  # converged: nothing to write
+
+    cloud.nodes.clear()  # terminated behind the operator's back
+    await observe(ctx, body, missing, [])
+    assert body["status"]["phase"] == "Lost"
+    assert len(kube.writes) == writes + 1
