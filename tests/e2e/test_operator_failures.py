@@ -41,6 +41,12 @@ def deployment(name: str, *targets: str, replicas: int = 1, image: str = "xenial
     }
 
 
+@pytest.fixture(autouse=True)
+def image(world: World) -> None:
+    """Every test's Deployments boot IMAGE: apply it (unchanged if there) so each test stands alone."""
+    world.kube.apply(IMAGE)
+
+
 def reason_of(w: World, kind: str, name: str, type_: str = "Ready") -> tuple[str | None, str | None]:
     return condition(w.kube.get(kind, name), type_)
 
@@ -199,7 +205,8 @@ def test_vm_terminated_out_of_band_is_replaced(world: World) -> None:
         return vms if ready and len(vms) == 1 and vms[0]["InstanceId"] != vm["InstanceId"] else None
 
     [new] = eventually(replaced, timeout=120, what="a replacement VM")
-    assert tags(new)["skyfleet.io/instance"] == "drift-app-1"
+    # A new Instance (its name may reuse the freed ordinal once the lost one is gone).
+    assert tags(new)["skyfleet.io/instance-uid"] != tags(vm)["skyfleet.io/instance-uid"]
     assert event_for(w, "drift-app-0", "VMLost")
     assert event_for(w, "drift", "ReplacingLostVM")
 
@@ -234,7 +241,7 @@ def test_a_rotated_secret_takes_effect_without_a_restart(world: World) -> None:
 
 def test_deleting_the_namespace_destroys_every_vm(world: World) -> None:
     w = world
-    w.kube.apply(deployment("last", "spare", replicas=2))
+    w.kube.apply(*w.credential("spare", "us-east-1", w.cloud.endpoint), deployment("last", "spare", replicas=2))
     w.kube("wait", "--for=condition=Ready", "deployments.skyfleet.io/last", "--timeout=120s")
     assert w.vms()
     # Secrets, CloudCredentials, Deployments and Instances all go at once; the Secrets must
