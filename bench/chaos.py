@@ -40,6 +40,7 @@ import boto3  # type: ignore[import-untyped]
 from skyfleet.testing.controlplane import ControlPlane
 from skyfleet.testing.fastec2 import FastEC2Process
 from skyfleet.testing.faultproxy import FaultProxy
+from skyfleet.testing.manifests import ec2_credential
 from skyfleet.testing.processes import die_with_parent
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -220,25 +221,14 @@ def main() -> None:  # noqa: PLR0912, PLR0915 - one scripted run, top to bottom
             plane.kubectl("create", "namespace", NAMESPACE)
             chaos = Chaos(plane, emulator, proxy, workdir / "operator.log")
             chaos.apply(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Secret",
-                    "metadata": {"name": "cloud-keys"},
-                    "stringData": {"accessKeyId": "AKIAEXAMPLE", "secretAccessKey": "chaos-secret-value-123"},
-                },
-                {
-                    "apiVersion": "skyfleet.io/v1alpha1",
-                    "kind": "CloudCredential",
-                    "metadata": {"name": "cloud"},
-                    "spec": {
-                        "provider": "ec2",
-                        "region": REGION,
-                        "secretRef": {"name": "cloud-keys"},
-                        "endpoint": {"url": proxy.endpoint},
-                        # A cloud without deduplication says so, as a user of such a cloud would.
-                        **({} if dedup or not args.declare else {"parameters": {"clientToken": "false"}}),
-                    },
-                },
+                *ec2_credential(
+                    "cloud",
+                    REGION,
+                    proxy.endpoint,
+                    canary="chaos-secret-value-123",
+                    # A cloud without deduplication says so, as a user of such a cloud would.
+                    **({} if dedup or not args.declare else {"parameters": {"clientToken": "false"}}),
+                ),
                 {
                     "apiVersion": "skyfleet.io/v1alpha1",
                     "kind": "Image",

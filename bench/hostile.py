@@ -28,6 +28,7 @@ from typing import Any
 from skyfleet.testing.controlplane import ControlPlane
 from skyfleet.testing.ec2emulator import EmulatorProcess
 from skyfleet.testing.hostile import Context, Runner, generate
+from skyfleet.testing.manifests import ec2_credential
 from skyfleet.testing.processes import die_with_parent
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,25 +59,7 @@ SHOP = {
 
 
 def credential(name: str, endpoint: str) -> list[dict[str, Any]]:
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": f"{name}-keys"},
-            "stringData": {"accessKeyId": "AKIAEXAMPLE", "secretAccessKey": "bench-secret-value-123"},
-        },
-        {
-            "apiVersion": "skyfleet.io/v1alpha1",
-            "kind": "CloudCredential",
-            "metadata": {"name": name},
-            "spec": {
-                "provider": "ec2",
-                "region": "eu-central-1",
-                "secretRef": {"name": f"{name}-keys"},
-                "endpoint": {"url": endpoint},
-            },
-        },
-    ]
+    return ec2_credential(name, "eu-central-1", endpoint, canary="bench-secret-value-123")
 
 
 def apply(plane: ControlPlane, namespace: str, *docs: dict[str, Any]) -> None:

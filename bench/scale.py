@@ -70,6 +70,7 @@ from fleet import (
 from skyfleet.testing.controlplane import ControlPlane
 from skyfleet.testing.fastec2 import FastEC2Process
 from skyfleet.testing.faultproxy import FaultProxy
+from skyfleet.testing.manifests import ec2_credential
 from skyfleet.testing.processes import die_with_parent
 
 REGIONS = ("us-east-1", "eu-central-1", "eu-west-1", "ap-southeast-2", "us-west-2", "sa-east-1")
@@ -249,26 +250,7 @@ def credential(name: str, region: str, endpoint: str, max_instances: int | None)
     limits: dict[str, int] = {**LIMITS}
     if max_instances is not None:
         limits["maxInstances"] = max_instances
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": f"{name}-keys"},
-            "stringData": {"accessKeyId": "AKIAEXAMPLE", "secretAccessKey": "bench-secret-value"},
-        },
-        {
-            "apiVersion": "skyfleet.io/v1alpha1",
-            "kind": "CloudCredential",
-            "metadata": {"name": name},
-            "spec": {
-                "provider": "ec2",
-                "region": region,
-                "secretRef": {"name": f"{name}-keys"},
-                "endpoint": {"url": endpoint},
-                "limits": limits,
-            },
-        },
-    ]
+    return ec2_credential(name, region, endpoint, canary="bench-secret-value", limits=limits)
 
 
 def deployment(name: str, replicas: int, cred: str) -> dict[str, Any]:

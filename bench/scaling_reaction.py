@@ -38,6 +38,7 @@ from kubernetes import client, config
 from skyfleet.api.scalingpolicy import parse_duration
 from skyfleet.testing.controlplane import ControlPlane
 from skyfleet.testing.ec2emulator import EC2Emulator
+from skyfleet.testing.manifests import ec2_credential
 from skyfleet.testing.prometheus import LoadExporter, Prometheus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,23 +49,7 @@ POLL = 0.05
 def manifests(endpoint: str, for_: str) -> list[dict[str, Any]]:
     size = {"cpu": 1, "memoryMiB": 512, "instanceTypes": {"ec2": "t3.nano"}}
     return [
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "keys"},
-            "stringData": {"accessKeyId": "AKIAEXAMPLE", "secretAccessKey": "bench-secret-value"},
-        },
-        {
-            "apiVersion": "skyfleet.io/v1alpha1",
-            "kind": "CloudCredential",
-            "metadata": {"name": "aws"},
-            "spec": {
-                "provider": "ec2",
-                "region": "eu-central-1",
-                "secretRef": {"name": "keys"},
-                "endpoint": {"url": endpoint},
-            },
-        },
+        *ec2_credential("aws", "eu-central-1", endpoint, canary="bench-secret-value", keys="keys"),
         {
             "apiVersion": "skyfleet.io/v1alpha1",
             "kind": "Image",

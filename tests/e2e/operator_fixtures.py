@@ -25,6 +25,7 @@ import yaml
 
 from skyfleet.testing.ec2emulator import EC2Emulator
 from skyfleet.testing.faultproxy import FaultProxy
+from skyfleet.testing.manifests import ec2_credential
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -227,26 +228,7 @@ class World:
 
     def credential(self, name: str, region: str, endpoint: str, **spec: Any) -> list[dict[str, Any]]:
         """A Secret and a CloudCredential pointing at ``endpoint``."""
-        return [
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": f"{name}-keys"},
-                "stringData": {"accessKeyId": "AKIAEXAMPLE", "secretAccessKey": "e2e-secret-value-123"},
-            },
-            {
-                "apiVersion": "skyfleet.io/v1alpha1",
-                "kind": "CloudCredential",
-                "metadata": {"name": name},
-                "spec": {
-                    "provider": "ec2",
-                    "region": region,
-                    "secretRef": {"name": f"{name}-keys"},
-                    "endpoint": {"url": endpoint},
-                    **spec,
-                },
-            },
-        ]
+        return ec2_credential(name, region, endpoint, canary="e2e-secret-value-123", **spec)
 
     def vms(self, *regions: str) -> list[dict[str, Any]]:
         return [
