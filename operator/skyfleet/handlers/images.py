@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -15,7 +16,13 @@ from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of, now
 from skyfleet.handlers.loop import LoopSpec, run_loop
 from skyfleet.handlers.status import write_status
 from skyfleet.reconcile.conditions import set_condition
-from skyfleet.reconcile.images import EffectiveImage, ImageError, effective_image, image_uses, select_source
+from skyfleet.reconcile.images import (
+    EffectiveImage,
+    ImageError,
+    effective_image,
+    image_uses,
+    select_source,
+)
 from skyfleet.reconcile.messages import error_message, safe_message
 
 
@@ -94,8 +101,14 @@ async def resolve_once(
     """Resolve the Image on every (credential, region) a Deployment uses it with; write status."""
     image = Image.model_validate(dict(body))
     old = image.status or ImageStatus()
+    generation = image.metadata.generation or None
+    # What the last pass resolved for this very spec: kept through a failure that says nothing
+    # about the image (the cloud or the credential unavailable for a moment), so a hiccup during
+    # a resync neither flips the Image to not Ready nor stops Deployments from placing there.
+    last = {(r.credential, r.region): r for r in old.resolved or []} if old.observed_generation == generation else {}
     resolved: list[ResolvedImage] = []
     problems: list[tuple[str, str]] = []
+    kept: list[str] = []
     try:
         eff = effective_image(name, lambda n: next(iter(images.get((namespace, n), [])), None))
     except ImageError as exc:
@@ -109,39 +122,61 @@ async def resolve_once(
             found = await _resolve_on(ctx, namespace, eff, credential, region)
             if isinstance(found, ResolvedImage):
                 resolved.append(found)
+            elif isinstance(found, Unavailable) and (credential, region or "") in last:
+                resolved.append(last[(credential, region or "")])
+                kept.append(found.message)
             else:
-                problems.append(found)
-    status = _status(old, resolved, problems, generation=image.metadata.generation or None)
+                problems.append((found.reason, found.message))
+    status = _status(old, resolved, problems, kept, generation=generation)
     await write_status(ctx, body, body.get("status"), status)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why there is no native image on one credential and region."""
+
+    reason: str
+    message: str
+
+
+class Unavailable(Problem):
+    """The cloud or the credential could not answer now: says nothing about the image itself."""
 
 
 async def _resolve_on(
     ctx: Context, namespace: str, eff: EffectiveImage, credential: str, region: str | None
-) -> ResolvedImage | tuple[str, str]:
-    """The native image on one credential and region, or (reason, message) why there is none."""
+) -> ResolvedImage | Problem:
+    """The native image on one credential and region, or why there is none."""
     try:
         connector = await ctx.clouds.connector(namespace, credential, region)
         source = select_source(eff.sources, credential=credential, provider=connector.config.provider, region=region)
         if source is None:
-            return "NoMatch", f"no entry for credential {credential!r} in region {region}"
+            return Problem("NoMatch", f"no entry for credential {credential!r} in region {region}")
         found = await connector.resolve_image(
             image_id=source.id,
             name_pattern=source.lookup.name_pattern if source.lookup else None,
             owner=source.lookup.owner if source.lookup else None,
         )
     except CredentialUnavailable as exc:
-        return "CredentialNotReady", f"{credential}: {exc.message}"
+        return Unavailable("CredentialNotReady", f"{credential}: {exc.message}")
     except NotFound as exc:
-        return "NoMatch", f"{credential}/{region}: {error_message(exc)}"
+        return Problem("NoMatch", f"{credential}/{region}: {error_message(exc)}")
     except ConnectorError as exc:
+        message = f"{credential}/{region}: {error_message(exc)}"
+        if exc.retryable:
+            return Unavailable("ResolutionFailed", message)
         # OwnerRequired: a name lookup on a public catalogue (EC2) that names no publisher.
-        reason = "OwnerRequired" if exc.code == "OwnerRequired" else "ResolutionFailed"
-        return reason, f"{credential}/{region}: {error_message(exc)}"
+        return Problem("OwnerRequired" if exc.code == "OwnerRequired" else "ResolutionFailed", message)
     return ResolvedImage(credential=credential, region=region or "", id=found.id, name=found.name)
 
 
 def _status(
-    old: ImageStatus, resolved: list[ResolvedImage], problems: list[tuple[str, str]], *, generation: int | None
+    old: ImageStatus,
+    resolved: list[ResolvedImage],
+    problems: list[tuple[str, str]],
+    kept: list[str],
+    *,
+    generation: int | None,
 ) -> ImageStatus:
     ts = now()
     if problems:
@@ -153,6 +188,8 @@ def _status(
         message = (
             f"resolved on {len(resolved)} credential/region pairs" if resolved else "not used by any Deployment yet"
         )
+        if kept:
+            message += safe_message("; the last resolved id kept where it could not be refreshed: " + "; ".join(kept))
         conds = set_condition(old.conditions, "Ready", True, "Resolved", message, now=ts, generation=generation)
         phase = "Resolved"
     return old.model_copy(
