@@ -99,13 +99,14 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 from xml.sax.saxutils import escape
 
 from skyfleet.testing.ec2emulator import RESET_PATH, SEED_PATH, EmulatorProcess
+from skyfleet.testing.net import LoopbackHTTPServer
 
 __all__ = ["FastEC2", "FastEC2Backend", "FastEC2Process", "Settings"]
 
@@ -1737,7 +1738,7 @@ class FastEC2:
         self.host = host
         self.port = port
         self.backend = FastEC2Backend(settings)
-        self._server: ThreadingHTTPServer | None = None
+        self._server: LoopbackHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -1755,9 +1756,7 @@ class FastEC2:
             pass
 
         Handler.backend = backend
-        server = ThreadingHTTPServer((self.host, self.port), Handler)
-        server.daemon_threads = True
-        server.request_queue_size = 256
+        server = LoopbackHTTPServer((self.host, self.port), Handler)
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, name="fastec2", daemon=True)
         self._thread.start()

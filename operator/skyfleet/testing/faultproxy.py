@@ -47,10 +47,12 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Self
 from urllib.parse import parse_qsl, urlsplit
+
+from skyfleet.testing.net import LoopbackHTTPServer
 
 __all__ = ["FaultProxy", "Faults", "TokenBucket"]
 
@@ -157,7 +159,7 @@ class FaultProxy:
         self._queries: list[tuple[str, tuple[tuple[str, str], ...]]] = []
         self._images_made: dict[str, float] = {}
         self._consoles: dict[str, str] = {}
-        self._server: ThreadingHTTPServer | None = None
+        self._server: LoopbackHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     # -- runtime control ----------------------------------------------------------------
@@ -231,9 +233,7 @@ class FaultProxy:
         class Handler(_Handler):
             owner = proxy
 
-        server = ThreadingHTTPServer((self.host, self.port), Handler)
-        server.daemon_threads = True
-        server.request_queue_size = 256
+        server = LoopbackHTTPServer((self.host, self.port), Handler)
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, name="fault-proxy", daemon=True)
         self._thread.start()
