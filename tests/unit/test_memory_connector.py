@@ -19,7 +19,7 @@ def connector(region: str = "mem-1", cloud: MemoryCloud | None = None) -> Memory
 
 
 def request(owner: OwnerTags = OURS) -> CreateRequest:
-    return CreateRequest(name="shop-web-0", image_id="img-ubuntu-1", size_id="small", tags=owner.to_tags())
+    return CreateRequest(name="shop-web-0", image_id="img-ubuntu-1", size_id="small", owner=owner)
 
 
 async def test_a_repeated_create_adopts_the_first_vm() -> None:

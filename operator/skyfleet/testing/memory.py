@@ -115,11 +115,9 @@ class MemoryConnector(Connector):
 
     async def create(self, req: CreateRequest) -> CloudNode:
         self.cloud.call("create", f"{req.name} image={req.image_id} size={req.size_id}")
-        owner = OwnerTags.from_tags(req.tags)
-        if owner is not None:
-            earlier = self._mine(owner.identity())
-            if earlier:
-                return earlier[0]  # an earlier attempt made it: adopt, never a second VM
+        earlier = self._mine(req.owner.identity())
+        if earlier:
+            return earlier[0]  # an earlier attempt made it: adopt, never a second VM
         if req.image_id not in {i.id for i in self.cloud.images}:
             raise NotFound(f"image {req.image_id} does not exist", provider=self.config.provider)
         if req.size_id not in {s.id for s in self.cloud.sizes}:
@@ -134,7 +132,7 @@ class MemoryConnector(Connector):
             image_id=req.image_id,
             region=self.region,
             zone=req.zone,
-            tags=dict(req.tags),
+            tags=req.tags(),
             created_at=datetime.now(UTC),
         )
         self.cloud.nodes[provider_id] = node

@@ -333,9 +333,9 @@ class LibcloudConnector(Connector):
         whose outcome is unknown is sent again only once the lookups have kept missing its VM
         for ``req.settle`` seconds (``create_resend_wait``): listings lag launches.
         """
-        identity = {k: req.tags[k] for k in (OwnerTags.CLUSTER_ID, OwnerTags.INSTANCE_UID) if k in req.tags}
+        identity = req.owner.identity()
         limit = self.config.limits.max_instances
-        cluster = identity.get(OwnerTags.CLUSTER_ID)
+        cluster = req.owner.cluster_id
         token = self.capabilities.idempotency_token
         unknown_since = req.unknown_since
 
@@ -356,11 +356,10 @@ class LibcloudConnector(Connector):
         async def attempt() -> CloudNode:
             nonlocal unknown_since
             # Lookup and launch are retried together: every retry looks again first.
-            if identity:
-                found = await lookup()
-                if found is not None:
-                    return found
-            if limit is not None and cluster is not None:
+            found = await lookup()
+            if found is not None:
+                return found
+            if limit is not None:
                 present = await self._attempt(
                     "count", lambda d: self.adapter.find_by_tags(d, {OwnerTags.CLUSTER_ID: cluster})
                 )
