@@ -40,8 +40,8 @@ SECRET = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
 LOOPBACK = EndpointPolicy.parse(["127.0.0.1"])
 
 
-def tags(i: int) -> dict[str, str]:
-    return OwnerTags(cluster_id=CLUSTER, instance_uid=f"uid-{i:04d}", deployment="bench", instance=f"vm-{i}").to_tags()
+def owner(i: int) -> OwnerTags:
+    return OwnerTags(cluster_id=CLUSTER, instance_uid=f"uid-{i:04d}", deployment="bench", instance=f"vm-{i}")
 
 
 def driver_for(endpoint: str) -> Any:
@@ -65,7 +65,7 @@ def libcloud_create(driver: Any, i: int, on_throttle: Callable[[], None]) -> Non
                 name=f"vm-{i}",
                 size=size,
                 image=NodeImage(AMI, AMI, driver),
-                ex_metadata=tags(i),
+                ex_metadata=owner(i).to_tags(),
                 ex_clienttoken=f"uid-{i:04d}",
             )
             return
@@ -133,7 +133,7 @@ def connector(endpoint: str, count: int, concurrency: int) -> None:
     async def run() -> None:
         async with LibcloudConnector(config) as conn:
             requests = [
-                CreateRequest(name=f"vm-{i}", image_id=AMI, size_id="t3.micro", tags=tags(i)) for i in range(count)
+                CreateRequest(name=f"vm-{i}", image_id=AMI, size_id="t3.micro", owner=owner(i)) for i in range(count)
             ]
             await asyncio.gather(*(conn.create(r) for r in requests))
 

@@ -190,14 +190,13 @@ async def connector(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LibcloudCo
 
 
 def request(uid: str, name: str | None = None, namespace: str = "team-a") -> CreateRequest:
-    tags = OwnerTags(CLUSTER, uid, namespace=namespace, deployment="shop", instance=name or uid).to_tags()
     return CreateRequest(
         name=name or f"shop-web-{uid}",
         image_id="Canonical:ubuntu-24_04-lts:server:latest",
         size_id="Standard_B1s",
         zone="1",
         user_data="#cloud-config\n",
-        tags=tags,
+        owner=OwnerTags(CLUSTER, uid, namespace=namespace, deployment="shop", instance=name or uid),
     )
 
 

@@ -26,7 +26,7 @@ def spellings(text: str) -> list[str]:
 
 
 def create(uid: str) -> CreateRequest:
-    return CreateRequest(f"shop-web-{uid}", AMI, "t3.micro", user_data=USER_DATA, tags=owner(uid).to_tags())
+    return CreateRequest(f"shop-web-{uid}", AMI, "t3.micro", user_data=USER_DATA, owner=owner(uid))
 
 
 @pytest.fixture

@@ -153,7 +153,7 @@ def request(uid: str, cluster: str = CLUSTER) -> CreateRequest:
         size_id="s-1vcpu-1gb",
         region="fra1",
         user_data="#cloud-config\n",
-        tags=OwnerTags(cluster, uid, namespace="team-a", deployment="shop", instance=uid).to_tags(),
+        owner=OwnerTags(cluster, uid, namespace="team-a", deployment="shop", instance=uid),
     )
 
 

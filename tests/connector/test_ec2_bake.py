@@ -24,6 +24,7 @@ from skyfleet.connectors import (
     ImageState,
     NodeState,
     OwnershipMismatch,
+    OwnerTags,
     Transient,
 )
 from skyfleet.connectors.libcloud import LibcloudConnector
@@ -52,7 +53,8 @@ async def stopped_builder(connector: LibcloudConnector, boto_ec2: Any, uid: str 
             name=f"bake-{uid}",
             image_id=AMI,
             size_id="t3.micro",
-            tags={ImageOwnerTags.CLUSTER_ID: CLUSTER, "skyfleet.io/instance-uid": uid, ImageOwnerTags.ROLE: "builder"},
+            owner=OwnerTags(cluster_id=CLUSTER, instance_uid=uid),
+            extra_tags={ImageOwnerTags.ROLE: "builder"},
         )
     )
     boto_ec2.stop_instances(InstanceIds=[node.provider_id])

@@ -49,7 +49,7 @@ def request(uid: str, **overrides: Any) -> CreateRequest:
         "image_id": AMI,
         "size_id": "t3.micro",
         "user_data": USER_DATA,
-        "tags": owner(uid).to_tags(),
+        "owner": owner(uid),
     }
     return CreateRequest(**(fields | overrides))
 
@@ -112,7 +112,7 @@ async def test_find_by_tags_skips_terminated_and_foreign(ec2_endpoint: str, make
     connector = make_connector(ec2_endpoint)
     kept = await connector.create(request("keep"))
     gone = await connector.create(request("gone"))
-    await connector.create(request("other", tags=owner("other", cluster="another-cluster").to_tags()))
+    await connector.create(request("other", owner=owner("other", cluster="another-cluster")))
     await connector.destroy(gone.provider_id, owner("gone"))
 
     assert [n.provider_id for n in await connector.list_cluster(CLUSTER)] == [kept.provider_id]

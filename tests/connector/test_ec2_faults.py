@@ -36,7 +36,7 @@ def request(uid: str, **overrides: Any) -> CreateRequest:
         "image_id": AMI,
         "size_id": "t3.micro",
         "user_data": "#!/bin/sh\ntrue\n",
-        "tags": owner(uid).to_tags(),
+        "owner": owner(uid),
     }
     return CreateRequest(**(fields | overrides))
 

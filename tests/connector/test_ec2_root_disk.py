@@ -17,9 +17,7 @@ pytestmark = [pytest.mark.connector, pytest.mark.parametrize("emulator", ["moto"
 
 
 def request(uid: str, disk_gib: int | None) -> CreateRequest:
-    return CreateRequest(
-        name=f"shop-db-{uid}", image_id=AMI, size_id="t3.micro", tags=owner(uid).to_tags(), disk_gib=disk_gib
-    )
+    return CreateRequest(name=f"shop-db-{uid}", image_id=AMI, size_id="t3.micro", owner=owner(uid), disk_gib=disk_gib)
 
 
 def root_volume_gib(boto_ec2: Any, instance_id: str) -> int:

@@ -87,7 +87,7 @@ def create(uid: str, **overrides: Any) -> CreateRequest:
         "image_id": AMI,
         "size_id": "t3.micro",
         "user_data": "#cloud-config\npackages: [nginx]\n",
-        "tags": owner(uid).to_tags(),
+        "owner": owner(uid),
     }
     return CreateRequest(**(fields | overrides))
 

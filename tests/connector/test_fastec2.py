@@ -82,7 +82,7 @@ def create(uid: str, **overrides: Any) -> CreateRequest:
         "name": f"web-{uid}",
         "image_id": AMI,
         "size_id": "t3.micro",
-        "tags": owner(uid).to_tags(),
+        "owner": owner(uid),
     }
     return CreateRequest(**(fields | overrides))
 

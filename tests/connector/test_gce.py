@@ -232,7 +232,7 @@ def request(uid: str, name: str | None = None, namespace: str = "team-a", cluste
         image_id="projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts",
         size_id="e2-small",
         user_data="#cloud-config\n",
-        tags=OwnerTags(cluster, uid, namespace=namespace, deployment="shop", instance=name or uid).to_tags(),
+        owner=OwnerTags(cluster, uid, namespace=namespace, deployment="shop", instance=name or uid),
     )
 
 

@@ -141,7 +141,7 @@ def request(uid: str) -> CreateRequest:
         image_id="linode/ubuntu24.04",
         size_id="g6-standard-1",
         user_data="#cloud-config\n",
-        tags=owner(uid).to_tags(),
+        owner=owner(uid),
     )
 
 
@@ -203,7 +203,7 @@ def named(uid: str, name: str, namespace: str = "team-a", cluster: str = CLUSTER
         name=name,
         image_id="linode/ubuntu24.04",
         size_id="g6-standard-1",
-        tags=OwnerTags(cluster, uid, namespace=namespace, deployment=name.rsplit("-", 2)[0], instance=name).to_tags(),
+        owner=OwnerTags(cluster, uid, namespace=namespace, deployment=name.rsplit("-", 2)[0], instance=name),
     )
 
 

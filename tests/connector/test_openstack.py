@@ -137,7 +137,7 @@ def request(uid: str, size_id: str = "m1.small", disk_gib: int | None = None) ->
         size_id=size_id,
         zone="nova",
         user_data="#cloud-config\nruncmd: [true]\n",
-        tags=owner(uid).to_tags(),
+        owner=owner(uid),
         disk_gib=disk_gib,
     )
 

@@ -61,10 +61,10 @@ class MemoryConnector(Connector):
         return [n for n in self.nodes.values() if all(n.tags.get(k) == v for k, v in tags.items())]
 
     async def create(self, req):
-        found = await self.find_by_tags({OwnerTags.INSTANCE_UID: req.tags[OwnerTags.INSTANCE_UID]})
+        found = await self.find_by_tags(req.owner.identity())
         if found:
             return found[0]
-        node = CloudNode(f"mem-{next(self._ids)}", req.name, NodeState.RUNNING, tags=dict(req.tags))
+        node = CloudNode(f"mem-{next(self._ids)}", req.name, NodeState.RUNNING, tags=req.tags())
         self.nodes[node.provider_id] = node
         return node
 
@@ -149,9 +149,9 @@ async def test_out_of_tree_connector_is_used_through_the_registry(installed_plug
     assert {"memory", "libcloud"} <= set(registry.available())
 
     connector = registry.create("memory", config())
-    tags = OwnerTags(cluster_id="c1", instance_uid="u1").to_tags()
-    node = await connector.create(CreateRequest(name="n1", image_id="img", size_id="s", tags=tags))
-    again = await connector.create(CreateRequest(name="n1", image_id="img", size_id="s", tags=tags))
+    owner = OwnerTags(cluster_id="c1", instance_uid="u1")
+    node = await connector.create(CreateRequest(name="n1", image_id="img", size_id="s", owner=owner))
+    again = await connector.create(CreateRequest(name="n1", image_id="img", size_id="s", owner=owner))
 
     assert type(connector).__module__ == "skyfleet_memory_connector"
     assert again.provider_id == node.provider_id

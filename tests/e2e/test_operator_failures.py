@@ -166,6 +166,47 @@ def test_max_instances_on_the_first_target_sends_the_rest_to_the_second(world: W
     w.kube("delete", "deployments.skyfleet.io/capped-app", "--timeout=60s")
 
 
+def test_vms_of_ours_without_an_instance_fill_max_instances_and_the_create_falls_back(world: World) -> None:
+    # Placement counts Instances and sees room; the connector counts every VM of ours on the
+    # credential, these two that no Instance records too, and refuses: QuotaExceeded, fallback.
+    w = world
+    ec2 = w.cloud.client("eu-central-1")
+    present = len(w.vms("eu-central-1"))
+    planted = [
+        ec2.run_instances(
+            ImageId="ami-785db401",
+            InstanceType="t3.micro",
+            MinCount=1,
+            MaxCount=1,
+            TagSpecifications=[
+                {
+                    "ResourceType": "instance",
+                    "Tags": [
+                        {"Key": "skyfleet.io/cluster-id", "Value": w.cluster_id},
+                        {"Key": "skyfleet.io/deployment", "Value": "no-such-deployment"},
+                        {"Key": "skyfleet.io/instance-uid", "Value": f"planted-{n}"},
+                    ],
+                }
+            ],
+        )["Instances"][0]["InstanceId"]
+        for n in range(2)
+    ]
+    try:
+        w.kube.apply(
+            *w.credential("full-of-orphans", "eu-central-1", w.cloud.endpoint, limits={"maxInstances": present + 2}),
+            *w.credential("spare", "us-east-1", w.cloud.endpoint),
+            deployment("orphaned-room", "full-of-orphans", "spare"),
+        )
+        w.kube("wait", "--for=condition=Ready", "deployments.skyfleet.io/orphaned-room", "--timeout=120s")
+        vms = [vm for vm in w.vms() if tags(vm)["skyfleet.io/deployment"] == "orphaned-room"]
+        assert [vm["Placement"]["AvailabilityZone"][:-1] for vm in vms] == ["us-east-1"]
+        assert event_for(w, "orphaned-room", "PlacementFallback")
+        assert event_for(w, "orphaned-room-app-0", "QuotaExceeded")
+        w.kube("delete", "deployments.skyfleet.io/orphaned-room", "--timeout=60s")
+    finally:
+        ec2.terminate_instances(InstanceIds=planted)
+
+
 def test_sigkill_mid_provisioning_then_restart_leaves_no_duplicate_and_no_leak(world: World) -> None:
     w = world
     proxy = w.cloud.proxy()

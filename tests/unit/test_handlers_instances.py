@@ -27,6 +27,8 @@ from skyfleet.contract import (
     Connector,
     CreateRequest,
     CredentialConfig,
+    Limits,
+    OwnerTags,
     Throttled,
 )
 from skyfleet.handlers.context import Context
@@ -158,6 +160,31 @@ async def test_a_retried_create_uses_what_was_recorded_not_a_newer_image() -> No
     [node] = cloud.nodes.values()
     assert node.image_id == "img-ubuntu-1"
     assert body["status"]["imageId"] == "img-ubuntu-1"
+
+
+async def test_at_max_instances_the_instance_fails_with_quota_exceeded_and_no_create() -> None:
+    # Two VMs of ours that no Instance records fill the credential: the connector refuses
+    # before calling the cloud, and the Instance fails with the reason the Deployment falls
+    # back on (reconcile/instances.py FALLBACK_REASONS).
+    ctx, kube, cloud, body = world()
+    config = CredentialConfig(
+        name="mem", namespace=NS, provider="memory", region="mem-1", limits=Limits(max_instances=2)
+    )
+    connector = MemoryConnector(config, cloud)
+    for n in range(2):
+        stray = CreateRequest(
+            name=f"stray-{n}", image_id="img-ubuntu-1", size_id="small", owner=OwnerTags("c1", f"s{n}")
+        )
+        await MemoryConnector(dataclasses.replace(config, limits=Limits()), cloud).create(stray)
+    cloud.calls.clear()
+    ctx.clouds = OneConnector(connector)  # type: ignore[assignment]
+    await _provision(ctx, body, 0, {(NS, "ubuntu"): [image("img-ubuntu-1")]})  # type: ignore[arg-type]
+    ready = next(c for c in body["status"]["conditions"] if c["type"] == "Ready")
+    assert (body["status"]["phase"], ready["reason"]) == ("Failed", "QuotaExceeded")
+    assert "allows 2 instances" in ready["message"]
+    assert [op for op, _ in cloud.calls if op == "create"] == []
+    await asyncio.sleep(0.05)  # events are posted in the background
+    assert "QuotaExceeded" in [e["reason"] for e in kube.events]
 
 
 async def test_an_image_the_cloud_does_not_have_fails_the_instance_without_a_create() -> None:

@@ -142,12 +142,15 @@ def test_builder_request_is_ours_marked_as_builder_and_idempotent() -> None:
 
     assert isinstance(req, CreateRequest)
     uid = bake.builder_uid(OWNER.image_uid, "aws", "us-east-1", KEY, 2)
-    assert req.tags[OwnerTags.INSTANCE_UID] == uid == req.effective_token
-    assert req.tags[ImageOwnerTags.BAKE_KEY] == KEY
-    assert req.tags[ImageOwnerTags.IMAGE_UID] == OWNER.image_uid
-    assert bake.is_builder(req.tags)
-    assert bake.builder_owner(OWNER, "aws", "us-east-1", 2).owns(req.tags)
-    assert not bake.builder_owner(OWNER, "aws", "us-east-1", 1).owns(req.tags)
+    tags = req.tags()
+    assert req.owner == bake.builder_owner(OWNER, "aws", "us-east-1", 2)
+    assert tags[OwnerTags.INSTANCE_UID] == uid == req.effective_token
+    assert tags[ImageOwnerTags.BAKE_KEY] == KEY
+    assert tags[ImageOwnerTags.IMAGE_UID] == OWNER.image_uid
+    assert tags[ImageOwnerTags.IMAGE] == OWNER.image
+    assert bake.is_builder(tags)
+    assert bake.builder_owner(OWNER, "aws", "us-east-1", 2).owns(tags)
+    assert not bake.builder_owner(OWNER, "aws", "us-east-1", 1).owns(tags)
     assert len(uid) == 36
     assert bake.builder_uid(OWNER.image_uid, "aws", "us-east-1", KEY, 3) != uid
     assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", req.name)
@@ -576,7 +579,7 @@ class FakeCloud:
         self.snapshots = 0
 
     def create(self, req: CreateRequest, now: datetime) -> CloudNode:
-        uid = req.tags[OwnerTags.INSTANCE_UID]
+        uid = req.owner.instance_uid
         for bid, (u, _, deleted) in self.builders.items():
             if u == uid and not deleted:
                 return self.describe(bid, now)  # type: ignore[return-value]

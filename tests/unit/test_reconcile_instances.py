@@ -10,8 +10,14 @@ import pytest
 from skyfleet.api.instance import InstanceStatus
 from skyfleet.contract import CloudNode, NodeState, create_resend_wait, errors
 from skyfleet.reconcile.conditions import find_condition
-from skyfleet.reconcile.deployment import FALLBACK_REASONS
-from skyfleet.reconcile.instances import classify_create_error, lost_for_good, observed_status, unseen_vm_may_exist
+from skyfleet.reconcile.instances import (
+    CREATE_FAILURES,
+    FALLBACK_REASONS,
+    classify_create_error,
+    lost_for_good,
+    observed_status,
+    unseen_vm_may_exist,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -102,12 +108,24 @@ def test_observed_status_keeps_the_current_object_untouched() -> None:
         (errors.InvalidRequest("bad size"), "InvalidRequest", False, False),
         (errors.NotFound("no image"), "ImageNotFound", False, False),
         (errors.Permanent("p"), "ProvisioningFailed", False, False),
+        (errors.InvalidCredentials("who"), "InvalidCredentials", True, False),
+        (errors.CircuitOpen("down"), "CloudUnavailable", True, False),
+        (RuntimeError("unmapped"), "CloudUnavailable", True, False),
     ],
 )
 def test_create_errors(error: BaseException, reason: str, retry: bool, fallback: bool) -> None:
     f = classify_create_error(error)
-    # Fallback is stated once, by the planner, from the reason the Instance fails with.
+    # The Deployment decides fallback from the reason the Instance fails with.
     assert (f.reason, f.retry, f.reason in FALLBACK_REASONS) == (reason, retry, fallback)
+    # ...and that set says what the error class says (contract/errors.py), once.
+    assert (f.reason in FALLBACK_REASONS) == getattr(error, "fallback", False)
+
+
+def test_no_reason_both_falls_back_and_does_not() -> None:
+    # One reason per class row: a reason shared by a fallback class and another would make the
+    # Deployment fall back on errors that do not mean another target may succeed.
+    for reason in FALLBACK_REASONS:
+        assert all(kind.fallback for kind, r, _ in CREATE_FAILURES if r == reason)
 
 
 @pytest.mark.parametrize(

@@ -18,11 +18,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Mapping
 
-from skyfleet.contract import OwnerTags
-
-__all__ = ["scope_digest", "vm_name", "vm_name_for"]
+__all__ = ["scope_digest", "vm_name"]
 
 _SCOPE_LENGTH = 6
 _NOT_ALLOWED = re.compile(r"[^a-z0-9-]+")
@@ -62,15 +59,3 @@ def vm_name(
         tag = "-" + _digest("name", instance, length=8)
         base = base[: room - len(tag)].rstrip("-") + tag
     return base + suffix
-
-
-def vm_name_for(name: str, tags: Mapping[str, str], *, max_length: int = 63, letter_first: bool = False) -> str:
-    """``vm_name`` for a create request named ``name`` whose owner ``tags`` say the cluster id
-    and namespace."""
-    return vm_name(
-        name,
-        cluster_id=tags.get(OwnerTags.CLUSTER_ID, ""),
-        namespace=tags.get(OwnerTags.NAMESPACE, ""),
-        max_length=max_length,
-        letter_first=letter_first,
-    )

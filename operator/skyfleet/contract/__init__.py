@@ -3,6 +3,7 @@ the error taxonomy and the ``Connector`` interface. No I/O; imports nothing of t
 the plugin registry, so decisions (skyfleet.reconcile) and plugin authors depend on it alone.
 """
 
+from skyfleet.contract.budget import InstanceBudget
 from skyfleet.contract.connector import CallObserver, Connector
 from skyfleet.contract.endpoints import EndpointPolicy, TLSOptions
 from skyfleet.contract.errors import (
@@ -66,6 +67,7 @@ __all__ = [
     "ImageOwnerTags",
     "ImageRequest",
     "ImageState",
+    "InstanceBudget",
     "InvalidCredentials",
     "InvalidRequest",
     "Limits",

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Protocol, Self
 
+from skyfleet.contract.budget import InstanceBudget
 from skyfleet.contract.errors import Unsupported
 from skyfleet.contract.types import (
     BakedImage,
@@ -48,6 +49,9 @@ class Connector(abc.ABC):
         self.config = config
         # Set by the operator to count and time every request to the cloud (metrics).
         self.observer: CallObserver | None = None
+        # The VMs of ours on this credential, for ``Limits.max_instances``: the operator gives
+        # every connector of one credential (all its regions) the same one.
+        self.budget = InstanceBudget()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.config.provider} {self.config.key}>"
@@ -102,7 +106,11 @@ class Connector(abc.ABC):
 
     @abc.abstractmethod
     async def create(self, req: CreateRequest) -> CloudNode:
-        """Create a node, or adopt the one an earlier attempt with the same owner tags made."""
+        """Create a node, or adopt the one an earlier attempt with the same owner tags made.
+
+        Where ``config.limits.max_instances`` is set, a create that would pass it raises
+        ``QuotaExceeded`` (code MaxInstances) without calling the cloud: ``self.budget`` counts.
+        """
 
     @abc.abstractmethod
     async def describe(self, provider_id: str) -> CloudNode | None: ...

@@ -2,7 +2,9 @@
 
 Callers decide what to do from the class and two flags, never from provider wording:
 ``retryable`` (the same call may succeed later) and ``fallback`` (another placement may
-succeed now). Messages are meant for humans and never carry secret values.
+succeed now). ``fallback`` is said here only: the connector's retries read it, and the reasons
+a failed Instance falls back on are made from it (reconcile/instances.py ``CREATE_FAILURES``).
+Messages are meant for humans and never carry secret values.
 
 Messages end up in status conditions, Events and logs, which are bounded and read by people
 who may not see the request: every message is cleaned at construction (URLs cut down to

@@ -284,13 +284,20 @@ class CloudLocation:
 
 @dataclass(frozen=True)
 class CreateRequest:
+    """One VM to create. ``owner`` says whose it is: the connector looks for an earlier attempt's
+    VM by its identity, and only where a provider writes tags does it become a flat mapping
+    (``tags()``, encoded by the provider's adapter); nothing parses it back out of one."""
+
     name: str
     image_id: str
     size_id: str
+    owner: OwnerTags
     region: str | None = None
     zone: str | None = None
     user_data: str | None = None
-    tags: Mapping[str, str] = field(default_factory=dict)
+    # Tags written beside the owner tags that say nothing of ownership (a bake's builder VM: its
+    # Image and role). They may not name an owner tag: ownership is ``owner``'s alone.
+    extra_tags: Mapping[str, str] = field(default_factory=dict)
     # Subnet (or network) id; only where ``capabilities.subnet``, else the provider's default.
     subnet: str | None = None
     # Defaults to the instance-uid owner tag: the Instance UID is the natural idempotency key.
@@ -304,9 +311,19 @@ class CreateRequest:
     unknown_since: float | None = None
     settle: float = 30.0
 
+    def __post_init__(self) -> None:
+        clash = sorted(set(self.extra_tags) & set(OwnerTags.KEYS))
+        if clash:
+            raise ValueError(f"extra_tags may not set owner tags: {', '.join(clash)}")
+        object.__setattr__(self, "extra_tags", MappingProxyType(dict(self.extra_tags)))
+
     @property
-    def effective_token(self) -> str | None:
-        return self.idempotency_token or self.tags.get(OwnerTags.INSTANCE_UID)
+    def effective_token(self) -> str:
+        return self.idempotency_token or self.owner.instance_uid
+
+    def tags(self) -> dict[str, str]:
+        """Every tag the VM is created with, in our spelling: the owner tags, then the extra ones."""
+        return {**self.owner.to_tags(), **self.extra_tags}
 
 
 @dataclass(frozen=True)

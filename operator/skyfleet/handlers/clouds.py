@@ -29,6 +29,7 @@ from skyfleet.connectors import (
     Connector,
     CredentialConfig,
     EndpointPolicy,
+    InstanceBudget,
     InvalidRequest,
     Limits,
     SecretData,
@@ -84,6 +85,9 @@ class Clouds:
         self._loaded: dict[tuple[str, str], _Loaded] = {}
         self._connectors: dict[tuple[str, str, str], tuple[str, Connector]] = {}
         self._flights: dict[tuple[int, str], asyncio.Lock] = {}
+        # One count of our VMs per credential (maxInstances), shared by its connectors in every
+        # region and kept across rebuilds; a new provider or endpoint means another account.
+        self._budgets: dict[tuple[str, str, str, str], InstanceBudget] = {}
         # Told about every cloud request of every connector made here (the operator's metrics).
         self.observer: CallObserver | None = None
 
@@ -183,6 +187,8 @@ class Clouds:
             config = dataclasses.replace(config, region=region)
         connector = registry.create(cred.spec.connector or "libcloud", config)
         connector.observer = self.observer
+        account = (namespace, name, config.provider, config.endpoint_url or "")
+        connector.budget = self._budgets.setdefault(account, connector.budget)
         self._connectors[key] = (loaded.fingerprint, connector)
         if cached is not None:
             await self._retire(cached[1])
@@ -196,6 +202,8 @@ class Clouds:
 
     async def forget(self, namespace: str, name: str) -> None:
         self._loaded.pop((namespace, name), None)
+        for account in [k for k in self._budgets if k[:2] == (namespace, name)]:
+            del self._budgets[account]
         for key in [k for k in self._connectors if k[:2] == (namespace, name)]:
             await self._retire(self._connectors.pop(key)[1])
 

@@ -157,7 +157,7 @@ async def _provision(ctx: Context, body: kopf.Body, retry: int, images: kopf.Ind
                 region=spec.region,
                 zone=spec.zone,
                 user_data=spec.user_data,
-                tags=owner_tags(ctx, inst).to_tags(),
+                owner=owner_tags(ctx, inst),
                 idempotency_token=meta.uid,
                 disk_gib=spec.size.disk_gib if spec.size else None,
                 unknown_since=unknown_since,

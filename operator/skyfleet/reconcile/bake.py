@@ -273,20 +273,18 @@ def builder_request(
     """The builder VM: ours by the usual owner tags (so destroy checks them), and marked as a builder."""
     uid = builder_uid(owner.image_uid, credential, region, owner.bake_key, attempt)
     name = f"bake-{_safe(owner.image or 'image', 40)}-{owner.bake_key[:8]}-{attempt}"
-    tags = {
-        **owner.to_tags(),
-        OwnerTags.INSTANCE_UID: uid,
-        ImageOwnerTags.ROLE: ImageOwnerTags.BUILDER,
-    }
+    # The Image's own tags (which image, which bake) beside the owner tags, and the role.
+    provenance = {k: v for k, v in owner.to_tags().items() if k not in OwnerTags.KEYS}
     return CreateRequest(
         name=name,
         image_id=base_image_id,
         size_id=size_id,
+        owner=builder_owner(owner, credential, region, attempt),
         region=region,
         zone=zone,
         subnet=subnet,
         user_data=user_data,
-        tags=tags,
+        extra_tags={**provenance, ImageOwnerTags.ROLE: ImageOwnerTags.BUILDER},
         idempotency_token=uid,
     )
 

@@ -20,6 +20,7 @@ from skyfleet.reconcile.bake import BootSource, boot_source
 from skyfleet.reconcile.conditions import set_condition
 from skyfleet.reconcile.groups import DependencyError, creation_order
 from skyfleet.reconcile.images import EffectiveImage
+from skyfleet.reconcile.instances import FALLBACK_REASONS
 from skyfleet.reconcile.placement import Target, choose_targets, target_key, targets_of
 from skyfleet.reconcile.userdata import (
     NoAddresses,
@@ -39,7 +40,6 @@ from skyfleet.reconcile.views import (
 
 __all__ = [
     "DEFAULT_MAX_PROVISIONING_FAILURES",
-    "FALLBACK_REASONS",
     "Event",
     "NewInstance",
     "Plan",
@@ -50,8 +50,6 @@ __all__ = [
 ]
 
 DEFAULT_MAX_PROVISIONING_FAILURES = 3
-# Instance failure reasons after which the next placement target may succeed.
-FALLBACK_REASONS = frozenset({"QuotaExceeded", "CapacityUnavailable"})
 # Instance failure reasons a replacement would meet again: reported, not retried.
 FINAL_REASONS = frozenset({"UserDataTooLarge", "UserDataUnsupported"})
 

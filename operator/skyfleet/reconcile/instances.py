@@ -11,6 +11,8 @@ from skyfleet.contract import CloudNode, NodeState, errors
 from skyfleet.reconcile.conditions import set_condition
 
 __all__ = [
+    "CREATE_FAILURES",
+    "FALLBACK_REASONS",
     "CreateFailure",
     "classify_create_error",
     "lost_for_good",
@@ -123,25 +125,33 @@ def user_data_too_large(user_data: str | None, limit: int | None) -> str:
 @dataclass(frozen=True)
 class CreateFailure:
     reason: str
-    # Retry the same create later (throttling, 5xx) instead of failing the Instance. Whether a
-    # replacement goes to the next target is the Deployment's to decide from ``reason``
-    # (reconcile/deployment.py FALLBACK_REASONS).
+    # Retry the same create later (throttling, 5xx) instead of failing the Instance.
     retry: bool
 
 
-def classify_create_error(error: BaseException) -> CreateFailure:  # noqa: PLR0911 - a lookup table
-    if isinstance(error, errors.QuotaExceeded):
-        return CreateFailure("QuotaExceeded", retry=False)
-    if isinstance(error, errors.CapacityUnavailable):
-        return CreateFailure("CapacityUnavailable", retry=False)
-    if isinstance(error, errors.ConnectorError) and error.retryable:
-        return CreateFailure("CloudUnavailable", retry=True)
-    if isinstance(error, errors.InvalidCredentials):
-        return CreateFailure("InvalidCredentials", retry=True)
-    if isinstance(error, errors.NotFound):
-        return CreateFailure("ImageNotFound", retry=False)
-    if isinstance(error, errors.InvalidRequest):
-        return CreateFailure("InvalidRequest", retry=False)
-    if isinstance(error, errors.ConnectorError):
-        return CreateFailure("ProvisioningFailed", retry=False)
+# What a failed create means for its Instance, first match wins: (error class, Ready reason,
+# retry the same create). Whether another placement target may succeed is the error class's own
+# ``fallback`` (contract/errors.py), stated there once: the connector's retries read it, and
+# FALLBACK_REASONS below, which the Deployment reads from a failed Instance's reason, is made
+# from it. Quota and capacity answers fail the Instance (no retry) so that its replacement can
+# go to the next target.
+CREATE_FAILURES: tuple[tuple[type[errors.ConnectorError], str, bool], ...] = (
+    (errors.QuotaExceeded, "QuotaExceeded", False),
+    (errors.CapacityUnavailable, "CapacityUnavailable", False),
+    (errors.Throttled, "CloudUnavailable", True),
+    (errors.Transient, "CloudUnavailable", True),
+    (errors.InvalidCredentials, "InvalidCredentials", True),
+    (errors.NotFound, "ImageNotFound", False),
+    (errors.InvalidRequest, "InvalidRequest", False),
+    (errors.ConnectorError, "ProvisioningFailed", False),
+)
+# Instance failure reasons after which the next placement target may succeed.
+FALLBACK_REASONS = frozenset(reason for kind, reason, _ in CREATE_FAILURES if kind.fallback)
+
+
+def classify_create_error(error: BaseException) -> CreateFailure:
+    for kind, reason, retry in CREATE_FAILURES:
+        if isinstance(error, kind):
+            return CreateFailure(reason, retry=retry)
+    # Not from the connector's taxonomy (a bug, or a cloud answer nobody mapped): try again later.
     return CreateFailure("CloudUnavailable", retry=True)

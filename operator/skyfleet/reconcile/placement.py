@@ -57,7 +57,10 @@ def choose_targets(
 
     ``existing`` holds the targets (or target keys) of the group's VMs that stay. A target is
     skipped when its credential is unknown or not Ready, its key is in ``unavailable``, or its
-    credential reached ``maxInstances`` (counted over every Deployment using it). Ordered is
+    credential reached ``maxInstances`` (counted over the Instances of every Deployment using
+    it). That count plans; it is no guarantee: what is enforced is the connector's count of the
+    credential's VMs (``InstanceBudget``), whose refusal (QuotaExceeded) moves the next try to
+    the next target like any quota answer. Ordered is
     stricter about credentials still being verified: it waits for them rather than fall back, or
     a slow first verification would move VMs to the fallback for good.
     """

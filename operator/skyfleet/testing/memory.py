@@ -13,8 +13,9 @@ connectors themselves are tested against emulators and recorded HTTP (tests/conn
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -25,6 +26,7 @@ from skyfleet.contract import (
     CloudNode,
     CloudSize,
     Connector,
+    ConnectorError,
     CreateRequest,
     CredentialConfig,
     InvalidRequest,
@@ -56,13 +58,17 @@ class MemoryCloud:
     calls: list[tuple[str, str]] = field(default_factory=list)
     # Errors to raise from the next calls of an operation, first in first out.
     failures: dict[str, list[Exception]] = field(default_factory=dict)
+    # Seconds every call takes (the event loop runs others meanwhile, as with a real cloud).
+    latency: float = 0.0
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def fail(self, operation: str, *errors: Exception) -> None:
         self.failures.setdefault(operation, []).extend(errors)
 
-    def call(self, operation: str, detail: str = "") -> None:
+    async def call(self, operation: str, detail: str = "") -> None:
         self.calls.append((operation, detail))
+        if self.latency:
+            await asyncio.sleep(self.latency)
         queued = self.failures.get(operation)
         if queued:
             raise queued.pop(0)
@@ -84,18 +90,18 @@ class MemoryConnector(Connector):
         return Capabilities(idempotency_token=True, release=True, max_user_data_bytes=16384)
 
     async def verify(self) -> None:
-        self.cloud.call("verify")
+        await self.cloud.call("verify")
 
     async def list_sizes(self) -> list[CloudSize]:
-        self.cloud.call("list_sizes")
+        await self.cloud.call("list_sizes")
         return list(self.cloud.sizes)
 
     async def list_images(self) -> list[CloudImage]:
-        self.cloud.call("list_images")
+        await self.cloud.call("list_images")
         return list(self.cloud.images)
 
     async def list_locations(self) -> list[CloudLocation]:
-        self.cloud.call("list_locations", self.region)
+        await self.cloud.call("list_locations", self.region)
         if self.region not in self.cloud.regions:
             raise InvalidRequest(f"unknown region {self.region!r}", provider=self.config.provider)
         return [CloudLocation(f"{self.region}a", f"{self.region}a")]
@@ -110,16 +116,41 @@ class MemoryConnector(Connector):
         ]
 
     async def find_by_tags(self, tags: Mapping[str, str]) -> list[CloudNode]:
-        self.cloud.call("find_by_tags")
+        await self.cloud.call("find_by_tags")
         return self._mine(tags)
 
     async def create(self, req: CreateRequest) -> CloudNode:
-        self.cloud.call("create", f"{req.name} image={req.image_id} size={req.size_id}")
-        owner = OwnerTags.from_tags(req.tags)
-        if owner is not None:
-            earlier = self._mine(owner.identity())
-            if earlier:
-                return earlier[0]  # an earlier attempt made it: adopt, never a second VM
+        """Adopt, else take room in the budget (``maxInstances``), else launch (as the libcloud
+        connector does, with every call a cloud call)."""
+        cluster, budget = req.owner.cluster_id, self.budget
+        earlier = await self.find_by_tags(req.owner.identity())
+        if earlier:
+            budget.adopted(cluster, self.region, earlier[0].provider_id)
+            return earlier[0]  # an earlier attempt made it: adopt, never a second VM
+        await budget.reserve(
+            cluster,
+            self.region,
+            self.config.limits.max_instances,
+            self._cluster_ids(cluster),
+            where=self.config.key,
+            provider=self.config.provider,
+        )
+        try:
+            node = await self._launch(req)
+        except ConnectorError:
+            budget.refused(cluster, self.region)  # this cloud refuses before launching
+            raise
+        budget.created(cluster, self.region, node.provider_id)
+        return node
+
+    def _cluster_ids(self, cluster: str) -> Callable[[], Awaitable[list[str]]]:
+        async def listing() -> list[str]:
+            return [n.provider_id for n in await self.find_by_tags({OwnerTags.CLUSTER_ID: cluster})]
+
+        return listing
+
+    async def _launch(self, req: CreateRequest) -> CloudNode:
+        await self.cloud.call("create", f"{req.name} image={req.image_id} size={req.size_id}")
         if req.image_id not in {i.id for i in self.cloud.images}:
             raise NotFound(f"image {req.image_id} does not exist", provider=self.config.provider)
         if req.size_id not in {s.id for s in self.cloud.sizes}:
@@ -134,32 +165,36 @@ class MemoryConnector(Connector):
             image_id=req.image_id,
             region=self.region,
             zone=req.zone,
-            tags=dict(req.tags),
+            tags=req.tags(),
             created_at=datetime.now(UTC),
         )
         self.cloud.nodes[provider_id] = node
         return node
 
     async def describe(self, provider_id: str) -> CloudNode | None:
-        self.cloud.call("describe", provider_id)
+        await self.cloud.call("describe", provider_id)
         node = self.cloud.nodes.get(provider_id)
         return None if node is None or node.state is NodeState.TERMINATED else node
 
     async def destroy(self, provider_id: str, owner_tags: OwnerTags) -> None:
-        self.cloud.call("destroy", provider_id)
+        await self.cloud.call("destroy", provider_id)
         node = self.cloud.nodes.get(provider_id)
         if node is None or node.state is NodeState.TERMINATED:
             return
         if not owner_tags.owns(node.tags):
             raise OwnershipMismatch(f"{provider_id} is not ours", provider=self.config.provider)
         self.cloud.nodes[provider_id] = replace(node, state=NodeState.TERMINATED)
+        self.budget.gone(owner_tags.cluster_id, self.region, provider_id)
 
     async def list_cluster(self, cluster_id: str) -> list[CloudNode]:
-        self.cloud.call("list_cluster")
-        return self._mine({OwnerTags.CLUSTER_ID: cluster_id})
+        started = self.budget.clock()
+        await self.cloud.call("list_cluster")
+        nodes = self._mine({OwnerTags.CLUSTER_ID: cluster_id})
+        self.budget.listed(cluster_id, self.region, (n.provider_id for n in nodes), started=started)
+        return nodes
 
     async def release(self, provider_id: str, owner_tags: OwnerTags) -> None:
-        self.cloud.call("release", provider_id)
+        await self.cloud.call("release", provider_id)
         node = self.cloud.nodes.get(provider_id)
         if node is None or node.state is NodeState.TERMINATED:
             raise NotFound(f"{provider_id} does not exist", provider=self.config.provider)
@@ -167,3 +202,4 @@ class MemoryConnector(Connector):
             raise OwnershipMismatch(f"{provider_id} is not ours", provider=self.config.provider)
         kept = {k: v for k, v in node.tags.items() if k not in (OwnerTags.CLUSTER_ID, OwnerTags.INSTANCE_UID)}
         self.cloud.nodes[provider_id] = replace(node, tags=kept)
+        self.budget.gone(owner_tags.cluster_id, self.region, provider_id)

@@ -49,8 +49,11 @@ from skyfleet.contract import (
     pick_image,
 )
 from skyfleet.contract.errors import (
+    CapacityUnavailable,
     CircuitOpen,
     ConnectorError,
+    EndpointNotAllowed,
+    InvalidCredentials,
     InvalidRequest,
     NotFound,
     OwnershipMismatch,
@@ -71,6 +74,17 @@ _CATALOGUE_TTL = 600.0
 _ABORT_GRACE = 5.0
 # How often a create whose outcome is unknown looks for its VM again (no idempotency token).
 _SETTLE_POLL = 2.0
+# Answers that say a create launched nothing; after any other error a VM may exist.
+_REFUSALS = (
+    InvalidRequest,
+    QuotaExceeded,
+    CapacityUnavailable,
+    InvalidCredentials,
+    NotFound,
+    Unsupported,
+    EndpointNotAllowed,
+    OwnershipMismatch,
+)
 
 
 class _TTLCache:
@@ -317,7 +331,20 @@ class LibcloudConnector(Connector):
         return await self._call("find_by_tags", lambda d: self.adapter.find_by_tags(d, wanted))
 
     async def list_cluster(self, cluster_id: str) -> list[CloudNode]:
-        return await self.find_by_tags({OwnerTags.CLUSTER_ID: cluster_id})
+        """Every VM of the cluster here; the listing also corrects the budget's count."""
+        started = self.budget.clock()
+        nodes = await self.find_by_tags({OwnerTags.CLUSTER_ID: cluster_id})
+        self.budget.listed(cluster_id, self._region, (n.provider_id for n in nodes), started=started)
+        return nodes
+
+    @property
+    def _region(self) -> str:
+        return self.config.region or ""
+
+    async def _cluster_ids(self, cluster_id: str) -> list[str]:
+        """The budget's seed: the ids of the cluster's VMs here, one tag-filtered listing."""
+        nodes = await self._attempt("count", lambda d: self.adapter.find_by_tags(d, {OwnerTags.CLUSTER_ID: cluster_id}))
+        return [n.provider_id for n in nodes]
 
     async def describe(self, provider_id: str) -> CloudNode | None:
         return await self._call("describe", lambda d: self.adapter.describe(d, provider_id))
@@ -333,9 +360,9 @@ class LibcloudConnector(Connector):
         whose outcome is unknown is sent again only once the lookups have kept missing its VM
         for ``req.settle`` seconds (``create_resend_wait``): listings lag launches.
         """
-        identity = {k: req.tags[k] for k in (OwnerTags.CLUSTER_ID, OwnerTags.INSTANCE_UID) if k in req.tags}
+        identity = req.owner.identity()
         limit = self.config.limits.max_instances
-        cluster = identity.get(OwnerTags.CLUSTER_ID)
+        cluster, region, budget = req.owner.cluster_id, self._region, self.budget
         token = self.capabilities.idempotency_token
         unknown_since = req.unknown_since
 
@@ -356,30 +383,41 @@ class LibcloudConnector(Connector):
         async def attempt() -> CloudNode:
             nonlocal unknown_since
             # Lookup and launch are retried together: every retry looks again first.
-            if identity:
-                found = await lookup()
-                if found is not None:
-                    return found
-            if limit is not None and cluster is not None:
-                present = await self._attempt(
-                    "count", lambda d: self.adapter.find_by_tags(d, {OwnerTags.CLUSTER_ID: cluster})
-                )
-                if len(present) >= limit:
-                    raise QuotaExceeded(
-                        f"credential {self.config.key} allows {limit} instances and {len(present)} exist",
-                        provider=self.config.provider,
-                        code="MaxInstances",
-                    )
+            found = await lookup()
+            if found is not None:
+                budget.adopted(cluster, region, found.provider_id, token=req.effective_token)
+                return found
+            # The budget counts VMs between creates (seeded by one listing, corrected by the
+            # observer's): no listing per create, and room is taken before the create goes out.
+            await budget.reserve(
+                cluster,
+                region,
+                limit,
+                lambda: self._cluster_ids(cluster),
+                token=req.effective_token if token else None,
+                where=self.config.key,
+                provider=self.config.provider,
+            )
             sent = time.time()
             try:
-                return await self._attempt("create", lambda d: self.adapter.create(d, req), write=True)
+                node = await self._attempt("create", lambda d: self.adapter.create(d, req), write=True)
             except (Throttled, CircuitOpen):
+                budget.refused(cluster, region)
                 raise  # refused before any launch
-            except ConnectorError:
+            except ConnectorError as exc:
                 # The request may have reached the cloud: a VM may exist that no listing shows yet,
                 # for a listing lag counted from this send, the latest.
                 unknown_since = sent
+                if isinstance(exc, _REFUSALS):
+                    budget.refused(cluster, region)
+                else:
+                    budget.unsure(cluster, region, token=req.effective_token)
                 raise
+            except BaseException:
+                budget.unsure(cluster, region, token=req.effective_token)  # cancelled in flight
+                raise
+            budget.created(cluster, region, node.provider_id, token=req.effective_token)
+            return node
 
         return await self._retrying("create", attempt)
 
@@ -400,8 +438,15 @@ class LibcloudConnector(Connector):
                 if isinstance(self.adapter.map_error(exc), NotFound):
                     return
                 raise
+            destroyed.set()
 
-        await self._call("destroy", attempt, write=True)
+        # Told to the budget in the event loop, not from the cloud thread.
+        destroyed = threading.Event()
+        try:
+            await self._call("destroy", attempt, write=True)
+        finally:
+            if destroyed.is_set():
+                self.budget.gone(owner_tags.cluster_id, self._region, provider_id)
 
     async def release(self, provider_id: str, owner_tags: OwnerTags) -> None:
         """Remove the identity tags, after checking them against a fresh description.
@@ -439,6 +484,8 @@ class LibcloudConnector(Connector):
             self.adapter.untag(driver, node, left)
 
         await self._call("release", attempt, write=True)
+        # Untagged, the VM is no longer ours: no listing counts it again.
+        self.budget.gone(owner_tags.cluster_id, self._region, provider_id)
 
     async def resize(self, provider_id: str, size_id: str) -> CloudNode:
         if not self.capabilities.resize:

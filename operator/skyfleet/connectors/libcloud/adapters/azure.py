@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 from libcloud.common.exceptions import BaseHTTPError
 from libcloud.compute.types import Provider
 
-from skyfleet.connectors.base import Capabilities, CloudNode, CreateRequest, NodeState, OwnerTags
+from skyfleet.connectors.base import Capabilities, CloudNode, CreateRequest, NodeState
 from skyfleet.connectors.errors import (
     CapacityUnavailable,
     ConnectorError,
@@ -236,8 +236,8 @@ class AzureARMAdapter(ProviderAdapter):
         if not subnet:
             raise InvalidRequest("Azure credentials need parameter 'subnet_id' to create VMs", provider=self.provider)
         location = req.region or self.config.region
-        tags = self.encode_tags(req.tags)
-        identity = {k: req.tags[k] for k in (OwnerTags.CLUSTER_ID, OwnerTags.INSTANCE_UID) if k in req.tags}
+        tags = self.encode_tags(req.tags())
+        identity = req.owner.identity()
         name = self.cloud_name(req)
         nic_id = f"{self.group_path}/providers/Microsoft.Network/networkInterfaces/{name}-nic"
         vm_id = f"{self.group_path}/providers/Microsoft.Compute/virtualMachines/{name}"

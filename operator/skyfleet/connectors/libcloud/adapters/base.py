@@ -40,7 +40,7 @@ from skyfleet.connectors.base import (
 from skyfleet.connectors.errors import ConnectorError, InvalidCredentials, NotFound, Unsupported
 from skyfleet.connectors.libcloud.errors import map_generic
 from skyfleet.connectors.libcloud.transport import STOCK_CONNECTIONS, GuardedConnection
-from skyfleet.connectors.naming import vm_name_for
+from skyfleet.connectors.naming import vm_name
 
 __all__ = ["Driver", "Endpoint", "ProviderAdapter", "parse_endpoint"]
 
@@ -155,7 +155,13 @@ class ProviderAdapter:
 
     def cloud_name(self, req: CreateRequest) -> str:
         """The VM's name in the cloud: the Instance name made unique per installation and namespace."""
-        return vm_name_for(req.name, req.tags, max_length=self.name_max_length, letter_first=self.name_letter_first)
+        return vm_name(
+            req.name,
+            cluster_id=req.owner.cluster_id,
+            namespace=req.owner.namespace or "",
+            max_length=self.name_max_length,
+            letter_first=self.name_letter_first,
+        )
 
     # -- driver ---------------------------------------------------------------------------
     def driver_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:

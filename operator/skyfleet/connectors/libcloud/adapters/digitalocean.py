@@ -133,7 +133,7 @@ class DigitalOceanAdapter(ProviderAdapter):
             "image": req.image_id,
             "region": req.zone or req.region or self.config.region,
             "user_data": req.user_data,
-            "tags": self.tag_strings(req.tags),
+            "tags": self.tag_strings(req.tags()),
             **({"vpc_uuid": req.subnet} if req.subnet else {}),
         }
         body = driver.connection.request("/v2/droplets", data=json.dumps(payload), method="POST").object

@@ -260,7 +260,7 @@ class EC2Adapter(ProviderAdapter):
             image=self.image_stub(driver, req.image_id),
             location=location,
             ex_userdata=req.user_data,
-            ex_metadata=self.encode_tags(req.tags),
+            ex_metadata=self.encode_tags(req.tags()),
             ex_clienttoken=client_token(token) if token else None,
             ex_blockdevicemappings=self.root_volume(driver, req),
             ex_subnet=EC2NetworkSubnet(req.subnet, req.subnet, "available") if req.subnet else None,  # type: ignore[no-untyped-call]

@@ -231,7 +231,7 @@ class GCEAdapter(ProviderAdapter):
         body: dict[str, Any] = {
             "name": name,
             "machineType": f"zones/{zone}/machineTypes/{req.size_id}",
-            "labels": self.encode_tags(req.tags),
+            "labels": self.encode_tags(req.tags()),
             "disks": [{"boot": True, "autoDelete": True, "initializeParams": self.boot_disk(image, req.disk_gib)}],
             "networkInterfaces": [
                 {
@@ -262,7 +262,7 @@ class GCEAdapter(ProviderAdapter):
             image_id=req.image_id,
             region=self.config.region,
             zone=zone,
-            tags=self.decode_tags(self.encode_tags(req.tags)),
+            tags=self.normalized(req.tags()),
         )
 
     @staticmethod

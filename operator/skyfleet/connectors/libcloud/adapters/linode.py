@@ -149,7 +149,7 @@ class LinodeAdapter(ProviderAdapter):
             "region": req.zone or req.region or self.config.region,
             "type": req.size_id,
             "image": req.image_id,
-            "tags": self.tag_strings(req.tags),
+            "tags": self.tag_strings(req.tags()),
             # Linode insists on a root password; a random one nobody knows keeps login key-only.
             "root_pass": secrets.token_urlsafe(32),
         }

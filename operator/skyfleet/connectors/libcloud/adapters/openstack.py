@@ -112,7 +112,7 @@ class OpenStackAdapter(ProviderAdapter):
         return self.to_cloud_node(node) if node is not None else None
 
     def create(self, driver: Driver, req: CreateRequest) -> CloudNode:
-        kwargs: dict[str, Any] = {"ex_metadata": self.encode_tags(req.tags), "ex_userdata": req.user_data}
+        kwargs: dict[str, Any] = {"ex_metadata": self.encode_tags(req.tags()), "ex_userdata": req.user_data}
         if req.zone:
             kwargs["ex_availability_zone"] = req.zone
         image: NodeImage | None = self.image_stub(driver, req.image_id)
