@@ -31,7 +31,7 @@ from skyfleet.connectors.libcloud import LibcloudConnector
 from skyfleet.connectors.libcloud.adapters.gce import label_key, label_value
 from skyfleet.connectors.libcloud.resilience import RetryPolicy
 from tests.connector.conftest import CANARY, CLUSTER, owner
-from tests.connector.recorded import RecordedHttp, Reply, changes, recording, release_refusals
+from tests.connector.recorded import RecordedHttp, Reply, changes, create_fails_as, recording, release_refusals
 
 pytestmark = pytest.mark.connector
 
@@ -392,13 +392,7 @@ async def test_release_retries_when_the_labels_change_under_it(connector: Libclo
 async def test_error_mapping(
     connector: LibcloudConnector, scenario: str, expected: type[Exception], attempts: int
 ) -> None:
-    GCEMockHttp.reset(scenario)
-
-    with pytest.raises(expected) as caught:
-        await connector.create(request("uid-3"))
-
-    assert len([s for s in GCEMockHttp.sent if s.method == "POST"]) == attempts
-    assert CANARY not in repr(caught.value)
+    await create_fails_as(connector, GCEMockHttp, request("uid-3"), scenario, expected, attempts=attempts)
 
 
 async def test_closing_the_connector_removes_the_cached_access_token(connector: LibcloudConnector) -> None:

@@ -26,7 +26,7 @@ from skyfleet.connectors.libcloud import LibcloudConnector
 from skyfleet.connectors.libcloud.adapters.linode import LinodeAdapter
 from skyfleet.connectors.libcloud.resilience import RetryPolicy
 from tests.connector.conftest import CANARY, CLUSTER, owner
-from tests.connector.recorded import RecordedHttp, Reply, changes, release_refusals
+from tests.connector.recorded import RecordedHttp, Reply, changes, create_fails_as, release_refusals
 
 pytestmark = pytest.mark.connector
 
@@ -243,12 +243,7 @@ async def test_same_deployment_name_in_two_namespaces_makes_two_vms(connector: L
 async def test_error_mapping(
     connector: LibcloudConnector, scenario: str, expected: type[Exception], attempts: int
 ) -> None:
-    LinodeMockHttp.reset(scenario)
-
-    with pytest.raises(expected):
-        await connector.create(request("uid-3"))
-
-    assert len([s for s in LinodeMockHttp.sent if s.method == "POST"]) == attempts
+    await create_fails_as(connector, LinodeMockHttp, request("uid-3"), scenario, expected, attempts=attempts)
 
 
 async def test_invalid_token(connector: LibcloudConnector) -> None:

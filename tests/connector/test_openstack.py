@@ -27,7 +27,7 @@ from skyfleet.connectors import (
 from skyfleet.connectors.libcloud import LibcloudConnector
 from skyfleet.connectors.libcloud.resilience import RetryPolicy
 from tests.connector.conftest import CANARY, CLUSTER, owner, provenance
-from tests.connector.recorded import RecordedHttp, Reply, changes, release_refusals
+from tests.connector.recorded import RecordedHttp, Reply, changes, create_fails_as, release_refusals
 
 pytestmark = pytest.mark.connector
 
@@ -274,13 +274,7 @@ async def test_release_writes_back_all_metadata_but_the_identity(connector: Libc
 async def test_error_mapping(
     connector: LibcloudConnector, scenario: str, expected: type[Exception], attempts: int
 ) -> None:
-    NovaMockHttp.reset(scenario)
-
-    with pytest.raises(expected) as caught:
-        await connector.create(request("uid-new"))
-
-    assert len([s for s in NovaMockHttp.sent if s.method == "POST"]) == attempts
-    assert CANARY not in repr(caught.value)
+    await create_fails_as(connector, NovaMockHttp, request("uid-new"), scenario, expected, attempts=attempts)
 
 
 async def test_resize_is_reported_unsupported(connector: LibcloudConnector) -> None:
