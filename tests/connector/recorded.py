@@ -121,6 +121,18 @@ def changes(http: type[RecordedHttp]) -> list[Sent]:
     return [s for s in http.sent if s.method != "GET" and not s.path.endswith("/oauth2/token")]
 
 
+async def destroyed(
+    connector: Connector, http: type[RecordedHttp], *, ours: str, foreign: str, missing: str
+) -> list[str]:
+    """Destroy refuses a VM that is not ours, takes one already gone as done, and destroys
+    ``ours`` (all for the owner ``uid-1``): the paths it sent DELETE to."""
+    with pytest.raises(OwnershipMismatch):
+        await connector.destroy(foreign, owner("uid-1"))
+    await connector.destroy(missing, owner("uid-1"))
+    await connector.destroy(ours, owner("uid-1"))
+    return [s.path for s in http.sent if s.method == "DELETE"]
+
+
 async def release_refusals(
     connector: Connector, http: type[RecordedHttp], *, ours: str, foreign: str, missing: str, uid: str
 ) -> None:

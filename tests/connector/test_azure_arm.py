@@ -27,7 +27,16 @@ from skyfleet.connectors import (
 from skyfleet.connectors.libcloud import LibcloudConnector
 from skyfleet.connectors.libcloud.resilience import RetryPolicy
 from tests.connector.conftest import CANARY, CLUSTER, owner, provenance
-from tests.connector.recorded import RecordedHttp, Reply, Sent, changes, create_fails_as, recording, release_refusals
+from tests.connector.recorded import (
+    RecordedHttp,
+    Reply,
+    Sent,
+    changes,
+    create_fails_as,
+    destroyed,
+    recording,
+    release_refusals,
+)
 
 pytestmark = pytest.mark.connector
 
@@ -321,12 +330,10 @@ async def test_create_adopts_existing_vm(connector: LibcloudConnector) -> None:
 
 
 async def test_destroy_checks_ownership(connector: LibcloudConnector) -> None:
-    with pytest.raises(OwnershipMismatch):
-        await connector.destroy(f"{VMS}/hand-made", owner("uid-1"))
-    await connector.destroy(f"{VMS}/gone", owner("uid-1"))
-    await connector.destroy(f"{VMS}/shop-web-1", owner("uid-1"))
-
-    assert [s.path for s in AzureMockHttp.sent if s.method == "DELETE"] == [f"{VMS}/shop-web-1"]
+    deletes = await destroyed(
+        connector, AzureMockHttp, ours=f"{VMS}/shop-web-1", foreign=f"{VMS}/hand-made", missing=f"{VMS}/gone"
+    )
+    assert deletes == [f"{VMS}/shop-web-1"]
 
 
 async def test_release_patches_the_vm_with_every_tag_but_the_identity(connector: LibcloudConnector) -> None:

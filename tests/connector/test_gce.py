@@ -21,7 +21,6 @@ from skyfleet.connectors import (
     CreateRequest,
     CredentialConfig,
     NodeState,
-    OwnershipMismatch,
     OwnerTags,
     QuotaExceeded,
     Throttled,
@@ -31,7 +30,15 @@ from skyfleet.connectors.libcloud import LibcloudConnector
 from skyfleet.connectors.libcloud.adapters.gce import label_key, label_value
 from skyfleet.connectors.libcloud.resilience import RetryPolicy
 from tests.connector.conftest import CANARY, CLUSTER, owner
-from tests.connector.recorded import RecordedHttp, Reply, changes, create_fails_as, recording, release_refusals
+from tests.connector.recorded import (
+    RecordedHttp,
+    Reply,
+    changes,
+    create_fails_as,
+    destroyed,
+    recording,
+    release_refusals,
+)
 
 pytestmark = pytest.mark.connector
 
@@ -341,12 +348,13 @@ async def test_list_cluster_uses_label_filter_across_zones_and_pages(connector: 
 
 
 async def test_destroy_checks_ownership(connector: LibcloudConnector) -> None:
-    with pytest.raises(OwnershipMismatch):
-        await connector.destroy("us-central1-a/hand-made", owner("uid-1"))
-    await connector.destroy("us-central1-a/gone", owner("uid-1"))
-    await connector.destroy("us-central1-a/shop-web-1", owner("uid-1"))
-
-    deletes = [s.path for s in GCEMockHttp.sent if s.method == "DELETE"]
+    deletes = await destroyed(
+        connector,
+        GCEMockHttp,
+        ours="us-central1-a/shop-web-1",
+        foreign="us-central1-a/hand-made",
+        missing="us-central1-a/gone",
+    )
     assert deletes == ["/compute/v1/projects/skyfleet-test/zones/us-central1-a/instances/shop-web-1"]
 
 

@@ -17,7 +17,6 @@ from skyfleet.connectors import (
     InvalidCredentials,
     InvalidRequest,
     NodeState,
-    OwnershipMismatch,
     OwnerTags,
     QuotaExceeded,
     Throttled,
@@ -27,7 +26,7 @@ from skyfleet.connectors import (
 from skyfleet.connectors.libcloud import LibcloudConnector
 from skyfleet.connectors.libcloud.resilience import RetryPolicy
 from tests.connector.conftest import CANARY, CLUSTER, owner, provenance
-from tests.connector.recorded import RecordedHttp, Reply, changes, create_fails_as, release_refusals
+from tests.connector.recorded import RecordedHttp, Reply, changes, create_fails_as, destroyed, release_refusals
 
 pytestmark = pytest.mark.connector
 
@@ -248,12 +247,7 @@ async def test_create_adopts_what_a_lost_response_left_behind(connector: Libclou
 
 
 async def test_destroy_checks_ownership(connector: LibcloudConnector) -> None:
-    with pytest.raises(OwnershipMismatch):
-        await connector.destroy("srv-x", owner("uid-1"))
-    await connector.destroy("srv-gone", owner("uid-1"))
-    await connector.destroy("srv-1", owner("uid-1"))
-
-    deletes = [s.path for s in NovaMockHttp.sent if s.method == "DELETE"]
+    deletes = await destroyed(connector, NovaMockHttp, ours="srv-1", foreign="srv-x", missing="srv-gone")
     assert deletes == ["/v2.1/p-123/servers/srv-1"]
 
 
