@@ -26,78 +26,38 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import shutil
-import signal
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-import boto3  # type: ignore[import-untyped]
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from fleet import (
-    AMI,
-    FLEET,
-    NAMESPACE,
-    REGIONS,
-    Bench,
-    BenchError,
-    Emulator,
-    Operator,
-    _raise_interrupt,
-    credential,
-)
+from common import BenchError, bench_run, ec2_client, live_vms
+from fleet import FLEET, NAMESPACE, REGIONS, SIZE, Bench, credential, start_operator
 
 from skyfleet.testing.controlplane import ControlPlane
+from skyfleet.testing.ec2emulator import EmulatorProcess
 from skyfleet.testing.faultproxy import FaultProxy
+from skyfleet.testing.manifests import deployment, image, node_group
 
-ROOT = Path(__file__).resolve().parents[1]
 MARKER = "bench-recipe-runs-here"
 RECIPE = {"packages": ["nginx"], "scripts": [f"echo {MARKER} > /etc/motd"]}
+BUILDER_SIZE = {"cpu": 1, "memoryMiB": 512, "instanceTypes": {"ec2": "t3.micro"}}
 
 
-def image(name: str, baked: bool) -> dict[str, Any]:
-    spec: dict[str, Any] = {"clouds": [{"provider": "ec2", "id": AMI}], "recipe": RECIPE}
-    if baked:
-        spec["build"] = {"builder": {"size": {"cpu": 1, "memoryMiB": 512, "instanceTypes": {"ec2": "t3.micro"}}}}
-    return {"apiVersion": "skyfleet.io/v1alpha1", "kind": "Image", "metadata": {"name": name}, "spec": spec}
+def recipe_image(name: str, baked: bool) -> dict[str, Any]:
+    return image(name, recipe=RECIPE, build={"builder": {"size": BUILDER_SIZE}} if baked else None)
 
 
 def group(name: str, image_name: str, replicas: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "skyfleet.io/v1alpha1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "nodeGroups": [
-                {
-                    "name": "app",
-                    "replicas": replicas,
-                    "imageRef": image_name,
-                    "size": {"cpu": 1, "memoryMiB": 512, "instanceTypes": {"ec2": "t3.nano"}},
-                    "placement": {"targets": [{"credential": FLEET}]},
-                }
-            ]
-        },
-    }
+    return deployment(name, node_group("app", replicas=replicas, image=image_name, size=SIZE, credential=FLEET))
 
 
 def play_builder(ec2: Any, cluster_id: str, recipe_cost: float, timeout: float) -> None:
     """Wait for the builder running the recipe, let the recipe cost pass, power it off."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = ec2.describe_instances(
-            Filters=[
-                {"Name": "tag:skyfleet.io/cluster-id", "Values": [cluster_id]},
-                {"Name": "tag:skyfleet.io/role", "Values": ["builder"]},
-                {"Name": "instance-state-name", "Values": ["pending", "running"]},
-            ]
-        )["Reservations"]
-        for vm in (i for r in found for i in r["Instances"]):
+        for vm in live_vms(ec2, cluster_id, {"Name": "tag:skyfleet.io/role", "Values": ["builder"]}):
             attr = ec2.describe_instance_attribute(InstanceId=vm["InstanceId"], Attribute="userData")
             user_data = base64.b64decode(attr.get("UserData", {}).get("Value", "")).decode()
             if MARKER in user_data:
@@ -115,16 +75,9 @@ def image_ready(bench: Bench, name: str) -> bool:
     return out.strip() == "True"
 
 
-def run(args: argparse.Namespace, plane: ControlPlane, emulator: Emulator, workdir: Path) -> dict[str, float]:
+def run(args: argparse.Namespace, plane: ControlPlane, emulator: EmulatorProcess, workdir: Path) -> dict[str, float]:
     cluster_id = f"bench-{uuid.uuid4().hex[:6]}"
-    region = REGIONS[FLEET]
-    ec2 = boto3.client(
-        "ec2",
-        endpoint_url=emulator.url,
-        region_name=region,
-        aws_access_key_id="AKIAEXAMPLE",
-        aws_secret_access_key="not-a-secret",  # noqa: S106 - the emulator accepts any key
-    )
+    ec2 = ec2_client(emulator.url, REGIONS[FLEET])
     with contextlib.ExitStack() as stack:
         proxy = stack.enter_context(FaultProxy(emulator.url))
         proxy.faults.pending_delay = args.boot
@@ -132,14 +85,16 @@ def run(args: argparse.Namespace, plane: ControlPlane, emulator: Emulator, workd
         proxy.faults.recipe_delay = args.recipe
         proxy.faults.image_pending_delay = args.image
         plane.kubectl("create", "namespace", NAMESPACE)
-        operator = Operator(plane, cluster_id, workdir / "operator.log")
+        operator = start_operator(plane, cluster_id, workdir / "operator.log")
         stack.callback(operator.stop)
-        bench = Bench(plane, emulator, operator, cluster_id)
+        bench = Bench(plane, emulator.url, operator, cluster_id)
         bench.replicas = {"unbaked": args.count, "baked": args.count}
         results: dict[str, float] = {}
         try:
-            bench.apply(*credential(FLEET, proxy.endpoint, None), image("plain", False), image("baked", True))
-            bench.kubectl("wait", "--for=condition=Ready", "cloudcredentials.skyfleet.io", "--all", "--timeout=120s")
+            bench.apply(
+                *credential(FLEET, proxy.endpoint, None), recipe_image("plain", False), recipe_image("baked", True)
+            )
+            bench.kubectl.wait_credentials()
 
             print(f"unbaked: {args.count} VMs running the recipe at boot", flush=True)
             bench.apply(group("unbaked", "plain", args.count))
@@ -183,18 +138,10 @@ def main() -> None:
     parser.add_argument("--recipe", type=float, default=60.0, help="seconds the recipe takes on a VM (recipe cost)")
     parser.add_argument("--image", type=float, default=10.0, help="seconds a new AMI stays pending")
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-
-    workdir = Path(tempfile.mkdtemp(prefix="skyfleet-bench-bake-"))
-    emulator: Emulator | None = None
-    try:
-        with ControlPlane(crds=[ROOT / "crds"]) as plane:
-            emulator = Emulator()
-            results = run(args, plane, emulator, workdir)
-    finally:
-        if emulator is not None:
-            emulator.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    with bench_run("bake") as (plane, workdir), contextlib.ExitStack() as stack:
+        emulator = EmulatorProcess()
+        stack.callback(emulator.stop)
+        results = run(args, plane, emulator, workdir)
     ratio = results["baked"] / results["unbaked"]
     print()
     print(f"group of {args.count} VMs, boot delay {args.boot:g} s, recipe cost {args.recipe:g} s")

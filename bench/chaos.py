@@ -21,161 +21,70 @@ Run:  .venv/bin/python bench/chaos.py [--kills 100] [--seed 1] [--no-dedup [--un
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import os
 import random
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import boto3  # type: ignore[import-untyped]
+from common import UID_TAG, Kubectl, bench_run, ec2_client, keep_log, live_vms, operator, tags
 
 from skyfleet.testing.controlplane import ControlPlane
 from skyfleet.testing.fastec2 import FastEC2Process
 from skyfleet.testing.faultproxy import FaultProxy
-from skyfleet.testing.manifests import ec2_credential
-from skyfleet.testing.processes import die_with_parent
+from skyfleet.testing.manifests import deployment, ec2_credential, image, node_group
 
-ROOT = Path(__file__).resolve().parents[1]
 NAMESPACE = "chaos"
 REGION = "eu-central-1"
-CLUSTER_TAG = "skyfleet.io/cluster-id"
-UID_TAG = "skyfleet.io/instance-uid"
 SIZES = ("t3.micro", "t3.small")
 
 
 def shop(web: int, size: str, paused: bool) -> dict[str, Any]:
-    def group(name: str, replicas: int, **extra: Any) -> dict[str, Any]:
-        return {
-            "name": name,
-            "replicas": replicas,
-            "imageRef": "xenial",
-            "size": {"instanceTypes": {"ec2": size if name == "web" else "t3.micro"}},
-            "placement": {"targets": [{"credential": "cloud"}]},
-            **extra,
-        }
-
-    return {
-        "apiVersion": "skyfleet.io/v1alpha1",
-        "kind": "Deployment",
-        "metadata": {"name": "shop"},
-        "spec": {"paused": paused, "nodeGroups": [group("db", 1), group("web", web, dependsOn=["db"])]},
-    }
+    return deployment(
+        "shop",
+        node_group("db", replicas=1, image="xenial", instance_type="t3.micro", credential="cloud"),
+        node_group("web", replicas=web, image="xenial", instance_type=size, credential="cloud", dependsOn=["db"]),
+        paused=paused,
+    )
 
 
 class Chaos:
-    def __init__(self, plane: ControlPlane, emulator: FastEC2Process, proxy: FaultProxy, log_path: Path) -> None:
-        self.plane = plane
-        self.emulator = emulator
-        self.proxy = proxy
-        self.log_path = log_path
+    def __init__(self, plane: ControlPlane, emulator: FastEC2Process, log_path: Path) -> None:
         self.cluster_id = f"chaos-{uuid.uuid4().hex[:6]}"
-        self.operator: subprocess.Popen[bytes] | None = None
-        self.ec2 = boto3.client(
-            "ec2",
-            endpoint_url=emulator.url,
-            region_name=REGION,
-            aws_access_key_id="AKIAEXAMPLE",
-            aws_secret_access_key="not-a-secret",  # noqa: S106 - the emulator accepts any key
+        self.kubectl = Kubectl(plane, NAMESPACE)
+        # No Lease: a killed holder's Lease would keep the next operator waiting its whole duration
+        # (15 s), and every kill would hit a standby. Only one operator runs at a time here anyway.
+        self.operator = operator(
+            plane,
+            NAMESPACE,
+            self.cluster_id,
+            log_path,
+            observe_period=2,
+            leader_election=False,
+            extra_env={"SKYFLEET_LOST_GRACE": "10"},
         )
+        self.ec2 = ec2_client(emulator.url, REGION)
         self.actions: Counter[str] = Counter()
         self.duplicates: list[str] = []
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
-        proc = self.plane.kubectl("-n", NAMESPACE, *args, input=input, check=check, timeout=180)
-        return proc.stdout
-
-    def apply(self, *docs: dict[str, Any], tries: int = 5) -> bool:
+    def apply(self, *docs: dict[str, Any]) -> bool:
         """kubectl apply as a user retries it: an object vanishing mid-apply (its deletion just
         finished) fails one attempt, not the run."""
-        body = json.dumps({"apiVersion": "v1", "kind": "List", "items": list(docs)})
-        for _ in range(tries):
-            if self.plane.kubectl("-n", NAMESPACE, "apply", "-f", "-", input=body, check=False).returncode == 0:
-                return True
-            time.sleep(1.0)
-        return False
+        return self.kubectl.apply(*docs, tries=5)
 
     def shop_live(self) -> bool:
         """The shop exists and is not being deleted."""
         out = self.kubectl("get", "deployments.skyfleet.io", "shop", "-o", "json", "--ignore-not-found")
         return bool(out.strip()) and not json.loads(out)["metadata"].get("deletionTimestamp")
 
-    def start(self) -> None:
-        cmd = [
-            sys.executable,
-            "-m",
-            "skyfleet.cli",
-            "run",
-            "--namespace",
-            NAMESPACE,
-            "--cluster-id",
-            self.cluster_id,
-            "--metrics-port",
-            "0",
-            "--liveness",
-            "",
-            "--observe-period",
-            "2",
-            "--lease-namespace",
-            "default",
-            "--allow-endpoint",
-            "127.0.0.1",
-        ]
-        # No Lease: a killed holder's Lease would keep the next operator waiting its whole duration
-        # (15 s), and every kill would hit a standby. Only one operator runs at a time here anyway.
-        env = {
-            **os.environ,
-            **self.plane.env,
-            "PYTHONWARNINGS": "ignore::Warning",
-            "SKYFLEET_LOST_GRACE": "10",
-            "SKYFLEET_LEADER_ELECTION": "false",
-        }
-        with self.log_path.open("ab") as log:
-            self.operator = subprocess.Popen(
-                cmd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=ROOT,
-                preexec_fn=die_with_parent(),  # noqa: PLW1509 - only prctl and getppid run between fork and exec
-            )
-
-    def wait_started(self, starts_before: int, timeout: float = 60.0) -> None:
-        """Until this operator has logged its start: kills then land in its work, not its imports."""
-        deadline = time.monotonic() + timeout
-        while self.starts() <= starts_before and time.monotonic() < deadline:
-            time.sleep(0.1)
-
-    def starts(self) -> int:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return text.count("skyfleet operator starting")
-
-    def kill(self) -> None:
-        if self.operator is not None and self.operator.poll() is None:
-            self.operator.send_signal(signal.SIGKILL)
-            self.operator.wait(timeout=10)
-
     def live_vms(self) -> list[dict[str, str]]:
-        pages = self.ec2.get_paginator("describe_instances").paginate(
-            Filters=[
-                {"Name": f"tag:{CLUSTER_TAG}", "Values": [self.cluster_id]},
-                {"Name": "instance-state-name", "Values": ["pending", "running"]},
-            ]
-        )
-        out = []
-        for page in pages:
-            for reservation in page["Reservations"]:
-                for vm in reservation["Instances"]:
-                    tags = {t["Key"]: t["Value"] for t in vm.get("Tags", [])}
-                    out.append({"id": vm["InstanceId"], "uid": tags.get(UID_TAG, "")})
-        return out
+        return [
+            {"id": vm["InstanceId"], "uid": tags(vm).get(UID_TAG, "")} for vm in live_vms(self.ec2, self.cluster_id)
+        ]
 
     def check_no_duplicates(self, when: str) -> None:
         per_uid = Counter(vm["uid"] for vm in self.live_vms())
@@ -208,18 +117,17 @@ def main() -> None:  # noqa: PLR0912, PLR0915 - one scripted run, top to bottom
     rng = random.Random(args.seed)  # noqa: S311 - a repeatable schedule, not a secret
     dedup = not args.no_dedup
 
-    workdir = Path(tempfile.mkdtemp(prefix="skyfleet-bench-chaos-"))
-    emulator = FastEC2Process(client_token_dedup=dedup, pending_delay=1.0)
-    proxy = FaultProxy(emulator.url, seed=args.seed)
-    proxy.start()
-    proxy.faults.dedup_client_token = dedup
-    proxy.throttle("RunInstances", burst=5, rate=2.0)
     chaos: Chaos | None = None
     failed = True
-    try:
-        with ControlPlane(crds=[ROOT / "crds"]) as plane:
+    with bench_run("chaos") as (plane, workdir), contextlib.ExitStack() as stack:
+        emulator = FastEC2Process(client_token_dedup=dedup, pending_delay=1.0)
+        stack.callback(emulator.stop)
+        proxy = stack.enter_context(FaultProxy(emulator.url, seed=args.seed))
+        proxy.faults.dedup_client_token = dedup
+        proxy.throttle("RunInstances", burst=5, rate=2.0)
+        try:
             plane.kubectl("create", "namespace", NAMESPACE)
-            chaos = Chaos(plane, emulator, proxy, workdir / "operator.log")
+            chaos = Chaos(plane, emulator, workdir / "operator.log")
             chaos.apply(
                 *ec2_credential(
                     "cloud",
@@ -229,12 +137,7 @@ def main() -> None:  # noqa: PLR0912, PLR0915 - one scripted run, top to bottom
                     # A cloud without deduplication says so, as a user of such a cloud would.
                     **({} if dedup or not args.declare else {"parameters": {"clientToken": "false"}}),
                 ),
-                {
-                    "apiVersion": "skyfleet.io/v1alpha1",
-                    "kind": "Image",
-                    "metadata": {"name": "xenial"},
-                    "spec": {"clouds": [{"provider": "ec2", "id": "ami-785db401"}]},
-                },
+                image("xenial"),
             )
             web, size, paused = 2, SIZES[0], False
             chaos.apply(shop(web, size, paused))
@@ -244,9 +147,7 @@ def main() -> None:  # noqa: PLR0912, PLR0915 - one scripted run, top to bottom
             proxy.faults.error_rate = args.fail
             started = time.monotonic()
             for kill in range(1, args.kills + 1):
-                starts = chaos.starts()
-                chaos.start()
-                chaos.wait_started(starts)
+                chaos.operator.start_and_wait()
                 time.sleep(rng.uniform(0.0, args.max_life))
                 action = rng.choice(["scale", "scale", "size", "pause", "recreate", "none"])
                 if action == "scale":
@@ -262,7 +163,7 @@ def main() -> None:  # noqa: PLR0912, PLR0915 - one scripted run, top to bottom
                     chaos.apply(shop(web, size, paused))
                 chaos.actions[action] += 1
                 time.sleep(rng.uniform(0, 1.0))
-                chaos.kill()
+                chaos.operator.kill()
                 chaos.check_no_duplicates(f"after kill {kill}")
                 if kill % 10 == 0:
                     print(
@@ -273,7 +174,7 @@ def main() -> None:  # noqa: PLR0912, PLR0915 - one scripted run, top to bottom
             chaos_seconds = time.monotonic() - started
             # The end: one operator keeps running; the user's last wish, unpaused, must be reached.
             paused = False
-            chaos.start()
+            chaos.operator.start()
             t0 = time.monotonic()
             # A re-creation the last kill interrupted must finish before the last wish is applied.
             while not (chaos.apply(shop(web, size, paused)) and chaos.shop_live()):
@@ -315,8 +216,8 @@ def main() -> None:  # noqa: PLR0912, PLR0915 - one scripted run, top to bottom
             while chaos.live_vms() and time.monotonic() - t1 < 120:
                 time.sleep(1.0)
             left_after_delete = chaos.live_vms()
-            chaos.kill()
-            tracebacks = chaos.log_path.read_text(errors="replace").count("Traceback (most recent call last)")
+            chaos.operator.kill()
+            tracebacks = chaos.operator.log().count("Traceback (most recent call last)")
             print(
                 json.dumps(
                     {
@@ -354,16 +255,11 @@ def main() -> None:  # noqa: PLR0912, PLR0915 - one scripted run, top to bottom
                 flush=True,
             )
             failed = bool(chaos.duplicates or leaks or missing or left_after_delete or not converged)
-    finally:
-        if chaos is not None:
-            chaos.kill()
-            if failed and chaos.log_path.exists():
-                kept = Path(tempfile.gettempdir()) / f"skyfleet-chaos-operator-{os.getpid()}.log"
-                shutil.copy(chaos.log_path, kept)
-                print(f"operator log kept at {kept}")
-        proxy.stop()
-        emulator.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        finally:
+            if chaos is not None:
+                chaos.operator.kill()
+                if failed:
+                    keep_log(chaos.operator.log_path, "chaos")
     sys.exit(1 if failed else 0)
 
 

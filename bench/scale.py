@@ -38,14 +38,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import random
 import re
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import tracemalloc
@@ -55,24 +50,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, SupportsIndex
 
-from fleet import (
-    GROUP_PATH,
-    IMAGE,
-    NAMESPACE,
-    ROOT,
+from common import (
     Api,
     BenchError,
+    Kubectl,
     Watch,
-    _raise_interrupt,
+    bench_run,
+    changed_between,
+    delta,
+    operator,
+    percentile,
     rss_kib,
+    wait_ready,
 )
 
 from skyfleet.testing.controlplane import ControlPlane
 from skyfleet.testing.fastec2 import FastEC2Process
 from skyfleet.testing.faultproxy import FaultProxy
-from skyfleet.testing.manifests import ec2_credential
-from skyfleet.testing.processes import die_with_parent
+from skyfleet.testing.launcher import OperatorProcess
+from skyfleet.testing.manifests import deployment as deployment_of
+from skyfleet.testing.manifests import ec2_credential, image, node_group
 
+NAMESPACE = "bench"
 REGIONS = ("us-east-1", "eu-central-1", "eu-west-1", "ap-southeast-2", "us-west-2", "sa-east-1")
 LIMITS = {"requestsPerSecond": 1000, "burst": 1000, "maxConcurrency": 64}
 MUTATING = (
@@ -160,87 +159,21 @@ def by_action(requests: list[Request]) -> Counter[str]:
 # -- the operator -----------------------------------------------------------------------------------
 
 
-class Operator:
+def start_operator(plane: ControlPlane, cluster_id: str, log_path: Path, args: argparse.Namespace) -> OperatorProcess:
     """``skyfleet run`` as users start it, without a Lease (only one runs at a time here)."""
-
-    def __init__(self, plane: ControlPlane, cluster_id: str, log_path: Path, args: argparse.Namespace) -> None:
-        self.log_path = log_path
-        cmd = [
-            sys.executable,
-            "-m",
-            "skyfleet.cli",
-            "run",
-            "--namespace",
-            NAMESPACE,
-            "--cluster-id",
-            cluster_id,
-            "--metrics-port",
-            "0",
-            "--liveness",
-            "",
-            "--observe-period",
-            str(args.observe_period),
-            "--resync-period",
-            str(args.resync_period),
-            "--allow-endpoint",
-            "127.0.0.1",
-        ]
-        env = {
-            **os.environ,
-            **plane.env,
-            "PYTHONWARNINGS": "ignore::Warning",
-            "SKYFLEET_LEADER_ELECTION": "false",
-        }
-        if args.tracemalloc:
-            env["PYTHONTRACEMALLOC"] = str(args.tracemalloc)  # see skyfleet/handlers/memtrace.py
-        self.started = time.monotonic()
-        with log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                cmd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=ROOT,
-                preexec_fn=die_with_parent(),  # noqa: PLW1509 - only prctl and getppid run between fork and exec
-            )
-
-    @property
-    def pid(self) -> int:
-        if self.process.poll() is not None:
-            raise BenchError(f"the operator exited with {self.process.returncode}\n{self.tail()}")
-        return self.process.pid
-
-    def rss(self) -> int:
-        return rss_kib(self.pid)
-
-    def snapshot(self) -> Path:
-        """Ask the operator for a tracemalloc snapshot (SIGUSR2) and wait until it is written."""
-        before = self.log_path.read_text(errors="replace").count("tracemalloc snapshot written to ")
-        self.process.send_signal(signal.SIGUSR2)
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            found = re.findall(r"tracemalloc snapshot written to (\S+)", self.log_path.read_text(errors="replace"))
-            if len(found) > before:
-                return Path(found[-1])
-            time.sleep(0.5)
-        raise BenchError("no tracemalloc snapshot within 300 s")
-
-    def tail(self, lines: int = 40) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
+    process = operator(
+        plane,
+        NAMESPACE,
+        cluster_id,
+        log_path,
+        observe_period=args.observe_period,
+        resync_period=args.resync_period,
+        lease_namespace=None,
+        leader_election=False,
+        tracemalloc=args.tracemalloc,
+    )
+    process.start()
+    return process
 
 
 # -- manifests ----------------------------------------------------------------------------------------
@@ -254,51 +187,22 @@ def credential(name: str, region: str, endpoint: str, max_instances: int | None)
 
 
 def deployment(name: str, replicas: int, cred: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "skyfleet.io/v1alpha1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "nodeGroups": [
-                {
-                    "name": "n",
-                    "replicas": replicas,
-                    "imageRef": "bench",
-                    "size": {"cpu": 1, "memoryMiB": 512, "instanceTypes": {"ec2": "t3.nano"}},
-                    "placement": {"targets": [{"credential": cred}]},
-                }
-            ]
-        },
-    }
+    size = {"cpu": 1, "memoryMiB": 512, "instanceTypes": {"ec2": "t3.nano"}}
+    return deployment_of(name, node_group("n", replicas=replicas, image="bench", size=size, credential=cred))
 
 
 # -- helpers --------------------------------------------------------------------------------------------
 
 
-def pct(values: list[float], q: float) -> float:
-    """The q-quantile (nearest rank) of ``values``; NaN when there are none."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
-
-
 def writes(api: Api) -> Counter[str]:
     """Successful API writes by ``group/resource verb``, leases left out (the control plane's own)."""
-    with api.open("/metrics") as response:
-        text = response.read().decode()
     counts: Counter[str] = Counter()
-    for match in re.finditer(r"^apiserver_request_total\{([^}]*)\} (\S+)$", text, re.MULTILINE):
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
+    for labels, value in api.requests_total():
         verb, resource = labels.get("verb", ""), labels.get("resource", "")
         if verb not in WRITES or resource == "leases" or not labels.get("code", "").startswith("2"):
             continue
-        counts[f"{labels.get('group') or 'core'}/{resource} {verb}"] += int(float(match.group(2)))
+        counts[f"{labels.get('group') or 'core'}/{resource} {verb}"] += value
     return counts
-
-
-def diff(after: Counter[str], before: Counter[str]) -> dict[str, int]:
-    return dict(sorted((after - before).items()))
 
 
 @dataclass
@@ -309,68 +213,48 @@ class Scale:
     proxies: dict[str, CountingProxy]
     workdir: Path
     cluster_id: str = field(default_factory=lambda: f"scale-{uuid.uuid4().hex[:6]}")
-    operator: Operator | None = None
+    operator: OperatorProcess | None = None
     report: dict[str, Any] = field(default_factory=dict)
     replicas: dict[str, int] = field(default_factory=dict)  # deployment -> replicas
     placed: dict[str, str] = field(default_factory=dict)  # deployment -> credential
     snapshots: list[Path] = field(default_factory=list)  # tracemalloc, at 0 and after each step
 
     def __post_init__(self) -> None:
-        self.api = Api(self.plane)
+        self.api = Api(self.plane, NAMESPACE)
+        self.kubectl = Kubectl(self.plane, NAMESPACE, timeout=600)
         self.deployments = Watch(self.api, "deployments")
 
     @property
-    def op(self) -> Operator:
+    def op(self) -> OperatorProcess:
         if self.operator is None:
             raise BenchError("no operator")
         return self.operator
 
-    def start_operator(self) -> Operator:
-        self.operator = Operator(self.plane, self.cluster_id, self.workdir / "operator.log", self.args)
+    def rss(self) -> int:
+        return rss_kib(self.op.pid)
+
+    def start_operator(self) -> OperatorProcess:
+        self.operator = start_operator(self.plane, self.cluster_id, self.workdir / "operator.log", self.args)
         return self.operator
 
-    def kubectl(self, *args: str, input: str | None = None) -> str:
-        return self.plane.kubectl("-n", NAMESPACE, *args, input=input, timeout=600).stdout
-
     def apply(self, docs: list[dict[str, Any]]) -> None:
-        self.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
+        self.kubectl.apply(*docs)
 
     def requests(self, since: float = 0.0) -> list[Request]:
         return [r for proxy in self.proxies.values() for r in proxy.requests(since)]
 
-    def not_ready(self, names: set[str]) -> set[str]:
-        """Which of ``names`` are not Ready with all their replicas."""
-        missing = set(names)
-        for obj in self.api.get(f"{GROUP_PATH}/deployments")["items"]:
-            name = obj["metadata"]["name"]
-            status = obj.get("status") or {}
-            conditions = {c["type"]: c["status"] for c in status.get("conditions") or []}
-            if conditions.get("Ready") == "True" and status.get("readyReplicas") == self.replicas.get(name):
-                missing.discard(name)
-        return missing
+    def alive(self) -> None:
+        _ = self.op.pid
+        self.deployments.check()
 
     def wait_ready(self, names: set[str], timeout: float) -> float:
-        started = time.monotonic()
-        reported = started
-        while missing := self.not_ready(names):
-            now = time.monotonic()
-            _ = self.op.pid
-            if self.deployments.error is not None:
-                raise BenchError(f"the deployments watch failed: {self.deployments.error}")
-            if now - started > timeout:
-                raise BenchError(f"{len(missing)} Deployments not Ready after {timeout:.0f} s: {sorted(missing)[:5]}")
-            if now - reported >= 30:
-                print(f"  ... {now - started:5.0f} s: {len(names) - len(missing)} of {len(names)} Ready", flush=True)
-                reported = now
-            time.sleep(1.0)
-        return time.monotonic() - started
+        def report(elapsed: float, missing: set[str], objects: dict[str, dict[str, Any]]) -> None:
+            print(f"  ... {elapsed:5.0f} s: {len(names) - len(missing)} of {len(names)} Ready", flush=True)
+
+        return wait_ready(self.api, self.replicas, names, timeout, alive=self.alive, progress=report)
 
     def resource_versions(self) -> dict[str, str]:
-        versions: dict[str, str] = {}
-        for plural in ("instances", "deployments", "cloudcredentials"):
-            for obj in self.api.get(f"{GROUP_PATH}/{plural}")["items"]:
-                versions[f"{plural}/{obj['metadata']['name']}"] = obj["metadata"]["resourceVersion"]
-        return versions
+        return self.api.resource_versions("instances", "deployments", "cloudcredentials")
 
     # -- the phases --------------------------------------------------------------------------------------
 
@@ -380,11 +264,11 @@ class Scale:
         docs: list[dict[str, Any]] = []
         for i, proxy in enumerate(self.proxies.values()):
             docs += credential(f"c{i}", REGIONS[i], proxy.endpoint, self.args.max_instances)
-        self.apply([*docs, IMAGE])
-        self.kubectl("wait", "--for=condition=Ready", "cloudcredentials.skyfleet.io", "--all", "--timeout=180s")
+        self.apply([*docs, image("bench")])
+        self.kubectl.wait_credentials(180)
         self.deployments.start()
         time.sleep(self.args.observe_period)
-        self.report["rss_kib"] = {"0": self.op.rss()}
+        self.report["rss_kib"] = {"0": self.rss()}
         if self.args.tracemalloc:
             self.snapshots.append(self.op.snapshot())
 
@@ -410,9 +294,9 @@ class Scale:
             started = time.monotonic()
             self.apply(docs)
             elapsed = self.wait_ready(set(names), timeout=max(600.0, instances * 2.0))
-            wrote = diff(writes(self.api), writes_before)
+            wrote = delta(writes(self.api), writes_before)
             made += instances
-            rss = self.op.rss()
+            rss = self.rss()
             self.report["rss_kib"][str(made)] = rss
             if args.tracemalloc:
                 self.snapshots.append(self.op.snapshot())
@@ -441,8 +325,8 @@ class Scale:
                 ),
                 "create_to_first_runinstances_s": {
                     "n": len(delays),
-                    "p50": round(pct(delays, 0.5), 3),
-                    "p99": round(pct(delays, 0.99), 3),
+                    "p50": round(percentile(delays, 0.5), 3),
+                    "p99": round(percentile(delays, 0.99), 3),
                     "max": round(max(delays, default=float("nan")), 3),
                 },
             }
@@ -466,16 +350,16 @@ class Scale:
         started = time.monotonic()
         if self.args.tracemalloc:
             self.snapshots.append(self.op.snapshot())
-        samples = [(0.0, self.op.rss())]
+        samples = [(0.0, self.rss())]
         while (now := time.monotonic()) - started < seconds:
             time.sleep(min(10.0, seconds - (now - started)))
-            samples.append((round(time.monotonic() - started, 1), self.op.rss()))
+            samples.append((round(time.monotonic() - started, 1), self.rss()))
         if self.args.tracemalloc:
             self.snapshots.append(self.op.snapshot())
-        wrote = diff(writes(self.api), writes_before)
+        wrote = delta(writes(self.api), writes_before)
         cloud = self.requests(started)
         after = self.resource_versions()
-        changed = sorted(k for k, v in versions.items() if after.get(k) != v)
+        changed = changed_between(versions, after)
         listings = sum(is_listing(r) for r in cloud)
         periods = seconds / self.args.observe_period
         self.report[f"quiet_{label}"] = {
@@ -500,12 +384,11 @@ class Scale:
         chosen = rng.sample(sorted(self.replicas), min(self.args.samples, len(self.replicas)))
         delays: list[float] = []
         for name in chosen:
-            obj = self.api.get(f"{GROUP_PATH}/deployments/{name}")
+            obj = self.api.get(f"{self.api.group_path}/deployments/{name}")
             generation = int(obj["metadata"]["generation"])
             mark = self.deployments.mark()
             self.replicas[name] += 1
-            patch = [{"op": "replace", "path": "/spec/nodeGroups/0/replicas", "value": self.replicas[name]}]
-            self.kubectl("patch", "deployments.skyfleet.io", name, "--type=json", "-p", json.dumps(patch))
+            self.kubectl.patch_replicas(name, self.replicas[name])
             patched = self.deployments.wait(
                 lambda e, n=name, g=generation: e.name == n and e.generation > g, mark, 60, f"the patch of {name}"
             )
@@ -525,8 +408,8 @@ class Scale:
         self.wait_ready(set(chosen), timeout=300)
         self.report["patch_to_runinstances_s"] = {
             "n": len(delays),
-            "p50": round(pct(delays, 0.5), 3),
-            "p99": round(pct(delays, 0.99), 3),
+            "p50": round(percentile(delays, 0.5), 3),
+            "p99": round(percentile(delays, 0.99), 3),
             "max": round(max(delays), 3),
             "samples": [round(d, 3) for d in delays],
         }
@@ -572,9 +455,9 @@ class Scale:
         reobserved = max(observed.values()) - started
         time.sleep(args.settle)
         cloud = self.requests(killed)
-        wrote = diff(writes(self.api), writes_before)
+        wrote = delta(writes(self.api), writes_before)
         after = self.resource_versions()
-        changed = sorted(k for k, v in versions.items() if after.get(k) != v)
+        changed = changed_between(versions, after)
         mutating = {a: n for a, n in by_action(cloud).items() if a in MUTATING}
         self.report["restart"] = {
             "reobserved_s": round(reobserved, 1),
@@ -584,7 +467,7 @@ class Scale:
             "writes": wrote,
             "objects_changed": len(changed),
             "changed_examples": changed[:10],
-            "rss_kib_after": self.op.rss(),
+            "rss_kib_after": self.rss(),
         }
         print(
             f"  every VM re-observed {reobserved:.1f} s after the start; mutating calls {mutating or 0}; "
@@ -683,51 +566,43 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-
-    workdir = Path(tempfile.mkdtemp(prefix="skyfleet-bench-scale-"))
-    emulator: FastEC2Process | None = None
     scale: Scale | None = None
-    try:
-        with ControlPlane(crds=[ROOT / "crds"]) as plane, contextlib.ExitStack() as stack:
-            emulator = FastEC2Process(pending_delay=1.0)
-            proxies = {f"p{i}": stack.enter_context(CountingProxy(emulator.url)) for i in range(args.credentials)}
-            scale = Scale(args, plane, emulator, proxies, workdir)
-            stack.callback(lambda: scale.operator and scale.operator.stop())
-            stack.callback(setattr, scale.deployments, "stopping", True)
-            scale.report["command"] = " ".join([Path(sys.executable).name, *sys.argv])
-            scale.report["limits"] = {**LIMITS, "maxInstances": args.max_instances}
-            try:
-                scale.setup()
-                scale.provision()
-                scale.quiet("after_ready", args.quiet)
-                if "reaction" not in args.skip:
-                    scale.reaction()
-                if "restart" not in args.skip:
-                    scale.restart()
-            except BaseException:
-                if scale.operator is not None:
-                    print(f"--- operator log (tail) ---\n{scale.operator.tail()}", file=sys.stderr)
-                raise
-            finally:
-                text = json.dumps(scale.report, indent=1)
-                if args.json:
-                    args.json.write_text(text + "\n")
-                else:
-                    print(text)
-            table(scale.report)
-            shots = scale.snapshots
-            if len(shots) > 1:
-                print("\n".join(memory_diff(shots[0], shots[len(scale.report["steps"])], "0 -> all Ready", args.count)))
-            if len(shots) > len(scale.report["steps"]) + 1:
-                print("\n".join(memory_diff(shots[0], shots[-1], "0 -> end of the quiet window", args.count)))
-                print("\n".join(memory_diff(shots[-2], shots[-1], "over the quiet window")))
-            for shot in shots:
-                shot.unlink(missing_ok=True)
-    finally:
-        if emulator is not None:
-            emulator.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    with bench_run("scale") as (plane, workdir), contextlib.ExitStack() as stack:
+        emulator = FastEC2Process(pending_delay=1.0)
+        stack.callback(emulator.stop)
+        proxies = {f"p{i}": stack.enter_context(CountingProxy(emulator.url)) for i in range(args.credentials)}
+        scale = Scale(args, plane, emulator, proxies, workdir)
+        stack.callback(lambda: scale.operator and scale.operator.stop())
+        stack.callback(scale.deployments.stop)
+        scale.report["command"] = " ".join([Path(sys.executable).name, *sys.argv])
+        scale.report["limits"] = {**LIMITS, "maxInstances": args.max_instances}
+        try:
+            scale.setup()
+            scale.provision()
+            scale.quiet("after_ready", args.quiet)
+            if "reaction" not in args.skip:
+                scale.reaction()
+            if "restart" not in args.skip:
+                scale.restart()
+        except BaseException:
+            if scale.operator is not None:
+                print(f"--- operator log (tail) ---\n{scale.operator.tail()}", file=sys.stderr)
+            raise
+        finally:
+            text = json.dumps(scale.report, indent=1)
+            if args.json:
+                args.json.write_text(text + "\n")
+            else:
+                print(text)
+        table(scale.report)
+        shots = scale.snapshots
+        if len(shots) > 1:
+            print("\n".join(memory_diff(shots[0], shots[len(scale.report["steps"])], "0 -> all Ready", args.count)))
+        if len(shots) > len(scale.report["steps"]) + 1:
+            print("\n".join(memory_diff(shots[0], shots[-1], "0 -> end of the quiet window", args.count)))
+            print("\n".join(memory_diff(shots[-2], shots[-1], "over the quiet window")))
+        for shot in shots:
+            shot.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -19,29 +19,22 @@ Run:  .venv/bin/python bench/scaling_reaction.py [--trials 20] [--period 5] [--f
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import random
-import signal
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
+from common import Kubectl, bench_run, operator, percentile
 from kubernetes import client, config
 
 from skyfleet.api.scalingpolicy import parse_duration
 from skyfleet.testing.controlplane import ControlPlane
 from skyfleet.testing.ec2emulator import EC2Emulator
-from skyfleet.testing.manifests import ec2_credential
+from skyfleet.testing.manifests import deployment, ec2_credential, image, node_group, scaling_policy
 from skyfleet.testing.prometheus import LoadExporter, Prometheus
 
-ROOT = Path(__file__).resolve().parents[1]
 NAMESPACE = "bench-scaling"
 POLL = 0.05
 
@@ -50,48 +43,24 @@ def manifests(endpoint: str, for_: str) -> list[dict[str, Any]]:
     size = {"cpu": 1, "memoryMiB": 512, "instanceTypes": {"ec2": "t3.nano"}}
     return [
         *ec2_credential("aws", "eu-central-1", endpoint, canary="bench-secret-value", keys="keys"),
-        {
-            "apiVersion": "skyfleet.io/v1alpha1",
-            "kind": "Image",
-            "metadata": {"name": "xenial"},
-            "spec": {"clouds": [{"provider": "ec2", "id": "ami-785db401"}]},
-        },
-        {
-            "apiVersion": "skyfleet.io/v1alpha1",
-            "kind": "Deployment",
-            "metadata": {"name": "app"},
-            "spec": {
-                "nodeGroups": [
-                    {
-                        "name": "web",
-                        "replicas": 1,
-                        "imageRef": "xenial",
-                        "size": size,
-                        "placement": {"targets": [{"credential": "aws"}]},
-                    }
-                ]
-            },
-        },
-        {
-            "apiVersion": "skyfleet.io/v1alpha1",
-            "kind": "ScalingPolicy",
-            "metadata": {"name": "web"},
-            "spec": {
-                "target": {"deployment": "app", "group": "web"},
-                "minReplicas": 1,
-                "maxReplicas": 2,
-                "metrics": [
-                    {
-                        "name": "hot",
-                        "query": "max(load)",
-                        "for": for_,
-                        "constraint": {"above": 1, "action": "ScaleOut", "step": 1},
-                    },
-                    {"name": "cold", "query": "max(load)", "constraint": {"below": 1, "action": "ScaleIn"}},
-                ],
-                "behavior": {"scaleDown": {"stabilizationWindowSeconds": 0}},
-            },
-        },
+        image("xenial"),
+        deployment("app", node_group("web", replicas=1, image="xenial", size=size, credential="aws")),
+        scaling_policy(
+            "web",
+            target={"deployment": "app", "group": "web"},
+            minReplicas=1,
+            maxReplicas=2,
+            metrics=[
+                {
+                    "name": "hot",
+                    "query": "max(load)",
+                    "for": for_,
+                    "constraint": {"above": 1, "action": "ScaleOut", "step": 1},
+                },
+                {"name": "cold", "query": "max(load)", "constraint": {"below": 1, "action": "ScaleIn"}},
+            ],
+            behavior={"scaleDown": {"stabilizationWindowSeconds": 0}},
+        ),
     ]
 
 
@@ -114,63 +83,35 @@ def wait(check: Any, timeout: float, what: str) -> float:
     raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
 def run(args: argparse.Namespace) -> None:
-    emulator = EC2Emulator()
-    emulator.start()
-    try:
-        with (
-            ControlPlane(crds=[ROOT / "crds"]) as plane,
-            LoadExporter() as load,
-            Prometheus(targets=[load.target]) as prom,
-        ):
-            measure(args, plane, emulator.endpoint, load, prom)
-    finally:
-        emulator.stop()
+    with (
+        bench_run("scaling") as (plane, workdir),
+        EC2Emulator() as emulator,
+        LoadExporter() as load,
+        Prometheus(targets=[load.target]) as prom,
+    ):
+        measure(args, plane, workdir / "operator.log", emulator.endpoint, load, prom)
 
 
-def measure(args: argparse.Namespace, plane: ControlPlane, endpoint: str, load: LoadExporter, prom: Prometheus) -> None:
+def measure(  # noqa: PLR0917 - one call site
+    args: argparse.Namespace, plane: ControlPlane, log: Path, endpoint: str, load: LoadExporter, prom: Prometheus
+) -> None:
     for_seconds = parse_duration(args.for_)
     load.set("load", 0.0, namespace=NAMESPACE)  # its namespace: what the operator's Prometheus shows a policy
     prom.wait_for("max(load)", lambda v: v == 0.0)
     plane.kubectl("create", "namespace", NAMESPACE)
-    log = Path(tempfile.mkdtemp(prefix="skyfleet-bench-scaling-")) / "operator.log"
-    with log.open("wb") as out:
-        operator = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "skyfleet.cli",
-                "run",
-                "--namespace",
-                NAMESPACE,
-                "--cluster-id",
-                f"bench-{uuid.uuid4().hex[:6]}",
-                "--metrics-port",
-                "0",
-                "--liveness",
-                "",
-                "--observe-period",
-                "1",
-                "--no-leader-election",
-                "--allow-endpoint",
-                "127.0.0.1",
-                "--prometheus-url",
-                prom.url,
-                "--scaling-period",
-                str(args.period),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **plane.env, "PYTHONWARNINGS": "ignore::Warning"},
-        )
-    try:
-        body = {"apiVersion": "v1", "kind": "List", "items": manifests(endpoint, args.for_)}
-        plane.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=json.dumps(body))
+    process = operator(
+        plane,
+        NAMESPACE,
+        f"bench-{uuid.uuid4().hex[:6]}",
+        log,
+        observe_period=1,
+        lease_namespace=None,
+        leader_election=False,
+        extra_args=["--prometheus-url", prom.url, "--scaling-period", f"{args.period:g}"],
+    )
+    with process:
+        Kubectl(plane, NAMESPACE).apply(*manifests(endpoint, args.for_))
         api = client.CustomObjectsApi(config.new_client_from_config(str(plane.kubeconfig)))
         wait(lambda: len(instances(api)) == 1 and running(instances(api)[0]), 120, "the first VM")
         created: list[float] = []
@@ -191,9 +132,6 @@ def measure(args: argparse.Namespace, plane: ControlPlane, endpoint: str, load: 
             )
             load.set("load", 0.0, namespace=NAMESPACE)
             wait(lambda: len(instances(api)) == 1, 120, "the group back at one Instance")
-    finally:
-        operator.terminate()
-        operator.wait(timeout=30)
     goal = 2 * args.period + for_seconds
     print()
     print(f"ScalingPolicy reaction over {args.trials} trials, evaluation period {args.period:g} s, for {args.for_}")
@@ -207,12 +145,7 @@ def measure(args: argparse.Namespace, plane: ControlPlane, endpoint: str, load: 
     )
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main() -> None:
-    signal.signal(signal.SIGTERM, _interrupt)  # a terminated benchmark stops what it started
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--period", type=float, default=5.0, help="--scaling-period of the operator")

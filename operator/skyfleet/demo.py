@@ -26,6 +26,7 @@ from typing import Any, TextIO
 
 import yaml
 
+from skyfleet.testing.launcher import OperatorConfig, OperatorProcess
 from skyfleet.testing.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -159,35 +160,27 @@ def _signals_as_interrupt() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-@contextlib.contextmanager
-def _operator_process(env: Mapping[str, str], log_path: Path, metrics_port: int) -> Iterator[subprocess.Popen[bytes]]:
-    command = [sys.executable, "-m", "skyfleet.cli", "run"]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command,
-            env={
-                **env,
-                "SKYFLEET_CLUSTER_ID": "skyfleet-demo",
-                "SKYFLEET_METRICS_PORT": str(metrics_port),
-                "SKYFLEET_METRICS_HOST": "127.0.0.1",
-                # The emulated clouds listen on loopback, which tenants may not reach unless listed.
-                "SKYFLEET_ALLOW_ENDPOINT": "127.0.0.1",
-                "SKYFLEET_LEASE_NAMESPACE": "default",
-            },
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            yield process
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
+def _operator(env: Mapping[str, str], log_path: Path, metrics_port: int) -> OperatorProcess:
+    """``skyfleet run`` configured only by its environment, as a Deployment's pod spec does it."""
+    config = OperatorConfig(
+        log_path=log_path,
+        env={
+            **env,
+            "SKYFLEET_CLUSTER_ID": "skyfleet-demo",
+            "SKYFLEET_METRICS_PORT": str(metrics_port),
+            "SKYFLEET_METRICS_HOST": "127.0.0.1",
+            # The emulated clouds listen on loopback, which tenants may not reach unless listed.
+            "SKYFLEET_ALLOW_ENDPOINT": "127.0.0.1",
+            "SKYFLEET_LEASE_NAMESPACE": "default",
+        },
+        metrics_port=None,
+        liveness=None,
+        lease_namespace=None,
+        allow_endpoint=None,
+        # Its own process group: the terminal's Ctrl-C reaches the demo, which stops it in order.
+        new_session=True,
+    )
+    return OperatorProcess(config)
 
 
 class Watcher:
@@ -210,14 +203,14 @@ class Watcher:
         return bool(deployments) and all(deployment_ready(d) for d in deployments)
 
 
-def _check_alive(operator: subprocess.Popen[bytes]) -> None:
-    if operator.poll() is not None:
+def _check_alive(operator: OperatorProcess) -> None:
+    if not operator.running:
         raise DemoError(f"the operator exited with code {operator.returncode}")
 
 
 def wait_until_ready(
     watcher: Watcher,
-    operator: subprocess.Popen[bytes],
+    operator: OperatorProcess,
     options: DemoOptions,
     clock: Callable[[], float] = time.monotonic,
 ) -> None:
@@ -291,7 +284,7 @@ def _run_demo(options: DemoOptions, out: TextIO) -> int:
             kubectl("wait", "--for=condition=Established", "--timeout=60s", *[f"crd/{k}" for k in KINDS.split(",")])
 
             metrics_port = free_port()
-            operator = stack.enter_context(_operator_process(env, operator_log, metrics_port))
+            operator = stack.enter_context(_operator(env, operator_log, metrics_port))
             print(f"operator started (pid {operator.pid}, log {operator_log})", file=out)
 
             kubectl("create", "namespace", options.namespace)

@@ -5,8 +5,8 @@ A ``RecordedHttp`` subclass answers each request from a method named after the U
 reading bodies from ``tests/connector/fixtures/<provider>/``. It also keeps every request it
 saw, so tests can assert on what the connector actually sent.
 
-The release helpers at the end hold what every provider's release test checks alike, so each
-provider's test only states the request its API takes.
+The helpers at the end hold what every provider's error-mapping and release tests check alike,
+so each provider's test only states the request its API takes.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import libcloud
 import pytest
 from libcloud.test import MockHttp as _MockHttp
 
-from skyfleet.connectors import Connector, NotFound, OwnershipMismatch
-from tests.connector.conftest import owner
+from skyfleet.connectors import Connector, CreateRequest, NotFound, OwnershipMismatch
+from tests.connector.conftest import CANARY, owner
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # The responses apache-libcloud's maintainers recorded from the real APIs, shipped in its wheel.
@@ -121,6 +121,18 @@ def changes(http: type[RecordedHttp]) -> list[Sent]:
     return [s for s in http.sent if s.method != "GET" and not s.path.endswith("/oauth2/token")]
 
 
+async def destroyed(
+    connector: Connector, http: type[RecordedHttp], *, ours: str, foreign: str, missing: str
+) -> list[str]:
+    """Destroy refuses a VM that is not ours, takes one already gone as done, and destroys
+    ``ours`` (all for the owner ``uid-1``): the paths it sent DELETE to."""
+    with pytest.raises(OwnershipMismatch):
+        await connector.destroy(foreign, owner("uid-1"))
+    await connector.destroy(missing, owner("uid-1"))
+    await connector.destroy(ours, owner("uid-1"))
+    return [s.path for s in http.sent if s.method == "DELETE"]
+
+
 async def release_refusals(
     connector: Connector, http: type[RecordedHttp], *, ours: str, foreign: str, missing: str, uid: str
 ) -> None:
@@ -136,3 +148,22 @@ async def release_refusals(
     with pytest.raises(NotFound):
         await connector.release(missing, owner(uid))
     assert changes(http) == []
+
+
+async def create_fails_as(
+    connector: Connector,
+    http: type[RecordedHttp],
+    request: CreateRequest,
+    scenario: str,
+    expected: type[Exception],
+    *,
+    attempts: int,
+    creating: Callable[[Sent], bool] = lambda sent: sent.method == "POST",
+) -> None:
+    """A create answered as in ``scenario`` raises ``expected`` after ``attempts`` creating
+    requests (one: not retried), and the error does not carry the credential's secret."""
+    http.reset(scenario)
+    with pytest.raises(expected) as caught:
+        await connector.create(request)
+    assert len([s for s in http.sent if creating(s)]) == attempts
+    assert CANARY not in repr(caught.value)

@@ -27,7 +27,16 @@ from skyfleet.connectors import (
 from skyfleet.connectors.libcloud import LibcloudConnector
 from skyfleet.connectors.libcloud.resilience import RetryPolicy
 from tests.connector.conftest import CANARY, CLUSTER, owner, provenance
-from tests.connector.recorded import RecordedHttp, Reply, changes, recording, release_refusals
+from tests.connector.recorded import (
+    RecordedHttp,
+    Reply,
+    Sent,
+    changes,
+    create_fails_as,
+    destroyed,
+    recording,
+    release_refusals,
+)
 
 pytestmark = pytest.mark.connector
 
@@ -320,12 +329,10 @@ async def test_create_adopts_existing_vm(connector: LibcloudConnector) -> None:
 
 
 async def test_destroy_checks_ownership(connector: LibcloudConnector) -> None:
-    with pytest.raises(OwnershipMismatch):
-        await connector.destroy(f"{VMS}/hand-made", owner("uid-1"))
-    await connector.destroy(f"{VMS}/gone", owner("uid-1"))
-    await connector.destroy(f"{VMS}/shop-web-1", owner("uid-1"))
-
-    assert [s.path for s in AzureMockHttp.sent if s.method == "DELETE"] == [f"{VMS}/shop-web-1"]
+    deletes = await destroyed(
+        connector, AzureMockHttp, ours=f"{VMS}/shop-web-1", foreign=f"{VMS}/hand-made", missing=f"{VMS}/gone"
+    )
+    assert deletes == [f"{VMS}/shop-web-1"]
 
 
 async def test_release_patches_the_vm_with_every_tag_but_the_identity(connector: LibcloudConnector) -> None:
@@ -353,15 +360,14 @@ async def test_release_patches_the_vm_with_every_tag_but_the_identity(connector:
 async def test_error_mapping(
     connector: LibcloudConnector, scenario: str, expected: type[Exception], attempts: int
 ) -> None:
-    AzureMockHttp.reset(scenario)
-
-    with pytest.raises(expected) as caught:
-        await connector.create(request("uid-3"))
-
     name = cloud_name("shop-web-uid-3")
-    vm_puts = [s for s in AzureMockHttp.sent if s.method == "PUT" and s.path.endswith(f"/{name}")]
-    assert len(vm_puts) == attempts
-    assert CANARY not in repr(caught.value)
+
+    def vm_put(sent: Sent) -> bool:
+        return sent.method == "PUT" and sent.path.endswith(f"/{name}")
+
+    await create_fails_as(
+        connector, AzureMockHttp, request("uid-3"), scenario, expected, attempts=attempts, creating=vm_put
+    )
 
 
 async def test_a_recorded_vm_is_described_with_its_power_state(connector: LibcloudConnector) -> None:

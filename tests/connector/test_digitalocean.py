@@ -27,7 +27,7 @@ from skyfleet.connectors.libcloud import LibcloudConnector
 from skyfleet.connectors.libcloud.adapters.digitalocean import DigitalOceanAdapter
 from skyfleet.connectors.libcloud.resilience import RetryPolicy
 from tests.connector.conftest import CANARY, CLUSTER, owner
-from tests.connector.recorded import RecordedHttp, Reply, changes, release_refusals
+from tests.connector.recorded import RecordedHttp, Reply, changes, create_fails_as, release_refusals
 
 pytestmark = pytest.mark.connector
 
@@ -235,13 +235,8 @@ async def test_release_untags_the_droplet_from_both_identity_tags(connector: Lib
 async def test_error_mapping(
     connector: LibcloudConnector, scenario: str, expected: type[Exception], retried: bool
 ) -> None:
-    DigitalOceanMockHttp.reset(scenario)
-
-    with pytest.raises(expected):
-        await connector.create(request("uid-0"))
-
-    posts = [s for s in DigitalOceanMockHttp.sent if s.method == "POST"]
-    assert len(posts) == (2 if retried else 1)
+    attempts = 2 if retried else 1
+    await create_fails_as(connector, DigitalOceanMockHttp, request("uid-0"), scenario, expected, attempts=attempts)
 
 
 async def test_bad_token_is_invalid_credentials_without_the_token(connector: LibcloudConnector) -> None:

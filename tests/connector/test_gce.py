@@ -21,7 +21,6 @@ from skyfleet.connectors import (
     CreateRequest,
     CredentialConfig,
     NodeState,
-    OwnershipMismatch,
     OwnerTags,
     QuotaExceeded,
     Throttled,
@@ -31,7 +30,15 @@ from skyfleet.connectors.libcloud import LibcloudConnector
 from skyfleet.connectors.libcloud.adapters.gce import label_key, label_value
 from skyfleet.connectors.libcloud.resilience import RetryPolicy
 from tests.connector.conftest import CANARY, CLUSTER, owner
-from tests.connector.recorded import RecordedHttp, Reply, changes, recording, release_refusals
+from tests.connector.recorded import (
+    RecordedHttp,
+    Reply,
+    changes,
+    create_fails_as,
+    destroyed,
+    recording,
+    release_refusals,
+)
 
 pytestmark = pytest.mark.connector
 
@@ -341,12 +348,13 @@ async def test_list_cluster_uses_label_filter_across_zones_and_pages(connector: 
 
 
 async def test_destroy_checks_ownership(connector: LibcloudConnector) -> None:
-    with pytest.raises(OwnershipMismatch):
-        await connector.destroy("us-central1-a/hand-made", owner("uid-1"))
-    await connector.destroy("us-central1-a/gone", owner("uid-1"))
-    await connector.destroy("us-central1-a/shop-web-1", owner("uid-1"))
-
-    deletes = [s.path for s in GCEMockHttp.sent if s.method == "DELETE"]
+    deletes = await destroyed(
+        connector,
+        GCEMockHttp,
+        ours="us-central1-a/shop-web-1",
+        foreign="us-central1-a/hand-made",
+        missing="us-central1-a/gone",
+    )
     assert deletes == ["/compute/v1/projects/skyfleet-test/zones/us-central1-a/instances/shop-web-1"]
 
 
@@ -392,13 +400,7 @@ async def test_release_retries_when_the_labels_change_under_it(connector: Libclo
 async def test_error_mapping(
     connector: LibcloudConnector, scenario: str, expected: type[Exception], attempts: int
 ) -> None:
-    GCEMockHttp.reset(scenario)
-
-    with pytest.raises(expected) as caught:
-        await connector.create(request("uid-3"))
-
-    assert len([s for s in GCEMockHttp.sent if s.method == "POST"]) == attempts
-    assert CANARY not in repr(caught.value)
+    await create_fails_as(connector, GCEMockHttp, request("uid-3"), scenario, expected, attempts=attempts)
 
 
 async def test_closing_the_connector_removes_the_cached_access_token(connector: LibcloudConnector) -> None:

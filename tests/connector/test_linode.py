@@ -17,7 +17,6 @@ from skyfleet.connectors import (
     InvalidCredentials,
     InvalidRequest,
     NodeState,
-    OwnershipMismatch,
     OwnerTags,
     Throttled,
     vm_name,
@@ -26,7 +25,7 @@ from skyfleet.connectors.libcloud import LibcloudConnector
 from skyfleet.connectors.libcloud.adapters.linode import LinodeAdapter
 from skyfleet.connectors.libcloud.resilience import RetryPolicy
 from tests.connector.conftest import CANARY, CLUSTER, owner
-from tests.connector.recorded import RecordedHttp, Reply, changes, release_refusals
+from tests.connector.recorded import RecordedHttp, Reply, changes, create_fails_as, destroyed, release_refusals
 
 pytestmark = pytest.mark.connector
 
@@ -180,12 +179,8 @@ async def test_list_cluster_filters_server_side_across_pages(connector: Libcloud
 
 
 async def test_destroy_checks_ownership(connector: LibcloudConnector) -> None:
-    with pytest.raises(OwnershipMismatch):
-        await connector.destroy("9999", owner("uid-1"))
-    await connector.destroy("404", owner("uid-1"))
-    await connector.destroy("7001", owner("uid-1"))
-
-    assert [s.path for s in LinodeMockHttp.sent if s.method == "DELETE"] == ["/v4/linode/instances/7001"]
+    deletes = await destroyed(connector, LinodeMockHttp, ours="7001", foreign="9999", missing="404")
+    assert deletes == ["/v4/linode/instances/7001"]
 
 
 async def test_release_puts_back_every_tag_but_the_identity(connector: LibcloudConnector) -> None:
@@ -243,12 +238,7 @@ async def test_same_deployment_name_in_two_namespaces_makes_two_vms(connector: L
 async def test_error_mapping(
     connector: LibcloudConnector, scenario: str, expected: type[Exception], attempts: int
 ) -> None:
-    LinodeMockHttp.reset(scenario)
-
-    with pytest.raises(expected):
-        await connector.create(request("uid-3"))
-
-    assert len([s for s in LinodeMockHttp.sent if s.method == "POST"]) == attempts
+    await create_fails_as(connector, LinodeMockHttp, request("uid-3"), scenario, expected, attempts=attempts)
 
 
 async def test_invalid_token(connector: LibcloudConnector) -> None:

@@ -17,7 +17,6 @@ from skyfleet.connectors import (
     InvalidCredentials,
     InvalidRequest,
     NodeState,
-    OwnershipMismatch,
     OwnerTags,
     QuotaExceeded,
     Throttled,
@@ -27,7 +26,7 @@ from skyfleet.connectors import (
 from skyfleet.connectors.libcloud import LibcloudConnector
 from skyfleet.connectors.libcloud.resilience import RetryPolicy
 from tests.connector.conftest import CANARY, CLUSTER, owner, provenance
-from tests.connector.recorded import RecordedHttp, Reply, changes, release_refusals
+from tests.connector.recorded import RecordedHttp, Reply, changes, create_fails_as, destroyed, release_refusals
 
 pytestmark = pytest.mark.connector
 
@@ -248,12 +247,7 @@ async def test_create_adopts_what_a_lost_response_left_behind(connector: Libclou
 
 
 async def test_destroy_checks_ownership(connector: LibcloudConnector) -> None:
-    with pytest.raises(OwnershipMismatch):
-        await connector.destroy("srv-x", owner("uid-1"))
-    await connector.destroy("srv-gone", owner("uid-1"))
-    await connector.destroy("srv-1", owner("uid-1"))
-
-    deletes = [s.path for s in NovaMockHttp.sent if s.method == "DELETE"]
+    deletes = await destroyed(connector, NovaMockHttp, ours="srv-1", foreign="srv-x", missing="srv-gone")
     assert deletes == ["/v2.1/p-123/servers/srv-1"]
 
 
@@ -274,13 +268,7 @@ async def test_release_writes_back_all_metadata_but_the_identity(connector: Libc
 async def test_error_mapping(
     connector: LibcloudConnector, scenario: str, expected: type[Exception], attempts: int
 ) -> None:
-    NovaMockHttp.reset(scenario)
-
-    with pytest.raises(expected) as caught:
-        await connector.create(request("uid-new"))
-
-    assert len([s for s in NovaMockHttp.sent if s.method == "POST"]) == attempts
-    assert CANARY not in repr(caught.value)
+    await create_fails_as(connector, NovaMockHttp, request("uid-new"), scenario, expected, attempts=attempts)
 
 
 async def test_resize_is_reported_unsupported(connector: LibcloudConnector) -> None:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,7 +23,8 @@ import yaml
 
 from skyfleet.testing.ec2emulator import EC2Emulator
 from skyfleet.testing.faultproxy import FaultProxy
-from skyfleet.testing.manifests import ec2_credential
+from skyfleet.testing.launcher import OperatorConfig, OperatorProcess
+from skyfleet.testing.manifests import deployment, ec2_credential, node_group
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -144,73 +143,36 @@ def tags(vm: dict[str, Any]) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in vm.get("Tags", [])}
 
 
-class Operator:
-    """``skyfleet run`` as a subprocess, exactly as users start it."""
+class Operator(OperatorProcess):
+    """``skyfleet run`` as a subprocess, exactly as users start it, serving the test's namespace
+    (``skyfleet.testing.launcher``); ``start(*extra)`` adds flags, which win over these."""
 
     def __init__(self, kube: Kube, cluster_id: str | None, log_path: Path, lease: str) -> None:
+        super().__init__(
+            OperatorConfig(
+                log_path=log_path,
+                env=kube.env,
+                namespace=kube.namespace,
+                cluster_id=cluster_id,
+                observe_period=1,
+                resync_period=20,
+                lease_name=lease,
+                # Declare a vanished VM lost after 5 s instead of a minute, so drift tests stay short.
+                extra_env={"SKYFLEET_LOST_GRACE": "5"},
+                cwd=ROOT,
+            )
+        )
         self.kube = kube
         self.cluster_id = cluster_id
-        self.log_path = log_path
         self.lease = lease
-        self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, *extra: str) -> None:
-        cmd = [
-            sys.executable,
-            "-m",
-            "skyfleet.cli",
-            "run",
-            "--namespace",
-            self.kube.namespace,
-            # None: started without one, as an installation that relies on the derived default.
-            *(["--cluster-id", self.cluster_id] if self.cluster_id else []),
-            "--metrics-port",
-            "0",
-            "--liveness",
-            "",
-            "--observe-period",
-            "1",
-            "--resync-period",
-            "20",
-            # Not the served namespace: deleting that namespace must not take the Lease with it.
-            "--lease-namespace",
-            "default",
-            # The emulator and fault proxies listen on loopback, which credentials may not reach unlisted.
-            "--allow-endpoint",
-            "127.0.0.1",
-            *extra,
-        ]
-        env = {
-            **self.kube.env,
-            "SKYFLEET_LEASE_NAME": self.lease,
-            # Declare a vanished VM lost after 5 s instead of a minute, so drift tests stay short.
-            "SKYFLEET_LOST_GRACE": "5",
-            "PYTHONWARNINGS": "ignore::Warning",
-        }
-        with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.process
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup, no lease release, exactly a crash."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def stop(self, timeout: float = 20) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-                raise AssertionError(f"operator did not stop within {timeout}s on SIGTERM") from None
-        return self.proc.returncode
+    def stop(self, timeout: float = 20, *, strict: bool = True) -> int | None:
+        """SIGTERM; a test fails when the operator needs SIGKILL to go."""
+        return super().stop(timeout, strict=strict)
 
 
 def kube_env(control_plane: Any) -> dict[str, str]:
@@ -289,3 +251,19 @@ def world(control_plane: Any, installed_crds: Any, tmp_path_factory: pytest.Temp
                 proxy.stop()
             emulator.stop()
             print(f"operator log: {log_path}")
+
+
+def small_group(replicas: int, credential: str, image: str = "xenial", **fields: Any) -> dict[str, Any]:
+    """Node group ``app``: ``replicas`` VMs of 1 CPU and 512 MiB (the cloud picks the type)."""
+    size = {"cpu": 1, "memoryMiB": 512}
+    return node_group("app", replicas=replicas, image=image, size=size, credential=credential, **fields)
+
+
+def ordered_deployment(
+    name: str, *targets: str, replicas: int = 1, image: str = "xenial", **fields: Any
+) -> dict[str, Any]:
+    """Deployment ``name`` of one group ``app`` of t3.micro VMs, filling ``targets`` in order."""
+    size = {"cpu": 1, "memoryMiB": 1024, "instanceTypes": {"ec2": "t3.micro"}}
+    placement = {"strategy": "Ordered", "targets": [{"credential": t} for t in targets]}
+    group = node_group("app", replicas=replicas, image=image, size=size, placement=placement, **fields)
+    return deployment(name, group)

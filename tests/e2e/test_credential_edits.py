@@ -7,42 +7,23 @@ queued on it finish instead of failing them (which would spend the group's failu
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
 from skyfleet.testing.faultproxy import Faults
-from tests.e2e.operator_fixtures import World, condition, eventually, world
+from skyfleet.testing.manifests import image
+from tests.e2e.operator_fixtures import World, condition, eventually, ordered_deployment, world
 
 pytestmark = pytest.mark.e2e
 __all__ = ["world"]
 
-IMAGE = {
-    "apiVersion": "skyfleet.io/v1alpha1",
-    "kind": "Image",
-    "metadata": {"name": "xenial"},
-    "spec": {"clouds": [{"provider": "ec2", "id": "ami-785db401"}]},
-}
+IMAGE = image("xenial")
 REPLICAS = 6
 
 
-def deployment(name: str, credential: str) -> dict[str, object]:
-    return {
-        "apiVersion": "skyfleet.io/v1alpha1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "nodeGroups": [
-                {
-                    "name": "app",
-                    "replicas": REPLICAS,
-                    "imageRef": "xenial",
-                    "size": {"cpu": 1, "memoryMiB": 1024, "instanceTypes": {"ec2": "t3.micro"}},
-                    "placement": {"strategy": "Ordered", "targets": [{"credential": credential}]},
-                    "maxProvisioningFailures": 1,
-                }
-            ]
-        },
-    }
+def deployment(name: str, credential: str) -> dict[str, Any]:
+    return ordered_deployment(name, credential, replicas=REPLICAS, maxProvisioningFailures=1)
 
 
 def test_credential_and_secret_edits_while_creates_are_queued(world: World) -> None:

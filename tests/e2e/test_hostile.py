@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from skyfleet.testing.hostile import Context, Runner, generate
+from skyfleet.testing.manifests import deployment, image, node_group
 from tests.e2e.operator_fixtures import World, condition, eventually, world
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -23,35 +24,14 @@ COUNT = int(os.environ.get("SKYFLEET_HOSTILE_COUNT", "60"))
 
 def scene(w: World) -> None:
     """The healthy shop, its credential and image, and decoys of the same kind in another namespace."""
-    image = {
-        "apiVersion": "skyfleet.io/v1alpha1",
-        "kind": "Image",
-        "metadata": {"name": "xenial"},
-        "spec": {"clouds": [{"provider": "ec2", "id": "ami-785db401"}]},
-    }
-    shop = {
-        "apiVersion": "skyfleet.io/v1alpha1",
-        "kind": "Deployment",
-        "metadata": {"name": "shop"},
-        "spec": {
-            "nodeGroups": [
-                {
-                    "name": "app",
-                    "replicas": 1,
-                    "imageRef": "xenial",
-                    "size": {"instanceTypes": {"ec2": "t3.micro"}},
-                    "placement": {"targets": [{"credential": "cloud"}]},
-                }
-            ]
-        },
-    }
-    w.kube.apply(*w.credential("cloud", "eu-central-1", w.cloud.endpoint), image, shop)
+    shop = deployment("shop", node_group("app", replicas=1, image="xenial", credential="cloud"))
+    w.kube.apply(*w.credential("cloud", "eu-central-1", w.cloud.endpoint), image("xenial"), shop)
     w.kube("wait", "--for=condition=Ready", "deployments.skyfleet.io/shop", "--timeout=120s")
     elsewhere = f"{w.kube.namespace}-elsewhere"
     w.kube("create", "namespace", elsewhere, ns=False)
     decoys = [
         *w.credential("elsewhere", "eu-central-1", w.cloud.endpoint),
-        {**image, "metadata": {"name": "elsewhere"}},
+        image("elsewhere"),
     ]
     for doc in decoys:
         doc["metadata"]["namespace"] = elsewhere
@@ -75,7 +55,7 @@ def test_hostile_manifests_are_refused_or_reported_and_the_shop_keeps_running(wo
             env=w.kube.env,
             namespace=w.kube.namespace,
             operator_log=w.operator.log,
-            operator_alive=lambda: w.operator.proc is not None and w.operator.proc.poll() is None,
+            operator_alive=lambda: w.operator.running,
             report_timeout=90,
         )
         manifests = generate(COUNT, SEED, Context(endpoint=w.cloud.endpoint))

@@ -8,37 +8,16 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.operator_fixtures import World, condition, eventually, tags, world
+from skyfleet.testing.manifests import image as image_of
+from tests.e2e.operator_fixtures import World, condition, eventually, ordered_deployment, tags, world
 
 pytestmark = pytest.mark.e2e
 __all__ = ["world"]
 
-IMAGE = {
-    "apiVersion": "skyfleet.io/v1alpha1",
-    "kind": "Image",
-    "metadata": {"name": "xenial"},
-    "spec": {"clouds": [{"provider": "ec2", "id": "ami-785db401"}]},
-}
+IMAGE = image_of("xenial")
 
 
-def deployment(name: str, *targets: str, replicas: int = 1, image: str = "xenial", **group: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "skyfleet.io/v1alpha1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "nodeGroups": [
-                {
-                    "name": "app",
-                    "replicas": replicas,
-                    "imageRef": image,
-                    "size": {"cpu": 1, "memoryMiB": 1024, "instanceTypes": {"ec2": "t3.micro"}},
-                    "placement": {"strategy": "Ordered", "targets": [{"credential": t} for t in targets]},
-                    **group,
-                }
-            ]
-        },
-    }
+deployment = ordered_deployment
 
 
 @pytest.fixture(autouse=True)

@@ -10,39 +10,17 @@ from typing import Any
 
 import pytest
 
+from skyfleet.testing.manifests import deployment, image
 from skyfleet.testing.net import free_port
 from tests.e2e.operator_fixtures import Operator, World, condition, eventually, tags, world
+from tests.e2e.operator_fixtures import small_group as group
 
 pytestmark = pytest.mark.e2e
 __all__ = ["world"]
 
 
 def app(name: str, replicas: int, **spec: Any) -> list[dict[str, Any]]:
-    return [
-        {
-            "apiVersion": "skyfleet.io/v1alpha1",
-            "kind": "Image",
-            "metadata": {"name": "xenial"},
-            "spec": {"clouds": [{"provider": "ec2", "id": "ami-785db401"}]},
-        },
-        {
-            "apiVersion": "skyfleet.io/v1alpha1",
-            "kind": "Deployment",
-            "metadata": {"name": name},
-            "spec": {
-                "nodeGroups": [
-                    {
-                        "name": "app",
-                        "replicas": replicas,
-                        "imageRef": "xenial",
-                        "size": {"cpu": 1, "memoryMiB": 512},
-                        "placement": {"targets": [{"credential": "cloud"}]},
-                    }
-                ],
-                **spec,
-            },
-        },
-    ]
+    return [image("xenial"), deployment(name, group(replicas, "cloud"), **spec)]
 
 
 def probe(url: str) -> int | None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from skyfleet.testing.manifests import deployment, image, node_group
 from tests.e2e.operator_fixtures import World, tags, world
 
 pytestmark = pytest.mark.e2e
@@ -25,29 +26,10 @@ def test_a_hundred_vms_reach_ready_with_bounded_writes(world: World) -> None:
     docs: list[dict[str, Any]] = w.credential(
         "bulk", "eu-central-1", proxy.endpoint, limits={"requestsPerSecond": 20, "burst": 20, "maxConcurrency": 8}
     )
+    size = {"cpu": 1, "memoryMiB": 512, "instanceTypes": {"ec2": "t3.nano"}}
     docs += [
-        {
-            "apiVersion": "skyfleet.io/v1alpha1",
-            "kind": "Image",
-            "metadata": {"name": "xenial"},
-            "spec": {"clouds": [{"provider": "ec2", "id": "ami-785db401"}]},
-        },
-        {
-            "apiVersion": "skyfleet.io/v1alpha1",
-            "kind": "Deployment",
-            "metadata": {"name": "bulk"},
-            "spec": {
-                "nodeGroups": [
-                    {
-                        "name": "n",
-                        "replicas": REPLICAS,
-                        "imageRef": "xenial",
-                        "size": {"cpu": 1, "memoryMiB": 512, "instanceTypes": {"ec2": "t3.nano"}},
-                        "placement": {"targets": [{"credential": "bulk"}]},
-                    }
-                ]
-            },
-        },
+        image("xenial"),
+        deployment("bulk", node_group("n", replicas=REPLICAS, image="xenial", size=size, credential="bulk")),
     ]
     w.kube.apply(*docs[:3])
     w.kube("wait", "--for=condition=Ready", "cloudcredentials.skyfleet.io/bulk", "--timeout=60s")

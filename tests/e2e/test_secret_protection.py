@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
+from skyfleet.testing.manifests import deployment, image
 from tests.e2e.operator_fixtures import World, eventually, tags, world
+from tests.e2e.operator_fixtures import small_group as group
 
 pytestmark = pytest.mark.e2e
 __all__ = ["world"]
@@ -23,30 +25,7 @@ REGION = "eu-central-1"
 
 
 def app(name: str, credential: str) -> list[dict[str, Any]]:
-    return [
-        {
-            "apiVersion": "skyfleet.io/v1alpha1",
-            "kind": "Image",
-            "metadata": {"name": "xenial"},
-            "spec": {"clouds": [{"provider": "ec2", "id": "ami-785db401"}]},
-        },
-        {
-            "apiVersion": "skyfleet.io/v1alpha1",
-            "kind": "Deployment",
-            "metadata": {"name": name},
-            "spec": {
-                "nodeGroups": [
-                    {
-                        "name": "app",
-                        "replicas": 1,
-                        "imageRef": "xenial",
-                        "size": {"cpu": 1, "memoryMiB": 512},
-                        "placement": {"targets": [{"credential": credential}]},
-                    }
-                ]
-            },
-        },
-    ]
+    return [image("xenial"), deployment(name, group(1, credential))]
 
 
 def kubectl(w: World, *args: str) -> subprocess.CompletedProcess[str]:
