@@ -228,6 +228,7 @@ def instance_base(draw: st.DrawFn, ctx: Context) -> dict[str, Any]:
 
 
 TARGET_GROUP = "app"
+# Shared by every draw: a manifest takes deep copies, or one's mutation would show up in the next.
 POLICY_SIZES = ({"cpu": 1, "memoryMiB": 512}, {"cpu": 2, "memoryMiB": 1024}, {"instanceTypes": {"ec2": "m5.large"}})
 
 
@@ -255,7 +256,7 @@ def policy_base(draw: st.DrawFn, ctx: Context) -> dict[str, Any]:
             if draw(st.booleans()):
                 spec["prometheus"]["bearerTokenSecretRef"] = {"name": draw(st.sampled_from([ctx.secret, "no-token"]))}
         if draw(st.booleans()):
-            spec["vertical"] = {"sizes": list(POLICY_SIZES[: draw(st.integers(2, 3))])}
+            spec["vertical"] = {"sizes": copy.deepcopy(list(POLICY_SIZES[: draw(st.integers(2, 3))]))}
             spec["metrics"].append(
                 {"name": "mem", "query": "max(mem)", "constraint": {"below": 0.2, "action": "SizeDown"}, "for": "90s"}
             )
@@ -488,14 +489,14 @@ def _policy_mutation(draw: st.DrawFn, manifest: Manifest, ctx: Context) -> bool:
             named = "above"
         elif case == "step-on-size":
             rule["constraint"] = {"above": 1.0, "action": "SizeUp", "step": 2}
-            spec["vertical"] = {"sizes": list(POLICY_SIZES[:2])}
+            spec["vertical"] = {"sizes": copy.deepcopy(list(POLICY_SIZES[:2]))}
             named = "step"
         else:
             rule["constraint"] = {"above": 1.0, "action": draw(st.sampled_from(["SizeUp", "SizeDown"]))}
             spec.pop("vertical", None)
             named = "vertical"
     elif case == "one-rung":
-        spec["vertical"] = {"sizes": [dict(POLICY_SIZES[0])]}
+        spec["vertical"] = {"sizes": [copy.deepcopy(POLICY_SIZES[0])]}
         named = "sizes"
     elif case == "duplicate-rule":
         rules = _rules(spec)
@@ -740,6 +741,11 @@ class Report:
         lines = [f"{len(self.outcomes)} manifests in {self.seconds:.0f} s: {dict(sorted(self.counts().items()))}"]
         by_kind = Counter((o.manifest.kind, o.verdict) for o in self.outcomes)
         lines += [f"  {k:16} {v:16} {n}" for (k, v), n in sorted(by_kind.items())]
+        reasons = Counter((o.manifest.kind, o.detail) for o in self.outcomes if o.verdict == "reported")
+        for kind in KINDS:
+            seen = {d: n for (k, d), n in sorted(reasons.items()) if k == kind}
+            if seen:
+                lines.append(f"  {kind} reported: {seen}")
         for o in self.defect_outcomes():
             lines.append(
                 f"DEFECT {o.verdict}: {o.manifest.kind} {o.manifest.name[:40]!r} {o.manifest.mutations}: {o.detail}"
