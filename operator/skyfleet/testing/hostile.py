@@ -451,6 +451,8 @@ def _policy_mutation(draw: st.DrawFn, manifest: Manifest, ctx: Context) -> bool:
                 "missing-token",
                 "too-many-rules",
                 "target-and-constraint",
+                "replicas-over-max",
+                "scale-to-zero",
             ]
         )
     )
@@ -473,6 +475,16 @@ def _policy_mutation(draw: st.DrawFn, manifest: Manifest, ctx: Context) -> bool:
         top = top if isinstance(top, int) and not isinstance(top, bool) else 1
         spec["maxReplicas"], spec["minReplicas"] = top, top + 1
         named = "minReplicas"
+    elif case in ("replicas-over-max", "scale-to-zero"):
+        # Admitted: replicas is the scaler's wish, clamped to the bounds (zero only with minReplicas 0).
+        top = spec.get("maxReplicas")
+        top = top if isinstance(top, int) and not isinstance(top, bool) and 1 <= top < MAX_ADMITTED_COUNT else 1
+        spec["maxReplicas"] = top
+        if case == "scale-to-zero":
+            spec["minReplicas"], spec["replicas"] = 0, 0
+        else:
+            spec["replicas"] = top + 1
+        named = "replicas"
     elif case == "duration":
         rule = draw(st.sampled_from(_rules(spec)))
         rule["for"] = draw(st.sampled_from(BAD_DURATIONS))
@@ -565,7 +577,9 @@ def mutate(draw: st.DrawFn, manifest: Manifest, ctx: Context) -> None:  # noqa: 
     schema = SCHEMAS[manifest.kind]
     ops = ["delete", "type", "boundary", "string", "unknown", "reference", "cycle", "name"]
     if manifest.kind == "ScalingPolicy":
-        ops += ["policy"] * 4  # most of a policy's meaning is in relations the generic ones do not reach
+        # Most of a policy's meaning is in relations the generic mutations do not reach, and most
+        # generic ones are refused at admission: without this weight few policies reach the loop.
+        ops += ["policy"] * 8
     op = draw(st.sampled_from(ops))
     if op == "policy":
         if _policy_mutation(draw, manifest, ctx):
