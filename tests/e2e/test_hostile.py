@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 __all__ = ["world"]
 
 SEED = int(os.environ.get("SKYFLEET_HOSTILE_SEED", "13"))
-COUNT = int(os.environ.get("SKYFLEET_HOSTILE_COUNT", "60"))
+COUNT = int(os.environ.get("SKYFLEET_HOSTILE_COUNT", "100"))
 
 
 def scene(w: World) -> None:
