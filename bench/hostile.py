@@ -1,7 +1,9 @@
 """Benchmark: hostile manifests of every kind against the real control plane and operator.
 
 One local control plane, the moto EC2 emulator in its own process, and ``skyfleet run`` as a
-subprocess (``--allow-endpoint 127.0.0.1``). A healthy Deployment ``shop`` runs one VM; then
+subprocess (``--allow-endpoint 127.0.0.1``, no ``--prometheus-url``). A healthy Deployment ``shop``
+runs one VM, and ``h-target`` (no VM until a ScalingPolicy governs its group) is there for the
+policies to govern; then
 ``--count`` manifests drawn by hypothesis from ``--seed`` (skyfleet.testing.hostile: every kind,
 up to three mutations each) are created in batches beside it. Each one is refused at admission
 naming the field, or admitted and reported on its Ready condition (or removed by the operator),
@@ -25,13 +27,14 @@ from typing import Any
 from common import Kubectl, bench_run, keep_log, operator
 
 from skyfleet.testing.ec2emulator import EmulatorProcess
-from skyfleet.testing.hostile import Context, Runner, generate
+from skyfleet.testing.hostile import Context, Runner, generate, target_deployment
 from skyfleet.testing.manifests import deployment, ec2_credential, image, node_group
 
 NAMESPACE = "hostile"
 ELSEWHERE = "hostile-elsewhere"
 IMAGE = image("xenial")
 SHOP = deployment("shop", node_group("app", replicas=1, image="xenial", credential="cloud"))
+ELSEWHERE_DEPLOYMENT = deployment("elsewhere", node_group("app", replicas=0, image="elsewhere", credential="elsewhere"))
 
 
 def credential(name: str, endpoint: str) -> list[dict[str, Any]]:
@@ -55,8 +58,12 @@ def main() -> None:
         process = operator(plane, NAMESPACE, f"hostile-{uuid.uuid4().hex[:6]}", workdir / "operator.log")
         try:
             with process:
-                Kubectl(plane, NAMESPACE).apply(*credential("cloud", emulator.url), IMAGE, SHOP)
-                Kubectl(plane, ELSEWHERE).apply(*credential("elsewhere", emulator.url), image("elsewhere"))
+                ctx = Context(endpoint=emulator.url)
+                Kubectl(plane, NAMESPACE).apply(*credential("cloud", emulator.url), IMAGE, SHOP, target_deployment(ctx))
+                # Decoys named like references a manifest may take: only in the other namespace.
+                Kubectl(plane, ELSEWHERE).apply(
+                    *credential("elsewhere", emulator.url), image("elsewhere"), ELSEWHERE_DEPLOYMENT
+                )
                 plane.kubectl(
                     "-n", NAMESPACE, "wait", "--for=condition=Ready", "deployments.skyfleet.io/shop", "--timeout=180s"
                 )
@@ -69,7 +76,7 @@ def main() -> None:
                     report_timeout=args.timeout,
                 )
                 started = time.monotonic()
-                manifests = generate(args.count, args.seed, Context(endpoint=emulator.url))
+                manifests = generate(args.count, args.seed, ctx)
                 print(f"generated {len(manifests)} manifests (seed {args.seed}) in {time.monotonic() - started:.1f} s")
                 report = runner.run(manifests, batch=args.batch, log=lambda line: print(line, flush=True))
                 print(report.summary())

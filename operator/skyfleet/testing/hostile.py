@@ -11,6 +11,8 @@ Deployment, and classifies it:
 * ``refused``: the API server (or kubectl) refused it and the message names the mutated field;
 * ``reported``: admitted, and within the bound the object carries a Ready condition with a
   CamelCase reason (True when the mutations happened to leave it valid), and it deletes cleanly;
+  where the spec alone decides the reason (a ScalingPolicy whose target does not exist is
+  TargetNotFound, see ``expected_reasons``) a different one is the defect ``misreported``;
 * ``removed``: admitted, then deleted by the operator itself (an Instance that names a Deployment
   which does not want it is scaled away, with an event on that Deployment);
 * ``unhandled``: admitted objects of a kind the runner is told no controller serves (`controllers`);
@@ -45,6 +47,7 @@ from skyfleet.api.deployment import Deployment
 from skyfleet.api.image import Image
 from skyfleet.api.instance import Instance
 from skyfleet.api.scalingpolicy import ScalingPolicy
+from skyfleet.testing.manifests import deployment, node_group
 
 KINDS: dict[str, type[Resource]] = {
     "CloudCredential": CloudCredential,
@@ -57,7 +60,7 @@ PLURAL = {name: f"{kind.crd.plural}.skyfleet.io" for name, kind in KINDS.items()
 SCHEMAS = {name: openapi_schema(kind) for name, kind in KINDS.items()}
 SELF = "@self"  # replaced by the manifest's own name once it has one
 # Fields whose admitted values make real VMs: kept small so the emulator is not what is measured.
-COUNT_FIELDS = {"replicas"}
+COUNT_FIELDS = {"replicas", "minReplicas", "maxReplicas"}
 MAX_ADMITTED_COUNT = 2
 ODD_STRINGS = (
     "\U0001f680",
@@ -87,6 +90,8 @@ class Context:
     image: str = "xenial"  # a resolvable Image of the namespace
     secret: str = "cloud-keys"  # noqa: S105 - the name of the Secret behind the credential
     foreign: str = "elsewhere"  # objects of this name exist only in another namespace
+    # A Deployment of the namespace whose group "app" wants 0 replicas: policies may govern it.
+    target: str = "h-target"
 
 
 @dataclass
@@ -96,6 +101,8 @@ class Manifest:
     mutations: list[str] = field(default_factory=list)
     # Names a refusal must mention: the mutated fields (their last named path segment).
     fields: list[str] = field(default_factory=list)
+    # The Ready reasons an admitted manifest may report (None: any CamelCase reason).
+    reasons: frozenset[str] | None = None
 
     @property
     def name(self) -> str:
@@ -220,25 +227,51 @@ def instance_base(draw: st.DrawFn, ctx: Context) -> dict[str, Any]:
     return {"kind": "Instance", "spec": spec}
 
 
+TARGET_GROUP = "app"
+# Shared by every draw: a manifest takes deep copies, or one's mutation would show up in the next.
+POLICY_SIZES = ({"cpu": 1, "memoryMiB": 512}, {"cpu": 2, "memoryMiB": 1024}, {"instanceTypes": {"ec2": "m5.large"}})
+
+
 @st.composite
 def policy_base(draw: st.DrawFn, ctx: Context) -> dict[str, Any]:
+    """A valid policy: mostly for ``ctx.target`` (which exists, so it governs it or reports a
+    Conflict with a sibling), sometimes for a Deployment that does not exist."""
     spec: dict[str, Any] = {
-        "target": {"deployment": draw(st.sampled_from(["missing-deploy", "h-target"])), "group": "app"},
-        "maxReplicas": draw(st.integers(1, 5)),
+        "target": {"deployment": draw(st.sampled_from(["missing-deploy", ctx.target, ctx.target])), "group": "app"},
+        "maxReplicas": draw(st.integers(1, MAX_ADMITTED_COUNT)),
     }
     if draw(st.booleans()):
-        spec["minReplicas"] = 1
+        spec["minReplicas"] = draw(st.integers(0, 1))
     if draw(st.booleans()):
-        spec["replicas"] = draw(st.integers(0, 5))
+        spec["replicas"] = draw(st.integers(0, MAX_ADMITTED_COUNT))
     if draw(st.booleans()):
-        spec["prometheus"] = {"url": "http://127.0.0.1:9/"}
         spec["metrics"] = [
             {"name": "cpu", "query": "avg(rate(cpu[1m]))", "target": {"averageValue": 0.5}},
             {"name": "q", "query": "sum(queue)", "constraint": {"above": 100.0, "action": "ScaleOut"}, "for": "1m"},
         ]
+        if draw(st.booleans()):
+            # Nothing listens there: every query fails (MetricUnavailable). Without it the operator's
+            # own Prometheus is used, and the harness runs without one (PrometheusNotConfigured).
+            spec["prometheus"] = {"url": "http://127.0.0.1:9/"}
+            if draw(st.booleans()):
+                spec["prometheus"]["bearerTokenSecretRef"] = {"name": draw(st.sampled_from([ctx.secret, "no-token"]))}
+        if draw(st.booleans()):
+            spec["vertical"] = {"sizes": copy.deepcopy(list(POLICY_SIZES[: draw(st.integers(2, 3))]))}
+            spec["metrics"].append(
+                {"name": "mem", "query": "max(mem)", "constraint": {"below": 0.2, "action": "SizeDown"}, "for": "90s"}
+            )
     if draw(st.booleans()):
-        spec["behavior"] = {"scaleDown": {"stabilizationWindowSeconds": 60, "maxStep": 1, "periodSeconds": 60}}
+        spec["behavior"] = {
+            "scaleDown": {"stabilizationWindowSeconds": 60, "maxStep": 1, "periodSeconds": 60},
+            "scaleUp": {"stabilizationWindowSeconds": 0},
+            "verticalCooldownSeconds": draw(st.sampled_from([0, 300])),
+        }
     return {"kind": "ScalingPolicy", "spec": spec}
+
+
+def target_deployment(ctx: Context) -> dict[str, Any]:
+    """The Deployment ScalingPolicies may govern: its group wants no VM until a policy says so."""
+    return deployment(ctx.target, node_group(TARGET_GROUP, replicas=0, image=ctx.image, credential=ctx.credential))
 
 
 BASES: dict[str, Callable[[Context], st.SearchStrategy[dict[str, Any]]]] = {
@@ -367,11 +400,191 @@ def _odd_string(draw: st.DrawFn, schema: dict[str, Any]) -> str:
 REFERENCE_FIELDS = ("credential", "imageRef", "parent", "deployment", "name")
 
 
+def _rules(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The policy's rules, made a valid list of one constraint rule when a mutation removed them."""
+    rules = spec.get("metrics")
+    if not (isinstance(rules, list) and rules and all(isinstance(r, dict) for r in rules)):
+        rules = [{"name": "q", "query": "sum(queue)", "constraint": {"above": 1.0, "action": "ScaleOut"}}]
+        spec["metrics"] = rules
+    return rules
+
+
+BAD_DURATIONS = ("5x", "1d", "90", "2h", "1h1s", "-1m", "1.5m", "", "9999999s", "1m 2s")
+BAD_QUERIES = (
+    "sum(",
+    'up{namespace="other"}',
+    '{__name__=~".+"}',
+    "vector(1) or vector(2)",
+    "1/0",
+    "",
+    "x" * 4097,
+    "{{ raw }}",
+)
+BAD_URLS = ("ftp://127.0.0.1/", "http://", "http://a b/", "127.0.0.1:9090", "http://x/?q=1")
+FORBIDDEN_URLS = ("http://169.254.169.254/", "http://10.0.0.1:9090/", "https://metadata.google.internal/")
+
+
+def _policy_mutation(draw: st.DrawFn, manifest: Manifest, ctx: Context) -> bool:  # noqa: PLR0912, PLR0915 - one table of cases
+    """A mutation only a ScalingPolicy has: its target, bounds, rules, durations, source, ladder.
+    False when an earlier mutation left no spec to apply it to."""
+    spec = manifest.doc.get("spec")
+    if not isinstance(spec, dict):
+        return False
+    case = draw(
+        st.sampled_from(
+            [
+                "target-missing",
+                "target-foreign",
+                "target-group",
+                "target-shape",
+                "min-over-max",
+                "duration",
+                "query",
+                "above-and-below",
+                "step-on-size",
+                "size-without-ladder",
+                "one-rung",
+                "duplicate-rule",
+                "period-without-step",
+                "forbidden-url",
+                "bad-url",
+                "missing-token",
+                "too-many-rules",
+                "target-and-constraint",
+                "replicas-over-max",
+                "scale-to-zero",
+            ]
+        )
+    )
+    note, named = case, case
+    if case.startswith("target-"):
+        target = spec.get("target")
+        if not isinstance(target, dict):
+            target = spec["target"] = {"deployment": ctx.target, "group": TARGET_GROUP}
+        if case == "target-group":
+            target["group"] = draw(st.sampled_from(["nogroup", "App", "a" * 64]))
+            named, note = "group", f"target.group={target['group'][:20]}"
+        else:
+            value = {"target-missing": "does-not-exist", "target-foreign": ctx.foreign}.get(
+                case, draw(st.sampled_from(["Bad_Name", "", "a" * 64, ctx.foreign + "/x"]))
+            )
+            target["deployment"] = value
+            named, note = "deployment", f"target.deployment={value[:20]}"
+    elif case == "min-over-max":
+        top = spec.get("maxReplicas")
+        top = top if isinstance(top, int) and not isinstance(top, bool) else 1
+        spec["maxReplicas"], spec["minReplicas"] = top, top + 1
+        named = "minReplicas"
+    elif case in ("replicas-over-max", "scale-to-zero"):
+        # Admitted: replicas is the scaler's wish, clamped to the bounds (zero only with minReplicas 0).
+        top = spec.get("maxReplicas")
+        top = top if isinstance(top, int) and not isinstance(top, bool) and 1 <= top < MAX_ADMITTED_COUNT else 1
+        spec["maxReplicas"] = top
+        if case == "scale-to-zero":
+            spec["minReplicas"], spec["replicas"] = 0, 0
+        else:
+            spec["replicas"] = top + 1
+        named = "replicas"
+    elif case == "duration":
+        rule = draw(st.sampled_from(_rules(spec)))
+        rule["for"] = draw(st.sampled_from(BAD_DURATIONS))
+        named, note = "for", f"for={rule['for']!r}"
+    elif case == "query":
+        rule = draw(st.sampled_from(_rules(spec)))
+        rule["query"] = draw(st.sampled_from(BAD_QUERIES))
+        named, note = "query", f"query={rule['query'][:20]!r}"
+    elif case in ("above-and-below", "step-on-size", "size-without-ladder"):
+        rule = _rules(spec)[0]
+        rule.pop("target", None)
+        if case == "above-and-below":
+            rule["constraint"] = {"above": 1.0, "below": 0.5, "action": "ScaleOut"}
+            named = "above"
+        elif case == "step-on-size":
+            rule["constraint"] = {"above": 1.0, "action": "SizeUp", "step": 2}
+            spec["vertical"] = {"sizes": copy.deepcopy(list(POLICY_SIZES[:2]))}
+            named = "step"
+        else:
+            rule["constraint"] = {"above": 1.0, "action": draw(st.sampled_from(["SizeUp", "SizeDown"]))}
+            spec.pop("vertical", None)
+            named = "vertical"
+    elif case == "one-rung":
+        spec["vertical"] = {"sizes": [copy.deepcopy(POLICY_SIZES[0])]}
+        named = "sizes"
+    elif case == "duplicate-rule":
+        rules = _rules(spec)
+        rules.append(copy.deepcopy(rules[0]))
+        named = "metrics"
+    elif case == "too-many-rules":
+        rules = _rules(spec)
+        spec["metrics"] = [{**copy.deepcopy(rules[0]), "name": f"r{i}"} for i in range(9)]
+        named = "metrics"
+    elif case == "target-and-constraint":
+        rule = _rules(spec)[0]
+        rule["target"] = {"value": 1.0}
+        rule["constraint"] = {"above": 1.0, "action": "ScaleOut"}
+        named = "constraint"
+    elif case == "period-without-step":
+        behavior = spec.get("behavior")
+        if not isinstance(behavior, dict):
+            behavior = spec["behavior"] = {}
+        behavior["scaleUp"] = {"periodSeconds": 60}
+        named = "periodSeconds"
+    else:
+        _rules(spec)
+        source = spec.get("prometheus")
+        if not isinstance(source, dict):
+            source = spec["prometheus"] = {"url": "http://127.0.0.1:9/"}
+        if case == "forbidden-url":
+            source["url"] = draw(st.sampled_from(FORBIDDEN_URLS))
+            named, note = "url", f"prometheus.url={source['url']}"
+        elif case == "bad-url":
+            source["url"] = draw(st.sampled_from(BAD_URLS))
+            named, note = "url", f"prometheus.url={source['url']!r}"
+        else:
+            source["bearerTokenSecretRef"] = {"name": "does-not-exist", "key": "token"}
+            named = "bearerTokenSecretRef"
+    manifest.mutations.append(note)
+    manifest.fields.append(named)
+    return True
+
+
+def expected_reasons(manifest: Manifest, ctx: Context) -> frozenset[str] | None:  # noqa: PLR0911 - one case each
+    """The Ready reasons an admitted ScalingPolicy may report, where its spec decides them: a target
+    that is not ``ctx.target``'s group is TargetNotFound whatever else it says; with rules, a
+    forbidden Prometheus URL is EndpointNotAllowed and no URL at all (the harness's operator has no
+    --prometheus-url) PrometheusNotConfigured, unless a sibling governs the group (Conflict)."""
+    spec = manifest.doc.get("spec")
+    if manifest.kind != "ScalingPolicy" or not isinstance(spec, dict):
+        return None
+    target = spec.get("target")
+    if not isinstance(target, dict):
+        return None
+    if target.get("deployment") != ctx.target or target.get("group") != TARGET_GROUP:
+        return frozenset({"TargetNotFound"})
+    if not (isinstance(spec.get("metrics"), list) and spec["metrics"]):
+        return None
+    source = spec.get("prometheus")
+    if source is None:
+        return frozenset({"PrometheusNotConfigured", "Conflict"})
+    if isinstance(source, dict) and source.get("url") in FORBIDDEN_URLS:
+        return frozenset({"EndpointNotAllowed", "Conflict"})
+    return None
+
+
 @st.composite
-def mutate(draw: st.DrawFn, manifest: Manifest, ctx: Context) -> None:  # noqa: PLR0912, PLR0915 - one table of cases
+def mutate(draw: st.DrawFn, manifest: Manifest, ctx: Context) -> None:  # noqa: PLR0911, PLR0912, PLR0915 - one table of cases
     doc = manifest.doc
     schema = SCHEMAS[manifest.kind]
-    op = draw(st.sampled_from(["delete", "type", "boundary", "string", "unknown", "reference", "cycle", "name"]))
+    ops = ["delete", "type", "boundary", "string", "unknown", "reference", "cycle", "name"]
+    if manifest.kind == "ScalingPolicy":
+        # Most of a policy's meaning is in relations the generic mutations do not reach, and most
+        # generic ones are refused at admission: without this weight few policies reach the loop.
+        ops += ["policy"] * 8
+    op = draw(st.sampled_from(ops))
+    if op == "policy":
+        if _policy_mutation(draw, manifest, ctx):
+            return
+        op = "reference"
     paths = [p for p in _paths(doc) if p and p[0] in ("spec", "metadata")]
     if op == "name":
         value = draw(
@@ -479,6 +692,7 @@ def generate(count: int, seed_: int, ctx: Context) -> list[Manifest]:
         if "name" not in meta:
             meta["name"] = f"h{index:04d}-{m.kind.lower()[:6]}"
         _replace_self(m.doc, meta["name"])
+        m.reasons = expected_reasons(m, ctx)
     return ordered[:count]
 
 
@@ -521,7 +735,7 @@ TRACEBACK = "Traceback (most recent call last)"
 @dataclass
 class Outcome:
     manifest: Manifest
-    verdict: str  # refused, reported, unhandled, or a defect: refused-unnamed, unreported, stuck
+    verdict: str  # refused, reported, removed, unhandled, or a defect: refused-unnamed, unreported, misreported, stuck
     detail: str = ""
 
 
@@ -541,6 +755,11 @@ class Report:
         lines = [f"{len(self.outcomes)} manifests in {self.seconds:.0f} s: {dict(sorted(self.counts().items()))}"]
         by_kind = Counter((o.manifest.kind, o.verdict) for o in self.outcomes)
         lines += [f"  {k:16} {v:16} {n}" for (k, v), n in sorted(by_kind.items())]
+        reasons = Counter((o.manifest.kind, o.detail) for o in self.outcomes if o.verdict == "reported")
+        for kind in KINDS:
+            seen = {d: n for (k, d), n in sorted(reasons.items()) if k == kind}
+            if seen:
+                lines.append(f"  {kind} reported: {seen}")
         for o in self.defect_outcomes():
             lines.append(
                 f"DEFECT {o.verdict}: {o.manifest.kind} {o.manifest.name[:40]!r} {o.manifest.mutations}: {o.detail}"
@@ -623,6 +842,7 @@ class Runner:
                 admitted.append((i, m))
         deadline = time.monotonic() + self.report_timeout
         pending = dict(admitted)
+        seen: dict[int, str] = {}  # the last CamelCase Ready of each admitted manifest
         while pending and time.monotonic() < deadline:
             live = {kind: self._objects(kind) for kind in {m.kind for m in pending.values()}}
             for i, m in list(pending.items()):
@@ -638,11 +858,17 @@ class Runner:
                     continue
                 cond = _ready(live[m.kind].get(m.name))
                 if cond and REASON.match(cond[1] or ""):
-                    outcomes[i] = Outcome(m, "reported", f"Ready={cond[0]} {cond[1]}")
-                    del pending[i]
+                    seen[i] = f"Ready={cond[0]} {cond[1]}"
+                    # A reason the spec rules out may still be on its way to the right one: wait.
+                    if m.reasons is None or cond[1] in m.reasons:
+                        outcomes[i] = Outcome(m, "reported", seen[i])
+                        del pending[i]
             if pending:
                 time.sleep(1.0)
         for i, m in pending.items():
+            if i in seen:
+                outcomes[i] = Outcome(m, "misreported", f"{seen[i]}, expected one of {sorted(m.reasons or ())}")
+                continue
             obj = self._objects(m.kind).get(m.name)
             outcomes[i] = Outcome(m, "unreported", json.dumps((obj or {}).get("status"))[:300])
         # Every admitted object must also go away again: no finalizer left hanging on bad input.
