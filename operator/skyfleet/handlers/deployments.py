@@ -150,9 +150,7 @@ def _current_views(ctx: Context, namespace: str, indexed: Iterable[InstanceView]
     moments marked: they reach the index a moment later, and until then a pass must neither
     delete a second victim nor count a failure twice."""
     recent = ctx.recent_deletes
-    cutoff = time.monotonic() - RECENT
-    for key in [k for k, t in recent.items() if t < cutoff]:
-        del recent[key]
+    _forget_older(recent, time.monotonic() - RECENT)
     # Keyed by UID, not name: a scale-out soon after a scale-in reuses the freed name, and the new
     # Instance must not count as the old one being deleted (it would be replaced by a second VM).
     return [dataclasses.replace(v, deleting=True) if (namespace, v.uid or v.name) in recent else v for v in indexed]
@@ -177,7 +175,7 @@ async def _delete_instances(
     for victim in victims:
         if await ctx.kube.delete("instances", namespace, victim) and victim not in already_deleting:
             changed.add(victim)
-        ctx.recent_deletes[(namespace, uids.get(victim, victim))] = time.monotonic()
+        _remember(ctx.recent_deletes, (namespace, uids.get(victim, victim)))
 
 
 async def _update_drift_policies(ctx: Context, namespace: str, policies: dict[str, str], changed: set[str]) -> None:
@@ -212,9 +210,9 @@ async def _create_instances(
     names again. Sending them would only earn 409s (hundreds while a large fleet is created).
     """
     created = ctx.recent_creates
-    cutoff = time.monotonic() - RECENT
-    for key in [k for k, t in created.items() if t < cutoff or (k[0] == namespace and k[1] in indexed)]:
-        del created[key]
+    _forget_older(created, time.monotonic() - RECENT)
+    for name in indexed:
+        created.pop((namespace, name), None)
     for new in creates:
         if (namespace, new.name) in created:
             continue
@@ -234,8 +232,25 @@ async def _create_instances(
                 changed.add(new.name)
         except Refused as exc:
             return exc
-        created[(namespace, new.name)] = time.monotonic()
+        _remember(created, (namespace, new.name))
     return None
+
+
+def _remember(recent: dict[tuple[str, str], float], key: tuple[str, str]) -> None:
+    """Record ``key`` as of now, at the end: the dict stays ordered by time (_forget_older)."""
+    recent.pop(key, None)
+    recent[key] = time.monotonic()
+
+
+def _forget_older(recent: dict[tuple[str, str], float], cutoff: float) -> None:
+    """Drop the entries recorded before ``cutoff``: only those, from the oldest, so a pass costs
+    what it drops, not the size of the whole dict (thousands while a large fleet is created,
+    and every Deployment's pass would walk them all)."""
+    while recent:
+        key, at = next(iter(recent.items()))
+        if at >= cutoff:
+            return
+        del recent[key]
 
 
 def _references(
@@ -247,7 +262,9 @@ def _references(
         for target in group.placement.targets:
             view = _first(indexes.credentials, (namespace, target.credential))
             if view is not None:
-                in_use = sum(1 for _ in indexes.instances_by_credential.get((namespace, target.credential), []))
+                # The index keeps the count: len() of its store, not a walk over every Instance
+                # of the credential (that made each round O(Deployments x Instances)).
+                in_use = len(indexes.instances_by_credential.get((namespace, target.credential), ()))
                 creds[target.credential] = dataclasses.replace(view, in_use=in_use)
     imgs: dict[str, EffectiveImage | str] = {}
     for group in dep.spec.node_groups:
