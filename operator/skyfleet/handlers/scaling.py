@@ -32,6 +32,7 @@ from skyfleet.api.scalingpolicy import (
 from skyfleet.connectors.endpoints import EndpointPolicy
 from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of
 from skyfleet.handlers.context import now as utcnow
+from skyfleet.handlers.indexes import inline_index
 from skyfleet.handlers.loop import LoopSpec, run_loop
 from skyfleet.handlers.status import write_status
 from skyfleet.metricsources import PrometheusClient, QueryError, Sample
@@ -111,7 +112,7 @@ async def close_sources(memo: Any, **_: Any) -> None:
         await sources.close()
 
 
-@kopf.index(GROUP, VERSION, "scalingpolicies")
+@inline_index("scalingpolicies")
 def scaling_policies(
     *, namespace: str | None, body: kopf.Body, **_: Any
 ) -> dict[tuple[str, str], ScalingPolicy] | None:
