@@ -27,7 +27,7 @@ import kopf
 
 import skyfleet.handlers  # noqa: F401 - importing registers every handler
 from skyfleet.handlers.clouds import Clouds
-from skyfleet.handlers.context import Context, ctx_of
+from skyfleet.handlers.context import FINALIZER, Context, ctx_of
 from skyfleet.handlers.events import ObjectLogEvents
 from skyfleet.handlers.kube import Kube, NoCluster, Unreadable
 from skyfleet.handlers.storage import BoundedProgressStorage, DigestDiffBaseStorage
@@ -40,7 +40,6 @@ __all__ = ["FINALIZER", "ClusterIdUnavailable", "LeaseElector", "derived_cluster
 
 log = logging.getLogger("skyfleet.operator")
 
-FINALIZER = "skyfleet.io/finalizer"
 PREFIX = "skyfleet.io"
 # Seconds kopf gets to stop after the Lease is lost before the process exits regardless
 # (well inside lease duration - renew deadline).

@@ -11,7 +11,7 @@ import kopf
 import pytest
 
 from skyfleet.handlers.clouds import Clouds
-from skyfleet.handlers.context import Context
+from skyfleet.handlers.context import FINALIZER, Context
 from skyfleet.handlers.deployments import RECENT, Indexes, reconcile_once
 from skyfleet.metrics import Metrics
 from skyfleet.reconcile.views import CredentialView
@@ -28,10 +28,12 @@ class CreatingKube:
 
     def __init__(self) -> None:
         self.created: list[str] = []
+        self.manifests: list[dict[str, Any]] = []
         self.status: list[dict[str, Any]] = []
 
     async def create(self, plural: str, namespace: str, body: Mapping[str, Any]) -> bool:
         self.created.append(body["metadata"]["name"])
+        self.manifests.append(dict(body))
         return True
 
     async def patch_status(
@@ -114,3 +116,13 @@ async def test_creates_in_flight_are_not_sent_again_and_are_forgotten_once_old()
     assert list(ctx.recent_creates) == [(NS, "blog-web-0")]
     await reconcile_once(ctx=ctx, namespace=NS, name="shop", body=body, indexes=indexes)
     assert kube.created == ["shop-web-0", "shop-web-1", "blog-web-0", "shop-web-0", "shop-web-1"]
+
+
+async def test_instances_are_created_with_the_finalizer_on() -> None:
+    # kopf would first patch the finalizer on and handle the create only on the next event: a
+    # write and a round trip more before every VM's create.
+    ctx, kube, indexes = world([])
+    await reconcile_once(ctx=ctx, namespace=NS, name="shop", body=kopf.Body(deployment("shop", 1)), indexes=indexes)
+    [manifest] = kube.manifests
+    assert manifest["metadata"]["finalizers"] == [FINALIZER] == ["skyfleet.io/finalizer"]
+    assert manifest["metadata"]["ownerReferences"][0]["uid"] == "u-shop"
