@@ -29,9 +29,11 @@ class CreatingKube:
     def __init__(self) -> None:
         self.created: list[str] = []
         self.manifests: list[dict[str, Any]] = []
+        self.ranks: list[int] = []
         self.status: list[dict[str, Any]] = []
 
-    async def create(self, plural: str, namespace: str, body: Mapping[str, Any]) -> bool:
+    async def create(self, plural: str, namespace: str, body: Mapping[str, Any], rank: int = 0) -> bool:
+        self.ranks.append(rank)
         self.created.append(body["metadata"]["name"])
         self.manifests.append(dict(body))
         return True
@@ -98,6 +100,9 @@ async def test_a_pass_counts_the_credentials_instances_without_walking_them() ->
     assert await reconcile_once(ctx=ctx, namespace=NS, name="shop", body=body, indexes=indexes)
     # Two places left under maxInstances, and the count came from the index's size.
     assert kube.created == ["shop-web-0", "shop-web-1"]
+    # Each ranked by how many the pass sent before it: the first Instance of every new
+    # Deployment waits for a thread before the second of any other (handlers/kube.py).
+    assert kube.ranks == [0, 1]
 
 
 async def test_creates_in_flight_are_not_sent_again_and_are_forgotten_once_old() -> None:

@@ -33,7 +33,7 @@ class Api:
         return {}
 
     def create_namespaced_custom_object(self, group: str, version: str, ns: str, plural: str, body: Any) -> None:
-        self._call(f"create {plural}")
+        self._call(f"create {body['metadata']['name']}")
 
     def patch_namespaced_custom_object_status(self, *args: Any, **kwargs: Any) -> None:
         self._call(f"status {args[3]}")
@@ -55,7 +55,8 @@ async def test_an_instance_create_and_its_status_go_before_events_and_deployment
             kube.create_event("team", {"reason": "Scaled"}),
             kube.patch_status("deployments", "team", "shop", {"phase": "Provisioning"}),
             kube.create_event("team", {"reason": "VMCreated"}),
-            kube.create("instances", "team", {"metadata": {"name": "shop-web-0"}}),
+            kube.create("instances", "team", {"metadata": {"name": "shop-web-1"}}, rank=1),
+            kube.create("instances", "team", {"metadata": {"name": "blog-web-0"}}, rank=0),
             kube.patch_status("instances", "team", "shop-web-0", {"phase": "Creating"}),
         ]
         tasks = [asyncio.create_task(c) for c in queued]
@@ -64,10 +65,13 @@ async def test_an_instance_create_and_its_status_go_before_events_and_deployment
         await asyncio.wait_for(asyncio.gather(first, *tasks), 10)
     finally:
         kube.close()
+    # A second Instance of one Deployment goes after the first of another and after an
+    # Instance's status write that stands before a create.
     assert api.order == [
         "get deployments",
-        "create instances",
+        "create blog-web-0",
         "status instances",
+        "create shop-web-1",
         "status deployments",
         "event",
         "event",
@@ -89,4 +93,4 @@ async def test_a_call_its_caller_gave_up_on_is_not_sent() -> None:
         await asyncio.wait_for(kube.create("instances", "team", {"metadata": {"name": "shop-web-0"}}), 10)
     finally:
         kube.close()
-    assert api.order == ["get deployments", "create instances"]
+    assert api.order == ["get deployments", "create shop-web-0"]

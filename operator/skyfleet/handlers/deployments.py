@@ -213,6 +213,7 @@ async def _create_instances(
     _forget_older(created, time.monotonic() - RECENT)
     for name in indexed:
         created.pop((namespace, name), None)
+    sent = 0
     for new in creates:
         if (namespace, new.name) in created:
             continue
@@ -233,10 +234,12 @@ async def _create_instances(
             "spec": new.spec.to_api(),
         }
         try:
-            if await ctx.kube.create("instances", namespace, manifest):
+            # Ranked by how many this pass sent before: see handlers/kube.py, PROVISION.
+            if await ctx.kube.create("instances", namespace, manifest, rank=sent):
                 changed.add(new.name)
         except Refused as exc:
             return exc
+        sent += 1
         _remember(created, (namespace, new.name))
     return None
 
