@@ -22,7 +22,7 @@ from skyfleet.api.deployment import Deployment, DeploymentStatus
 from skyfleet.api.instance import InstanceStatus
 from skyfleet.handlers.context import FINALIZER, GROUP, VERSION, Context, ctx_of
 from skyfleet.handlers.context import now as utcnow
-from skyfleet.handlers.indexes import credential_view
+from skyfleet.handlers.indexes import Lookup, by_credential, by_deployment, credential_view
 from skyfleet.handlers.kube import Refused
 from skyfleet.handlers.loop import LoopSpec, run_loop
 from skyfleet.handlers.status import write_status
@@ -52,8 +52,8 @@ async def reconcile_loop(
     assert namespace is not None  # every skyfleet.io kind is namespaced
     ctx = ctx_of(memo)
     indexes = Indexes(
-        instances_by_deployment=kwargs["instances_by_deployment"],
-        instances_by_credential=kwargs["instances_by_credential"],
+        instances_by_deployment=by_deployment(kwargs),
+        instances_by_credential=by_credential(kwargs),
         credentials=kwargs["credentials"],
         images=kwargs["images"],
         scaling_policies=kwargs.get("scaling_policies"),
@@ -71,8 +71,8 @@ async def reconcile_loop(
 class Indexes:
     """kopf's in-memory indexes a Deployment pass reads (handlers/indexes.py)."""
 
-    instances_by_deployment: kopf.Index[Any, Any]
-    instances_by_credential: kopf.Index[Any, Any]
+    instances_by_deployment: Lookup
+    instances_by_credential: Lookup
     credentials: kopf.Index[Any, Any]
     images: kopf.Index[Any, Any]
     # ScalingPolicies by governed Deployment (absent in handler tests that do not need it)
@@ -294,7 +294,7 @@ async def cleanup(
     **kwargs: Any,
 ) -> None:
     """Delete every Instance (their finalizers destroy the VMs) and wait until all are gone."""
-    instances_by_deployment: kopf.Index[Any, Any] = kwargs["instances_by_deployment"]
+    instances_by_deployment = by_deployment(kwargs)
     assert namespace is not None
     ctx = ctx_of(memo)
     dep = Deployment.model_validate(dict(body))
