@@ -250,6 +250,9 @@ async def test_a_stopped_loop_leaves_no_wakeup_behind() -> None:
     # that creates and deletes Deployments would otherwise keep one per Deployment ever seen.
     ctx, _ = context()
     spec = LoopSpec("deployment", "team", "shop", period=5.0)
+    ctx.announce_once("deployment", "team", "blog", "AllReplicasReady")
+    ctx.announce_once("deployment", "team", "shop", "AllReplicasReady")
     await run_passes(ctx, spec, [None])
     assert ctx.wakeups == {}
+    assert list(ctx.announced) == [("deployment", "team", "blog")]
     ctx.wake("deployment", "team", "shop")  # an Instance event after the deletion: harmless

@@ -83,6 +83,8 @@ async def run_loop(
         # same name may already have registered another.
         if ctx.wakeups.get(key) is wake:
             del ctx.wakeups[key]
+            # Its last announced Ready reason (handlers/status.py keys it by the same kind).
+            ctx.announced.pop(key, None)
 
 
 async def _pass(
