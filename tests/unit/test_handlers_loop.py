@@ -243,3 +243,16 @@ async def test_a_credential_turning_ready_wakes_the_deployments_placing_on_it_an
     assert await event(_credential("True")) == (True, False)  # verified: place now
     assert await event(_credential("True")) == (False, False)
     assert await event(_credential("False")) == (True, False)  # refused: fall back now
+
+
+async def test_a_stopped_loop_leaves_no_wakeup_behind() -> None:
+    # A Deployment deleted (its daemon stopped) must not leave its wake-up registered: a fleet
+    # that creates and deletes Deployments would otherwise keep one per Deployment ever seen.
+    ctx, _ = context()
+    spec = LoopSpec("deployment", "team", "shop", period=5.0)
+    ctx.announce_once("deployment", "team", "blog", "AllReplicasReady")
+    ctx.announce_once("deployment", "team", "shop", "AllReplicasReady")
+    await run_passes(ctx, spec, [None])
+    assert ctx.wakeups == {}
+    assert list(ctx.announced) == [("deployment", "team", "blog")]
+    ctx.wake("deployment", "team", "shop")  # an Instance event after the deletion: harmless

@@ -3,6 +3,7 @@ gets no write, a VM gone from the cloud makes the Instance Lost with one write."
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -50,3 +51,25 @@ async def test_a_running_vm_that_is_listed_gets_no_write_and_one_gone_from_the_c
     await observe(ctx, body, missing, [])
     assert body["status"]["phase"] == "Lost"
     assert len(kube.writes) == writes + 1
+
+
+async def test_the_observer_index_keeps_the_status_as_read_in_compact_form_and_shares_repeated_names() -> None:
+    ctx, _kube, _cloud, body = world()
+    await _provision(ctx, body, 0, {(NS, "ubuntu"): [image("img-ubuntu-1")]})  # type: ignore[arg-type]
+    # Two Instances decoded from the watch separately, as kopf does.
+    first, second = (json.loads(json.dumps(body)) for _ in range(2))
+    second["metadata"] = {**second["metadata"], "name": "shop-web-1", "uid": "u-other"}
+    a, b = (next(iter(instances_by_credential(namespace=NS, body=kopf.Body(x)).values())) for x in (first, second))
+    # The status exactly as read (the ``old`` of the next write), held as one string, not the
+    # decoded tree of the watch event.
+    assert a.status_raw == body["status"]
+    assert isinstance(a.status_json, str)
+    status = a.status()
+    assert status is not None
+    assert (status.phase, status.provider_id) == ("Running", body["status"]["providerId"])
+    assert (a.phase, a.generation, a.deleting) == ("Running", 1, False)
+    # What every Instance of a Deployment repeats is held once.
+    assert a.deployment == b.deployment
+    assert a.deployment is b.deployment
+    assert a.namespace is b.namespace
+    assert a.phase is b.phase

@@ -3,6 +3,7 @@ of the group's policy reaches existing Instances in place, replacing no VM."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -115,8 +116,8 @@ def test_a_policy_change_updates_every_instance_in_place_and_says_so_once() -> N
 
 def test_instances_being_deleted_or_replaced_are_not_updated() -> None:
     dep = deployment("Report", replicas=1)
-    gone = InstanceView(**{**instance(dep, 1, None).__dict__, "deleting": True})
-    failed = InstanceView(**{**instance(dep, 2, None, "Failed").__dict__, "reason": "InvalidRequest"})
+    gone = dataclasses.replace(instance(dep, 1, None), deleting=True)
+    failed = dataclasses.replace(instance(dep, 2, None, "Failed"), reason="InvalidRequest")
     p = plan(dep, [instance(dep, 0, "Report"), gone, failed])
     assert p.drift_policies == {}
     assert "shop-web-2" in p.deletes

@@ -3,6 +3,7 @@ that now resolves to another id rolls the group instead of booting replacements 
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -165,7 +166,7 @@ def test_an_instance_whose_image_is_not_known_yet_is_not_rolled() -> None:
 
 def test_a_lost_vm_is_replaced_from_the_current_id() -> None:
     dep = deployment(replicas=1)
-    lost = InstanceView(**{**running(dep, 0, "ami-1").__dict__, "phase": "Lost", "ready": False})
+    lost = dataclasses.replace(running(dep, 0, "ami-1"), phase="Lost", ready=False)
     p = plan(dep, [lost], image(("a", "eu-central-1", "ami-2")))
     assert (p.deletes, [(c.name, c.spec.image_id) for c in p.creates]) == (["shop-web-0"], [("shop-web-1", "ami-2")])
 

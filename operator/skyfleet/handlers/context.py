@@ -16,7 +16,11 @@ from skyfleet.handlers.regions import RegionChecks
 from skyfleet.metrics import Metrics
 from skyfleet.settings import Settings
 
-__all__ = ["GROUP", "VERSION", "Context", "ctx_of", "now", "wait_or_wake"]
+__all__ = ["FINALIZER", "GROUP", "VERSION", "Context", "ctx_of", "now", "wait_or_wake"]
+
+# kopf's finalizer on our objects (operator.py configures kopf with it; Instances are created
+# with it already on, see handlers/deployments.py).
+FINALIZER = "skyfleet.io/finalizer"
 
 
 @dataclass

@@ -16,6 +16,7 @@ from skyfleet.api.cloudcredential import Capabilities, CloudCredential, CloudCre
 from skyfleet.connectors import ConnectorError, Unsupported
 from skyfleet.handlers.clouds import CredentialUnavailable
 from skyfleet.handlers.context import GROUP, VERSION, ctx_of, now
+from skyfleet.handlers.indexes import Lookup, by_credential
 from skyfleet.handlers.loop import LoopSpec, run_loop
 from skyfleet.handlers.status import write_status
 from skyfleet.reconcile.conditions import set_condition
@@ -25,8 +26,8 @@ from skyfleet.reconcile.messages import error_message
 RETRY_SOON = 30.0
 
 
-def _in_use(index: kopf.Index[Any, Any], namespace: str, name: str) -> int:
-    return sum(1 for _ in index.get((namespace, name), []))
+def _in_use(index: Lookup, namespace: str, name: str) -> int:
+    return len(index.get((namespace, name), ()))
 
 
 @kopf.daemon(GROUP, VERSION, "cloudcredentials", id="verify", cancellation_timeout=5.0)
@@ -119,7 +120,7 @@ async def deleting(
     **kwargs: Any,
 ) -> None:
     """Hold the deletion while Instances still need this credential to destroy their VMs."""
-    instances_by_credential: kopf.Index[Any, Any] = kwargs["instances_by_credential"]
+    instances_by_credential = by_credential(kwargs)
     assert namespace is not None
     ctx = ctx_of(memo)
     in_use = _in_use(instances_by_credential, namespace, name)

@@ -20,9 +20,9 @@ import kopf
 from skyfleet.api.common import API_VERSION
 from skyfleet.api.deployment import Deployment, DeploymentStatus
 from skyfleet.api.instance import InstanceStatus
-from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of
+from skyfleet.handlers.context import FINALIZER, GROUP, VERSION, Context, ctx_of
 from skyfleet.handlers.context import now as utcnow
-from skyfleet.handlers.indexes import credential_view
+from skyfleet.handlers.indexes import Lookup, by_credential, by_deployment, credential_view
 from skyfleet.handlers.kube import Refused
 from skyfleet.handlers.loop import LoopSpec, run_loop
 from skyfleet.handlers.status import write_status
@@ -52,8 +52,8 @@ async def reconcile_loop(
     assert namespace is not None  # every skyfleet.io kind is namespaced
     ctx = ctx_of(memo)
     indexes = Indexes(
-        instances_by_deployment=kwargs["instances_by_deployment"],
-        instances_by_credential=kwargs["instances_by_credential"],
+        instances_by_deployment=by_deployment(kwargs),
+        instances_by_credential=by_credential(kwargs),
         credentials=kwargs["credentials"],
         images=kwargs["images"],
         scaling_policies=kwargs.get("scaling_policies"),
@@ -71,8 +71,8 @@ async def reconcile_loop(
 class Indexes:
     """kopf's in-memory indexes a Deployment pass reads (handlers/indexes.py)."""
 
-    instances_by_deployment: kopf.Index[Any, Any]
-    instances_by_credential: kopf.Index[Any, Any]
+    instances_by_deployment: Lookup
+    instances_by_credential: Lookup
     credentials: kopf.Index[Any, Any]
     images: kopf.Index[Any, Any]
     # ScalingPolicies by governed Deployment (absent in handler tests that do not need it)
@@ -150,9 +150,7 @@ def _current_views(ctx: Context, namespace: str, indexed: Iterable[InstanceView]
     moments marked: they reach the index a moment later, and until then a pass must neither
     delete a second victim nor count a failure twice."""
     recent = ctx.recent_deletes
-    cutoff = time.monotonic() - RECENT
-    for key in [k for k, t in recent.items() if t < cutoff]:
-        del recent[key]
+    _forget_older(recent, time.monotonic() - RECENT)
     # Keyed by UID, not name: a scale-out soon after a scale-in reuses the freed name, and the new
     # Instance must not count as the old one being deleted (it would be replaced by a second VM).
     return [dataclasses.replace(v, deleting=True) if (namespace, v.uid or v.name) in recent else v for v in indexed]
@@ -177,7 +175,7 @@ async def _delete_instances(
     for victim in victims:
         if await ctx.kube.delete("instances", namespace, victim) and victim not in already_deleting:
             changed.add(victim)
-        ctx.recent_deletes[(namespace, uids.get(victim, victim))] = time.monotonic()
+        _remember(ctx.recent_deletes, (namespace, uids.get(victim, victim)))
 
 
 async def _update_drift_policies(ctx: Context, namespace: str, policies: dict[str, str], changed: set[str]) -> None:
@@ -212,9 +210,10 @@ async def _create_instances(
     names again. Sending them would only earn 409s (hundreds while a large fleet is created).
     """
     created = ctx.recent_creates
-    cutoff = time.monotonic() - RECENT
-    for key in [k for k, t in created.items() if t < cutoff or (k[0] == namespace and k[1] in indexed)]:
-        del created[key]
+    _forget_older(created, time.monotonic() - RECENT)
+    for name in indexed:
+        created.pop((namespace, name), None)
+    sent = 0
     for new in creates:
         if (namespace, new.name) in created:
             continue
@@ -226,16 +225,40 @@ async def _create_instances(
                 "namespace": namespace,
                 "labels": dict(new.labels),
                 "ownerReferences": [owner],
+                # Created with the finalizer kopf would add first (deletion destroys the VM):
+                # kopf then runs the create handler on the first event instead of patching the
+                # finalizer and waiting for the next one (a write and a round trip less, on the
+                # way to every VM's create).
+                "finalizers": [FINALIZER],
             },
             "spec": new.spec.to_api(),
         }
         try:
-            if await ctx.kube.create("instances", namespace, manifest):
+            # Ranked by how many this pass sent before: see handlers/kube.py, PROVISION.
+            if await ctx.kube.create("instances", namespace, manifest, rank=sent):
                 changed.add(new.name)
         except Refused as exc:
             return exc
-        created[(namespace, new.name)] = time.monotonic()
+        sent += 1
+        _remember(created, (namespace, new.name))
     return None
+
+
+def _remember(recent: dict[tuple[str, str], float], key: tuple[str, str]) -> None:
+    """Record ``key`` as of now, at the end: the dict stays ordered by time (_forget_older)."""
+    recent.pop(key, None)
+    recent[key] = time.monotonic()
+
+
+def _forget_older(recent: dict[tuple[str, str], float], cutoff: float) -> None:
+    """Drop the entries recorded before ``cutoff``: only those, from the oldest, so a pass costs
+    what it drops, not the size of the whole dict (thousands while a large fleet is created,
+    and every Deployment's pass would walk them all)."""
+    while recent:
+        key, at = next(iter(recent.items()))
+        if at >= cutoff:
+            return
+        del recent[key]
 
 
 def _references(
@@ -247,7 +270,9 @@ def _references(
         for target in group.placement.targets:
             view = _first(indexes.credentials, (namespace, target.credential))
             if view is not None:
-                in_use = sum(1 for _ in indexes.instances_by_credential.get((namespace, target.credential), []))
+                # The index keeps the count: len() of its store, not a walk over every Instance
+                # of the credential (that made each round O(Deployments x Instances)).
+                in_use = len(indexes.instances_by_credential.get((namespace, target.credential), ()))
                 creds[target.credential] = dataclasses.replace(view, in_use=in_use)
     imgs: dict[str, EffectiveImage | str] = {}
     for group in dep.spec.node_groups:
@@ -269,7 +294,7 @@ async def cleanup(
     **kwargs: Any,
 ) -> None:
     """Delete every Instance (their finalizers destroy the VMs) and wait until all are gone."""
-    instances_by_deployment: kopf.Index[Any, Any] = kwargs["instances_by_deployment"]
+    instances_by_deployment = by_deployment(kwargs)
     assert namespace is not None
     ctx = ctx_of(memo)
     dep = Deployment.model_validate(dict(body))

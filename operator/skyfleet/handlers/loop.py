@@ -25,6 +25,7 @@ A new daemon is then::
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -67,12 +68,23 @@ async def run_loop(
     once: Callable[[], Awaitable[float | None]],
 ) -> None:
     """Run ``once`` until kopf stops the daemon (see the module doc)."""
-    wake = ctx.wakeup(spec.kind, spec.namespace, spec.name)
-    with about(body):
-        while not stopped:
-            wake.clear()
-            delay = await _pass(ctx, spec, body, logger, once)
-            await wait_or_wake(wake, spec.period if delay is None else delay, stopped)
+    key = (spec.kind, spec.namespace, spec.name)
+    # Its own event, not one a loop for an earlier object of the same name may still hold.
+    wake = ctx.wakeups[key] = asyncio.Event()
+    try:
+        with about(body):
+            while not stopped:
+                wake.clear()
+                delay = await _pass(ctx, spec, body, logger, once)
+                await wait_or_wake(wake, spec.period if delay is None else delay, stopped)
+    finally:
+        # The object is gone (or the operator stopping): its wake-up goes too, or every deleted
+        # object would leave one behind. Only its own: a new loop for a re-created object of the
+        # same name may already have registered another.
+        if ctx.wakeups.get(key) is wake:
+            del ctx.wakeups[key]
+            # Its last announced Ready reason (handlers/status.py keys it by the same kind).
+            ctx.announced.pop(key, None)
 
 
 async def _pass(

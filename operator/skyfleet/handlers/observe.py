@@ -22,7 +22,7 @@ from skyfleet.api.instance import InstanceStatus
 from skyfleet.connectors import CloudNode, ConnectorError, NodeState, OwnerTags
 from skyfleet.handlers.clouds import CredentialUnavailable
 from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of, now
-from skyfleet.handlers.indexes import ObservedInstance
+from skyfleet.handlers.indexes import Lookup, ObservedInstance, by_credential, uids
 from skyfleet.handlers.kube import Conflict
 from skyfleet.handlers.loop import LoopSpec, run_loop
 from skyfleet.handlers.status import write_status
@@ -66,8 +66,8 @@ async def observe_loop(
     stopped: kopf.DaemonStopped,
     **kwargs: Any,
 ) -> None:
-    instances_by_credential: kopf.Index[Any, Any] = kwargs["instances_by_credential"]
-    instance_uids: kopf.Index[Any, Any] = kwargs["instance_uids"]
+    instances_by_credential = by_credential(kwargs)
+    instance_uids = uids(kwargs)
     assert namespace is not None  # every skyfleet.io kind is namespaced
     ctx = ctx_of(memo)
     state = LoopState()
@@ -101,8 +101,8 @@ async def observe_once(
     name: str,
     body: kopf.Body,
     logger: kopf.Logger,
-    instances_by_credential: kopf.Index[Any, Any],
-    instance_uids: kopf.Index[Any, Any],
+    instances_by_credential: Lookup,
+    instance_uids: Lookup,
     state: LoopState,
 ) -> None:
     """One period: list every region once, update the Instances from the listing, deal with

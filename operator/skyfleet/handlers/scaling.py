@@ -32,6 +32,7 @@ from skyfleet.api.scalingpolicy import (
 from skyfleet.connectors.endpoints import EndpointPolicy
 from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of
 from skyfleet.handlers.context import now as utcnow
+from skyfleet.handlers.indexes import Lookup, by_deployment, inline_index
 from skyfleet.handlers.loop import LoopSpec, run_loop
 from skyfleet.handlers.status import write_status
 from skyfleet.metricsources import PrometheusClient, QueryError, Sample
@@ -111,7 +112,7 @@ async def close_sources(memo: Any, **_: Any) -> None:
         await sources.close()
 
 
-@kopf.index(GROUP, VERSION, "scalingpolicies")
+@inline_index("scalingpolicies")
 def scaling_policies(
     *, namespace: str | None, body: kopf.Body, **_: Any
 ) -> dict[tuple[str, str], ScalingPolicy] | None:
@@ -163,7 +164,7 @@ async def evaluate_loop(
             body=body,
             policies=kwargs["scaling_policies"],
             deployments=kwargs["deployments"],
-            instances=kwargs["instances_by_deployment"],
+            instances=by_deployment(kwargs),
             memory=memory,
         )
 
@@ -181,7 +182,7 @@ async def evaluate_once(
     body: kopf.Body,
     policies: kopf.Index[Any, Any],
     deployments: kopf.Index[Any, Any],
-    instances: kopf.Index[Any, Any],
+    instances: Lookup,
     memory: list[History],
 ) -> None:
     policy = ScalingPolicy.model_validate(dict(body))

@@ -91,6 +91,24 @@ def rebuild(stored: Iterable[list[Any]], current: Mapping[str, Any]) -> dict[str
 class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
     """kopf's annotation diff-base, holding digests instead of the object (see the module doc)."""
 
+    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
+        """kopf's essence of ``body``, without deep-copying what it then drops.
+
+        kopf deep-copies the whole object, metadata.managedFields and status included, only to
+        delete them: about 3 ms of CPU for an Instance, twice for every watch event (here and
+        in ``fetch``), which was most of the operator's CPU for each Instance's six events and
+        for a restart's whole listing. The essence is the same: kopf builds it from this lean
+        copy, which keeps every field kopf reads (labels, annotations, ownerReferences, kind)
+        and the status only when a handler asked for a status field.
+        """
+        meta = body.get("metadata") or {}
+        lean = {k: v for k, v in body.items() if k not in ("metadata", "status")}
+        lean["metadata"] = {k: meta[k] for k in _ESSENTIAL_METADATA if k in meta}
+        fields = list(extra_fields or [])
+        if fields and "status" in body:
+            lean["status"] = body["status"]
+        return super().build(body=kopf.Body(cast(Any, lean)), extra_fields=fields)
+
     def fetch(self, *, body: Any) -> Any:
         for full_key in self.make_keys(self.key, body=body):
             encoded = body.metadata.annotations.get(full_key)
@@ -109,6 +127,11 @@ class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
         for full_key in self.make_keys(self.key, body=body):
             patch.metadata.annotations[full_key] = encoded
         self._store_marker(prefix=self.prefix, patch=patch, body=body)
+
+
+# What kopf's essence and its storage keys read of metadata (labels and annotations go into
+# the essence, the rest names the keys); everything else it drops.
+_ESSENTIAL_METADATA = ("name", "namespace", "labels", "annotations", "ownerReferences")
 
 
 class BoundedProgressStorage(kopf.AnnotationsProgressStorage):

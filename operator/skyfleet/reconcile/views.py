@@ -23,6 +23,7 @@ __all__ = [
     "CredentialView",
     "InstanceView",
     "instance_view",
+    "interned",
 ]
 
 DEPLOYMENT_LABEL = "skyfleet.io/deployment"
@@ -35,7 +36,8 @@ DELETE_ANNOTATION = "skyfleet.io/delete"
 ORPHAN_ANNOTATION = "skyfleet.io/orphan"
 
 
-@dataclass(frozen=True)
+# Slots: no per-object __dict__ (about 100 bytes less for each of 10,000 views).
+@dataclass(frozen=True, slots=True)
 class InstanceView:
     name: str
     group: str
@@ -69,7 +71,7 @@ class InstanceView:
         return self.phase == "Failed"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CredentialView:
     name: str
     provider: str = ""
@@ -90,24 +92,26 @@ def instance_view(obj: Instance) -> InstanceView:
     return InstanceView(
         name=obj.metadata.name,
         uid=obj.metadata.uid,
-        group=obj.spec.group,
-        credential=obj.spec.credential,
-        region=obj.spec.region,
-        template_hash=obj.spec.template_hash,
-        phase=status.phase if status else None,
+        # Interned: what 10,000 views share (a fleet has a handful of groups, credentials,
+        # regions, templates, phases and reasons) is then held once, not once per Instance.
+        group=sys.intern(obj.spec.group),
+        credential=sys.intern(obj.spec.credential),
+        region=interned(obj.spec.region),
+        template_hash=sys.intern(obj.spec.template_hash),
+        phase=interned(status.phase) if status else None,
         ready=ready is not None and ready.status == ConditionStatus.TRUE,
-        reason=ready.reason if ready is not None else None,
-        message=ready.message if ready is not None else None,
+        reason=interned(ready.reason) if ready is not None else None,
+        message=interned(ready.message) if ready is not None else None,
         created=obj.metadata.creation_timestamp,
         deleting=obj.metadata.deletion_timestamp is not None,
         delete_requested=obj.metadata.annotations.get(DELETE_ANNOTATION, "").lower() not in ("", "false", "0"),
         address=status.address if status else None,
         private_address=addresses.private[0] if addresses and addresses.private else None,
-        # Interned: a fleet boots a handful of images, 10,000 views share their ids.
-        image_id=_interned(obj.spec.image_id),
-        drift_policy=_interned(obj.spec.drift_policy),
+        image_id=interned(obj.spec.image_id),
+        drift_policy=interned(obj.spec.drift_policy),
     )
 
 
-def _interned(value: str | None) -> str | None:
-    return sys.intern(value) if value else None
+def interned(value: str | None) -> str | None:
+    """``value`` as the one shared copy of that string (None and "" as they are)."""
+    return sys.intern(value) if value else value
