@@ -24,7 +24,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
-from kopf._cogs.aiokits import aiotoggles
 
 import skyfleet.handlers  # noqa: F401 - importing registers every handler
 from skyfleet.handlers.clouds import Clouds
@@ -64,8 +63,14 @@ def _share_toggle_waits() -> None:
     state is reached, each waiter resumes once. Semantics are kopf's own (its ``wait_for`` runs
     in the shared task); kopf is pinned, and tests/unit/test_handlers_toggles.py holds this to it.
     """
-    cls = aiotoggles.ToggleSet
-    if getattr(cls.wait_for, "shared", False):
+    try:  # kopf's internals: a kopf without this class or method keeps its own wait.
+        from kopf._cogs.aiokits import aiotoggles
+
+        cls = aiotoggles.ToggleSet
+        if getattr(cls.wait_for, "shared", False):
+            return
+    except (ImportError, AttributeError):
+        log.warning("kopf's ToggleSet was not found: start-up waits stay kopf's own (slower with many objects)")
         return
     original = cls.wait_for
 
