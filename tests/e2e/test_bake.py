@@ -209,9 +209,18 @@ def test_a_recipe_change_bakes_again_rolls_the_shop_and_retires_the_old_generati
     # keep: 1 -> the old AMI goes with its snapshots once no Instance boots it.
     uid = w.kube.get("images.skyfleet.io", "web")["metadata"]["uid"]
     eventually(lambda: [i["ImageId"] for i in amis(w, uid)] == [new], timeout=120, what="the old AMI deregistered")
-    snaps = w.cloud.client(REGION).describe_snapshots(OwnerIds=["self"])["Snapshots"]
-    assert not {s["SnapshotId"] for s in snaps} & set(old_snapshots)
-    assert [g["imageId"] for g in image_status(w)["generations"]] == [new]
+
+    def old_snapshots_left() -> set[str]:
+        snaps = w.cloud.client(REGION).describe_snapshots(OwnerIds=["self"])["Snapshots"]
+        return {s["SnapshotId"] for s in snaps} & set(old_snapshots)
+
+    # Its snapshots go right after it, in calls of their own: a moment later, not with it.
+    eventually(lambda: not old_snapshots_left(), timeout=60, what="the old AMI's snapshots deleted")
+    eventually(
+        lambda: [g["imageId"] for g in image_status(w).get("generations") or []] == [new],
+        timeout=60,
+        what="only the new generation in status",
+    )
 
 
 def test_a_sigkill_at_each_step_leaves_one_builder_and_one_image(world: World, baked: dict[str, Any]) -> None:
