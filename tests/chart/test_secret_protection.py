@@ -34,6 +34,12 @@ def cluster(control_plane: Any, helm: Helm) -> Iterator[Cluster]:
         cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/cloudcredentials.skyfleet.io")
     cluster.kubectl("delete", "validatingadmissionpolicybinding", POLICY_NAME, "--ignore-not-found")
+    # The API server drops the binding when its informer hears of the deletion: moments, not at
+    # once. Until then the unscoped policy still answers; wait until it no longer does.
+    probe = f"sfsp-probe-{uuid.uuid4().hex[:6]}"
+    tenant(cluster, probe, "keys", credentials={"aws": "keys"})
+    eventually(lambda: delete(cluster, probe, "secret", "keys", "--dry-run=server").returncode == 0, 30, "unbound")
+    cluster.kubectl("delete", "namespace", probe, "--wait=false", check=False)
     yield cluster
     restore_crds(cluster)
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds" / POLICY_FILENAME))
