@@ -113,6 +113,12 @@ class Metrics:
             ["provider"],
             registry=r,
         )
+        self.events_dropped = Counter(
+            "skyfleet_events_dropped_total",
+            "Kubernetes events not posted because too many were waiting (a burst), by reason.",
+            ["reason"],
+            registry=r,
+        )
         self.create_failures = Counter(
             "skyfleet_vm_create_failures_total", "Failed VM creations by reason.", ["provider", "reason"], registry=r
         )
@@ -175,6 +181,9 @@ class Metrics:
 
     def metric_query_error(self, reason: str) -> None:
         self.metric_query_errors.labels(reason).inc()
+
+    def event_dropped(self, reason: str) -> None:
+        self.events_dropped.labels(reason).inc()
 
     def watch_event(self, resource: str) -> None:
         self.watch_last_event.labels(resource).set(time.time())

@@ -45,7 +45,7 @@ class Context:
     events: Events = field(init=False)
 
     def __post_init__(self) -> None:
-        self.events = Events(self.kube)
+        self.events = Events(self.kube, on_drop=self.metrics.event_dropped)
 
     def announce_once(self, kind: str, namespace: str, name: str, reason: str) -> bool:
         key = (kind, namespace, name)

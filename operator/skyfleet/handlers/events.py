@@ -4,8 +4,16 @@ kopf posts events as component ``kopf``, instance ``dev`` and action ``Action?``
 ``kubectl get events`` and event exporters then show for every one of ours. Our events are posted
 here instead: ``reportingComponent``/``source.component`` ``skyfleet``, ``reportingInstance`` the
 pod's name (``POD_NAME``, else the host name), and ``action`` what Skyfleet was doing
-(``action_for``). Posting never blocks a handler: the call runs on the Kubernetes client's pool
-in the background, and a failed post is logged (reason only) and dropped, as kopf does.
+(``action_for``). Posting never blocks a handler: the event joins a queue that a few posters
+drain in the background through the Kubernetes client's pool, and a failed post is logged
+(reason only) and dropped, as kopf does.
+
+The queue is bounded, as client-go's event broadcaster is (1,000 queued, then dropped): when a
+fleet of thousands is created at once, events are made faster than the API server takes them,
+and an unbounded backlog held every waiting event's body, task and future in memory (about
+20,000 at 10,000 Instances, still draining ten minutes after the fleet was Ready). An event
+equal to one still waiting (same object, type, reason and message) is folded into it; past
+the bound new events are dropped and counted in ``skyfleet_events_dropped_total``.
 
 kopf also turns its per-object log records at WARNING and above (a handler failing or retrying)
 into events; ``ObjectLogEvents`` does that job in its place (kopf's poster is switched off in
@@ -15,17 +23,18 @@ operator.py), so those events too say who reported them and what it was doing.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from skyfleet.handlers.kube import Kube
 from skyfleet.reconcile.messages import safe_message
 
-__all__ = ["COMPONENT", "Events", "ObjectLogEvents", "action_for", "reporting_instance"]
+__all__ = ["COMPONENT", "MAX_QUEUED", "POSTERS", "Events", "ObjectLogEvents", "action_for", "reporting_instance"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +66,14 @@ _ACTIONS: dict[str, tuple[str, ...]] = {
 _BY_REASON = {reason: action for action, reasons in _ACTIONS.items() for reason in reasons}
 _DEFAULT_ACTION = {"CloudCredential": "Verify", "Image": "Resolve"}
 
+# Events waiting to be posted, at most (client-go's broadcaster queues 1,000 too).
+MAX_QUEUED = 1000
+# Posts in flight at once: events never hold more of the Kubernetes client's threads.
+POSTERS = 2
+
+# What makes two waiting events the same: the object, type, reason and message.
+_Key = tuple[str, str, str, str, str]
+
 
 def action_for(kind: str | None, reason: str) -> str:
     """The Event's ``action``: what Skyfleet did or tried, from the reason and the object's kind."""
@@ -69,12 +86,31 @@ def reporting_instance() -> str:
 
 
 class Events:
-    """Posts core/v1 Events about our objects, in the background."""
+    """Posts core/v1 Events about our objects, in the background, from a bounded queue."""
 
-    def __init__(self, kube: Kube, instance: str | None = None) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        instance: str | None = None,
+        *,
+        max_queued: int = MAX_QUEUED,
+        posters: int = POSTERS,
+        on_drop: Callable[[str], None] | None = None,
+    ) -> None:
         self.kube = kube
         self.instance = instance or reporting_instance()
-        self._pending: set[asyncio.Task[None]] = set()
+        self.max_queued = max_queued
+        self.posters = posters
+        # Told the reason of every event dropped because the queue was full.
+        self.on_drop = on_drop
+        self.dropped = 0
+        self._queue: collections.deque[tuple[_Key, dict[str, Any]]] = collections.deque()
+        self._waiting: set[_Key] = set()
+        self._running: set[asyncio.Task[None]] = set()
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
 
     def body(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> dict[str, Any]:
         meta = obj.get("metadata") or {}
@@ -107,9 +143,33 @@ class Events:
     def post(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         """Queue one event; returns at once (call from the event loop)."""
         body = self.body(obj, type_, reason, message)
-        task = asyncio.get_running_loop().create_task(self._post(body))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        involved = body["involvedObject"]
+        key: _Key = (involved["namespace"], str(involved["name"]), type_, reason, body["message"])
+        if key in self._waiting:
+            return  # the same event is waiting already: one is enough
+        if len(self._queue) >= self.max_queued:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % self.max_queued == 0:
+                log.warning(
+                    "%d events dropped: more than %d waiting to be posted (a burst larger than the API server takes)",
+                    self.dropped,
+                    self.max_queued,
+                )
+            if self.on_drop is not None:
+                self.on_drop(reason)
+            return
+        self._queue.append((key, body))
+        self._waiting.add(key)
+        if len(self._running) < self.posters:
+            task = asyncio.get_running_loop().create_task(self._drain())
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _drain(self) -> None:
+        while self._queue:
+            key, body = self._queue.popleft()
+            self._waiting.discard(key)
+            await self._post(body)
 
     async def _post(self, body: dict[str, Any]) -> None:
         try:
