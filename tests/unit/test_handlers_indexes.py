@@ -116,3 +116,17 @@ async def test_the_deployments_index_keeps_a_view_not_the_deployment() -> None:
     assert not any(isinstance(o, str) and o in (user_data, "m" * 500) for o in held)
     assert not any(hasattr(o, "__dict__") and not hasattr(o, "model_fields_set") for o in held)
     assert sum(sys.getsizeof(o) for o in held) < 3000
+
+
+def test_no_instance_has_a_daemon_or_timer_of_its_own() -> None:
+    # A daemon or timer per Instance would be a task, a stopper and the last body (kopf's
+    # ``live_fresh_body``) held for each of 10,000 Instances while nothing happens to them.
+    # Instances are handled when their events arrive; the observer watches their VMs per
+    # credential, and each Deployment's loop their count.
+    spawning = get_default_registry()._spawning.get_all_handlers()
+    assert sorted({h.selector.any_name for h in spawning}) == [
+        "cloudcredentials",
+        "deployments",
+        "images",
+        "scalingpolicies",
+    ]
