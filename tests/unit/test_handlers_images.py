@@ -13,6 +13,7 @@ from skyfleet.api.image import Image
 from skyfleet.contract import NotFound, Throttled
 from skyfleet.handlers.images import resolve_once
 from skyfleet.handlers.indexes import credential_view
+from skyfleet.reconcile.views import deployment_view
 from tests.unit.test_handlers_instances import NS, ApplyingKube, world
 
 pytestmark = pytest.mark.unit
@@ -59,7 +60,7 @@ async def resolve(ctx: Any, body: dict[str, Any]) -> dict[str, Any]:
         name="ubuntu",
         body=kopf.Body(body),
         images={(NS, "ubuntu"): [Image.model_validate(body)]},  # type: ignore[arg-type]
-        deployments={NS: [SHOP]},  # type: ignore[arg-type]
+        deployments={NS: [deployment_view(SHOP)]},  # type: ignore[arg-type]
         credentials=credentials,  # type: ignore[arg-type]
     )
     status: dict[str, Any] = kube.body["status"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import inspect
+import sys
 from typing import Any
 
 import kopf
@@ -11,6 +13,7 @@ from kopf._core.intents.registries import get_default_registry
 
 import skyfleet.handlers  # noqa: F401 - importing registers every handler
 from skyfleet.handlers.indexes import by_credential, by_deployment, uids
+from skyfleet.reconcile.views import DeploymentView
 
 pytestmark = pytest.mark.unit
 
@@ -62,3 +65,68 @@ def instance(name: str, uid: str, credential: str) -> dict[str, Any]:
             "imageRef": "ubuntu",
         },
     }
+
+
+def reachable(root: object) -> list[object]:
+    """Every object reachable from ``root`` (what holding it in the index keeps alive)."""
+    seen: dict[int, object] = {}
+    todo = [root]
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen or isinstance(obj, type):
+            continue
+        seen[id(obj)] = obj
+        todo.extend(gc.get_referents(obj))
+    return list(seen.values())
+
+
+async def test_the_deployments_index_keeps_a_view_not_the_deployment() -> None:
+    # The validated model (user data, rollout, health settings, status: about 12 KiB) was kept
+    # for every Deployment; what Images, bakes, credential wake-ups and ScalingPolicies read is
+    # the groups' image, targets, replicas and size.
+    [handler] = [h.fn for h in get_default_registry()._indexing.get_all_handlers() if h.id == "deployments"]
+    user_data = "#cloud-config\n" + "x" * 4000
+    group = {
+        "name": "web",
+        "replicas": 3,
+        "imageRef": "ubuntu",
+        "size": {"cpu": 1, "memoryMiB": 1024},
+        "userData": user_data,
+        "placement": {"targets": [{"credential": "a"}, {"credential": "b", "region": "eu-west-1"}]},
+    }
+    body = {
+        "apiVersion": "skyfleet.io/v1alpha1",
+        "kind": "Deployment",
+        "metadata": {"name": "shop", "namespace": "team", "uid": "u", "generation": 1},
+        "spec": {"nodeGroups": [group]},
+        "status": {
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Ready", "message": "m" * 500}]
+        },  # not even valid
+    }
+    [(key, view)] = (await handler(namespace="team", body=kopf.Body(body))).items()
+    assert key == "team"
+    assert isinstance(view, DeploymentView)
+    assert view.name == "shop"
+    assert view.uses_credential("b")
+    assert not view.uses_credential("c")
+    [g] = view.groups
+    assert (g.name, g.image_ref, g.targets, g.replicas) == ("web", "ubuntu", (("a", None), ("b", "eu-west-1")), 3)
+    assert (g.size.cpu, g.size.memory_mib) == (1, 1024)
+    held = reachable(view)
+    assert not any(isinstance(o, str) and o in (user_data, "m" * 500) for o in held)
+    assert not any(hasattr(o, "__dict__") and not hasattr(o, "model_fields_set") for o in held)
+    assert sum(sys.getsizeof(o) for o in held) < 3000
+
+
+def test_no_instance_has_a_daemon_or_timer_of_its_own() -> None:
+    # A daemon or timer per Instance would be a task, a stopper and the last body (kopf's
+    # ``live_fresh_body``) held for each of 10,000 Instances while nothing happens to them.
+    # Instances are handled when their events arrive; the observer watches their VMs per
+    # credential, and each Deployment's loop their count.
+    spawning = get_default_registry()._spawning.get_all_handlers()
+    assert sorted({h.selector.any_name for h in spawning}) == [
+        "cloudcredentials",
+        "deployments",
+        "images",
+        "scalingpolicies",
+    ]

@@ -27,6 +27,7 @@ from skyfleet.handlers.loop import CONFLICT_DELAY, LoopSpec, run_loop
 from skyfleet.handlers.status import write_status
 from skyfleet.metrics import Metrics
 from skyfleet.reconcile.conditions import set_condition
+from skyfleet.reconcile.views import deployment_view
 from skyfleet.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -227,7 +228,7 @@ async def test_a_credential_turning_ready_wakes_the_deployments_placing_on_it_an
     # A Deployment waiting for its credential must not wait for the resync period (a minute by
     # default) once the credential is verified; Deployments on other credentials stay asleep.
     ctx, _ = context()
-    index = {"team": [_dep("shop", "spare"), _dep("blog", "other")]}
+    index = {"team": [deployment_view(_dep("shop", "spare")), deployment_view(_dep("blog", "other"))]}
     shop, blog = ctx.wakeup("deployment", "team", "shop"), ctx.wakeup("deployment", "team", "blog")
 
     async def event(body: dict[str, Any]) -> tuple[bool, bool]:

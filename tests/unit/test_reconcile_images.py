@@ -9,6 +9,7 @@ import pytest
 from skyfleet.api.deployment import Deployment
 from skyfleet.api.image import Image, ImageSource
 from skyfleet.reconcile.images import ImageError, effective_image, image_uses, select_source
+from skyfleet.reconcile.views import deployment_view
 
 pytestmark = pytest.mark.unit
 
@@ -104,7 +105,7 @@ def test_image_uses_lists_every_credential_and_region_a_deployment_places_it_on(
             },
         }
     )
-    assert image_uses("ubuntu", [dep], {"f": "eu-central-1", "v": "us-east-1"}) == [
+    assert image_uses("ubuntu", [deployment_view(dep)], {"f": "eu-central-1", "v": "us-east-1"}) == [
         ("f", "eu-central-1"),
         ("v", "us-west-2"),
     ]

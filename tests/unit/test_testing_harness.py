@@ -3,6 +3,7 @@ launcher's command line and environment carry exactly the options a caller set."
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,11 +12,12 @@ import pytest
 import yaml
 
 from skyfleet.testing import manifests as m
-from skyfleet.testing.launcher import OperatorConfig
+from skyfleet.testing.launcher import IMAGE_ENV, OperatorConfig
 
 pytestmark = pytest.mark.unit
 
-CRDS = Path(__file__).resolve().parents[2] / "crds"
+ROOT = Path(__file__).resolve().parents[2]
+CRDS = ROOT / "crds"
 
 
 def crd_schema(kind: str) -> dict[str, Any]:
@@ -172,9 +174,38 @@ def test_launcher_environment_adds_lease_tracing_and_overrides(tmp_path: Path) -
         extra_env={"SKYFLEET_LOST_GRACE": "5"},
     )
     assert config.environment() == {
+        "MALLOC_ARENA_MAX": "2",
         "KUBECONFIG": "/k",
         "PYTHONWARNINGS": "ignore::Warning",
         "SKYFLEET_LEASE_NAME": "lease-1",
         "PYTHONTRACEMALLOC": "25",
         "SKYFLEET_LOST_GRACE": "5",
     }
+
+
+def dockerfile_runtime_env() -> dict[str, str]:
+    """The ENV of the Dockerfile's last stage (the image that ships)."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    stage = text.split("\nFROM ")[-1]
+    env: dict[str, str] = {}
+    for line in stage.splitlines():
+        if line.strip().startswith("ENV "):
+            env.update(re.findall(r"(\w+)=(\S+)", line))
+    return env
+
+
+def test_launcher_runs_the_operator_with_the_images_malloc_settings() -> None:
+    """Benchmarks and end-to-end tests measure the process as the image runs it."""
+    shipped = dockerfile_runtime_env()
+    assert shipped["MALLOC_ARENA_MAX"] == "2"
+    assert {k: v for k, v in shipped.items() if k.startswith("MALLOC_")} == IMAGE_ENV
+    assert OperatorConfig(log_path=Path("o.log"), env={}).environment()["MALLOC_ARENA_MAX"] == "2"
+
+
+def test_launcher_image_env_yields_to_the_callers_environment() -> None:
+    """A variable the caller sets wins (MALLOC_ARENA_MAX=16 is glibc's default on two cores),
+    and ``image_env=False`` leaves the environment as inherited."""
+    inherited = {"MALLOC_ARENA_MAX": "16"}
+    assert OperatorConfig(log_path=Path("o.log"), env=inherited).environment()["MALLOC_ARENA_MAX"] == "16"
+    bare = OperatorConfig(log_path=Path("o.log"), env={}, image_env=False).environment()
+    assert "MALLOC_ARENA_MAX" not in bare

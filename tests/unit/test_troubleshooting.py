@@ -22,7 +22,7 @@ NOT_REASONS = {
     "MiB", "NewInstance", "NoAddresses", "NotFound", "OrphanPlan", "OrphanedVMs", "RegionCheck",
     "RegionChecks", "RegionFailure", "RegionsVerdict", "ScaleIn", "ScaleOut", "SizeDown", "SizeUp",
     "TemplateError", "WaitBuilder", "WaitImage", "CloudCredential", "ScalingPolicy", "LoopSpec",
-    "ObjectLogEvents", "StatusModel",
+    "ObjectLogEvents", "StatusModel", "DeploymentView", "GroupView",
 }  # fmt: skip
 
 

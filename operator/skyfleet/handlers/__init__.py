@@ -3,6 +3,28 @@
 Importing this package registers every handler with kopf's default registry.
 """
 
-from skyfleet.handlers import bake, credentials, deployments, images, indexes, instances, memtrace, observe, scaling
+from skyfleet.handlers import (
+    bake,
+    credentials,
+    deployments,
+    heap,
+    images,
+    indexes,
+    instances,
+    memtrace,
+    observe,
+    scaling,
+)
 
-__all__ = ["bake", "credentials", "deployments", "images", "indexes", "instances", "memtrace", "observe", "scaling"]
+__all__ = [
+    "bake",
+    "credentials",
+    "deployments",
+    "heap",
+    "images",
+    "indexes",
+    "instances",
+    "memtrace",
+    "observe",
+    "scaling",
+]

@@ -97,12 +97,8 @@ async def wake_on_credential(*, namespace: str | None, name: str, body: kopf.Bod
         return
     deployments: kopf.Index[Any, Any] = kwargs["deployments"]
     for dep in deployments.get(ns, []):
-        if uses_credential(dep, name):
-            ctx.wake("deployment", ns, dep.metadata.name)
-
-
-def uses_credential(dep: Deployment, credential: str) -> bool:
-    return any(t.credential == credential for g in dep.spec.node_groups for t in g.placement.targets)
+        if dep.uses_credential(name):
+            ctx.wake("deployment", ns, dep.name)
 
 
 def _first(index: kopf.Index[Any, Any], key: Any) -> Any:

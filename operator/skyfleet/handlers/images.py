@@ -76,7 +76,7 @@ async def wake_image(*, namespace: str | None, name: str, memo: Any, **kwargs: A
     ctx.wake("image", namespace or "", name)
     deployments: kopf.Index[Any, Any] = kwargs["deployments"]
     for dep in deployments.get(namespace or "", []):
-        ctx.wake("deployment", namespace or "", dep.metadata.name)
+        ctx.wake("deployment", namespace or "", dep.name)
 
 
 @kopf.on.event(GROUP, VERSION, "deployments")

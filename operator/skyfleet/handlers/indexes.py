@@ -20,7 +20,14 @@ from skyfleet.api.image import Image
 from skyfleet.api.instance import Instance, InstanceStatus
 from skyfleet.handlers.context import GROUP, VERSION
 from skyfleet.reconcile.conditions import find_condition
-from skyfleet.reconcile.views import CredentialView, InstanceView, instance_view, interned
+from skyfleet.reconcile.views import (
+    CredentialView,
+    DeploymentView,
+    InstanceView,
+    deployment_view,
+    instance_view,
+    interned,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -220,5 +227,9 @@ def images(*, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> di
 
 
 @inline_index("deployments")
-def deployments(*, namespace: str | None, body: kopf.Body, **_: Any) -> dict[str, Deployment]:
-    return {namespace or "": Deployment.model_validate(dict(body))}
+def deployments(*, namespace: str | None, body: kopf.Body, **_: Any) -> dict[str, DeploymentView]:
+    """Every Deployment of a namespace as the view Images, bakes, credential wake-ups and
+    ScalingPolicies read (DeploymentView), not the validated model."""
+    # Its status is not read: not validated either (the Deployment's loop writes it often).
+    spec_only = {k: v for k, v in body.items() if k != "status"}
+    return {namespace or "": deployment_view(Deployment.model_validate(spec_only))}

@@ -21,7 +21,6 @@ import kopf
 from pydantic import ValidationError
 
 from skyfleet.api.common import ConditionStatus
-from skyfleet.api.deployment import NodeGroup
 from skyfleet.api.scalingpolicy import (
     DEFAULT_TOKEN_KEY,
     MetricRule,
@@ -51,6 +50,7 @@ from skyfleet.reconcile.scaling import (
     selector,
 )
 from skyfleet.reconcile.scaling_scope import QueryNotScoped, same_server, scope_query
+from skyfleet.reconcile.views import GroupView
 
 __all__ = ["Sources", "evaluate_loop", "scaling_policies"]
 
@@ -197,8 +197,8 @@ async def evaluate_once(
     status.replicas = sum(
         1 for v in instances.get((namespace, target.deployment), []) if v.group == target.group and not v.deleting
     )
-    dep = next((d for d in deployments.get(namespace, []) if d.metadata.name == target.deployment), None)
-    group = next((g for g in dep.spec.node_groups if g.name == target.group), None) if dep is not None else None
+    dep = next((d for d in deployments.get(namespace, []) if d.name == target.deployment), None)
+    group = next((g for g in dep.groups if g.name == target.group), None) if dep is not None else None
     governing = governing_policy(list(policies.get((namespace, target.deployment), [])), *_target(policy))
     if group is None:
         what = f"Deployment {target.deployment}" + (f" has no node group {target.group}" if dep else " does not exist")
@@ -241,7 +241,7 @@ async def _govern(
     ctx: Context,
     sources: Sources,
     policy: ScalingPolicy,
-    group: NodeGroup,
+    group: GroupView,
     *,
     body: kopf.Body,
     status: ScalingPolicyStatus,
@@ -286,7 +286,7 @@ async def _govern(
 def _record(
     status: ScalingPolicyStatus,
     policy: ScalingPolicy,
-    group: NodeGroup,
+    group: GroupView,
     decision: Decision,
     *,
     before: tuple[int, int | None],

@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from skyfleet.api.deployment import Deployment
 from skyfleet.api.image import Image, ImageBuild, ImageSource, ImageStatus, Recipe
+from skyfleet.reconcile.views import DeploymentView
 
 __all__ = ["ImageError", "current_resolution", "effective_image", "image_uses", "select_source"]
 
@@ -109,14 +109,14 @@ def select_source(
 
 
 def image_uses(
-    image: str, deployments: Iterable[Deployment], credential_regions: Mapping[str, str | None]
+    image: str, deployments: Iterable[DeploymentView], credential_regions: Mapping[str, str | None]
 ) -> list[tuple[str, str | None]]:
     """Every (credential, region) a Deployment places a group booting ``image`` on, sorted."""
     uses: set[tuple[str, str | None]] = set()
     for d in deployments:
-        for g in d.spec.node_groups:
+        for g in d.groups:
             if g.image_ref != image:
                 continue
-            for t in g.placement.targets:
-                uses.add((t.credential, t.region or credential_regions.get(t.credential)))
+            for credential, region in g.targets:
+                uses.add((credential, region or credential_regions.get(credential)))
     return sorted(uses, key=lambda u: (u[0], u[1] or ""))

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from skyfleet.api.common import ConditionStatus
+from skyfleet.api.deployment import Deployment, Size
 from skyfleet.api.instance import Instance
 from skyfleet.reconcile.conditions import find_condition
 
@@ -21,7 +22,10 @@ __all__ = [
     "GROUP_LABEL",
     "ORPHAN_ANNOTATION",
     "CredentialView",
+    "DeploymentView",
+    "GroupView",
     "InstanceView",
+    "deployment_view",
     "instance_view",
     "interned",
 ]
@@ -109,6 +113,48 @@ def instance_view(obj: Instance) -> InstanceView:
         private_address=addresses.private[0] if addresses and addresses.private else None,
         image_id=interned(obj.spec.image_id),
         drift_policy=interned(obj.spec.drift_policy),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class GroupView:
+    """What is read of a node group from the ``deployments`` index: which Image it boots and
+    where (Image resolution and bakes, credential wake-ups), and its replicas and size (the
+    ScalingPolicy governing it). Not its user data, rollout or health settings."""
+
+    name: str
+    image_ref: str
+    # (credential, region) of each placement target, region None for the credential's own.
+    targets: tuple[tuple[str, str | None], ...]
+    replicas: int | None
+    size: Size
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentView:
+    """A Deployment as the ``deployments`` index keeps it (see GroupView). The whole validated
+    model was about 12 KiB per Deployment; its own loop reads the watched body, not the index."""
+
+    name: str
+    groups: tuple[GroupView, ...]
+
+    def uses_credential(self, credential: str) -> bool:
+        return any(c == credential for g in self.groups for c, _ in g.targets)
+
+
+def deployment_view(dep: Deployment) -> DeploymentView:
+    return DeploymentView(
+        name=dep.metadata.name,
+        groups=tuple(
+            GroupView(
+                name=sys.intern(g.name),
+                image_ref=sys.intern(g.image_ref),
+                targets=tuple((sys.intern(t.credential), interned(t.region)) for t in g.placement.targets),
+                replicas=g.replicas,
+                size=g.size,
+            )
+            for g in dep.spec.node_groups
+        ),
     )
 
 

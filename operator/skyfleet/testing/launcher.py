@@ -22,10 +22,14 @@ from pathlib import Path
 
 from skyfleet.testing.processes import die_with_parent
 
-__all__ = ["START_LINE", "OperatorConfig", "OperatorExited", "OperatorNotStopped", "OperatorProcess"]
+__all__ = ["IMAGE_ENV", "START_LINE", "OperatorConfig", "OperatorExited", "OperatorNotStopped", "OperatorProcess"]
 
 # What the operator logs once its settings are read and kopf is about to run (operator.py).
 START_LINE = "skyfleet operator starting"
+# The environment the operator's image sets that changes how the process runs (Dockerfile
+# ``ENV``; a unit test keeps the two equal), so that what the benchmarks and end-to-end tests
+# measure is what ships: glibc with two malloc arenas, not one per thread up to 8 per core.
+IMAGE_ENV: Mapping[str, str] = {"MALLOC_ARENA_MAX": "2"}
 _SNAPSHOT = re.compile(r"tracemalloc snapshot written to (\S+)")
 
 
@@ -45,6 +49,9 @@ class OperatorConfig:
     log_path: Path
     # The environment the operator inherits (a kubeconfig in KUBECONFIG, at least); None: ours.
     env: Mapping[str, str] | None = None
+    # IMAGE_ENV under the inherited environment (a variable set there wins, e.g.
+    # MALLOC_ARENA_MAX=16 for glibc's default on two cores); False: the inherited one alone.
+    image_env: bool = True
     namespace: str | None = None
     # None: started without one, as an installation that relies on the derived default.
     cluster_id: str | None = None
@@ -94,7 +101,8 @@ class OperatorConfig:
         ]
 
     def environment(self) -> dict[str, str]:
-        env = {**(os.environ if self.env is None else self.env), "PYTHONWARNINGS": "ignore::Warning"}
+        inherited = os.environ if self.env is None else self.env
+        env = {**(IMAGE_ENV if self.image_env else {}), **inherited, "PYTHONWARNINGS": "ignore::Warning"}
         if self.lease_name is not None:
             env["SKYFLEET_LEASE_NAME"] = self.lease_name
         if self.tracemalloc:
