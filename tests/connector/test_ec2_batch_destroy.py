@@ -12,7 +12,7 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 from botocore.exceptions import ClientError  # type: ignore[import-untyped]
 
-from skyfleet.connectors import InvalidRequest, NotFound, OwnershipMismatch
+from skyfleet.connectors import InvalidRequest, OwnershipMismatch
 from skyfleet.connectors.libcloud import LibcloudConnector
 from skyfleet.testing.faultproxy import FaultProxy
 from tests.connector.conftest import AMI, CLUSTER, ConnectorFactory, owner
@@ -209,11 +209,27 @@ async def test_a_malformed_id_fails_its_caller_and_not_its_neighbours(
 
     outcomes = await destroy_all(connector, vms)
 
-    # EC2 (and fastec2) answer InvalidInstanceID.Malformed; moto takes it for an unknown id.
-    bad = outcomes.pop("bad")
-    assert bad is None or isinstance(bad, InvalidRequest | NotFound)
+    # EC2 (and fastec2) refuse the whole description (InvalidInstanceID.Malformed), moto takes
+    # the id for an unknown one: either way no VM has it, so there is nothing to delete.
     assert set(outcomes.values()) == {None}
+    assert proxy.count("requests:TerminateInstances") == 1
     assert all(gone(s) for s in states(boto_ec2, [vms[f"u{i}"] for i in range(4)]).values())
+
+
+async def test_a_batch_refused_as_a_whole_is_tried_one_vm_at_a_time(
+    proxy: FaultProxy, make_connector: ConnectorFactory, boto_ec2: Any
+) -> None:
+    # EC2 refuses a whole TerminateInstances for one VM protected from termination: the others
+    # must not fail for its sake.
+    vms = launch(boto_ec2, [f"u{i}" for i in range(4)])
+    proxy.fail_next("TerminateInstances", code="OperationNotPermitted", status=400, message="protected")
+    connector = make_connector(proxy.endpoint)
+
+    outcomes = await destroy_all(connector, vms)
+
+    assert set(outcomes.values()) == {None}
+    assert all(gone(s) for s in states(boto_ec2, list(vms.values())).values())
+    assert [len(named(q)) for q in proxy.queries("TerminateInstances")] == [4, 1, 1, 1, 1]
 
 
 async def test_terminate_batch_size_one_deletes_one_vm_per_request(

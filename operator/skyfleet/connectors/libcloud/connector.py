@@ -531,9 +531,10 @@ class LibcloudConnector(Connector):
                 "destroy_many", lambda d: self.adapter.destroy_many(d, targets), bucket=self._destroy_bucket
             )
         except ConnectorError as exc:
-            # Not retryable and shared by several VMs (one malformed id fails the whole request):
-            # no VM may fail for its neighbour's sake, so each caller tries its VM alone.
-            alone = not exc.retryable and len(ids) > 1 and not isinstance(exc, CircuitOpen)
+            # A refusal of the request as a whole may be one VM's doing (an id the cloud cannot
+            # parse, one VM protected from termination): no VM may fail for its neighbour's
+            # sake, so each caller tries alone. Refusals of the account stand for every VM.
+            alone = not exc.retryable and not isinstance(exc, _ACCOUNT_WIDE) and len(ids) > 1
             for waiting in batch:
                 if alone:
                     waiting.answer(_ALONE)
@@ -722,6 +723,8 @@ class LibcloudConnector(Connector):
 
 # A batch's answer to a caller whose VM must be tried alone (see _destroy_together).
 _ALONE = object()
+# Refusals that say nothing of one VM but of the account, the endpoint or the cloud's health.
+_ACCOUNT_WIDE = (InvalidCredentials, EndpointNotAllowed, Unsupported, CircuitOpen)
 
 
 @dataclass(eq=False)

@@ -266,8 +266,9 @@ class EC2Adapter(ProviderAdapter):
 
     def describe_many(self, driver: Driver, ids: Sequence[str]) -> dict[str, CloudNode]:
         """One DescribeInstances per 1000 ids. EC2 refuses the whole call when one id is unknown
-        (long terminated, or never ours): the ids its error names are dropped and the rest asked
-        again; where it names none, the ids are halved until the unknown ones are found."""
+        (long terminated, or never ours) or malformed (no VM has it): the ids its error names are
+        dropped and the rest asked again; where it names none, the ids are halved until the
+        unknown ones are found."""
         wanted = list(dict.fromkeys(ids))
         found: dict[str, CloudNode] = {}
         chunks = [wanted[i : i + _ID_BATCH] for i in range(0, len(wanted), _ID_BATCH)]
@@ -277,7 +278,7 @@ class EC2Adapter(ProviderAdapter):
                 nodes = self.describe_instances(driver, _numbered("InstanceId", chunk))
             except Exception as exc:
                 mapped = self.map_error(exc)
-                if not isinstance(mapped, NotFound):
+                if not isinstance(mapped, NotFound) and mapped.code != "InvalidInstanceID.Malformed":
                     raise
                 named = set(_INSTANCE_ID.findall(str(mapped))) & set(chunk)
                 if named:
