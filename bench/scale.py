@@ -450,18 +450,27 @@ class Scale:
         self.kubectl("delete", "deployments.skyfleet.io", "--all", "--wait=false")
         terminated_at: float | None = None
         gone_at: float | None = None
-        deadline = started + max(600.0, vms * 1.0)
+        left = {"vms": vms, "instances": -1}
+        progress: list[tuple[float, int]] = []  # (seconds, VMs left), every 10 s
+        deadline = started + self.args.delete_timeout
         while terminated_at is None or gone_at is None:
             self.alive()
             now = time.monotonic()
             if now > deadline:
-                raise BenchError(f"deletion not done within {deadline - started:.0f} s")
-            if terminated_at is None and not any(live_vms(ec2, self.cluster_id) for ec2 in clients):
-                terminated_at = now
-                print(f"  ... {now - started:5.1f} s: every VM terminated", flush=True)
-            if gone_at is None and not self.api.items("instances"):
-                gone_at = now
-                print(f"  ... {now - started:5.1f} s: every Instance gone", flush=True)
+                print(f"  deletion not done within {self.args.delete_timeout:.0f} s: {left} left", flush=True)
+                break
+            if terminated_at is None:
+                left["vms"] = sum(len(live_vms(ec2, self.cluster_id)) for ec2 in clients)
+                if not progress or now - started >= progress[-1][0] + 10:
+                    progress.append((round(now - started, 1), left["vms"]))
+                if not left["vms"]:
+                    terminated_at = now
+                    print(f"  ... {now - started:5.1f} s: every VM terminated", flush=True)
+            if gone_at is None:
+                left["instances"] = len(self.api.items("instances"))
+                if not left["instances"]:
+                    gone_at = now
+                    print(f"  ... {now - started:5.1f} s: every Instance gone", flush=True)
             time.sleep(0.5)
         cloud = self.requests(started)
         terminates = [r for r in cloud if r.action == "TerminateInstances"]
@@ -471,16 +480,19 @@ class Scale:
         self.report["delete"] = {
             "vms": vms,
             "terminate_batch_size": self.args.terminate_batch_size or 1000,
-            "vms_terminated_s": round(terminated_at - started, 1),
-            "instances_gone_s": round(gone_at - started, 1),
+            "vms_terminated_s": None if terminated_at is None else round(terminated_at - started, 1),
+            "instances_gone_s": None if gone_at is None else round(gone_at - started, 1),
+            "left_at_the_end": left,
+            "vms_left_every_10_s": progress,
             "terminate_requests": len(terminates),
             "terminate_requests_throttled": throttled,
             "ids_per_terminate": {"mean": round(sum(sent) / max(1, len(sent)), 1), "max": max(sent, default=0)},
             "cloud_requests": dict(sorted(by_action(cloud).items())),
         }
+        report = self.report["delete"]
         print(
-            f"  {vms} VMs terminated in {terminated_at - started:.1f} s, Instances gone in {gone_at - started:.1f} s; "
-            f"{len(terminates)} TerminateInstances ({throttled} throttled), "
+            f"  {vms} VMs terminated in {report['vms_terminated_s']} s, Instances gone in "
+            f"{report['instances_gone_s']} s; {len(terminates)} TerminateInstances ({throttled} throttled), "
             f"{self.report['delete']['ids_per_terminate']} ids per request",
             flush=True,
         )
@@ -604,8 +616,9 @@ def table(report: dict[str, Any]) -> None:
         rows += [
             (
                 f"delete all ({d['vms']} VMs, terminateBatchSize {d['terminate_batch_size']}): VMs terminated",
-                f"{d['vms_terminated_s']} s; Instances gone {d['instances_gone_s']} s",
+                f"{d['vms_terminated_s']} s; Instances gone {d['instances_gone_s']} s; left {d['left_at_the_end']}",
             ),
+            ("  VMs left every 10 s", f"{d['vms_left_every_10_s']}"),
             (
                 "  TerminateInstances (throttled), ids per request",
                 f"{d['terminate_requests']} ({d['terminate_requests_throttled']}), {d['ids_per_terminate']}",
@@ -645,6 +658,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="write the report here instead of printing it")
     parser.add_argument("--skip", action="append", default=[], choices=["reaction", "restart"])
     parser.add_argument("--delete", action="store_true", help="at the end, delete every Deployment and time it")
+    parser.add_argument("--delete-timeout", type=float, default=600.0, help="seconds the deletion is waited for")
     parser.add_argument(
         "--terminate-batch-size", type=int, choices=range(1, 1001), metavar="1-1000", help="ec2 terminateBatchSize"
     )
