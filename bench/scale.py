@@ -26,11 +26,19 @@ Measured:
    tag-filtered listing after the start (every Instance's VM re-observed), and over the restart
    and ``--settle`` seconds after it: mutating cloud calls, writes, objects changed.
 
-Nothing is deleted at the end: the control plane and the emulator are torn down with the run.
+5. deletion (``--delete``): every Deployment deleted at once, with each proxy enforcing EC2's
+   TerminateInstances buckets (requests: burst 100, 5/s; instances named: burst 1000, 20/s):
+   seconds until no VM of ours is pending or running and until every Instance is gone,
+   TerminateInstances requests, ids per request, throttled answers. ``--terminate-batch-size 1``
+   turns batching off (the credentials' ``terminateBatchSize`` parameter): one VM per request, as
+   before batching, to compare.
+
+Without ``--delete`` nothing is deleted at the end: the control plane and the emulator are torn
+down with the run.
 A report in JSON goes to ``--json`` (default: printed), a short table to stdout.
 
 Run:  .venv/bin/python bench/scale.py --count 1000 [--replicas 10] [--step 500] [--credentials 2]
-      [--quiet 120] [--samples 20] [--settle 30] [--observe-period 10]
+      [--quiet 120] [--samples 20] [--settle 30] [--observe-period 10] [--delete [--terminate-batch-size N]]
 """
 
 from __future__ import annotations
@@ -58,6 +66,8 @@ from common import (
     bench_run,
     changed_between,
     delta,
+    ec2_client,
+    live_vms,
     operator,
     percentile,
     rss_kib,
@@ -86,6 +96,9 @@ MUTATING = (
 )
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
 DEPLOYMENT_TAG = "skyfleet.io/deployment"
+# EC2's TerminateInstances buckets: requests (burst, per second) and instances named (burst, per second).
+TERMINATE_REQUESTS = (100, 5.0)
+TERMINATE_INSTANCES = (1000, 20.0)
 
 
 # -- the cloud side: a proxy that timestamps what it forwards ---------------------------------------
@@ -179,11 +192,16 @@ def start_operator(plane: ControlPlane, cluster_id: str, log_path: Path, args: a
 # -- manifests ----------------------------------------------------------------------------------------
 
 
-def credential(name: str, region: str, endpoint: str, max_instances: int | None) -> list[dict[str, Any]]:
+def credential(
+    name: str, region: str, endpoint: str, max_instances: int | None, terminate_batch: int | None = None
+) -> list[dict[str, Any]]:
     limits: dict[str, int] = {**LIMITS}
     if max_instances is not None:
         limits["maxInstances"] = max_instances
-    return ec2_credential(name, region, endpoint, canary="bench-secret-value", limits=limits)
+    spec: dict[str, Any] = {"limits": limits}
+    if terminate_batch is not None:
+        spec["parameters"] = {"terminateBatchSize": str(terminate_batch)}
+    return ec2_credential(name, region, endpoint, canary="bench-secret-value", **spec)
 
 
 def deployment(name: str, replicas: int, cred: str) -> dict[str, Any]:
@@ -263,7 +281,9 @@ class Scale:
         self.start_operator()
         docs: list[dict[str, Any]] = []
         for i, proxy in enumerate(self.proxies.values()):
-            docs += credential(f"c{i}", REGIONS[i], proxy.endpoint, self.args.max_instances)
+            docs += credential(
+                f"c{i}", REGIONS[i], proxy.endpoint, self.args.max_instances, self.args.terminate_batch_size
+            )
         self.apply([*docs, image("bench")])
         self.kubectl.wait_credentials(180)
         self.deployments.start()
@@ -415,6 +435,70 @@ class Scale:
         }
         print(f"reaction at size: patch -> RunInstances {[round(d, 2) for d in delays]} s", flush=True)
 
+    def delete(self) -> None:
+        """Every Deployment deleted at once, the cloud pacing TerminateInstances as EC2 does."""
+        print("delete: every Deployment at once", flush=True)
+        for proxy in self.proxies.values():
+            proxy.throttle("TerminateInstances", burst=TERMINATE_REQUESTS[0], rate=TERMINATE_REQUESTS[1])
+            proxy.throttle(
+                "TerminateInstances", burst=TERMINATE_INSTANCES[0], rate=TERMINATE_INSTANCES[1], per="InstanceId"
+            )
+            proxy.stats.clear()
+        clients = [ec2_client(self.emulator.url, REGIONS[i]) for i in range(len(self.proxies))]
+        vms = sum(len(live_vms(ec2, self.cluster_id)) for ec2 in clients)
+        started = time.monotonic()
+        self.kubectl("delete", "deployments.skyfleet.io", "--all", "--wait=false")
+        terminated_at: float | None = None
+        gone_at: float | None = None
+        left = {"vms": vms, "instances": -1}
+        progress: list[tuple[float, int]] = []  # (seconds, VMs left), every 10 s
+        deadline = started + self.args.delete_timeout
+        while terminated_at is None or gone_at is None:
+            self.alive()
+            now = time.monotonic()
+            if now > deadline:
+                print(f"  deletion not done within {self.args.delete_timeout:.0f} s: {left} left", flush=True)
+                break
+            if terminated_at is None:
+                left["vms"] = sum(len(live_vms(ec2, self.cluster_id)) for ec2 in clients)
+                if not progress or now - started >= progress[-1][0] + 10:
+                    progress.append((round(now - started, 1), left["vms"]))
+                if not left["vms"]:
+                    terminated_at = now
+                    print(f"  ... {now - started:5.1f} s: every VM terminated", flush=True)
+            if gone_at is None:
+                # One item at most: listing 1,000 Instances twice a second would load the API
+                # server more than the deletion does, and slow the operator's own writes.
+                left["instances"] = len(self.api.items("instances", "?limit=1"))
+                if not left["instances"]:
+                    gone_at = now
+                    print(f"  ... {now - started:5.1f} s: every Instance gone", flush=True)
+            time.sleep(1.0)
+        cloud = self.requests(started)
+        terminates = [r for r in cloud if r.action == "TerminateInstances"]
+        throttled = sum(p.count("throttled:TerminateInstances") for p in self.proxies.values())
+        ids = [sum(1 for k in r.params if k.startswith("InstanceId.")) for r in terminates]
+        sent = [n for r, n in zip(terminates, ids, strict=True) if n]
+        self.report["delete"] = {
+            "vms": vms,
+            "terminate_batch_size": self.args.terminate_batch_size or 1000,
+            "vms_terminated_s": None if terminated_at is None else round(terminated_at - started, 1),
+            "instances_gone_s": None if gone_at is None else round(gone_at - started, 1),
+            "left_at_the_end": left,
+            "vms_left_every_10_s": progress,
+            "terminate_requests": len(terminates),
+            "terminate_requests_throttled": throttled,
+            "ids_per_terminate": {"mean": round(sum(sent) / max(1, len(sent)), 1), "max": max(sent, default=0)},
+            "cloud_requests": dict(sorted(by_action(cloud).items())),
+        }
+        report = self.report["delete"]
+        print(
+            f"  {vms} VMs terminated in {report['vms_terminated_s']} s, Instances gone in "
+            f"{report['instances_gone_s']} s; {len(terminates)} TerminateInstances ({throttled} throttled), "
+            f"{self.report['delete']['ids_per_terminate']} ids per request",
+            flush=True,
+        )
+
     def restart(self) -> None:
         args = self.args
         time.sleep(args.observe_period)
@@ -529,6 +613,20 @@ def table(report: dict[str, Any]) -> None:
     if "patch_to_runinstances_s" in report:
         p = report["patch_to_runinstances_s"]
         rows.append(("replicas patch -> RunInstances at size", f"p50 {p['p50']} s, p99 {p['p99']} s (n={p['n']})"))
+    if "delete" in report:
+        d = report["delete"]
+        rows += [
+            (
+                f"delete all ({d['vms']} VMs, terminateBatchSize {d['terminate_batch_size']}): VMs terminated",
+                f"{d['vms_terminated_s']} s; Instances gone {d['instances_gone_s']} s; left {d['left_at_the_end']}",
+            ),
+            ("  VMs left every 10 s", f"{d['vms_left_every_10_s']}"),
+            (
+                "  TerminateInstances (throttled), ids per request",
+                f"{d['terminate_requests']} ({d['terminate_requests_throttled']}), {d['ids_per_terminate']}",
+            ),
+            ("  cloud requests", f"{d['cloud_requests']}"),
+        ]
     if "restart" in report:
         r = report["restart"]
         rows += [
@@ -561,6 +659,11 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, help="write the report here instead of printing it")
     parser.add_argument("--skip", action="append", default=[], choices=["reaction", "restart"])
+    parser.add_argument("--delete", action="store_true", help="at the end, delete every Deployment and time it")
+    parser.add_argument("--delete-timeout", type=float, default=600.0, help="seconds the deletion is waited for")
+    parser.add_argument(
+        "--terminate-batch-size", type=int, choices=range(1, 1001), metavar="1-1000", help="ec2 terminateBatchSize"
+    )
     return parser.parse_args()
 
 
@@ -579,11 +682,14 @@ def main() -> None:
         try:
             scale.setup()
             scale.provision()
-            scale.quiet("after_ready", args.quiet)
+            if args.quiet > 0:
+                scale.quiet("after_ready", args.quiet)
             if "reaction" not in args.skip:
                 scale.reaction()
             if "restart" not in args.skip:
                 scale.restart()
+            if args.delete:
+                scale.delete()
         except BaseException:
             if scale.operator is not None:
                 print(f"--- operator log (tail) ---\n{scale.operator.tail()}", file=sys.stderr)

@@ -222,6 +222,23 @@ def test_release_is_claimed_exactly_where_the_adapter_can_untag(adapter: type[Pr
     assert adapter.capabilities.release is (adapter.untag is not ProviderAdapter.untag)
 
 
+@pytest.mark.parametrize("adapter", [ADAPTERS[name] for name in sorted(ADAPTERS)], ids=sorted(ADAPTERS))
+def test_destroys_are_batched_exactly_where_the_adapter_deletes_many_per_request(
+    adapter: type[ProviderAdapter],
+) -> None:
+    batches = adapter.destroy_many is not ProviderAdapter.destroy_many
+    assert (adapter.capabilities.destroy_batch > 1) is batches
+    assert batches is (adapter.provider == "ec2")
+
+
+def test_limits_give_destroys_ec2s_terminate_buckets_and_refuse_nonsense() -> None:
+    limits = Limits()
+    assert (limits.destroy_requests_per_second, limits.destroy_burst) == (5, 100)
+    assert (limits.destroy_instances_per_second, limits.destroy_instance_burst) == (20, 1000)
+    with pytest.raises(ValueError, match="destroy_burst"):
+        Limits(destroy_burst=0)
+
+
 async def test_release_without_the_capability_is_unsupported_before_any_request(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

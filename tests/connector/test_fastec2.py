@@ -219,6 +219,18 @@ def test_paging_sees_every_reservation_once_while_the_fleet_changes(fast: FastEC
         ({"Action": "DescribeImageAttribute", "ImageId": AMI, "Attribute": "launchPermission"}, "AuthFailure"),
         ({"Action": "GetConsoleOutput"}, "MissingParameter"),
         ({"Action": "TerminateInstances"}, "MissingParameter"),
+        (
+            {"Action": "TerminateInstances", "InstanceId.1": "i-0123456789abcdef0", "InstanceId.2": "bogus"},
+            "InvalidInstanceID.Malformed",
+        ),
+        (
+            {
+                "Action": "TerminateInstances",
+                "InstanceId.1": "i-0123456789abcdef0",
+                "InstanceId.2": "i-0123456789abcdef1",
+            },
+            "InvalidInstanceID.NotFound",
+        ),
         ({"Action": "FrobnicateInstances"}, "InvalidAction"),
         ({}, "MissingAction"),
     ],

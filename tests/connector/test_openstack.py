@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import json
@@ -249,6 +250,13 @@ async def test_create_adopts_what_a_lost_response_left_behind(connector: Libclou
 async def test_destroy_checks_ownership(connector: LibcloudConnector) -> None:
     deletes = await destroyed(connector, NovaMockHttp, ours="srv-1", foreign="srv-x", missing="srv-gone")
     assert deletes == ["/v2.1/p-123/servers/srv-1"]
+
+
+async def test_concurrent_destroys_still_go_one_vm_at_a_time(connector: LibcloudConnector) -> None:
+    # Nova deletes one server per request: no batching, each VM described and deleted alone.
+    assert connector.capabilities.destroy_batch == 1
+    await asyncio.gather(connector.destroy("srv-1", owner("uid-1")), connector.destroy("srv-gone", owner("uid-1")))
+    assert [s.path for s in NovaMockHttp.sent if s.method == "DELETE"] == ["/v2.1/p-123/servers/srv-1"]
 
 
 async def test_release_writes_back_all_metadata_but_the_identity(connector: LibcloudConnector) -> None:

@@ -123,6 +123,34 @@ class CredentialLimits(Model):
         description="Most VMs the operator keeps on this account; placement moves on when it is reached. "
         "Default: no limit.",
     )
+    destroy_requests_per_second: float | None = Field(
+        default=None,
+        gt=0,
+        le=10000,
+        description="Sustained delete requests per second where one request deletes many VMs (ec2: "
+        "TerminateInstances); these do not use requestsPerSecond. Other providers delete one VM per request "
+        "within requestsPerSecond. Default: 5 (EC2's TerminateInstances request bucket).",
+    )
+    destroy_burst: int | None = Field(
+        default=None,
+        ge=1,
+        le=10000,
+        description="Delete requests allowed at once before destroyRequestsPerSecond applies. Default: 100.",
+    )
+    destroy_instances_per_second: float | None = Field(
+        default=None,
+        gt=0,
+        le=100000,
+        description="Sustained VMs per second named in delete requests that delete many (EC2's resource bucket). "
+        "Default: 20.",
+    )
+    destroy_instance_burst: int | None = Field(
+        default=None,
+        ge=1,
+        le=100000,
+        description="VMs deletable at once before destroyInstancesPerSecond applies; also the most one delete "
+        "request names. Default: 1000.",
+    )
 
 
 class OrphanPolicy(Model):

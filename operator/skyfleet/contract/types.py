@@ -138,6 +138,12 @@ class Limits:
     ``requests_per_second``/``burst`` bound calls that change the cloud (create, destroy,
     resize). Reads get their own bucket, as clouds give them (EC2: DescribeInstances 20/s
     against RunInstances 2/s); unless set, it is ten times the mutation budget.
+
+    Where a provider deletes many VMs per request (``Capabilities.destroy_batch`` > 1), those
+    requests have a budget of their own, shaped like EC2's TerminateInstances buckets: a request
+    bucket (``destroy_requests_per_second``/``destroy_burst``, EC2: 5/s, 100) and a resource
+    bucket counting the VMs named (``destroy_instances_per_second``/``destroy_instance_burst``,
+    EC2: 20/s, 1000), which also caps how many VMs one request names.
     """
 
     requests_per_second: float = 10.0
@@ -149,6 +155,10 @@ class Limits:
     # Total seconds one call to the cloud may take, every request and retry of the HTTP layer
     # included (socket timeouts bound single reads only; a dripping endpoint never trips them).
     call_timeout: float = 120.0
+    destroy_requests_per_second: float = 5.0
+    destroy_burst: int = 100
+    destroy_instances_per_second: float = 20.0
+    destroy_instance_burst: int = 1000
 
     @property
     def read_rate(self) -> float:
@@ -163,6 +173,17 @@ class Limits:
             raise ValueError(
                 "limits need requests_per_second > 0, burst >= 1, max_concurrency >= 1 and call_timeout > 0, got "
                 f"{self.requests_per_second}, {self.burst}, {self.max_concurrency}, {self.call_timeout}"
+            )
+        if (
+            self.destroy_requests_per_second <= 0
+            or self.destroy_burst < 1
+            or self.destroy_instances_per_second <= 0
+            or self.destroy_instance_burst < 1
+        ):
+            raise ValueError(
+                "limits need destroy_requests_per_second > 0, destroy_burst >= 1, destroy_instances_per_second > 0 "
+                f"and destroy_instance_burst >= 1, got {self.destroy_requests_per_second}, {self.destroy_burst}, "
+                f"{self.destroy_instances_per_second}, {self.destroy_instance_burst}"
             )
 
 
@@ -229,6 +250,10 @@ class Capabilities:
     # The root disk's size is chosen at create (EBS volume, boot disk, boot volume), so a size's
     # own disk is no constraint; False: the plan fixes the disk, and sizes are chosen by it.
     root_disk_sizing: bool = False
+    # The most VMs one delete request takes (EC2 TerminateInstances: 1000). Above 1 the connector
+    # gathers concurrent destroys into one description and one delete request, paced by the
+    # destroy budget (Limits.destroy_*); 1: every VM is described and deleted on its own.
+    destroy_batch: int = 1
 
 
 class NodeState(enum.Enum):

@@ -5,6 +5,7 @@ Put it between a driver and ``skyfleet.testing.ec2emulator`` (or anything HTTP):
     with FaultProxy(emulator.endpoint) as proxy:
         proxy.faults.error_rate = 0.2                 # 20% of requests answer 5xx
         proxy.throttle("RunInstances", burst=5, rate=2.0)  # AWS's RunInstances request bucket
+        proxy.throttle("TerminateInstances", burst=1000, rate=20, per="InstanceId")  # its resource bucket
         proxy.drop_next_response("RunInstances")      # forward, then lose the answer
         connector_endpoint = proxy.endpoint
 
@@ -23,7 +24,9 @@ backends:
 * Images take time: a new AMI (CreateImage, CopyImage) reports ``pending`` for
   ``image_pending_delay`` seconds (``math.inf``: it never becomes available), where moto makes
   it ``available`` at once and EC2 takes minutes.
-* Throttling shaped like EC2's: HTTP 503 ``RequestLimitExceeded`` from per-action token buckets.
+* Throttling shaped like EC2's: HTTP 503 ``RequestLimitExceeded`` from per-action token buckets,
+  counting requests, or (``per="InstanceId"``) the ids a request names, as EC2's resource buckets
+  do (TerminateInstances: 100 requests and 5/s, 1000 instances and 20/s); an action may have both.
 * Console output: ``set_console(instance_id, text)`` makes GetConsoleOutput answer ``text``
   (base64, as EC2 sends it) for that instance, where moto answers the same fixed log for all.
 * Authentication: with ``faults.accepted_keys`` set, requests signed with any other access key
@@ -76,13 +79,14 @@ class TokenBucket:
         self._stamp = time.monotonic()
         self._lock = threading.Lock()
 
-    def try_take(self) -> bool:
+    def try_take(self, amount: int = 1) -> bool:
+        """Take ``amount`` tokens if the bucket holds them; else take none."""
         with self._lock:
             now = time.monotonic()
             self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
             self._stamp = now
-            if self._tokens >= 1:
-                self._tokens -= 1
+            if self._tokens >= amount:
+                self._tokens -= amount
                 return True
             return False
 
@@ -147,6 +151,8 @@ class FaultProxy:
         self.port = port
         self.faults = Faults()
         self.buckets: dict[str, TokenBucket] = {}
+        # Resource buckets: per action, the numbered parameter counted ("InstanceId") and its bucket.
+        self.resource_buckets: dict[str, tuple[str, TokenBucket]] = {}
         self.stats: collections.Counter[str] = collections.Counter()
         # Seeded so a failing fault scenario replays identically; nothing here is cryptographic.
         self._random = random.Random(seed)  # noqa: S311
@@ -163,9 +169,17 @@ class FaultProxy:
         self._thread: threading.Thread | None = None
 
     # -- runtime control ----------------------------------------------------------------
-    def throttle(self, action: str, burst: int, rate: float) -> None:
-        """Answer ``RequestLimitExceeded`` once ``action``'s bucket is empty ('*' for every action)."""
-        self.buckets[action] = TokenBucket(burst, rate)
+    def throttle(self, action: str, burst: int, rate: float, per: str | None = None) -> None:
+        """Answer ``RequestLimitExceeded`` once ``action``'s bucket is empty ('*' for every action).
+
+        With ``per`` (a numbered parameter: ``"InstanceId"``) the bucket counts the values a request
+        names (``InstanceId.1`` ... ``InstanceId.N``) instead of requests, and a request whose
+        values do not all fit is refused whole, taking none; it sits beside the request bucket.
+        """
+        if per is None:
+            self.buckets[action] = TokenBucket(burst, rate)
+        else:
+            self.resource_buckets[action] = (per, TokenBucket(burst, rate))
 
     def drop_next_response(self, action: str, count: int = 1) -> None:
         """Forward the next ``count`` ``action`` requests, then close without answering."""
@@ -199,6 +213,7 @@ class FaultProxy:
         with self._lock:
             self.faults = Faults()
             self.buckets.clear()
+            self.resource_buckets.clear()
             self.stats.clear()
             self._one_shots.clear()
             self._tokens.clear()
@@ -460,6 +475,7 @@ class _Handler(BaseHTTPRequestHandler):
         if (
             one_shot.kind == "throttle"
             or (bucket is not None and not bucket.try_take())
+            or not self._resources_fit(action, params)
             or (random_faults and proxy._chance(faults.throttle_rate))
         ):
             proxy._bump("throttled")
@@ -485,6 +501,14 @@ class _Handler(BaseHTTPRequestHandler):
                 self._run_instances_once(token, params, body, one_shot)
             return
         self._pass_through(action, params, body, one_shot)
+
+    def _resources_fit(self, action: str, params: list[tuple[str, str]]) -> bool:
+        resource = self.owner.resource_buckets.get(action)
+        if resource is None:
+            return True
+        per, bucket = resource
+        named = sum(1 for k, _ in params if k.startswith(per + ".") and k[len(per) + 1 :].isdigit())
+        return bucket.try_take(named)
 
     def _run_instances_once(self, token: str, params: list[tuple[str, str]], body: bytes, one_shot: _OneShot) -> None:
         proxy = self.owner

@@ -5,6 +5,11 @@ with a driver taken from this connector's own small pool (a driver serves one ca
 Before a call reaches a thread it passes the credential's circuit breaker, token bucket and
 concurrency cap, so waiting calls hold neither a thread nor a slot.
 
+Where the provider deletes many VMs per request (``Capabilities.destroy_batch`` > 1), destroys
+that arrive together are gathered for a moment and done as one batch: one description of them
+all, each checked against its own caller's owner tags, then one delete request for the VMs that
+are ours, paced by the credential's destroy budget (``Limits.destroy_*``), not the launch budget.
+
 Every call has a total deadline (``Limits.call_timeout``): when it passes, or when the caller
 is cancelled, the sockets the call opened are shut down (``transport.CallScope``), so the
 thread returns at once instead of reading from a dripping endpoint for ever.
@@ -15,11 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import copy
 import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from aiolimiter import AsyncLimiter
@@ -74,6 +81,8 @@ _CATALOGUE_TTL = 600.0
 _ABORT_GRACE = 5.0
 # How often a create whose outcome is unknown looks for its VM again (no idempotency token).
 _SETTLE_POLL = 2.0
+# How long a destroy waits for others to share its delete request (a full batch goes at once).
+_DESTROY_WINDOW = 0.2
 # Answers that say a create launched nothing; after any other error a VM may exist.
 _REFUSALS = (
     InvalidRequest,
@@ -150,6 +159,16 @@ class LibcloudConnector(Connector):
         # at requests_per_second: the same shape as the clouds' own request buckets.
         self._write_bucket = AsyncLimiter(limits.burst, limits.burst / limits.requests_per_second)
         self._read_bucket = AsyncLimiter(limits.read_capacity, limits.read_capacity / limits.read_rate)
+        # Deletes of many VMs per request: EC2 paces TerminateInstances apart from RunInstances,
+        # by requests and by the instances they name.
+        self._destroy_bucket = AsyncLimiter(
+            limits.destroy_burst, limits.destroy_burst / limits.destroy_requests_per_second
+        )
+        self._destroy_instances = AsyncLimiter(
+            limits.destroy_instance_burst, limits.destroy_instance_burst / limits.destroy_instances_per_second
+        )
+        self._destroy_batch = min(self.adapter.capabilities.destroy_batch, limits.destroy_instance_burst)
+        self._batcher: _DestroyBatcher | None = None
         # Idle drivers: at most one per concurrent call, whichever thread runs it.
         self._drivers: list[Driver] = []
         self._drivers_lock = threading.Lock()
@@ -224,7 +243,9 @@ class LibcloudConnector(Connector):
             future.add_done_callback(_consume)
             raise
 
-    async def _attempt(self, op: str, fn: Callable[[Driver], T], *, write: bool = False) -> T:
+    async def _attempt(
+        self, op: str, fn: Callable[[Driver], T], *, write: bool = False, bucket: AsyncLimiter | None = None
+    ) -> T:
         self.breaker.before_call()
         # The budget first, then a slot: a call waiting for its token must not hold one of the
         # few slots, or a queue of launches paced at 2/s would keep every listing waiting too
@@ -232,7 +253,8 @@ class LibcloudConnector(Connector):
         # call that goes out at once: one that finds every slot busy waits for a slot and pays
         # again, or tokens saved up behind slow answers would all go out together when the
         # slots free, over the cloud's own burst.
-        bucket = self._write_bucket if write else self._read_bucket
+        if bucket is None:
+            bucket = self._write_bucket if write else self._read_bucket
         await bucket.acquire()
         while self._slots.locked():
             async with self._slots:
@@ -422,6 +444,30 @@ class LibcloudConnector(Connector):
         return await self._retrying("create", attempt)
 
     async def destroy(self, provider_id: str, owner_tags: OwnerTags) -> None:
+        """Destroy the VM if it carries ``owner_tags``' identity (see ``Connector.destroy``).
+
+        Where the provider deletes many VMs per request, the caller joins the next batch and
+        waits for its answer holding neither a cloud thread nor a slot; every caller keeps its
+        own retries, and a retry joins a later batch.
+        """
+        if self._destroy_batch <= 1:
+            await self._destroy_alone(provider_id, owner_tags, bucket=None)
+            return
+
+        async def attempt() -> None:
+            if self._batcher is None:
+                self._batcher = _DestroyBatcher(self, self._destroy_batch)
+            if await self._batcher.submit(provider_id, owner_tags) is _ALONE:
+                await self._destroy_once(provider_id, owner_tags, bucket=self._destroy_bucket)
+
+        await self._retrying("destroy", attempt)
+
+    async def _destroy_alone(self, provider_id: str, owner_tags: OwnerTags, *, bucket: AsyncLimiter | None) -> None:
+        await self._retrying("destroy", lambda: self._destroy_once(provider_id, owner_tags, bucket=bucket))
+
+    async def _destroy_once(self, provider_id: str, owner_tags: OwnerTags, *, bucket: AsyncLimiter | None) -> None:
+        """One attempt at one VM: describe, check the owner tags, delete (a single cloud call)."""
+
         def attempt(driver: Driver) -> None:
             node = self.adapter.describe(driver, provider_id)
             if node is None or node.state is NodeState.TERMINATED:
@@ -443,10 +489,68 @@ class LibcloudConnector(Connector):
         # Told to the budget in the event loop, not from the cloud thread.
         destroyed = threading.Event()
         try:
-            await self._call("destroy", attempt, write=True)
+            await self._attempt("destroy", attempt, write=True, bucket=bucket)
         finally:
             if destroyed.is_set():
                 self.budget.gone(owner_tags.cluster_id, self._region, provider_id)
+
+    def _ours(self, batch: list[_Waiting], nodes: Mapping[str, CloudNode]) -> list[_Waiting]:
+        """Answer the callers whose VM is gone (success) or not theirs (OwnershipMismatch, for
+        that caller alone); the others, whose VM carries their owner tags, are returned."""
+        ours: list[_Waiting] = []
+        for waiting in batch:
+            node = nodes.get(waiting.provider_id)
+            if node is None or node.state is NodeState.TERMINATED:
+                waiting.answer(None)  # gone already: success, as for a single destroy
+            elif not self.adapter.owned_by(waiting.owner, node.tags):
+                waiting.fail(
+                    OwnershipMismatch(
+                        f"refusing to destroy {waiting.provider_id}: it does not carry owner tags "
+                        f"{waiting.owner.identity()} (has {_owner_view(node.tags)})",
+                        provider=self.config.provider,
+                    )
+                )
+            else:
+                ours.append(waiting)
+        return ours
+
+    async def _destroy_together(self, batch: list[_Waiting]) -> None:
+        """One batch: describe every VM in one call, check each against its own caller's owner
+        tags, delete the ones that are ours in one request, and answer every caller."""
+        ids = list(dict.fromkeys(w.provider_id for w in batch))
+        try:
+            nodes = await self._attempt("describe_many", lambda d: self.adapter.describe_many(d, ids))
+            ours = self._ours(batch, nodes)
+            targets = list(dict.fromkeys(w.provider_id for w in ours if not w.future.done()))
+            if not targets:
+                for waiting in ours:
+                    waiting.answer(None)
+                return
+            await self._destroy_instances.acquire(len(targets))
+            deleted = await self._attempt(
+                "destroy_many", lambda d: self.adapter.destroy_many(d, targets), bucket=self._destroy_bucket
+            )
+        except ConnectorError as exc:
+            # A refusal of the request as a whole may be one VM's doing (an id the cloud cannot
+            # parse, one VM protected from termination): no VM may fail for its neighbour's
+            # sake, so each caller tries alone. Refusals of the account stand for every VM.
+            alone = not exc.retryable and not isinstance(exc, _ACCOUNT_WIDE) and len(ids) > 1
+            for waiting in batch:
+                if alone:
+                    waiting.answer(_ALONE)
+                else:
+                    waiting.fail(copy.copy(exc))
+            return
+        except BaseException as exc:
+            for waiting in batch:
+                waiting.fail(asyncio.CancelledError() if isinstance(exc, asyncio.CancelledError) else copy.copy(exc))
+            raise
+        told: set[tuple[str, str]] = set()
+        for waiting in ours:
+            if waiting.provider_id in deleted and (waiting.owner.cluster_id, waiting.provider_id) not in told:
+                told.add((waiting.owner.cluster_id, waiting.provider_id))
+                self.budget.gone(waiting.owner.cluster_id, self._region, waiting.provider_id)
+            waiting.answer(None)
 
     async def release(self, provider_id: str, owner_tags: OwnerTags) -> None:
         """Remove the identity tags, after checking them against a fresh description.
@@ -615,6 +719,78 @@ class LibcloudConnector(Connector):
         return await self._call("console_output", lambda d: self.adapter.console_output(d, provider_id))
 
     # -- end of baking ------------------------------------------------------------------------
+
+
+# A batch's answer to a caller whose VM must be tried alone (see _destroy_together).
+_ALONE = object()
+# Refusals that say nothing of one VM but of the account, the endpoint or the cloud's health.
+_ACCOUNT_WIDE = (InvalidCredentials, EndpointNotAllowed, Unsupported, CircuitOpen)
+
+
+@dataclass(eq=False)
+class _Waiting:
+    """One destroy waiting in a batch: its VM, its caller's owner tags and its answer."""
+
+    provider_id: str
+    owner: OwnerTags
+    future: asyncio.Future[object]
+
+    def answer(self, value: object) -> None:
+        if not self.future.done():
+            self.future.set_result(value)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            if isinstance(exc, asyncio.CancelledError):
+                self.future.cancel()
+            else:
+                self.future.set_exception(exc)
+
+
+class _DestroyBatcher:
+    """Gathers one connector's concurrent destroys into batches of at most ``size`` VMs.
+
+    A batch goes once it is full, or ``_DESTROY_WINDOW`` seconds after its first destroy came;
+    several batches may be in flight at once (each is one call at a time, paced by the destroy
+    budget). A batch whose callers have all gone (cancelled) is cancelled too.
+    """
+
+    def __init__(self, connector: LibcloudConnector, size: int) -> None:
+        self._connector = connector
+        self._size = size
+        self._queue: list[_Waiting] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._running: set[asyncio.Task[None]] = set()
+
+    def submit(self, provider_id: str, owner: OwnerTags) -> asyncio.Future[object]:
+        loop = asyncio.get_running_loop()
+        waiting = _Waiting(provider_id, owner, loop.create_future())
+        self._queue.append(waiting)
+        if len(self._queue) >= self._size:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(_DESTROY_WINDOW, self._flush)
+        return waiting.future
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch = [w for w in self._queue if not w.future.done()]
+        self._queue = []
+        if not batch:
+            return
+        task = asyncio.get_running_loop().create_task(self._connector._destroy_together(batch))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        task.add_done_callback(_consume)
+
+        def abandoned(_: asyncio.Future[object]) -> None:
+            if not task.done() and all(w.future.cancelled() for w in batch):
+                task.cancel()
+
+        for waiting in batch:
+            waiting.future.add_done_callback(abandoned)
 
 
 def _deadline(config: CredentialConfig) -> Transient:

@@ -300,11 +300,37 @@ class ProviderAdapter:
                     break
         return self.to_cloud_node(node) if node is not None else None
 
+    def describe_many(self, driver: Driver, ids: Sequence[str]) -> dict[str, CloudNode]:
+        """The VMs of ``ids`` that exist, by id (one description each; providers that describe
+        many at once in one request override this)."""
+        found: dict[str, CloudNode] = {}
+        for provider_id in dict.fromkeys(ids):
+            node = self.describe(driver, provider_id)
+            if node is not None:
+                found[provider_id] = node
+        return found
+
     def create(self, driver: Driver, req: CreateRequest) -> CloudNode:
         raise NotImplementedError
 
     def destroy(self, driver: Driver, provider_id: str) -> None:
         driver.destroy_node(self.node_stub(driver, provider_id))
+
+    def destroy_many(self, driver: Driver, ids: Sequence[str]) -> set[str]:
+        """Delete the VMs of ``ids`` (described and checked as ours moments ago); answer the ids
+        this call deleted. An id left out was found gone already; any other outcome raises, so
+        no VM is ever reported deleted that was not. One request per VM here; providers whose
+        delete takes many ids (``Capabilities.destroy_batch``) override this."""
+        deleted: set[str] = set()
+        for provider_id in dict.fromkeys(ids):
+            try:
+                self.destroy(driver, provider_id)
+            except Exception as exc:
+                if isinstance(self.map_error(exc), NotFound):
+                    continue
+                raise
+            deleted.add(provider_id)
+        return deleted
 
     def resize(self, driver: Driver, provider_id: str, size_id: str) -> CloudNode:
         raise Unsupported(f"{self.provider} cannot resize an instance in place", provider=self.provider)

@@ -11,7 +11,13 @@ Parameters: ``architecture`` (``x86_64``, the default, or ``arm64``: which insta
 size given as cpu/memory is chosen from), ``image_owner`` (the owner of name lookups that name
 none), ``describe_page_size`` (MaxResults, 5-1000), ``client_token`` (``false`` for an
 EC2-compatible endpoint that ignores ClientToken: a create whose outcome is unknown then waits
-for the listing instead of being re-sent).
+for the listing instead of being re-sent), ``terminate_batch_size`` (the most instance ids one
+TerminateInstances names, 1-1000, default 1000; 1 for an EC2-compatible endpoint that takes one).
+
+Deletes: TerminateInstances and DescribeInstances take many ids (``InstanceId.N``), so the
+connector deletes concurrent destroys together (``Capabilities.destroy_batch``). Either call fails
+whole with ``InvalidInstanceID.NotFound`` when one id is unknown; ``describe_many`` and
+``destroy_many`` find which and go on with the rest.
 
 Images: EC2 lists every public AMI (the whole public catalogue, hundreds of MB) to anyone who
 does not say whose images they want, and anyone can publish an AMI with a familiar name. So an
@@ -74,6 +80,9 @@ __all__ = ["EC2Adapter", "client_token"]
 _NS = f"{{{NAMESPACE}}}"
 _LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
 _PAGE_SIZE = 1000  # AWS's maximum; fewer round trips per sweep
+# The most instance ids one DescribeInstances or TerminateInstances names.
+_ID_BATCH = 1000
+_INSTANCE_ID = re.compile(r"\bi-[0-9A-Za-z]+\b")
 
 _THROTTLING = {"RequestLimitExceeded", "Throttling", "ThrottlingException", "RequestThrottled"}
 _TRANSIENT = {"InternalError", "InternalFailure", "ServiceUnavailable", "Unavailable"}
@@ -112,8 +121,9 @@ class EC2Adapter(ProviderAdapter):
         max_user_data_bytes=16384,  # EC2: 16 KB before base64
         root_disk_sizing=True,
         subnet=True,  # RunInstances SubnetId
+        destroy_batch=_ID_BATCH,  # TerminateInstances InstanceId.1..N
     )
-    parameters = ("architecture", "image_owner", "describe_page_size", "client_token")
+    parameters = ("architecture", "image_owner", "describe_page_size", "client_token", "terminate_batch_size")
 
     def __init__(self, config: CredentialConfig) -> None:
         super().__init__(config)
@@ -122,6 +132,14 @@ class EC2Adapter(ProviderAdapter):
             raise InvalidRequest(f"parameter client_token must be true or false, not {honoured[:20]!r}", provider="ec2")
         if honoured == "false":
             self.capabilities = dataclasses.replace(self.capabilities, idempotency_token=False)  # type: ignore[misc]
+        batch = self.config.parameters.get("terminate_batch_size", str(_ID_BATCH))
+        if not batch.isdigit() or not 1 <= int(batch) <= _ID_BATCH:
+            raise InvalidRequest(
+                f"parameter terminateBatchSize must be a whole number from 1 to {_ID_BATCH}, not {batch[:20]!r}",
+                provider="ec2",
+            )
+        if int(batch) != _ID_BATCH:
+            self.capabilities = dataclasses.replace(self.capabilities, destroy_batch=int(batch))  # type: ignore[misc]
 
     def driver_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         key = first_secret(self.config, "accessKeyId", "aws_access_key_id", "access_key_id", "key")
@@ -246,6 +264,37 @@ class EC2Adapter(ProviderAdapter):
             raise
         return self.to_cloud_node(nodes[0]) if nodes else None
 
+    def describe_many(self, driver: Driver, ids: Sequence[str]) -> dict[str, CloudNode]:
+        """One DescribeInstances per 1000 ids. EC2 refuses the whole call when one id is unknown
+        (long terminated, or never ours) or malformed (no VM has it): the ids its error names are
+        dropped and the rest asked again; where it names none, the ids are halved until the
+        unknown ones are found."""
+        wanted = list(dict.fromkeys(ids))
+        found: dict[str, CloudNode] = {}
+        chunks = [wanted[i : i + _ID_BATCH] for i in range(0, len(wanted), _ID_BATCH)]
+        while chunks:
+            chunk = chunks.pop()
+            try:
+                nodes = self.describe_instances(driver, _numbered("InstanceId", chunk))
+            except Exception as exc:
+                mapped = self.map_error(exc)
+                if not isinstance(mapped, NotFound) and mapped.code != "InvalidInstanceID.Malformed":
+                    raise
+                named = set(_INSTANCE_ID.findall(str(mapped))) & set(chunk)
+                if named:
+                    rest = [i for i in chunk if i not in named]
+                    chunks.extend([rest] if rest else [])
+                elif len(chunk) > 1:
+                    half = len(chunk) // 2
+                    chunks.extend([chunk[:half], chunk[half:]])
+                continue
+            asked = set(chunk)
+            for node in nodes:
+                cloud = self.to_cloud_node(node)
+                if cloud.provider_id in asked:
+                    found[cloud.provider_id] = cloud
+        return found
+
     # -- mutations ------------------------------------------------------------------------
     def create(self, driver: Driver, req: CreateRequest) -> CloudNode:
         location = None
@@ -300,6 +349,49 @@ class EC2Adapter(ProviderAdapter):
             None,
         )
         return [{"DeviceName": root, "Ebs": {"VolumeSize": max(req.disk_gib, int(current or 0))}}]
+
+    def destroy_many(self, driver: Driver, ids: Sequence[str]) -> set[str]:
+        """One TerminateInstances per ``destroy_batch`` ids, sent by hand (libcloud's destroy_node
+        names one). EC2 refuses the whole call when one id is unknown: the ids are described
+        again and the request sent once more for those still there and not terminated; an id
+        counts as deleted only when the answer names it."""
+        wanted = list(dict.fromkeys(ids))
+        size = self.capabilities.destroy_batch
+        deleted: set[str] = set()
+        for start in range(0, len(wanted), size):
+            chunk = wanted[start : start + size]
+            for _ in range(_TERMINATE_ROUNDS):
+                try:
+                    elem = driver.connection.request(
+                        driver.path, params={"Action": "TerminateInstances", **_numbered("InstanceId", chunk)}
+                    ).object
+                except Exception as exc:
+                    if not isinstance(self.map_error(exc), NotFound):
+                        raise
+                    present = self.describe_many(driver, chunk)
+                    chunk = [i for i in chunk if i in present and present[i].state is not NodeState.TERMINATED]
+                    if not chunk:
+                        break
+                    continue
+                answered = {
+                    str(item.findtext(f"{_NS}instanceId")) for item in elem.findall(f"{_NS}instancesSet/{_NS}item")
+                }
+                deleted.update(i for i in chunk if i in answered)
+                # An id the answer leaves out is checked again rather than taken as deleted.
+                chunk = [i for i in chunk if i not in answered]
+                if not chunk:
+                    break
+                present = self.describe_many(driver, chunk)
+                chunk = [i for i in chunk if i in present and present[i].state is not NodeState.TERMINATED]
+                if not chunk:
+                    break
+            else:
+                raise Transient(
+                    f"TerminateInstances left {len(chunk)} instance(s) neither terminated nor unknown",
+                    provider=self.provider,
+                    code="TerminateIncomplete",
+                )
+        return deleted
 
     def resize(self, driver: Driver, provider_id: str, size_id: str) -> CloudNode:
         current = self.describe(driver, provider_id)
@@ -494,6 +586,15 @@ class EC2Adapter(ProviderAdapter):
             if kind is not None:
                 return kind(describe(exc), provider=self.provider, code=code)
         return map_generic(exc, self.provider)
+
+
+# How often one TerminateInstances batch is sent again after EC2 refused an unknown id in it.
+_TERMINATE_ROUNDS = 3
+
+
+def _numbered(name: str, values: Sequence[str]) -> dict[str, str]:
+    """``Name.1``, ``Name.2``, ...: the Query API's lists."""
+    return {f"{name}.{i}": value for i, value in enumerate(values, start=1)}
 
 
 def _architecture(extra: Mapping[str, Any]) -> str:
