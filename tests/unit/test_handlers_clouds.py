@@ -61,3 +61,20 @@ async def test_the_connectors_of_one_credential_share_one_budget() -> None:
         assert again.budget is not east.budget
     finally:
         await clouds.close()
+
+
+async def test_a_credentials_limits_reach_its_connectors_destroy_budget_too() -> None:
+    kube = CredentialKube()
+    kube.add("aws", requestsPerSecond=2, destroyRequestsPerSecond=1, destroyBurst=7, destroyInstanceBurst=50)
+    kube.add("plain")
+    clouds = Clouds(kube)  # type: ignore[arg-type]
+    try:
+        limits = (await clouds.connector(NS, "aws")).config.limits
+        assert (limits.requests_per_second, limits.destroy_requests_per_second, limits.destroy_burst) == (2, 1, 7)
+        assert (limits.destroy_instances_per_second, limits.destroy_instance_burst) == (20, 50)
+        # Unset: EC2's own TerminateInstances buckets.
+        plain = (await clouds.connector(NS, "plain")).config.limits
+        assert (plain.destroy_requests_per_second, plain.destroy_burst) == (5, 100)
+        assert (plain.destroy_instances_per_second, plain.destroy_instance_burst) == (20, 1000)
+    finally:
+        await clouds.close()

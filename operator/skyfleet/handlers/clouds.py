@@ -65,6 +65,10 @@ def limits_of(cred: CloudCredential, call_timeout: float | None = None) -> Limit
         max_concurrency=spec.max_concurrency or defaults.max_concurrency,
         max_instances=spec.max_instances,
         call_timeout=timeout,
+        destroy_requests_per_second=spec.destroy_requests_per_second or defaults.destroy_requests_per_second,
+        destroy_burst=spec.destroy_burst or defaults.destroy_burst,
+        destroy_instances_per_second=spec.destroy_instances_per_second or defaults.destroy_instances_per_second,
+        destroy_instance_burst=spec.destroy_instance_burst or defaults.destroy_instance_burst,
     )
 
 
