@@ -39,7 +39,13 @@ class CreatingKube:
         return True
 
     async def patch_status(
-        self, plural: str, namespace: str, name: str, status: Mapping[str, Any], resource_version: str | None = None
+        self,
+        plural: str,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any],
+        resource_version: str | None = None,
+        lane: int | None = None,
     ) -> None:
         self.status.append(dict(status))
 
