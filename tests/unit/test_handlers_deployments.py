@@ -39,13 +39,7 @@ class CreatingKube:
         return True
 
     async def patch_status(
-        self,
-        plural: str,
-        namespace: str,
-        name: str,
-        status: Mapping[str, Any],
-        resource_version: str | None = None,
-        lane: int | None = None,
+        self, plural: str, namespace: str, name: str, status: Mapping[str, Any], resource_version: str | None = None
     ) -> None:
         self.status.append(dict(status))
 

@@ -34,7 +34,6 @@ from skyfleet.contract import (
 from skyfleet.handlers.context import Context
 from skyfleet.handlers.credentials import verify_once
 from skyfleet.handlers.instances import _provision
-from skyfleet.handlers.kube import ROUTINE
 from skyfleet.metrics import Metrics
 from skyfleet.settings import Settings
 from skyfleet.testing.memory import MemoryCloud, MemoryConnector
@@ -50,14 +49,12 @@ class ApplyingKube:
     def __init__(self, body: dict[str, Any]) -> None:
         self.body = body
         self.writes: list[dict[str, Any]] = []
-        self.lanes: list[Any] = []
         self.events: list[dict[str, Any]] = []
 
     async def patch_status(
-        self, plural: str, namespace: str, name: str, status: Any, resource_version: Any = None, lane: Any = None
+        self, plural: str, namespace: str, name: str, status: Any, resource_version: Any = None
     ) -> None:
         self.writes.append(dict(status))
-        self.lanes.append(lane)
         self.body["status"] = merge(self.body.get("status") or {}, status)
 
     async def create_event(self, namespace: str, body: Any) -> None:
@@ -145,9 +142,6 @@ async def test_the_vm_is_created_from_the_images_resolution_and_the_smallest_siz
     creating = next(w for w in kube.writes if w.get("phase") == "Creating")
     assert (creating["imageId"], creating["instanceType"]) == ("img-ubuntu-1", "medium")
     assert "providerId" not in creating
-    # The write before the create goes ahead of routine calls; the one after it (the VM exists)
-    # waits behind other Instances' way to their creates.
-    assert kube.lanes == [None, ROUTINE]
 
 
 async def test_a_retried_create_uses_what_was_recorded_not_a_newer_image() -> None:

@@ -18,7 +18,6 @@ from skyfleet.connectors import Connector, ConnectorError, CreateRequest, NodeSt
 from skyfleet.contract.errors import NotFound, Unsupported
 from skyfleet.handlers.clouds import CredentialUnavailable
 from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of, now
-from skyfleet.handlers.kube import ROUTINE
 from skyfleet.handlers.status import write_status
 from skyfleet.logs import about
 from skyfleet.reconcile.conditions import set_condition
@@ -115,10 +114,10 @@ async def _provision(ctx: Context, body: kopf.Body, retry: int, images: kopf.Ind
         return
     raw = dict(body.get("status") or {})
 
-    async def write(new: InstanceStatus, lane: int | None = None) -> None:
+    async def write(new: InstanceStatus) -> None:
         nonlocal raw
         # Instance events say what happened to the VM, not every Ready reason.
-        raw = await write_status(ctx, body, raw, new, announce=False, lane=lane)
+        raw = await write_status(ctx, body, raw, new, announce=False)
 
     def safe(exc: BaseException) -> str:
         return error_message(exc, redact=[spec.user_data])
@@ -182,8 +181,7 @@ async def _provision(ctx: Context, body: kopf.Body, retry: int, images: kopf.Ind
     status = observed_status(status, node, provider=connector.config.provider, now=now(), generation=meta.generation)
     status.instance_type = status.instance_type or size_id
     status.image_id = status.image_id or image_id
-    # Routine from here (see kube.PROVISION): the VM exists, and deletion finds it by its tags too.
-    await write(status, ROUTINE)
+    await write(status)
     ctx.metrics.vm_created(connector.config.provider, meta.creation_timestamp, running=status.phase == "Running")
     ctx.event(body, "Normal", "VMCreated", f"VM {node.provider_id} ({size_id}) on {spec.credential}")
 

@@ -52,7 +52,6 @@ async def write_status(
     resource_version: str | None = None,
     announce: bool = True,
     observes_spec: bool = True,
-    lane: int | None = None,
 ) -> dict[str, Any]:
     """Write ``new`` as the status of ``obj`` (a body, or apiVersion/kind/metadata with name,
     namespace, uid and generation), where it differs from ``old`` (the status as read).
@@ -80,7 +79,7 @@ async def write_status(
     patch = merge_patch(old, wanted)
     if not patch:
         return wanted
-    await ctx.kube.patch_status(plural_of(kind), namespace, name, patch, resource_version=resource_version, lane=lane)
+    await ctx.kube.patch_status(plural_of(kind), namespace, name, patch, resource_version=resource_version)
     if announce:
         _announce(ctx, obj, old, find_condition(conditions, READY))
     return wanted
