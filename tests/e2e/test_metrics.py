@@ -91,8 +91,11 @@ def test_metrics_follow_the_shop_from_nothing_to_ready(world: World, scrape: Scr
     labels = {k for (_, lbls) in scrape() for k, _ in lbls}
     assert not labels & {"name", "namespace", "instance", "credential", "provider_id"}
 
-    # Deleting the Deployment destroys every VM, each destroy counted.
+    # Deleting the Deployment destroys every VM: each VM counted, and the delete requests (on EC2
+    # one TerminateInstances may name all of them) under operation "destroy".
     del_before = scrape.total("skyfleet_cloud_requests_total", operation="destroy")
+    destroyed_before = scrape.total("skyfleet_vms_destroyed_total", provider="ec2")
     world.kube("delete", "deployments.skyfleet.io", "shop", "--timeout=120s")
-    assert scrape.total("skyfleet_cloud_requests_total", operation="destroy") >= del_before + vms
+    assert scrape.total("skyfleet_cloud_requests_total", operation="destroy") >= del_before + 1
+    assert scrape.total("skyfleet_vms_destroyed_total", provider="ec2") == destroyed_before + vms
     assert len(world.vms()) == 0

@@ -519,7 +519,9 @@ class LibcloudConnector(Connector):
         tags, delete the ones that are ours in one request, and answer every caller."""
         ids = list(dict.fromkeys(w.provider_id for w in batch))
         try:
-            nodes = await self._attempt("describe_many", lambda d: self.adapter.describe_many(d, ids))
+            # Counted as the operations they are (skyfleet_cloud_requests_total{operation}): one
+            # request each, whatever number of VMs it names.
+            nodes = await self._attempt("describe", lambda d: self.adapter.describe_many(d, ids))
             ours = self._ours(batch, nodes)
             targets = list(dict.fromkeys(w.provider_id for w in ours if not w.future.done()))
             if not targets:
@@ -528,7 +530,7 @@ class LibcloudConnector(Connector):
                 return
             await self._destroy_instances.acquire(len(targets))
             deleted = await self._attempt(
-                "destroy_many", lambda d: self.adapter.destroy_many(d, targets), bucket=self._destroy_bucket
+                "destroy", lambda d: self.adapter.destroy_many(d, targets), bucket=self._destroy_bucket
             )
         except ConnectorError as exc:
             # A refusal of the request as a whole may be one VM's doing (an id the cloud cannot
