@@ -787,8 +787,9 @@ class _DestroyBatcher:
         task.add_done_callback(self._running.discard)
         task.add_done_callback(_consume)
 
-        def abandoned(_: asyncio.Future[object]) -> None:
-            if not task.done() and all(w.future.cancelled() for w in batch):
+        def abandoned(future: asyncio.Future[object]) -> None:
+            # Only a cancellation can leave the batch without callers; an answer never does.
+            if future.cancelled() and not task.done() and all(w.future.cancelled() for w in batch):
                 task.cancel()
 
         for waiting in batch:
