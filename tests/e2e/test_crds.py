@@ -96,6 +96,16 @@ INVALID = [
         "spec.limits.requestsPerSecond",
     ),
     (
+        "zero VMs per delete request",
+        changed(CREDENTIAL, "spec.limits", {"destroyInstanceBurst": 0}),
+        "spec.limits.destroyInstanceBurst",
+    ),
+    (
+        "delete rate past its bound",
+        changed(CREDENTIAL, "spec.limits", {"destroyRequestsPerSecond": 20000}),
+        "spec.limits.destroyRequestsPerSecond",
+    ),
+    (
         "image source with both id and lookup",
         changed(IMAGE, "spec.clouds.0.lookup", {"namePattern": "debian-*"}),
         "spec.clouds[0]",
