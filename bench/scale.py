@@ -17,7 +17,9 @@ Measured:
 1. per step: seconds until all its Deployments are Ready, the operator's VmRSS after it, cloud
    requests per VM by action, API server writes (``apiserver_request_total``) per Instance, and
    for every Deployment the time from its creation (the watch event as it reaches the benchmark)
-   to its first RunInstances at the proxy;
+   to its first RunInstances at the proxy (with ``--breakdown``, split at its first Instance's
+   ADDED and first ``Creating`` watch events: planning and POST, the provision handler's start and
+   status write, the create call);
 2. quiet: ``--quiet`` seconds converged: RSS sampled every 10 s, writes, cloud requests by action,
    objects whose resourceVersion changed;
 3. reaction at size: ``--samples`` Deployments patched one at a time to one more replica: from
@@ -38,7 +40,8 @@ down with the run.
 A report in JSON goes to ``--json`` (default: printed), a short table to stdout.
 
 Run:  .venv/bin/python bench/scale.py --count 1000 [--replicas 10] [--step 500] [--credentials 2]
-      [--quiet 120] [--samples 20] [--settle 30] [--observe-period 10] [--delete [--terminate-batch-size N]]
+      [--quiet 120] [--samples 20] [--settle 30] [--observe-period 10] [--breakdown]
+      [--delete [--terminate-batch-size N]]
 """
 
 from __future__ import annotations
@@ -241,6 +244,7 @@ class Scale:
         self.api = Api(self.plane, NAMESPACE)
         self.kubectl = Kubectl(self.plane, NAMESPACE, timeout=600)
         self.deployments = Watch(self.api, "deployments")
+        self.instances = Watch(self.api, "instances")
 
     @property
     def op(self) -> OperatorProcess:
@@ -287,6 +291,8 @@ class Scale:
         self.apply([*docs, image("bench")])
         self.kubectl.wait_credentials(180)
         self.deployments.start()
+        if self.args.breakdown:
+            self.instances.start()
         time.sleep(self.args.observe_period)
         self.report["rss_kib"] = {"0": self.rss()}
         if self.args.tracemalloc:
@@ -310,6 +316,7 @@ class Scale:
             instances = len(names) * args.replicas
             print(f"step: {len(names)} Deployments ({instances} Instances) at once, {made} exist", flush=True)
             mark = self.deployments.mark()
+            instance_mark = self.instances.mark()
             writes_before = writes(self.api)
             started = time.monotonic()
             self.apply(docs)
@@ -331,6 +338,7 @@ class Scale:
                 if dep is not None:
                     first.setdefault(dep, r.at)
             delays = [first[n] - created[n] for n in names if n in first and n in created]
+            stages = self.stages(names, created, first, instance_mark) if args.breakdown else {}
             step = {
                 "deployments": len(names),
                 "instances": instances,
@@ -349,6 +357,7 @@ class Scale:
                     "p99": round(percentile(delays, 0.99), 3),
                     "max": round(max(delays, default=float("nan")), 3),
                 },
+                **({"create_to_first_runinstances_stages_s": stages} if stages else {}),
             }
             steps.append(step)
             print(
@@ -358,9 +367,38 @@ class Scale:
                 f"{step['create_to_first_runinstances_s']['p99']} s",
                 flush=True,
             )
+            for stage, figures in stages.items():
+                print(f"    {stage}: p50 {figures['p50']} s, p99 {figures['p99']} s", flush=True)
         self.report["steps"] = steps
         rss0 = self.report["rss_kib"]["0"]
         self.report["rss_slope_kib_per_instance"] = round((steps[-1]["rss_kib"] - rss0) / made, 1)
+
+    def stages(
+        self, names: list[str], created: dict[str, float], first: dict[str, float], mark: int
+    ) -> dict[str, dict[str, float]]:
+        """Each Deployment's creation -> first RunInstances, cut at its first Instance's ADDED
+        event and its first Instance status ``Creating`` event (as they reach the benchmark)."""
+        added: dict[str, float] = {}
+        creating: dict[str, float] = {}
+        for e in self.instances.since(mark):
+            if e.type == "ADDED":
+                added.setdefault(e.deployment, e.at)
+            if e.phase == "Creating":
+                creating.setdefault(e.deployment, e.at)
+        cuts = [
+            ("Deployment -> first Instance ADDED", created, added),
+            ("Instance ADDED -> status Creating", added, creating),
+            ("status Creating -> RunInstances", creating, first),
+        ]
+        out: dict[str, dict[str, float]] = {}
+        for label, start, end in cuts:
+            spans = [end[n] - start[n] for n in names if n in start and n in end]
+            out[label] = {
+                "n": len(spans),
+                "p50": round(percentile(spans, 0.5), 3),
+                "p99": round(percentile(spans, 0.99), 3),
+            }
+        return out
 
     def quiet(self, label: str, seconds: float) -> None:
         print(f"quiet window ({label}): {seconds:.0f} s", flush=True)
@@ -659,6 +697,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, help="write the report here instead of printing it")
     parser.add_argument("--skip", action="append", default=[], choices=["reaction", "restart"])
+    parser.add_argument(
+        "--breakdown", action="store_true", help="also watch Instances and split each creation delay into stages"
+    )
     parser.add_argument("--delete", action="store_true", help="at the end, delete every Deployment and time it")
     parser.add_argument("--delete-timeout", type=float, default=600.0, help="seconds the deletion is waited for")
     parser.add_argument(
@@ -676,6 +717,7 @@ def main() -> None:
         proxies = {f"p{i}": stack.enter_context(CountingProxy(emulator.url)) for i in range(args.credentials)}
         scale = Scale(args, plane, emulator, proxies, workdir)
         stack.callback(lambda: scale.operator and scale.operator.stop())
+        stack.callback(scale.instances.stop)
         stack.callback(scale.deployments.stop)
         scale.report["command"] = " ".join([Path(sys.executable).name, *sys.argv])
         scale.report["limits"] = {**LIMITS, "maxInstances": args.max_instances}
