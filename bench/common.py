@@ -169,11 +169,19 @@ class Api:
 
     def requests_total(self) -> list[tuple[dict[str, str], int]]:
         """``apiserver_request_total``: every series' labels and count."""
+        return [(labels, int(value)) for labels, value in self.series("apiserver_request_total")]
+
+    def series(self, *names: str) -> list[tuple[dict[str, str], float]]:
+        """Every series of the API server's metrics ``names``: labels (with ``__name__``) and value."""
         with self.open("/metrics") as response:
             text = response.read().decode()
+        wanted = "|".join(re.escape(n) for n in names)
         return [
-            (dict(re.findall(r'(\w+)="([^"]*)"', match.group(1))), int(float(match.group(2))))
-            for match in re.finditer(r"^apiserver_request_total\{([^}]*)\} (\S+)$", text, re.MULTILINE)
+            (
+                {**dict(re.findall(r'(\w+)="([^"]*)"', match.group(2))), "__name__": match.group(1)},
+                float(match.group(3)),
+            )
+            for match in re.finditer(rf"^({wanted})\{{([^}}]*)\}} (\S+)$", text, re.MULTILINE)
         ]
 
     def resource_versions(self, *plurals: str) -> dict[str, str]:

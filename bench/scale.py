@@ -226,6 +226,33 @@ def writes(api: Api) -> Counter[str]:
     return counts
 
 
+def latency(api: Api) -> dict[str, tuple[float, float]]:
+    """``group/resource verb`` -> (seconds, requests) the API server spent answering, so far."""
+    out: dict[str, tuple[float, float]] = {}
+    sums = ("apiserver_request_duration_seconds_sum", "apiserver_request_duration_seconds_count")
+    for labels, value in api.series(*sums):
+        if labels.get("verb") in ("WATCH", "CONNECT") or labels.get("resource") == "leases":
+            continue
+        sub = f"/{labels['subresource']}" if labels.get("subresource") else ""
+        key = f"{labels.get('group') or 'core'}/{labels.get('resource', '')}{sub} {labels.get('verb', '')}"
+        seconds, count = out.get(key, (0.0, 0.0))
+        if labels["__name__"].endswith("_sum"):
+            out[key] = (seconds + value, count)
+        else:
+            out[key] = (seconds, count + value)
+    return out
+
+
+def mean_latency(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """Mean milliseconds per request between two ``latency`` readings, for what had requests."""
+    out: dict[str, float] = {}
+    for key, (seconds, count) in after.items():
+        s0, c0 = before.get(key, (0.0, 0.0))
+        if count - c0 >= 10:
+            out[key] = round((seconds - s0) / (count - c0) * 1000, 1)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
 @dataclass
 class Scale:
     args: argparse.Namespace
@@ -318,10 +345,12 @@ class Scale:
             mark = self.deployments.mark()
             instance_mark = self.instances.mark()
             writes_before = writes(self.api)
+            latency_before = latency(self.api)
             started = time.monotonic()
             self.apply(docs)
             elapsed = self.wait_ready(set(names), timeout=max(600.0, instances * 2.0))
             wrote = delta(writes(self.api), writes_before)
+            answered = mean_latency(latency_before, latency(self.api))
             made += instances
             rss = self.rss()
             self.report["rss_kib"][str(made)] = rss
@@ -348,6 +377,7 @@ class Scale:
                 "cloud_requests": dict(sorted(by_action(cloud).items())),
                 "cloud_requests_per_vm": round(len(cloud) / instances, 2),
                 "writes": wrote,
+                "apiserver_mean_ms": answered,
                 "instance_writes_per_instance": round(
                     sum(v for k, v in wrote.items() if k.startswith("skyfleet.io/instances")) / instances, 2
                 ),
@@ -367,6 +397,7 @@ class Scale:
                 f"{step['create_to_first_runinstances_s']['p99']} s",
                 flush=True,
             )
+            print(f"    API server mean ms per request: {dict(list(answered.items())[:6])}", flush=True)
             for stage, figures in stages.items():
                 print(f"    {stage}: p50 {figures['p50']} s, p99 {figures['p99']} s", flush=True)
         self.report["steps"] = steps
