@@ -39,14 +39,7 @@ class CreatingKube:
         return True
 
     async def patch_status(
-        self,
-        plural: str,
-        namespace: str,
-        name: str,
-        status: Mapping[str, Any],
-        resource_version: str | None = None,
-        *,
-        rank: int = 0,
+        self, plural: str, namespace: str, name: str, status: Mapping[str, Any], resource_version: str | None = None
     ) -> None:
         self.status.append(dict(status))
 
@@ -110,8 +103,6 @@ async def test_a_pass_counts_the_credentials_instances_without_walking_them() ->
     # Each ranked by how many the pass sent before it: the first Instance of every new
     # Deployment waits for a thread before the second of any other (handlers/kube.py).
     assert kube.ranks == [0, 1]
-    # Kept for each Instance's status write before its VM's create (handlers/instances.py).
-    assert ctx.create_ranks == {(NS, "shop-web-0"): 0, (NS, "shop-web-1"): 1}
 
 
 async def test_creates_in_flight_are_not_sent_again_and_are_forgotten_once_old() -> None:

@@ -34,7 +34,6 @@ from skyfleet.contract import (
 from skyfleet.handlers.context import Context
 from skyfleet.handlers.credentials import verify_once
 from skyfleet.handlers.instances import _provision
-from skyfleet.handlers.kube import RECORD
 from skyfleet.metrics import Metrics
 from skyfleet.settings import Settings
 from skyfleet.testing.memory import MemoryCloud, MemoryConnector
@@ -50,14 +49,12 @@ class ApplyingKube:
     def __init__(self, body: dict[str, Any]) -> None:
         self.body = body
         self.writes: list[dict[str, Any]] = []
-        self.ranks: list[int] = []
         self.events: list[dict[str, Any]] = []
 
     async def patch_status(
-        self, plural: str, namespace: str, name: str, status: Any, resource_version: Any = None, *, rank: int = 0
+        self, plural: str, namespace: str, name: str, status: Any, resource_version: Any = None
     ) -> None:
         self.writes.append(dict(status))
-        self.ranks.append(rank)
         self.body["status"] = merge(self.body.get("status") or {}, status)
 
     async def create_event(self, namespace: str, body: Any) -> None:
@@ -145,24 +142,6 @@ async def test_the_vm_is_created_from_the_images_resolution_and_the_smallest_siz
     creating = next(w for w in kube.writes if w.get("phase") == "Creating")
     assert (creating["imageId"], creating["instanceType"]) == ("img-ubuntu-1", "medium")
     assert "providerId" not in creating
-
-
-async def test_the_write_before_the_create_keeps_the_instances_rank_and_the_record_after_it_waits() -> None:
-    # Its Deployment's pass created it fourth: the write that says a create is under way
-    # queues as the fourth Instance's; the provider id recorded after the create queues after
-    # every call on the way to another VM's create (handlers/kube.py).
-    ctx, kube, _, body = world()
-    ctx.create_ranks[(NS, "shop-web-0")] = 3
-    await _provision(ctx, body, 0, {(NS, "ubuntu"): [image("img-ubuntu-1")]})  # type: ignore[arg-type]
-    assert [w["phase"] for w in kube.writes] == ["Creating", "Running"]
-    assert kube.ranks == [3, RECORD]
-    assert (NS, "shop-web-0") not in ctx.create_ranks  # taken, not kept
-
-
-async def test_an_instance_its_deployment_did_not_rank_here_goes_first() -> None:
-    ctx, kube, _, body = world()  # created before a restart, or by another operator
-    await _provision(ctx, body, 0, {(NS, "ubuntu"): [image("img-ubuntu-1")]})  # type: ignore[arg-type]
-    assert kube.ranks == [0, RECORD]
 
 
 async def test_a_retried_create_uses_what_was_recorded_not_a_newer_image() -> None:

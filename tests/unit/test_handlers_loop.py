@@ -53,14 +53,7 @@ class RecordingKube:
         self.events: list[dict[str, Any]] = []
 
     async def patch_status(
-        self,
-        plural: str,
-        namespace: str,
-        name: str,
-        status: Mapping[str, Any],
-        resource_version: str | None = None,
-        *,
-        rank: int = 0,
+        self, plural: str, namespace: str, name: str, status: Mapping[str, Any], resource_version: str | None = None
     ) -> None:
         self.patches.append((plural, namespace, name, dict(status), resource_version))
 

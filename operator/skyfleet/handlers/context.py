@@ -42,9 +42,6 @@ class Context:
     recent_deletes: dict[tuple[str, str], float] = field(default_factory=dict)
     # Instances this operator created that its index may not show yet: (namespace, name) -> when.
     recent_creates: dict[tuple[str, str], float] = field(default_factory=dict)
-    # The rank a Deployment's pass gave each Instance it created (handlers/kube.py, PROVISION):
-    # the Instance's status write before its VM's create keeps it. Taken by that write.
-    create_ranks: dict[tuple[str, str], int] = field(default_factory=dict)
     events: Events = field(init=False)
 
     def __post_init__(self) -> None:

@@ -37,8 +37,6 @@ from skyfleet.reconcile.views import ORPHAN_ANNOTATION, CredentialView, Instance
 SETTLE = 0.5
 # How long a delete of ours counts as in flight when the index has not shown it yet.
 RECENT = 30.0
-# At most this many ranks of created Instances remembered (Context.create_ranks).
-MAX_RANKS = 50_000
 
 
 @kopf.daemon(GROUP, VERSION, "deployments", id="reconcile", cancellation_timeout=2.0)
@@ -234,18 +232,11 @@ async def _create_instances(
             },
             "spec": new.spec.to_api(),
         }
-        key = (namespace, new.name)
-        if len(ctx.create_ranks) >= MAX_RANKS:
-            ctx.create_ranks.clear()  # Instances deleted before their handler ran: only a hint
-        ctx.create_ranks[key] = sent
         try:
             # Ranked by how many this pass sent before: see handlers/kube.py, PROVISION.
             if await ctx.kube.create("instances", namespace, manifest, rank=sent):
                 changed.add(new.name)
-            else:
-                ctx.create_ranks.pop(key, None)
         except Refused as exc:
-            ctx.create_ranks.pop(key, None)
             return exc
         sent += 1
         _remember(created, (namespace, new.name))

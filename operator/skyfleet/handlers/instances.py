@@ -18,7 +18,6 @@ from skyfleet.connectors import Connector, ConnectorError, CreateRequest, NodeSt
 from skyfleet.contract.errors import NotFound, Unsupported
 from skyfleet.handlers.clouds import CredentialUnavailable
 from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of, now
-from skyfleet.handlers.kube import RECORD
 from skyfleet.handlers.status import write_status
 from skyfleet.logs import about
 from skyfleet.reconcile.conditions import set_condition
@@ -111,14 +110,10 @@ async def _provision(ctx: Context, body: kopf.Body, retry: int, images: kopf.Ind
         return
     raw = dict(body.get("status") or {})
 
-    # The rank its Deployment's pass created it with (handlers/kube.py): the write that says a
-    # create is under way keeps it; the others record what happened and rank RECORD.
-    rank = ctx.create_ranks.pop((meta.namespace, meta.name), 0)
-
-    async def write(new: InstanceStatus, rank: int = RECORD) -> None:
+    async def write(new: InstanceStatus) -> None:
         nonlocal raw
         # Instance events say what happened to the VM, not every Ready reason.
-        raw = await write_status(ctx, body, raw, new, announce=False, rank=rank)
+        raw = await write_status(ctx, body, raw, new, announce=False)
 
     def safe(exc: BaseException) -> str:
         return error_message(exc, redact=[spec.user_data])
@@ -149,7 +144,7 @@ async def _provision(ctx: Context, body: kopf.Body, retry: int, images: kopf.Ind
         # The cloud may create a VM from here on: say so (and from what) before asking it to.
         status = _with_ready(status, False, "Creating", "creating the VM", phase="Creating", generation=meta.generation)
         status.provider, status.image_id, status.instance_type = connector.config.provider, image_id, size_id
-        await write(status, rank)
+        await write(status)
         node = await connector.create(
             CreateRequest(
                 name=meta.name,

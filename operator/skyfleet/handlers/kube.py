@@ -26,7 +26,7 @@ from urllib3.util.retry import Retry
 
 from skyfleet.api.common import GROUP, VERSION
 
-__all__ = ["RECORD", "REQUEST_TIMEOUT", "Conflict", "Kube", "Refused", "Unreadable"]
+__all__ = ["REQUEST_TIMEOUT", "Conflict", "Kube", "Refused", "Unreadable"]
 
 T = TypeVar("T")
 MERGE = "application/merge-patch+json"
@@ -124,14 +124,9 @@ def _load_config(pool_size: int) -> client.ApiClient:
 # What stands between an Instance and its VM's create (its POST, its status write before the
 # create, reading a credential) goes first; events, which nothing waits for, go last. Within a
 # lane, calls of a lower ``rank`` go first: a Deployment's later Instances are POSTed with their
-# rank in its pass, and each Instance's status write before its create keeps its Instance's rank,
-# so every new Deployment's first Instance goes before a tenth Instance of another Deployment.
-# Status writes that record what already happened (a VM created, a VM observed running) rank
-# RECORD: after every call on the way to a create, before routine work. While thousands of VMs
-# are created they were three quarters of the lane, and a new Deployment's first POST waited
-# seconds behind them.
+# rank in its pass, so every new Deployment's first Instance, and every Instance's status write
+# before its create, goes before a tenth Instance of another Deployment.
 PROVISION, ROUTINE, EVENTS = 0, 1, 2
-RECORD = 1_000
 
 
 class _Lanes:
@@ -260,12 +255,9 @@ class Kube:
         name: str,
         status: Mapping[str, Any],
         resource_version: str | None = None,
-        *,
-        rank: int = 0,
     ) -> None:
         """Merge-patch status; with ``resource_version``, only if the object is still at that
-        version (``Conflict`` otherwise), for writers that share a list such as conditions.
-        ``rank``: within the object's lane (see PROVISION, RECORD)."""
+        version (``Conflict`` otherwise), for writers that share a list such as conditions."""
         body: dict[str, Any] = {"status": dict(status)}
         if resource_version is not None:
             body["metadata"] = {"resourceVersion": resource_version}
@@ -281,7 +273,7 @@ class Kube:
                 if exc.status != 404:  # deleted meanwhile: nothing left to report on
                     raise
 
-        await self._run(call, self._lane(plural), rank)
+        await self._run(call, self._lane(plural))
 
     async def get_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         """The decoded data of one Secret, or None when it does not exist."""

@@ -23,7 +23,7 @@ from skyfleet.connectors import CloudNode, ConnectorError, NodeState, OwnerTags
 from skyfleet.handlers.clouds import CredentialUnavailable
 from skyfleet.handlers.context import GROUP, VERSION, Context, ctx_of, now
 from skyfleet.handlers.indexes import Lookup, ObservedInstance, by_credential, uids
-from skyfleet.handlers.kube import RECORD, Conflict
+from skyfleet.handlers.kube import Conflict
 from skyfleet.handlers.loop import LoopSpec, run_loop
 from skyfleet.handlers.status import write_status
 from skyfleet.reconcile.bake import is_builder
@@ -343,7 +343,7 @@ async def _update(
     if new == status:
         return
     # Instance events say what happened to the VM (below), not every Ready reason.
-    await write_status(ctx, instance_ref(m), m.status_raw, new, announce=False, rank=RECORD)
+    await write_status(ctx, instance_ref(m), m.status_raw, new, announce=False)
     if new.phase != status.phase:
         if new.phase == "Running" and status.phase in (None, "Pending", "Creating"):
             ctx.metrics.instance_ready(provider, m.created)

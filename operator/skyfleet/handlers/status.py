@@ -52,7 +52,6 @@ async def write_status(
     resource_version: str | None = None,
     announce: bool = True,
     observes_spec: bool = True,
-    rank: int = 0,
 ) -> dict[str, Any]:
     """Write ``new`` as the status of ``obj`` (a body, or apiVersion/kind/metadata with name,
     namespace, uid and generation), where it differs from ``old`` (the status as read).
@@ -62,7 +61,6 @@ async def write_status(
     list, so a write from a stale copy would drop the other loop's condition: ``Conflict``.
     ``observes_spec``: False for a writer that reports figures without acting on the spec (the
     credential's observation loop): the status keeps the observedGeneration it had.
-    ``rank``: the write's place in its lane (handlers/kube.py: PROVISION, RECORD).
     Returns the status as it stands now (written, or already so): the ``old`` of a next write.
     """
     kind = str(obj.get("kind"))
@@ -81,7 +79,7 @@ async def write_status(
     patch = merge_patch(old, wanted)
     if not patch:
         return wanted
-    await ctx.kube.patch_status(plural_of(kind), namespace, name, patch, resource_version=resource_version, rank=rank)
+    await ctx.kube.patch_status(plural_of(kind), namespace, name, patch, resource_version=resource_version)
     if announce:
         _announce(ctx, obj, old, find_condition(conditions, READY))
     return wanted
