@@ -219,11 +219,17 @@ class Watch:
     error: BaseException | None = None
     stopping: bool = False
     reconnects: int = 0
+    # With ``keep``, the latest object of each name (what a poll would read, without the LIST).
+    keep: bool = False
+    latest: dict[str, dict[str, Any]] = field(default_factory=dict)
     _cond: threading.Condition = field(default_factory=threading.Condition)
 
     def start(self) -> None:
         listing = self.api.get(f"{self.api.group_path}/{self.plural}")
         version: str = listing["metadata"]["resourceVersion"]
+        if self.keep:
+            with self._cond:
+                self.latest.update({o["metadata"]["name"]: o for o in listing["items"]})
         threading.Thread(target=self._run, args=(version,), name=f"watch-{self.plural}", daemon=True).start()
 
     def stop(self) -> None:
@@ -267,8 +273,19 @@ class Watch:
         )
         with self._cond:
             self.events.append(item)
+            if self.keep and event["type"] == "DELETED":
+                self.latest.pop(item.name, None)
+            elif self.keep:
+                self.latest[item.name] = obj
             self._cond.notify_all()
         return item.resource_version
+
+    def objects(self, timeout: float = 0.0) -> dict[str, dict[str, Any]]:
+        """The latest objects (``keep``), after waiting up to ``timeout`` s for a new event."""
+        with self._cond:
+            if timeout:
+                self._cond.wait(timeout)
+            return dict(self.latest)
 
     def mark(self) -> int:
         with self._cond:
