@@ -144,8 +144,9 @@ def test_the_shop_waits_for_the_first_bake_then_boots_the_baked_ami(world: World
     ami_tags = {t["Key"]: t["Value"] for t in ami.get("Tags", [])}
     assert ami_tags["skyfleet.io/cluster-id"] == w.cluster_id
     assert ami_tags[KEY_TAG] == done["bakeKey"]
-    resolved = image_status(w)["resolved"]
-    assert resolved == [{"credential": "cloud", "region": REGION, "id": ami["ImageId"], "bakeKey": done["bakeKey"]}]
+    # Published by the pass's closing status write, which may follow the bake's own by a moment.
+    published = [{"credential": "cloud", "region": REGION, "id": ami["ImageId"], "bakeKey": done["bakeKey"]}]
+    eventually(lambda: image_status(w).get("resolved") == published, timeout=60, what="the baked id published")
     eventually(lambda: condition(w.kube.get("images.skyfleet.io", "web")) == ("True", "Baked"), timeout=60)
     # The builder is deleted once the image exists.
     eventually(lambda: not builders(w), timeout=60, what="the builder deleted")
@@ -262,8 +263,12 @@ def test_a_builder_that_never_stops_times_out_and_is_deleted(world: World, baked
     eventually(lambda: builders(w, ("pending", "running")), timeout=120, what="the builder launched")
     eventually(lambda: bake_of(w).get("reason") == "BuildTimeout", timeout=150, what="BuildTimeout")
     eventually(lambda: not builders(w), timeout=60, what="the timed-out builder deleted")
-    img = w.kube.get("images.skyfleet.io", "web")
-    assert condition(img, "Degraded") == ("True", "BuildTimeout")
+    # The Image's conditions are written by the pass's closing status write, after the bake's own.
+    eventually(
+        lambda: condition(w.kube.get("images.skyfleet.io", "web"), "Degraded") == ("True", "BuildTimeout"),
+        timeout=60,
+        what="Degraded BuildTimeout",
+    )
     failed = [e for e in w.kube.events("BakeFailed") if e["involvedObject"]["name"] == "web"]
     assert failed
     assert "BuildTimeout" in failed[-1]["message"]
