@@ -372,14 +372,20 @@ def wait_ready(
     poll: float = 1.0,
     progress: Callable[[float, set[str], dict[str, dict[str, Any]]], None] | None = None,
     progress_every: float = 30.0,
+    watch: Watch | None = None,
 ) -> float:
     """Seconds until every Deployment of ``names`` is Ready with ``replicas[name]`` ready replicas,
     polled every ``poll`` s; ``alive`` raises when something the wait depends on has died
-    (the operator, a watch), ``progress`` is told what is missing every ``progress_every`` s."""
+    (the operator, a watch), ``progress`` is told what is missing every ``progress_every`` s.
+    With ``watch`` (a Deployments watch with ``keep``), read from it, woken by its events, instead
+    of a LIST per poll (which costs the API server 150-290 ms at hundreds of Deployments)."""
     wanted = set(names)
     started = reported = time.monotonic()
     while True:
-        objects = {o["metadata"]["name"]: o for o in api.items("deployments") if o["metadata"]["name"] in wanted}
+        if watch is not None:
+            objects = watch.objects(timeout=poll)
+        else:
+            objects = {o["metadata"]["name"]: o for o in api.items("deployments") if o["metadata"]["name"] in wanted}
         missing = {name for name in wanted if not is_ready(objects.get(name), replicas.get(name))}
         if not missing:
             return time.monotonic() - started
@@ -394,4 +400,5 @@ def wait_ready(
         if progress is not None and now - reported >= progress_every:
             progress(now - started, missing, objects)
             reported = now
-        time.sleep(poll)
+        if watch is None:
+            time.sleep(poll)

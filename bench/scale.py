@@ -70,11 +70,11 @@ from common import (
     changed_between,
     delta,
     ec2_client,
-    is_ready,
     live_vms,
     operator,
     percentile,
     rss_kib,
+    wait_ready,
 )
 
 from skyfleet.testing.controlplane import ControlPlane
@@ -297,22 +297,13 @@ class Scale:
         self.deployments.check()
 
     def wait_ready(self, names: set[str], timeout: float) -> float:
-        """Seconds until every Deployment of ``names`` is Ready with all its replicas, as the
-        Deployments watch shows them: polling a LIST of hundreds of Deployments every second cost
-        the API server 150-290 ms each, on the machine the operator is measured on."""
-        started = reported = time.monotonic()
-        while True:
-            objects = self.deployments.objects(timeout=1.0)
-            missing = {n for n in names if not is_ready(objects.get(n), self.replicas.get(n))}
-            now = time.monotonic()
-            if not missing:
-                return now - started
-            self.alive()
-            if now - started > timeout:
-                raise BenchError(f"{len(missing)} Deployments not Ready after {timeout:.0f} s: {sorted(missing)[:5]}")
-            if now - reported >= 30:
-                print(f"  ... {now - started:5.0f} s: {len(names) - len(missing)} of {len(names)} Ready", flush=True)
-                reported = now
+        def report(elapsed: float, missing: set[str], objects: dict[str, dict[str, Any]]) -> None:
+            print(f"  ... {elapsed:5.0f} s: {len(names) - len(missing)} of {len(names)} Ready", flush=True)
+
+        # From the Deployments watch, not a LIST per second on the machine the operator is measured on.
+        return wait_ready(
+            self.api, self.replicas, names, timeout, alive=self.alive, progress=report, watch=self.deployments
+        )
 
     def resource_versions(self) -> dict[str, str]:
         return self.api.resource_versions("instances", "deployments", "cloudcredentials")
