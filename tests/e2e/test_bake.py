@@ -384,7 +384,12 @@ def test_deletion_policy_orphan_keeps_the_baked_ami(world: World, baked: dict[st
     w.kube("delete", "images.skyfleet.io", "kept", "--timeout=120s")
     assert [i["ImageId"] for i in amis(w, uid)] == [ami["ImageId"]]
     assert not [vm for vm in builders(w) if tags(vm).get(IMAGE_UID_TAG) == uid]
-    assert any(e["involvedObject"]["name"] == "kept" for e in w.kube.events("BakedImagesOrphaned"))
+    # Events are posted in the background: the finalizer can be gone before its event lands.
+    orphaned = eventually(
+        lambda: [e for e in w.kube.events("BakedImagesOrphaned") if e["involvedObject"]["name"] == "kept"],
+        what="the BakedImagesOrphaned event",
+    )
+    assert ami["ImageId"] in orphaned[0]["message"]
 
 
 def test_an_image_pending_past_its_deadline_is_snapshot_failed(world: World, baked: dict[str, Any]) -> None:

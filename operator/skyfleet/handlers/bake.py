@@ -111,7 +111,14 @@ class _Status:
         before = self.bake(credential, region)
         others = [b for b in self.status.bakes or [] if (b.credential, b.region) != (credential, region)]
         bakes = sorted([*others, *([target] if target is not None else [])], key=lambda b: (b.credential, b.region))
-        self.status = self.status.model_copy(update={"bakes": bakes or None})
+        update: dict[str, Any] = {"bakes": bakes or None}
+        if target is not None and target.phase == "Available":
+            # The baked image is a generation from the write that shows it Available: no reader
+            # (a deletion with deletionPolicy Orphan, retention) sees one without the other.
+            gens = bake.add_generation(self.status.generations or [], target)
+            if gens != list(self.status.generations or []):
+                update["generations"] = gens
+        self.status = self.status.model_copy(update=update)
         await self.save()
         if target is not None and (
             before is None or before.phase != target.phase or before.bake_key != target.bake_key
@@ -649,12 +656,13 @@ async def bake_cleanup(*, namespace: str | None, name: str, body: kopf.Body, mem
     }
     waiting: list[str] = []
     gone: list[str] = []
+    kept: list[str] = []
     identity = ImageOwnerTags(ctx.cluster_id, image.metadata.uid, "-", namespace, name)
     for credential, region in sorted(places):
         where = f"{credential}/{region}"
         try:
             conn = await ctx.clouds.connector(namespace, credential, region or None)
-            await _clean_place(conn, identity, orphan=orphan, used=used, gone=gone, waiting=waiting)
+            await _clean_place(conn, identity, orphan=orphan, used=used, gone=gone, waiting=waiting, kept=kept)
         except CredentialUnavailable as exc:
             ctx.event(body, "Warning", "CannotDeleteBakedImages", f"{where}: {exc.message}")
             raise kopf.TemporaryError(exc.message, delay=30) from None
@@ -675,14 +683,26 @@ async def bake_cleanup(*, namespace: str | None, name: str, body: kopf.Body, mem
         if ctx.announce_once("image-deletion", namespace, name, "WaitingForInstances"):
             ctx.event(body, "Normal", "WaitingForInstances", message)
         raise kopf.TemporaryError(message, delay=10)
-    if orphan and status.generations:
+    if kept:
+        # Counted from the cloud's listing, not the status: a bake that finished just before the
+        # deletion may not be in the status yet, and its image stays all the same.
         ctx.event(
-            body, "Normal", "BakedImagesOrphaned", f"deletionPolicy Orphan: {len(status.generations)} baked images stay"
+            body,
+            "Normal",
+            "BakedImagesOrphaned",
+            f"deletionPolicy Orphan: {len(kept)} baked images stay: {', '.join(sorted(kept)[:10])}",
         )
 
 
 async def _clean_place(
-    conn: Connector, identity: ImageOwnerTags, *, orphan: bool, used: set[str], gone: list[str], waiting: list[str]
+    conn: Connector,
+    identity: ImageOwnerTags,
+    *,
+    orphan: bool,
+    used: set[str],
+    gone: list[str],
+    waiting: list[str],
+    kept: list[str],
 ) -> None:
     """One credential and region of a deleted Image: builders and partial images always go,
     baked images unless orphaned; an image an Instance still boots waits."""
@@ -702,6 +722,7 @@ async def _clean_place(
             waiting.append(img.id)
             continue
         if orphan and not partial:
+            kept.append(img.id)
             continue
         key = img.tags.get(ImageOwnerTags.BAKE_KEY, "-")
         try:
