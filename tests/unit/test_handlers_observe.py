@@ -3,6 +3,7 @@ gets no write, a VM gone from the cloud makes the Instance Lost with one write."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from typing import Any
@@ -14,7 +15,7 @@ from skyfleet.api.cloudcredential import CloudCredential
 from skyfleet.handlers.context import now
 from skyfleet.handlers.indexes import instances_by_credential
 from skyfleet.handlers.instances import _provision
-from skyfleet.handlers.observe import _observe_members
+from skyfleet.handlers.observe import LoopState, _observe_members
 from tests.unit.test_handlers_instances import NS, image, world
 
 pytestmark = pytest.mark.unit
@@ -29,10 +30,11 @@ CRED = CloudCredential.model_validate(
 )
 
 
-async def observe(ctx: Any, body: dict[str, Any], missing: dict[str, float], nodes: list[Any]) -> None:
+async def observe(ctx: Any, body: dict[str, Any], state: LoopState, nodes: list[Any]) -> None:
+    # The index's entry made anew from the body, as kopf does on every watch event.
     members = list(instances_by_credential(namespace=NS, body=kopf.Body(body)).values())
     await _observe_members(
-        ctx=ctx, cred=CRED, members=members, nodes=nodes, missing=missing, ts=now(), clock=time.monotonic()
+        ctx=ctx, cred=CRED, members=members, nodes=nodes, state=state, ts=now(), clock=time.monotonic()
     )
 
 
@@ -42,13 +44,13 @@ async def test_a_running_vm_that_is_listed_gets_no_write_and_one_gone_from_the_c
     await _provision(ctx, body, 0, {(NS, "ubuntu"): [image("img-ubuntu-1")]})  # type: ignore[arg-type]
     assert body["status"]["phase"] == "Running"
     writes = len(kube.writes)
-    missing: dict[str, float] = {}
+    state = LoopState()
 
-    await observe(ctx, body, missing, list(cloud.nodes.values()))
+    await observe(ctx, body, state, list(cloud.nodes.values()))
     assert len(kube.writes) == writes  # converged: nothing to write
 
     cloud.nodes.clear()  # terminated behind the operator's back
-    await observe(ctx, body, missing, [])
+    await observe(ctx, body, state, [])
     assert body["status"]["phase"] == "Lost"
     assert len(kube.writes) == writes + 1
 
@@ -73,3 +75,32 @@ async def test_the_observer_index_keeps_the_status_as_read_in_compact_form_and_s
     assert a.deployment is b.deployment
     assert a.namespace is b.namespace
     assert a.phase is b.phase
+
+
+async def test_a_period_like_the_last_skips_the_instance_and_any_change_is_seen_again() -> None:
+    ctx, kube, cloud, body = world()
+    await _provision(ctx, body, 0, {(NS, "ubuntu"): [image("img-ubuntu-1")]})  # type: ignore[arg-type]
+    state = LoopState()
+    writes = len(kube.writes)
+    [vm] = cloud.nodes.values()
+    await observe(ctx, body, state, [vm])
+    await observe(ctx, body, state, [vm])
+    assert len(kube.writes) == writes
+    # Remembered as settled: the next period with the same status and listing decodes nothing.
+    assert set(state.settled) == {body["metadata"]["uid"]}
+
+    # The VM changes (a new public address): written at once, though the status did not change.
+    moved = dataclasses.replace(vm, public_ips=("203.0.113.9",))
+    await observe(ctx, body, state, [moved])
+    assert body["status"]["addresses"]["public"] == ["203.0.113.9"]
+    assert len(kube.writes) == writes + 1
+
+    # Someone edits the status by hand: the next period puts it back.
+    body["status"] = {**body["status"], "address": "198.51.100.1"}
+    await observe(ctx, body, state, [moved])
+    assert body["status"]["address"] == "203.0.113.9"
+    assert len(kube.writes) == writes + 2
+
+    # An Instance gone from the index is forgotten.
+    await _observe_members(ctx=ctx, cred=CRED, members=[], nodes=[moved], state=state, ts=now(), clock=time.monotonic())
+    assert state.settled == {}
