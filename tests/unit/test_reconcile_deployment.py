@@ -431,9 +431,12 @@ def test_size_change_rolls_one_at_a_time_with_default_surge() -> None:
     # the new VM runs: one old VM goes (the newest of the old ones)
     p = plan(dep, [*old, inst(dep, 3)])
     assert (created(p), p.deletes) == ([], ["shop-web-2"])
-    # the old VM is being deleted: the next new one starts
+    # the old VM is being deleted: it still holds its VM, so 3 + 1 surge are there already
     p = plan(dep, [*old[:2], inst(old_dep, 2, deleting=True), inst(dep, 3)])
-    assert (created(p), p.deletes) == (["shop-web-4"], [])
+    assert (created(p), p.deletes) == ([], [])
+    # its VM is gone (the Instance with it): the next new one starts, in the freed name
+    p = plan(dep, [*old[:2], inst(dep, 3)])
+    assert (created(p), p.deletes) == (["shop-web-2"], [])
 
 
 def test_rollout_with_max_unavailable_removes_before_adding() -> None:
@@ -450,8 +453,26 @@ def test_rollout_with_max_unavailable_removes_before_adding() -> None:
     )
     p = plan(dep, old)
     assert (created(p), p.deletes) == ([], ["shop-web-1"])
+    # maxSurge 0 (a quota of exactly two VMs, say): no new VM while the old one terminates
     p = plan(dep, [old[0], inst(old_dep, 1, deleting=True)])
-    assert created(p) == ["shop-web-2"]
+    assert created(p) == []
+    p = plan(dep, [old[0]])
+    assert created(p) == ["shop-web-1"]
+
+
+@pytest.mark.parametrize(
+    ("phase", "holds_a_vm"),
+    [("Running", True), ("Creating", True), ("Stopped", True), (None, False), ("Failed", False), ("Lost", False)],
+)
+def test_a_rollout_counts_an_instance_being_deleted_while_its_vm_may_be_there(
+    phase: str | None, holds_a_vm: bool
+) -> None:
+    old_dep = deployment(group(replicas=2))
+    dep = deployment(group(replicas=2, size={"cpu": 2, "memoryMiB": 2048}), generation=2)
+    # One new VM runs, one old one runs, the other old one is on its way out.
+    leaving = inst(old_dep, 1, deleting=True, phase=phase, ready=phase == "Running")
+    p = plan(dep, [inst(old_dep, 0), leaving, inst(dep, 2)])
+    assert created(p) == ([] if holds_a_vm else ["shop-web-3"])
 
 
 def test_outdated_instances_that_never_became_ready_go_at_once() -> None:

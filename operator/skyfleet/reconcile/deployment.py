@@ -20,7 +20,7 @@ from skyfleet.reconcile.bake import BootSource, boot_source
 from skyfleet.reconcile.conditions import set_condition
 from skyfleet.reconcile.groups import DependencyError, creation_order
 from skyfleet.reconcile.images import EffectiveImage
-from skyfleet.reconcile.instances import FALLBACK_REASONS
+from skyfleet.reconcile.instances import FALLBACK_REASONS, never_called_the_cloud
 from skyfleet.reconcile.placement import Target, choose_targets, target_key, targets_of
 from skyfleet.reconcile.userdata import (
     NoAddresses,
@@ -191,6 +191,8 @@ class _GroupPass:
     failures: int
     unavailable: set[str]
     live: list[InstanceView]
+    # Instances being deleted whose VM may still be there: a rollout counts them against maxSurge.
+    leaving: int = 0
     # Decided by the steps, in reading order.
     removing: list[InstanceView] = field(default_factory=list)
     active: list[InstanceView] = field(default_factory=list)
@@ -264,7 +266,14 @@ def _group_pass(
         failures=prev.failed_provisions if prev else 0,
         unavailable=set(prev.unavailable_targets or []) if prev else set(),
         live=[i for i in mine if not i.deleting],
+        leaving=sum(1 for i in mine if i.deleting and _may_hold_a_vm(i)),
     )
+
+
+def _may_hold_a_vm(inst: InstanceView) -> bool:
+    """Whether a VM may stand behind the Instance: it got as far as creating one, and the VM
+    is neither known gone nor never made (Failed)."""
+    return not never_called_the_cloud(inst.phase, has_provider_id=False) and inst.phase not in ("Failed", "Lost")
 
 
 def _final(g: _GroupPass) -> list[InstanceView]:
@@ -385,7 +394,10 @@ def _roll_and_scale(g: _GroupPass) -> None:
     if not g.outdated:
         g.creates = max(0, g.desired - len(g.current))
     else:
-        g.creates = max(0, min(g.desired - len(g.current), g.desired + surge - len(g.active)))
+        # An Instance on its way out still holds its VM until the cloud says it is gone: counted
+        # too, or a roll would run desired + maxSurge + the VMs still terminating (over a quota
+        # that maxSurge 0 was chosen to stay within).
+        g.creates = max(0, min(g.desired - len(g.current), g.desired + surge - len(g.active) - g.leaving))
         not_ready = [i for i in g.outdated if not i.ready]
         removable = max(0, g.ready - (g.desired - max_unavailable))
         g.deletes += not_ready + victims([i for i in g.outdated if i.ready], removable)
