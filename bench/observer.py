@@ -3,10 +3,10 @@
 One credential's observation period compares every Instance of the index with the cloud's
 listing (handlers/observe.py, ``_observe_members``). This runs that function on ``--count``
 converged Instances (each status as the observer itself writes it for a running VM, and a
-listing of those VMs) for ``--periods`` periods and prints each period's time. The first period decodes and compares every Instance, as every
-period did before the loop remembered settled Instances; the later ones are what a quiet
-fleet costs now. Nothing is written in either (the fleet is converged); a period that wrote
-would fail the run.
+listing of those VMs) for ``--periods`` periods and prints each period's time. The first
+period decodes and compares every Instance, as every period did before the loop remembered
+settled Instances; the later ones are what a quiet fleet costs now. Nothing is written in
+either (the fleet is converged); a period that wrote would fail the run.
 
     .venv/bin/python bench/observer.py --count 2500 --periods 5
 """
