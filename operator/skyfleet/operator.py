@@ -33,6 +33,7 @@ from skyfleet.handlers.kube import Kube, NoCluster, Unreadable
 from skyfleet.handlers.storage import BoundedProgressStorage, DigestDiffBaseStorage
 from skyfleet.logs import install_object_refs
 from skyfleet.metrics import Metrics
+from skyfleet.reconcile.instances import create_settled
 from skyfleet.reconcile.messages import safe_message
 from skyfleet.settings import Settings
 
@@ -100,7 +101,17 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     # Both kept small whatever the object holds: annotations total at most 256 KiB, and one
     # over it makes every patch kopf sends (finalizers included) fail (see handlers/storage.py).
     settings.persistence.progress_storage = BoundedProgressStorage(prefix=PREFIX)
-    settings.persistence.diffbase_storage = DigestDiffBaseStorage(prefix=PREFIX, key="last-handled-configuration")
+    settings.persistence.diffbase_storage = DigestDiffBaseStorage(
+        prefix=PREFIX,
+        key="last-handled-configuration",
+        # Kinds that say themselves whether a create or update handler has anything left to
+        # do: no annotation write per object (storage.py). Deployments and Images have none.
+        settled={
+            "Instance": lambda body: create_settled(body.get("status")),
+            "Deployment": lambda body: True,
+            "Image": lambda body: True,
+        },
+    )
     settings.execution.max_workers = ctx.settings.workers
     # The Lease decides who acts; peering would only add writes and pause on lookalikes.
     settings.peering.standalone = True

@@ -8,8 +8,11 @@ from typing import Any
 
 import kopf
 import pytest
+from kopf._cogs.structs import diffs
+from kopf._core.intents import causes
 
 from skyfleet.handlers.storage import DigestDiffBaseStorage
+from skyfleet.reconcile.instances import create_settled
 
 pytestmark = pytest.mark.unit
 
@@ -71,3 +74,97 @@ def test_status_and_managed_fields_are_not_copied_to_build_it() -> None:
     }
     assert storage().fetch(body=body) is not None
     assert copy.deepcopy(essence) == essence
+
+
+# -- kinds that say themselves whether they were handled: no annotation write per object ----------
+
+SETTLED = {
+    "Instance": lambda body: create_settled(body.get("status")),
+    "Deployment": lambda body: True,
+}
+
+
+def fresh(status: Any = None, uid: str = "u-1", kind: str = "Instance") -> kopf.Body:
+    raw = instance(status=status or {})
+    raw["kind"] = kind
+    del raw["metadata"]["annotations"]["skyfleet.io/last-handled-configuration"]
+    raw["metadata"]["uid"] = uid
+    return kopf.Body(raw)
+
+
+def cause(store: DigestDiffBaseStorage, body: kopf.Body, *, initial: bool = False) -> causes.Reason:
+    """The cause kopf would act on for this event, as its processing detects it."""
+    old = store.fetch(body=body)
+    new = store.build(body=body)
+    found = causes.detect_changing_cause(
+        finalizer="skyfleet.io/finalizer",
+        raw_event={"type": "MODIFIED", "object": dict(body)},
+        resource=None,
+        indices=None,
+        logger=None,
+        patch=kopf.Patch(),
+        body=body,
+        old=old,
+        new=new,
+        diff=diffs.diff(old, new),
+        memo=None,
+        initial=initial,
+    )
+    return found.reason
+
+
+def test_an_instance_is_created_once_and_no_annotation_is_written_for_it() -> None:
+    store = DigestDiffBaseStorage(prefix="skyfleet.io", key="last-handled-configuration", settled=SETTLED)
+    new = fresh()
+    assert cause(store, new) == causes.Reason.CREATE
+    # The create handler succeeded: kopf stores the diff-base; nothing goes into its patch.
+    patch = kopf.Patch()
+    store.store(body=new, patch=patch, essence=store.build(body=new))
+    assert not patch
+    # A stale event (the status written before the create) comes after: not a second create.
+    assert cause(store, fresh({"phase": "Creating"})) == causes.Reason.NOOP
+    assert cause(store, fresh({"phase": "Pending", "providerId": "i-1"})) == causes.Reason.NOOP
+    # Another Instance, not yet handled, is still new.
+    assert cause(store, fresh({"phase": "Creating"}, uid="u-2")) == causes.Reason.CREATE
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        # Recorded its VM, or failed for good: resumed, which the provision handler's filter skips.
+        ({"phase": "Running", "providerId": "i-1"}, causes.Reason.RESUME),
+        ({"phase": "Failed"}, causes.Reason.RESUME),
+        # A create was under way when the operator stopped: it runs again (and adopts the VM).
+        ({"phase": "Creating"}, causes.Reason.CREATE),
+        ({}, causes.Reason.CREATE),
+    ],
+)
+def test_after_a_restart_only_instances_without_a_vm_are_created_again(
+    status: dict[str, Any], expected: causes.Reason
+) -> None:
+    store = DigestDiffBaseStorage(prefix="skyfleet.io", key="last-handled-configuration", settled=SETTLED)
+    assert cause(store, fresh(status), initial=True) == expected
+
+
+def test_an_annotation_from_before_is_ignored_once_the_instance_says_it_was_handled() -> None:
+    store = DigestDiffBaseStorage(prefix="skyfleet.io", key="last-handled-configuration", settled=SETTLED)
+    body = kopf.Body(instance(status={"phase": "Running", "providerId": "i-1"}))
+    body["spec"]["driftPolicy"] = "Ignore"  # changed since the (empty) digests were written
+    assert cause(store, body) == causes.Reason.NOOP
+
+
+def test_other_kinds_keep_their_annotation() -> None:
+    store = DigestDiffBaseStorage(prefix="skyfleet.io", key="last-handled-configuration", settled=SETTLED)
+    raw = fresh(kind="CloudCredential")
+    assert cause(store, raw) == causes.Reason.CREATE
+    patch = kopf.Patch()
+    store.store(body=raw, patch=patch, essence=store.build(body=raw))
+    assert "skyfleet.io/last-handled-configuration" in patch["metadata"]["annotations"]
+
+
+def test_a_deployment_never_gets_one() -> None:
+    store = DigestDiffBaseStorage(prefix="skyfleet.io", key="last-handled-configuration", settled=SETTLED)
+    raw = fresh(kind="Deployment")
+    assert cause(store, raw) == causes.Reason.NOOP
+    raw["spec"]["group"] = "db"
+    assert cause(store, raw) == causes.Reason.NOOP

@@ -26,6 +26,7 @@ from skyfleet.handlers.indexes import Lookup, by_credential, by_deployment, cred
 from skyfleet.handlers.kube import Refused
 from skyfleet.handlers.loop import LoopSpec, run_loop
 from skyfleet.handlers.status import write_status
+from skyfleet.handlers.storage import MARKER
 from skyfleet.reconcile.deployment import NewInstance, plan_deployment, refused_status
 from skyfleet.reconcile.images import EffectiveImage, ImageError, effective_image
 from skyfleet.reconcile.messages import error_message
@@ -226,6 +227,8 @@ async def _create_instances(
                 # finalizer and waiting for the next one (a write and a round trip less, on the
                 # way to every VM's create).
                 "finalizers": [FINALIZER],
+                # kopf's marker, which it would patch on after the first handler (storage.py).
+                "annotations": dict([MARKER]),
             },
             "spec": new.spec.to_api(),
         }

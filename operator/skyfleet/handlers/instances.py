@@ -24,6 +24,7 @@ from skyfleet.reconcile.conditions import set_condition
 from skyfleet.reconcile.images import ImageError, current_resolution, effective_image, select_source
 from skyfleet.reconcile.instances import (
     classify_create_error,
+    create_settled,
     never_called_the_cloud,
     observed_status,
     unseen_vm_may_exist,
@@ -94,13 +95,8 @@ async def _resolve_image(
     return found.id, ""
 
 
-def _unprovisioned(status: Any) -> bool:
-    """On restart only Instances without a VM need the handler; the rest cost no writes."""
-    return not status.get("providerId") and status.get("phase") != "Failed"
-
-
 @kopf.on.create(GROUP, VERSION, "instances", id="provision")
-@kopf.on.resume(GROUP, VERSION, "instances", id="provision", when=lambda status, **_: _unprovisioned(status))
+@kopf.on.resume(GROUP, VERSION, "instances", id="provision", when=lambda status, **_: not create_settled(status))
 async def provision(*, body: kopf.Body, memo: Any, logger: kopf.Logger, retry: int, **kwargs: Any) -> None:
     with about(body):
         await _provision(ctx_of(memo), body, retry, kwargs["images"])

@@ -10,6 +10,15 @@ fields whose digest still matches are rebuilt from the object itself, changed on
 a marker value, so change detection (and ``field=`` filters of update handlers) work as
 before; only the old *value* of a changed field is unknown, which no handler here reads.
 
+kopf writes that annotation once an object's create or update handlers are done, one PATCH
+(and one more watch event) per object. Kinds listed in ``settled`` go without it: for them kopf
+needs the old essence only to tell a new object from a handled one, and the object says that
+itself (an Instance is handled once its status records its VM or its failure; a Deployment or
+Image has no create or update handler at all). Their diff-base is the object as it is once it
+says so: no cause to act on, no annotation written (an annotation written before is ignored).
+Between a create handler's success and the watch event that shows its status, the object's UID
+stands in (in memory), so a stale event in between does not run the create again.
+
 kopf's progress records (one annotation per handler in progress) carry the last error
 message; it is bounded here, so a long error can never make the object unwritable either.
 """
@@ -18,16 +27,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, cast
 
 import kopf
 
 from skyfleet.reconcile.messages import safe_message
 
-__all__ = ["BoundedProgressStorage", "DigestDiffBaseStorage", "digests", "rebuild"]
+__all__ = ["MARKER", "BoundedProgressStorage", "DigestDiffBaseStorage", "digests", "rebuild"]
 
 FORMAT = "skyfleet.io/digests-v2"
+# The annotation kopf adds to every object it keeps state on (``{prefix}/kopf-managed``). An
+# object created with it needs no patch from kopf when its handlers finish at the first try.
+MARKER = ("skyfleet.io/kopf-managed", "yes")
+# Objects whose create handler succeeded but whose status the watch has not shown yet: at most
+# this many remembered (a handful at any moment; the bound is for objects deleted meanwhile).
+_HANDLED_MAX = 10_000
 # Fields below these paths are digested one by one (so a field filter such as spec.region
 # matches exactly); deeper structure is digested whole.
 _DEPTH = 3
@@ -89,7 +104,18 @@ def rebuild(stored: Iterable[list[Any]], current: Mapping[str, Any]) -> dict[str
 
 
 class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
-    """kopf's annotation diff-base, holding digests instead of the object (see the module doc)."""
+    """kopf's annotation diff-base, holding digests instead of the object (see the module doc).
+
+    ``settled``: kind -> whether an object of that kind (its body) has no create or update
+    handler left to run; such kinds never get the annotation.
+    """
+
+    def __init__(
+        self, *, settled: Mapping[str, Callable[[Mapping[str, Any]], bool]] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.settled = dict(settled or {})
+        self._handled: dict[str, None] = {}  # UIDs, oldest first
 
     def build(self, *, body: Any, extra_fields: Any = None) -> Any:
         """kopf's essence of ``body``, without deep-copying what it then drops.
@@ -110,6 +136,17 @@ class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
         return super().build(body=kopf.Body(cast(Any, lean)), extra_fields=fields)
 
     def fetch(self, *, body: Any) -> Any:
+        settled = self.settled.get(str(body.get("kind")))
+        uid = str((body.get("metadata") or {}).get("uid"))
+        if settled is not None and settled(body):
+            self._handled.pop(uid, None)
+            return self.build(body=body)
+        stored = self._fetch_stored(body)
+        if stored is not None:
+            return stored
+        return self.build(body=body) if settled is not None and uid in self._handled else None
+
+    def _fetch_stored(self, body: Any) -> Any:
         for full_key in self.make_keys(self.key, body=body):
             encoded = body.metadata.annotations.get(full_key)
             if encoded is None:
@@ -123,6 +160,12 @@ class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
         return None
 
     def store(self, *, body: Any, patch: Any, essence: Any) -> None:
+        if str(body.get("kind")) in self.settled:
+            uid = str((body.get("metadata") or {}).get("uid"))
+            self._handled[uid] = None
+            while len(self._handled) > _HANDLED_MAX:
+                del self._handled[next(iter(self._handled))]
+            return
         encoded = json.dumps({"format": FORMAT, "digests": digests(essence)}, separators=(",", ":"))
         for full_key in self.make_keys(self.key, body=body):
             patch.metadata.annotations[full_key] = encoded

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from skyfleet.api.common import MEDIUM, SHORT
 from skyfleet.api.instance import Addresses, InstanceStatus
@@ -93,6 +95,13 @@ def unseen_vm_may_exist(phase: str | None, *, has_provider_id: bool) -> bool:
     if phase == "Creating":
         return True
     return has_provider_id and phase not in ("Lost", "Failed")
+
+
+def create_settled(status: Mapping[str, Any] | None) -> bool:
+    """The create handler has nothing left to do: the VM is recorded, or the Instance failed
+    for good. (On restart only the others need the handler.)"""
+    status = status or {}
+    return bool(status.get("providerId")) or status.get("phase") == "Failed"
 
 
 def never_called_the_cloud(phase: str | None, *, has_provider_id: bool) -> bool:
