@@ -284,7 +284,7 @@ async def _observe_members(
         if m.deleting or m.phase == "Failed":
             continue  # deletion owns this Instance right now
         listed = by_uid.get(m.uid)
-        seen = (m.status_json, m.generation, _as_listed(listed)) if listed is not None else None
+        seen = (m.status_json, m.generation, _as_listed(listed, cred.spec.provider)) if listed is not None else None
         if seen is not None and settled.get(m.uid) == seen:
             missing.pop(m.uid, None)
             continue  # as it was when the last period found nothing to change
@@ -324,9 +324,9 @@ def _by_uid(nodes: list[CloudNode]) -> dict[str, CloudNode]:
     return by_uid
 
 
-def _as_listed(node: CloudNode) -> tuple[Any, ...]:
+def _as_listed(node: CloudNode, provider: str) -> tuple[Any, ...]:
     """What of a listed VM an Instance's status is made from (reconcile/instances.observed_status)."""
-    return (node.provider_id, node.state, node.public_ips, node.private_ips, node.size_id, node.image_id)
+    return (provider, node.provider_id, node.state, node.public_ips, node.private_ips, node.size_id, node.image_id)
 
 
 async def _delete_orphans(
