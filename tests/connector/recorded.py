@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Callable
 from http import HTTPStatus
 from pathlib import Path
@@ -55,6 +56,18 @@ class RecordedHttp(MockHttp):  # type: ignore[misc]  # dynamic base, see above
     provider: ClassVar[str]
     type: ClassVar[str | None] = None
     sent: ClassVar[list[Sent]] = []
+    # libcloud's MockHttp answers through ``requests_mock.mock()``, which patches requests'
+    # transport for the whole process while one request runs: two connector threads replaying
+    # at once would each reach the other's mock ("Failed to mock out URL"). One at a time.
+    _replaying: ClassVar[threading.Lock] = threading.Lock()
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        with RecordedHttp._replaying:
+            return super().request(*args, **kwargs)
+
+    def prepared_request(self, *args: Any, **kwargs: Any) -> Any:
+        with RecordedHttp._replaying:
+            return super().prepared_request(*args, **kwargs)
 
     @classmethod
     def reset(cls, scenario: str | None = None) -> None:
