@@ -131,3 +131,63 @@ async def test_instances_are_created_with_the_finalizer_on() -> None:
     [manifest] = kube.manifests
     assert manifest["metadata"]["finalizers"] == [FINALIZER] == ["skyfleet.io/finalizer"]
     assert manifest["metadata"]["ownerReferences"][0]["uid"] == "u-shop"
+
+
+async def test_counts_alone_are_written_at_most_once_per_interval_and_conditions_at_once() -> None:
+    from skyfleet.api.deployment import Deployment
+    from skyfleet.reconcile.deployment import CountsHold
+    from skyfleet.reconcile.userdata import template_hash
+    from skyfleet.reconcile.views import InstanceView
+
+    ctx, kube, indexes = world([])
+    raw = deployment("shop", replicas=3)
+    current = template_hash(Deployment.model_validate(raw).spec.node_groups[0])
+    counts = CountsHold()
+
+    async def one_pass(ready: int) -> dict[str, Any]:
+        views = [
+            InstanceView(
+                name=f"shop-web-{i}",
+                group="web",
+                credential="mem",
+                region="mem-1",
+                template_hash=current,
+                uid=f"i-{i}",
+                phase="Running" if i < ready else "Creating",
+                ready=i < ready,
+            )
+            for i in range(3)
+        ]
+        indexes.instances_by_deployment[(NS, "shop")] = views  # type: ignore[index]
+        writes = len(kube.status)
+        await reconcile_once(ctx=ctx, namespace=NS, name="shop", body=kopf.Body(raw), indexes=indexes, counts=counts)
+        if len(kube.status) > writes:  # what the watch would bring back
+            raw["status"] = merged(raw.get("status") or {}, kube.status[-1])
+        return dict(raw["status"])
+
+    assert (await one_pass(ready=0))["readyReplicas"] == 0  # a first status: at once
+    # One VM running a moment later: only the counts move, held, and the loop comes back for them.
+    assert (await one_pass(ready=1))["readyReplicas"] == 0
+    assert len(kube.status) == 1
+    assert 0 < counts.delay(60.0, time.monotonic()) <= 5.0
+    # Once the interval has passed, the counts are written.
+    counts.written -= 5.0
+    assert (await one_pass(ready=2))["readyReplicas"] == 2
+    # Every VM running moves the Ready condition: written at once, however soon.
+    status = await one_pass(ready=3)
+    assert status["readyReplicas"] == 3
+    assert status["phase"] == "Running"
+    assert len(kube.status) == 3
+
+
+def merged(old: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch applied, as the API server does (RFC 7386)."""
+    out = dict(old)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
