@@ -607,3 +607,13 @@ def test_counts_are_written_at_most_once_per_interval_and_fall_due() -> None:
     assert hold.delay(60.0, now=102.0) == 60.0
     assert hold.holds(True, now=106.9)
     assert not hold.holds(True, now=107.0)  # 5 s after the last write
+
+
+def test_held_counts_that_moved_back_do_not_keep_the_loop_spinning() -> None:
+    hold = CountsHold(interval=5.0)
+    hold.holds(False, now=100.0)
+    assert hold.holds(True, now=101.0)
+    # At 105 the pass finds the counts as written (nothing to write, so nothing asked): the
+    # loop goes back to its own period instead of passing again at once, over and over.
+    assert hold.delay(60.0, now=105.0) == 60.0
+    assert hold.delay(60.0, now=105.1) == 60.0

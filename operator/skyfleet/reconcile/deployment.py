@@ -803,7 +803,10 @@ class CountsHold:
         return False
 
     def delay(self, wanted: float, now: float) -> float:
-        """The loop's next wake-up: ``wanted``, or sooner when held counts fall due."""
+        """The loop's next wake-up: ``wanted``, or sooner when held counts fall due. Asked after a
+        pass: held counts that fell due and were not written (they moved back) are let go."""
+        if self.due is not None and self.due <= now:
+            self.due = None
         if self.due is None:
             return wanted
-        return max(0.0, min(wanted, self.due - now))
+        return min(wanted, self.due - now)
