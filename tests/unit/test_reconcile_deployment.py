@@ -10,7 +10,7 @@ import pytest
 from skyfleet.api.deployment import Deployment
 from skyfleet.api.image import ImageBuild, ImageStatus, Recipe
 from skyfleet.reconcile.conditions import find_condition
-from skyfleet.reconcile.deployment import CountsHold, Plan, only_counts_move, plan_deployment, victims
+from skyfleet.reconcile.deployment import Plan, plan_deployment, victims
 from skyfleet.reconcile.images import EffectiveImage
 from skyfleet.reconcile.userdata import template_hash
 from skyfleet.reconcile.views import CredentialView, InstanceView
@@ -558,62 +558,3 @@ def test_a_new_bake_rolls_the_group_within_its_rollout_limits() -> None:
     assert (created(p), p.deletes) == (["shop-web-3"], [])
     assert p.creates[0].spec.image_id == "ami-2"
     assert [e.reason for e in p.events] == ["RollingUpdate"]
-
-
-OLD_STATUS: dict[str, Any] = {
-    "observedGeneration": 1,
-    "phase": "Provisioning",
-    "replicas": 3,
-    "readyReplicas": 1,
-    "groups": [{"name": "web", "replicas": 3, "readyReplicas": 1, "updatedReplicas": 3, "failedProvisions": 0}],
-    "conditions": [{"type": "Ready", "status": "False", "reason": "ReplicasNotReady"}],
-}
-
-
-@pytest.mark.parametrize(
-    ("patch", "only_counts"),
-    [
-        ({"readyReplicas": 2, "groups": [{**OLD_STATUS["groups"][0], "readyReplicas": 2}]}, True),
-        ({"replicas": 4, "groups": [{**OLD_STATUS["groups"][0], "replicas": 4, "updatedReplicas": 4}]}, True),
-        ({"readyReplicas": 2}, True),
-        # More than counts: written at once.
-        ({"readyReplicas": 3, "phase": "Running"}, False),
-        ({"conditions": [{"type": "Ready", "status": "True", "reason": "AllReplicasReady"}]}, False),
-        ({"groups": [{**OLD_STATUS["groups"][0], "failedProvisions": 1}]}, False),
-        ({"groups": [{**OLD_STATUS["groups"][0], "unavailableTargets": ["a/eu-central-1"]}]}, False),
-        ({"groups": [{**OLD_STATUS["groups"][0], "desiredReplicas": 5}]}, False),
-        ({"groups": [OLD_STATUS["groups"][0], {"name": "db", "replicas": 0}]}, False),
-        ({"observedGeneration": 2, "readyReplicas": 2}, False),
-        ({"message": "group web: quota"}, False),
-        ({}, False),
-    ],
-)
-def test_which_status_changes_are_counts_alone(patch: dict[str, Any], only_counts: bool) -> None:
-    assert only_counts_move(OLD_STATUS, patch) is only_counts
-
-
-def test_a_first_status_is_more_than_counts() -> None:
-    assert not only_counts_move(None, {"replicas": 3})
-    assert not only_counts_move({}, {"replicas": 3})
-
-
-def test_counts_are_written_at_most_once_per_interval_and_fall_due() -> None:
-    hold = CountsHold(interval=5.0)
-    assert not hold.holds(True, now=100.0)  # nothing written yet: at once
-    assert hold.holds(True, now=101.0)  # counts again 1 s later: held
-    assert hold.delay(60.0, now=101.0) == 4.0  # the loop comes back when they fall due
-    assert hold.delay(0.5, now=101.0) == 0.5  # or sooner when it wants to
-    assert not hold.holds(False, now=102.0)  # a condition moved: at once, held counts with it
-    assert hold.delay(60.0, now=102.0) == 60.0
-    assert hold.holds(True, now=106.9)
-    assert not hold.holds(True, now=107.0)  # 5 s after the last write
-
-
-def test_held_counts_that_moved_back_do_not_keep_the_loop_spinning() -> None:
-    hold = CountsHold(interval=5.0)
-    hold.holds(False, now=100.0)
-    assert hold.holds(True, now=101.0)
-    # At 105 the pass finds the counts as written (nothing to write, so nothing asked): the
-    # loop goes back to its own period instead of passing again at once, over and over.
-    assert hold.delay(60.0, now=105.0) == 60.0
-    assert hold.delay(60.0, now=105.1) == 60.0

@@ -27,7 +27,7 @@ from skyfleet.handlers.kube import Refused
 from skyfleet.handlers.loop import LoopSpec, run_loop
 from skyfleet.handlers.status import write_status
 from skyfleet.handlers.storage import MARKER
-from skyfleet.reconcile.deployment import CountsHold, NewInstance, only_counts_move, plan_deployment, refused_status
+from skyfleet.reconcile.deployment import NewInstance, plan_deployment, refused_status
 from skyfleet.reconcile.images import EffectiveImage, ImageError, effective_image
 from skyfleet.reconcile.messages import error_message
 from skyfleet.reconcile.scaling import effective_deployment, governed_status
@@ -60,11 +60,9 @@ async def reconcile_loop(
         scaling_policies=kwargs.get("scaling_policies"),
     )
 
-    counts = CountsHold()
-
     async def once() -> float:
-        acted = await reconcile_once(ctx=ctx, namespace=namespace, name=name, body=body, indexes=indexes, counts=counts)
-        return counts.delay(SETTLE if acted else ctx.settings.resync_period, time.monotonic())
+        acted = await reconcile_once(ctx=ctx, namespace=namespace, name=name, body=body, indexes=indexes)
+        return SETTLE if acted else ctx.settings.resync_period
 
     spec = LoopSpec("deployment", namespace, name, period=ctx.settings.resync_period, error_event="ReconcileError")
     await run_loop(ctx, spec, body=body, stopped=stopped, logger=logger, once=once)
@@ -108,12 +106,9 @@ def _first(index: kopf.Index[Any, Any], key: Any) -> Any:
     return next(iter(index.get(key, [])), None)
 
 
-async def reconcile_once(
-    *, ctx: Context, namespace: str, name: str, body: kopf.Body, indexes: Indexes, counts: CountsHold | None = None
-) -> bool:
+async def reconcile_once(*, ctx: Context, namespace: str, name: str, body: kopf.Body, indexes: Indexes) -> bool:
     """One pass: plan, create and delete Instances, post the plan's events, write status.
-    True when it acted (the loop then looks again soon). ``counts``: the loop's hold on status
-    writes that only move counts (none: every change is written at once)."""
+    True when it acted (the loop then looks again soon)."""
     dep = Deployment.model_validate(dict(body))
     if dep.metadata.deletion_timestamp is not None:
         return False
@@ -142,8 +137,7 @@ async def reconcile_once(
     for e in plan.events:
         if not e.names or changed.intersection(e.names):
             ctx.event(body, e.type, e.reason, e.message)
-    hold = None if counts is None else lambda old, patch: counts.holds(only_counts_move(old, patch), time.monotonic())
-    await write_status(ctx, body, body.get("status"), status, hold=hold)
+    await write_status(ctx, body, body.get("status"), status)
     # A refusal stays until a person acts: plan again at the resync period, not at once.
     return bool(plan.deletes or plan.drift_policies) or bool(plan.creates and refused is None)
 

@@ -15,7 +15,7 @@ A new kind (ScalingPolicy, image bakes) builds its status model and calls::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from skyfleet.api.common import Condition, ConditionStatus
@@ -52,7 +52,6 @@ async def write_status(
     resource_version: str | None = None,
     announce: bool = True,
     observes_spec: bool = True,
-    hold: Callable[[Mapping[str, Any] | None, Mapping[str, Any]], bool] | None = None,
 ) -> dict[str, Any]:
     """Write ``new`` as the status of ``obj`` (a body, or apiVersion/kind/metadata with name,
     namespace, uid and generation), where it differs from ``old`` (the status as read).
@@ -62,8 +61,6 @@ async def write_status(
     list, so a write from a stale copy would drop the other loop's condition: ``Conflict``.
     ``observes_spec``: False for a writer that reports figures without acting on the spec (the
     credential's observation loop): the status keeps the observedGeneration it had.
-    ``hold``: called with ``old`` and the patch before writing; True holds the write back (the
-    Deployment's counts, reconcile/deployment.py ``CountsHold``), and ``old`` stands.
     Returns the status as it stands now (written, or already so): the ``old`` of a next write.
     """
     kind = str(obj.get("kind"))
@@ -82,8 +79,6 @@ async def write_status(
     patch = merge_patch(old, wanted)
     if not patch:
         return wanted
-    if hold is not None and hold(old, patch):
-        return dict(old or {})
     await ctx.kube.patch_status(plural_of(kind), namespace, name, patch, resource_version=resource_version)
     if announce:
         _announce(ctx, obj, old, find_condition(conditions, READY))

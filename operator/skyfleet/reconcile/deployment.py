@@ -13,7 +13,6 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from skyfleet.api.deployment import Deployment, DeploymentStatus, GroupStatus, NodeGroup, Size
 from skyfleet.api.instance import MAX_USER_DATA, InstanceSpec
@@ -748,65 +747,3 @@ def refused_status(
     conds = set_condition(conds, "Progressing", False, reason, message, now=now, generation=generation)
     conds = set_condition(conds, "Degraded", True, reason, message, now=now, generation=generation)
     return status.model_copy(update={"conditions": conds, "phase": "Degraded", "message": message})
-
-
-# Seconds between two status writes of a Deployment that only move its counts (handlers/deployments.py).
-COUNTS_INTERVAL = 5.0
-# The counts a Deployment's status carries while its VMs come and go, overall and per group.
-_COUNTS = frozenset({"replicas", "readyReplicas", "updatedReplicas"})
-
-
-def only_counts_move(old: Mapping[str, Any] | None, patch: Mapping[str, Any]) -> bool:
-    """Whether the status ``patch`` (a merge patch onto ``old``) changes nothing but counts:
-    the overall and per-group replicas, readyReplicas and updatedReplicas. Any change of phase,
-    condition, message, observedGeneration, failed provisions, unavailable targets or a group's
-    scaling decision is more than counts, and so is a first status."""
-    if not patch or not old:
-        return False
-    for key, value in patch.items():
-        if key in _COUNTS:
-            continue
-        if key == "groups" and isinstance(value, list) and _uncounted(old.get("groups")) == _uncounted(value):
-            continue
-        return False
-    return True
-
-
-def _uncounted(groups: Any) -> list[dict[str, Any]] | None:
-    if not isinstance(groups, list):
-        return None
-    return [{k: v for k, v in g.items() if k not in _COUNTS} if isinstance(g, Mapping) else g for g in groups]
-
-
-@dataclass
-class CountsHold:
-    """A Deployment's status writes that only move counts, at most one per ``interval``.
-
-    While hundreds of VMs are created, every one that turns running moves a Deployment's counts,
-    and every write is a watch event for every watcher of Deployments (the operator, Argo CD,
-    kubectl): a Deployment of ten VMs was written about nine times on its way to Ready. A change
-    of phase, condition or message is written at once; counts alone wait until ``interval``
-    has passed since the last write, and are then written with whatever else has moved.
-    """
-
-    interval: float = COUNTS_INTERVAL
-    # When the last write went out (a monotonic clock), and when held counts are due (or None).
-    written: float = float("-inf")
-    due: float | None = None
-
-    def holds(self, only_counts: bool, now: float) -> bool:
-        """Whether to hold this write back (True), or send it now (False, recorded as sent)."""
-        if only_counts and now - self.written < self.interval:
-            self.due = self.written + self.interval
-            return True
-        self.written, self.due = now, None
-        return False
-
-    def delay(self, wanted: float, now: float) -> float:
-        """The loop's next wake-up: ``wanted``, or sooner when held counts fall due. Asked after a
-        pass: held counts that fell due and were not written (they moved back) are let go."""
-        if self.due is not None and self.due <= now:
-            self.due = None
-        if self.due is None:
-            return wanted
-        return min(wanted, self.due - now)
